@@ -1,0 +1,1 @@
+"""Shared code for the image classification service: domain logic, ports, adapters and the function bodies."""

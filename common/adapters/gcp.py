@@ -1,0 +1,138 @@
+"""Cloud Storage, Firestore and Pub/Sub adapters. The same code talks to the emulators when the usual
+*_EMULATOR_HOST variables are set."""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore, pubsub_v1, storage
+
+from common.errors import ObjectMissing, PublishError
+from common.jobs import Counters, ImageResult, JobRecord, JobSpec, result_key, shard_for
+from common.messages import ClassifyMessage
+
+
+def storage_client(project: str) -> storage.Client:
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=project, credentials=AnonymousCredentials())
+    return storage.Client(project=project)
+
+
+class GcsObjectStore:
+    def __init__(self, client: storage.Client) -> None:
+        self._client = client
+
+    def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
+        # Only names are needed: ask for nothing else, and large pages, to list fast.
+        for blob in self._client.list_blobs(bucket, prefix=prefix, page_size=1000,
+                                            fields="items(name),nextPageToken"):
+            yield blob.name
+
+    def read(self, bucket: str, name: str) -> bytes:
+        try:
+            return self._client.bucket(bucket).blob(name).download_as_bytes()
+        except gexc.NotFound:
+            raise ObjectMissing(name) from None
+
+    def copy(self, bucket: str, source: str, target: str) -> None:
+        handle = self._client.bucket(bucket)
+        try:
+            handle.copy_blob(handle.blob(source), handle, target)
+        except gexc.NotFound:
+            raise ObjectMissing(source) from None
+
+    def write(self, bucket: str, name: str, data: bytes) -> None:
+        self._client.bucket(bucket).blob(name).upload_from_string(data)
+
+
+class FirestoreJobStore:
+    """jobs/{id}                      the job (spec, number_of_files, created_at)
+    jobs/{id}/counter_shards/{n}      processed, failed, matches.{class}: incremented, never read-modify-written
+    jobs/{id}/results/{sha256(name)}  one per image; its create() is the exactly-once marker
+    """
+
+    def __init__(self, client: firestore.Client, collection: str, shards: int) -> None:
+        self._client = client
+        self._jobs = client.collection(collection)
+        self._shards = shards
+
+    def create_job(self, job: JobRecord) -> None:
+        self._jobs.document(job.id).create({"spec": job.spec.to_dict(), "number_of_files": job.number_of_files,
+                                            "created_at": job.created_at, "counter_shards": self._shards})
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        snapshot = self._jobs.document(job_id).get()
+        if not snapshot.exists:
+            return None
+        data = snapshot.to_dict() or {}
+        return JobRecord(id=job_id, spec=JobSpec.from_dict(data["spec"]), number_of_files=data["number_of_files"],
+                         created_at=data["created_at"])
+
+    def _result_ref(self, job_id: str, name: str) -> Any:
+        return self._jobs.document(job_id).collection("results").document(result_key(name))
+
+    def has_result(self, job_id: str, name: str) -> bool:
+        return self._result_ref(job_id, name).get().exists
+
+    def record_result(self, job_id: str, result: ImageResult) -> bool:
+        shard = self._jobs.document(job_id).collection("counter_shards").document(
+            str(shard_for(result.name, self._shards)))
+        increments: dict[str, Any] = {"processed": firestore.Increment(1 if result.ok else 0),
+                                      "failed": firestore.Increment(0 if result.ok else 1)}
+        if result.matched:
+            increments["matches"] = {name: firestore.Increment(1) for name in result.matched}
+        batch = self._client.batch()
+        # One atomic commit: the marker's create() precondition fails the whole batch on a redelivery,
+        # so the counters move exactly once per image.
+        batch.create(self._result_ref(job_id, result.name), result.to_dict())
+        batch.set(shard, increments, merge=True)
+        try:
+            batch.commit()
+        except (gexc.Conflict, gexc.AlreadyExists):
+            return False
+        return True
+
+    def counters(self, job_id: str) -> Counters:
+        total = Counters()
+        for snapshot in self._jobs.document(job_id).collection("counter_shards").stream():
+            data = snapshot.to_dict() or {}
+            total.add(Counters(int(data.get("processed", 0)), int(data.get("failed", 0)),
+                               {k: int(v) for k, v in (data.get("matches") or {}).items()}))
+        return total
+
+    def results(self, job_id: str) -> Iterator[ImageResult]:
+        for snapshot in self._jobs.document(job_id).collection("results").stream():
+            yield ImageResult.from_dict(snapshot.to_dict() or {})
+
+    def latest_job_id(self) -> str | None:
+        query = self._jobs.order_by("created_at", direction=firestore.Query.DESCENDING).limit(1)
+        for snapshot in query.stream():
+            return snapshot.id
+        return None
+
+
+class PubSubPublisher:
+    def __init__(self, client: pubsub_v1.PublisherClient, topic_path: str, timeout: float = 120.0) -> None:
+        self._client = client
+        self._topic = topic_path
+        self._timeout = timeout
+
+    @staticmethod
+    def make_client() -> pubsub_v1.PublisherClient:
+        # Big batches: fan-out is thousands of ~300-byte messages published at once.
+        batch = pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=4 * 1024 * 1024, max_latency=0.05)
+        return pubsub_v1.PublisherClient(batch_settings=batch)
+
+    def publish_all(self, messages: Iterable[ClassifyMessage]) -> int:
+        futures = [self._client.publish(self._topic, m.to_bytes(), job_id=m.job_id) for m in messages]
+        done, not_done = concurrent.futures.wait(futures, timeout=self._timeout)
+        failures = [f.exception() for f in done if f.exception() is not None]
+        if failures or not_done:
+            raise PublishError(f"{len(failures) + len(not_done)} of {len(futures)} messages were not published: "
+                               f"{failures[0] if failures else 'timed out'}")
+        return len(futures)

@@ -1,0 +1,210 @@
+"""Embedded adapters: a folder is the bucket, SQLite is the job store, a thread pool is the queue."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from common.errors import ObjectMissing, TransientError
+from common.jobs import Counters, ImageResult, JobRecord, JobSpec
+from common.logs import get_logger
+from common.messages import ClassifyMessage
+
+log = get_logger("local")
+
+STATE_DIR = ".imgclassify"
+
+
+class FolderObjectStore:
+    """Objects are files under root; names use '/' whatever the OS. The bucket name is ignored: root is the bucket."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise ObjectMissing(name)  # names come from messages: never let one point outside the folder
+        return path
+
+    def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return
+        for directory, subdirs, files in os.walk(base):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            for file in sorted(files):
+                if file.startswith("."):
+                    continue
+                yield Path(directory, file).relative_to(self.root).as_posix()
+
+    def read(self, bucket: str, name: str) -> bytes:
+        try:
+            return self._path(name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectMissing(name) from None
+
+    def copy(self, bucket: str, source: str, target: str) -> None:
+        self.write(bucket, target, self.read(bucket, source))
+
+    def write(self, bucket: str, name: str, data: bytes) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a killed run never leaves half a photo in a class folder.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, spec TEXT NOT NULL, number_of_files INTEGER NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    job_id TEXT NOT NULL, name TEXT NOT NULL, ok INTEGER NOT NULL, payload TEXT NOT NULL,
+    PRIMARY KEY (job_id, name));
+"""
+
+
+class SqliteJobStore:
+    """Counters are aggregates over the results table, so they are exact by construction: the primary key makes
+    each image count once."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def create_job(self, job: JobRecord) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?)",
+                             (job.id, json.dumps(job.spec.to_dict()), job.number_of_files, job.created_at))
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT spec, number_of_files, created_at FROM jobs WHERE id = ?",
+                                   (job_id,)).fetchone()
+        if row is None:
+            return None
+        return JobRecord(job_id, JobSpec.from_dict(json.loads(row[0])), row[1], row[2])
+
+    def has_result(self, job_id: str, name: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM results WHERE job_id = ? AND name = ?",
+                                    (job_id, name)).fetchone() is not None
+
+    def record_result(self, job_id: str, result: ImageResult) -> bool:
+        with self._lock:
+            cursor = self._db.execute("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
+                                      (job_id, result.name, int(result.ok), json.dumps(result.to_dict())))
+            return cursor.rowcount == 1
+
+    def counters(self, job_id: str) -> Counters:
+        with self._lock:
+            processed, failed = self._db.execute(
+                "SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0) FROM results WHERE job_id = ?",
+                (job_id,)).fetchone()
+            rows = self._db.execute(
+                "SELECT m.value, COUNT(*) FROM results, json_each(results.payload, '$.matched') AS m "
+                "WHERE results.job_id = ? GROUP BY m.value", (job_id,)).fetchall()
+        return Counters(int(processed), int(failed), {name: int(count) for name, count in rows})
+
+    def results(self, job_id: str) -> Iterator[ImageResult]:
+        with self._lock:
+            rows = self._db.execute("SELECT payload FROM results WHERE job_id = ? ORDER BY name",
+                                    (job_id,)).fetchall()
+        for (payload,) in rows:
+            yield ImageResult.from_dict(json.loads(payload))
+
+    def done_names(self, job_id: str) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT name FROM results WHERE job_id = ?", (job_id,))}
+
+    def latest_job_id(self) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
+
+class InProcessQueue:
+    """Pub/Sub's contract in one process: at-least-once delivery to a handler, retried with backoff on
+    TransientError (and unexpected errors), like a push subscription retries a failing function."""
+
+    def __init__(self, workers: int = 2, max_attempts: int = 5, backoff: float = 0.2) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="classify")
+        self._handler: Callable[[ClassifyMessage], object] | None = None
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._pending: set[Future[None]] = set()
+        self._lock = threading.Lock()
+        self.dead_letters: list[tuple[ClassifyMessage, str]] = []
+
+    def subscribe(self, handler: Callable[[ClassifyMessage], object]) -> None:
+        self._handler = handler
+
+    def _deliver(self, message: ClassifyMessage) -> None:
+        assert self._handler is not None, "no handler subscribed"
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                self._handler(message)
+                return
+            except (TransientError, OSError, sqlite3.OperationalError) as exc:
+                if attempt == self._max_attempts:
+                    log.error("message dead-lettered", extra={"job_id": message.job_id, "object": message.name,
+                                                              "error": str(exc)})
+                    self.dead_letters.append((message, str(exc)))
+                    return
+                time.sleep(self._backoff * 2 ** (attempt - 1))
+            except Exception as exc:  # a bug, not a passing fault: retrying cannot help
+                log.exception("message handler failed", extra={"job_id": message.job_id, "object": message.name})
+                self.dead_letters.append((message, repr(exc)))
+                return
+
+    def publish_all(self, messages: Iterable[ClassifyMessage]) -> int:
+        count = 0
+        for message in messages:
+            future = self._pool.submit(self._deliver, message)
+            with self._lock:
+                self._pending.add(future)
+            future.add_done_callback(self._forget)
+            count += 1
+        return count
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def join(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = list(self._pending)
+            if not pending:
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            try:
+                pending[0].exception(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return False
+
+    def shutdown(self, cancel: bool = True) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=cancel)

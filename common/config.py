@@ -1,0 +1,89 @@
+"""Environment-backed settings. Every knob has a documented default (see the README's configuration table)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from common.errors import ConfigurationError
+
+MODELS = ("resnet50", "mobilenet_v2")
+RUNTIMES = ("keras", "litert")
+BACKENDS = ("gcp", "local")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str = "local-project"
+    bucket: str = "images"
+    topic: str = "classify-image"
+    backend: str = "gcp"
+    local_root: str = "."
+    model: str = "resnet50"
+    runtime: str = "keras"
+    # A local path, a gs:// URI, "imagenet" (let Keras download on first use) or "" (none configured).
+    weights: str = ""
+    jobs_collection: str = "classification_jobs"
+    counter_shards: int = 16
+    default_top_k: int = 5
+    default_min_score: float = 0.0
+    max_classes: int = 32
+    max_body_bytes: int = 64 * 1024
+    status_url_base: str = ""
+    service_key: str = field(default="", repr=False)
+    weights_cache_dir: str = "/tmp/imgclassify-weights"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        settings = cls(
+            project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT") or cls.project,
+            bucket=env.get("BUCKET", cls.bucket),
+            topic=env.get("CLASSIFY_TOPIC", cls.topic),
+            backend=env.get("BACKEND", cls.backend),
+            local_root=env.get("LOCAL_ROOT", cls.local_root),
+            model=env.get("MODEL", cls.model),
+            runtime=env.get("MODEL_RUNTIME", cls.runtime),
+            weights=env.get("MODEL_WEIGHTS", cls.weights),
+            jobs_collection=env.get("JOBS_COLLECTION", cls.jobs_collection),
+            counter_shards=_int(env, "COUNTER_SHARDS", cls.counter_shards),
+            default_top_k=_int(env, "DEFAULT_TOP_K", cls.default_top_k),
+            default_min_score=_float(env, "DEFAULT_MIN_SCORE", cls.default_min_score),
+            max_classes=_int(env, "MAX_CLASSES", cls.max_classes),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
+            status_url_base=env.get("STATUS_URL_BASE", cls.status_url_base),
+            service_key=env.get("SERVICE_KEY", cls.service_key),
+            weights_cache_dir=env.get("WEIGHTS_CACHE_DIR", cls.weights_cache_dir),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigurationError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigurationError(f"unknown runtime {self.runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        if self.backend not in BACKENDS:
+            raise ConfigurationError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if not 1 <= self.counter_shards <= 500:
+            raise ConfigurationError("COUNTER_SHARDS must be between 1 and 500")
