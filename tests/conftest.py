@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.config import Settings
+from common.service import ClassificationService
+from tests.fakes import FakeClassifier, ListPublisher, MemoryJobStore, MemoryObjectStore
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SHARED_DIR", REPO_ROOT.parent / "shared"))
+MOBILENET_H5 = SHARED / "models/mobilenet_v2/mobilenet_v2_imagenet.weights.h5"
+MOBILENET_TFLITE = SHARED / "models/mobilenet_v2/tf2_mobilenet_v2_1.0_224_ptq.tflite"
+PHOTOS = SHARED / "photos"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not MOBILENET_H5.exists() or not PHOTOS.is_dir():
+        pytest.fail(f"test data not found under {SHARED} (set SHARED_DIR): models/ and photos/ are required")
+    return SHARED
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path, shared: Path) -> Path:
+    """A writable folder with real photos under all/ (../shared is read-only in CI)."""
+    root = tmp_path / "photos"
+    (root / "all/pets").mkdir(parents=True)
+    for name in ("cat.bmp", "cat_720p.jpg", "pets.jpg", "imprinting_dog_test_0.bmp", "parrot.jpg"):
+        shutil.copy(shared / "photos/coral" / name, root / "all/pets" / name)
+    for name in ("hot_dog.jpg", "grace_hopper.bmp"):
+        shutil.copy(shared / "photos/coral" / name, root / "all" / name)
+    shutil.copy(shared / "photos/skimage/chelsea.png", root / "all/chelsea.png")
+    return root
+
+
+@pytest.fixture
+def fake_service() -> Iterator[ClassificationService]:
+    classifier = FakeClassifier()
+    service = ClassificationService(Settings(bucket="images"), MemoryObjectStore(), MemoryJobStore(),
+                                    ListPublisher(), classifier=lambda: classifier)
+    service.fake_classifier = classifier  # type: ignore[attr-defined]
+    yield service
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[object]:
+    from common.emulation import Emulators
+
+    emu = Emulators().start()
+    saved = {k: os.environ.get(k) for k in emu.env}
+    os.environ.update(emu.env)
+    try:
+        yield emu
+    finally:
+        emu.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

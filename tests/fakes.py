@@ -1,0 +1,109 @@
+"""In-memory stand-ins for the ports and the model, for fast unit tests. They obey the same contract tests as the
+real adapters (tests/test_contract.py), so a test that passes here means something."""
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from common.errors import ObjectMissing
+from common.jobs import Counters, ImageResult, JobRecord
+from common.messages import ClassifyMessage
+
+# Solid-colour test images stand for ImageNet classes: the fake model "sees" the dominant colour.
+COLOUR_LABELS = {"red": 281, "green": 207, "blue": 88}  # tabby, golden retriever, macaw
+_RGB = {"red": (220, 20, 20), "green": (20, 220, 20), "blue": (20, 20, 220)}
+
+
+def solid_jpeg(colour: str, size: tuple[int, int] = (64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, _RGB[colour]).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+class FakeClassifier:
+    description = "fake"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.calls += len(pixels)
+        out = np.full((len(pixels), 1000), 0.1 / 999, dtype=np.float32)
+        for row, image in enumerate(pixels):
+            channel = int(np.argmax(image.reshape(-1, 3).mean(axis=0)))
+            out[row, list(COLOUR_LABELS.values())[channel]] = 0.9
+        return out
+
+
+class MemoryObjectStore:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+        self.copies = 0
+
+    def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
+        yield from sorted(n for b, n in self.objects if b == bucket and n.startswith(prefix))
+
+    def read(self, bucket: str, name: str) -> bytes:
+        try:
+            return self.objects[(bucket, name)]
+        except KeyError:
+            raise ObjectMissing(name) from None
+
+    def copy(self, bucket: str, source: str, target: str) -> None:
+        self.objects[(bucket, target)] = self.read(bucket, source)
+        self.copies += 1
+
+    def write(self, bucket: str, name: str, data: bytes) -> None:
+        self.objects[(bucket, name)] = data
+
+
+class MemoryJobStore:
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobRecord] = {}
+        self.results_by_job: dict[str, dict[str, ImageResult]] = {}
+        self._lock = threading.Lock()
+
+    def create_job(self, job: JobRecord) -> None:
+        self.jobs[job.id] = job
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        return self.jobs.get(job_id)
+
+    def has_result(self, job_id: str, name: str) -> bool:
+        return name in self.results_by_job.get(job_id, {})
+
+    def record_result(self, job_id: str, result: ImageResult) -> bool:
+        with self._lock:
+            results = self.results_by_job.setdefault(job_id, {})
+            if result.name in results:
+                return False
+            results[result.name] = result
+            return True
+
+    def counters(self, job_id: str) -> Counters:
+        total = Counters()
+        for result in self.results_by_job.get(job_id, {}).values():
+            total.add(Counters(int(result.ok), int(not result.ok), {m: 1 for m in result.matched}))
+        return total
+
+    def results(self, job_id: str) -> Iterator[ImageResult]:
+        yield from self.results_by_job.get(job_id, {}).values()
+
+    def latest_job_id(self) -> str | None:
+        return max(self.jobs.values(), key=lambda j: j.created_at).id if self.jobs else None
+
+
+class ListPublisher:
+    def __init__(self) -> None:
+        self.messages: list[ClassifyMessage] = []
+
+    def publish_all(self, messages: Iterable[ClassifyMessage]) -> int:
+        batch = list(messages)
+        self.messages.extend(batch)
+        return len(batch)

@@ -1,0 +1,159 @@
+"""Each function through functions-framework's own app, with in-memory fakes behind it."""
+import base64
+from pathlib import Path
+
+import pytest
+from cloudevents.conversion import to_structured
+from cloudevents.http import CloudEvent
+from functions_framework import create_app
+
+from common import backends
+from common.messages import PUBSUB_MESSAGE_PUBLISHED
+from tests.fakes import solid_jpeg
+
+FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
+
+
+@pytest.fixture
+def service(fake_service):
+    backends.use_service(fake_service)
+    yield fake_service
+    backends.use_service(None)
+
+
+def client(name, signature="http"):
+    return create_app(name, str(FUNCTIONS / name / "main.py"), signature).test_client()
+
+
+def pubsub_event(data: bytes, event_type=PUBSUB_MESSAGE_PUBLISHED):
+    return CloudEvent({"type": event_type, "source": "//pubsub.googleapis.com/projects/p/topics/t"},
+                      {"message": {"data": base64.b64encode(data).decode(), "messageId": "1"}})
+
+
+def deliver(classify, message):
+    headers, body = to_structured(pubsub_event(message.to_bytes()))
+    return classify.post("/", headers=headers, data=body)
+
+
+def upload(service, **names_to_colours):
+    for name, colour in names_to_colours.items():
+        service.objects.write("images", f"all/{name}", solid_jpeg(colour))
+
+
+def test_create_job_lists_records_and_publishes_one_message_per_image(service):
+    upload(service, **{"a.jpg": "red", "b.jpg": "green", "sub/c.jpg": "blue"})
+    service.objects.write("images", "other/x.jpg", solid_jpeg("red"))
+
+    response = client("create_job").post("/classification-job", json={"classes": ["tabby", "macaw"]})
+
+    assert response.status_code == 201
+    body = response.get_json()
+    assert (body["classes"], body["complete"], body["percentage"], body["number_of_files"]) == (
+        ["tabby", "macaw"], False, 0, 3)
+    assert body["status_url"].endswith(f"/classification-job/{body['id']}")
+    assert sorted(m.name for m in service.publisher.messages) == ["all/a.jpg", "all/b.jpg", "all/sub/c.jpg"]
+
+
+def test_create_job_also_answers_on_the_function_root(service):
+    upload(service, **{"a.jpg": "red"})
+    assert client("create_job").post("/", json={"classes": ["dog"]}).status_code == 201
+
+
+def test_create_job_on_an_empty_prefix_is_complete_at_once(service):
+    body = client("create_job").post("/", json={"classes": ["dog"]}).get_json()
+    assert (body["number_of_files"], body["complete"], body["percentage"]) == (0, True, 100)
+
+
+@pytest.mark.parametrize("kwargs, status, field", [
+    ({"data": "not json", "content_type": "application/json"}, 400, "body"),
+    ({"json": {"classes": []}}, 400, "classes"),
+    ({"json": {"classes": ["../etc"]}}, 400, "classes"),
+    ({"json": {"classes": ["dog"], "extra": 1}}, 400, "extra"),
+    ({"data": "x" * 70000, "content_type": "application/json"}, 413, "body"),
+])
+def test_create_job_rejects_bad_requests_with_json_naming_the_field(service, kwargs, status, field):
+    response = client("create_job").post("/classification-job", **kwargs)
+    assert response.status_code == status and response.is_json
+    assert response.get_json()["field"] == field
+    assert service.jobs.jobs == {} and service.publisher.messages == []
+
+
+def test_create_job_wrong_method_and_path_are_json(service):
+    assert client("create_job").get("/").status_code == 405
+    response = client("create_job").post("/nope", json={"classes": ["dog"]})
+    assert response.status_code == 404 and response.is_json
+
+
+def test_classify_image_copies_to_each_matching_class_and_counts_once(service):
+    upload(service, **{"cat.jpg": "red", "bird.jpg": "blue"})
+    client("create_job").post("/", json={"classes": ["tabby", "macaw", "golden retriever"]})
+    classify = client("classify_image", "cloudevent")
+
+    for message in service.publisher.messages:
+        assert deliver(classify, message).status_code == 200
+    for message in service.publisher.messages:  # Pub/Sub delivers at least once
+        assert deliver(classify, message).status_code == 200
+
+    objects = service.objects.objects
+    assert ("images", "tabby/cat.jpg") in objects and ("images", "macaw/bird.jpg") in objects
+    assert objects[("images", "tabby/cat.jpg")] == objects[("images", "all/cat.jpg")]
+    assert service.objects.copies == 2 and service.fake_classifier.calls == 2
+    job_id = service.publisher.messages[0].job_id
+    status = client("job_status").get(f"/classification-job/{job_id}").get_json()
+    assert (status["processed"], status["failed"], status["complete"], status["percentage"]) == (2, 0, True, 100)
+    assert status["matches"] == {"tabby": 1, "macaw": 1, "golden retriever": 0}
+
+
+def test_classify_image_counts_a_poison_image_as_failed_and_acks(service):
+    service.objects.write("images", "all/broken.jpg", b"not an image")
+    client("create_job").post("/", json={"classes": ["tabby"]})
+
+    response = deliver(client("classify_image", "cloudevent"), service.publisher.messages[0])
+
+    assert response.status_code == 200
+    job_id = service.publisher.messages[0].job_id
+    [result] = service.jobs.results(job_id)
+    assert (result.ok, result.reason) == (False, "not a recognised image format")
+    status = client("job_status").get(f"/?id={job_id}").get_json()
+    assert (status["failed"], status["complete"]) == (1, True)
+
+
+def test_classify_image_acks_and_drops_malformed_messages(service):
+    classify = client("classify_image", "cloudevent")
+    headers, body = to_structured(pubsub_event(b"{not json"))
+    assert classify.post("/", headers=headers, data=body).status_code == 200
+    headers, body = to_structured(pubsub_event(b"{}", event_type="some.other.event"))
+    assert classify.post("/", headers=headers, data=body).status_code == 200
+    assert service.fake_classifier.calls == 0
+
+
+def test_classify_image_accepts_a_raw_pubsub_push_body(service):
+    upload(service, **{"cat.jpg": "red"})
+    client("create_job").post("/", json={"classes": ["tabby"]})
+    message = service.publisher.messages[0]
+    push = {"subscription": "projects/p/subscriptions/s",
+            "message": {"data": base64.b64encode(message.to_bytes()).decode(), "messageId": "7"}}
+
+    assert client("classify_image", "cloudevent").post("/", json=push).status_code == 200
+    assert ("images", "tabby/cat.jpg") in service.objects.objects
+
+
+def test_job_status_unknown_and_malformed_ids(service):
+    status = client("job_status")
+    unknown = "0" * 32
+    response = status.get(f"/classification-job/{unknown}")
+    assert response.status_code == 404
+    assert response.get_json() == {"code": 404, "message": f"Job {unknown} not found"}
+    assert status.get("/classification-job/..%2F..%2Fetc").status_code == 400
+    assert status.get("/").status_code == 400
+    assert status.post(f"/classification-job/{unknown}").status_code == 405
+
+
+def test_service_key_is_required_when_configured(service, monkeypatch):
+    monkeypatch.setattr(service, "settings", service.settings.__class__(bucket="images", service_key="s3cret"))
+    create = client("create_job")
+    denied = create.post("/", json={"classes": ["dog"]})
+    assert denied.status_code == 401 and denied.get_json()["field"] == "Authorization"
+    assert create.post("/", json={"classes": ["dog"]}, headers={"Authorization": "s3cret"}).status_code == 201
+    assert create.post("/", json={"classes": ["dog"]},
+                       headers={"Authorization": "Bearer s3cret"}).status_code == 201

@@ -1,0 +1,97 @@
+import pytest
+
+from common.errors import InvalidRequest
+from common.jobs import (Counters, JobRecord, JobSpec, check_job_id, new_job_id, parse_job_request, shard_for,
+                         status_view, target_name)
+
+DEFAULTS = dict(default_bucket="images", default_top_k=5, default_min_score=0.0, max_classes=32)
+
+
+def parse(body):
+    return parse_job_request(body, **DEFAULTS)
+
+
+def test_minimal_request_gets_defaults():
+    spec = parse({"classes": ["dog", "truck"]})
+    assert spec == JobSpec(classes=("dog", "truck"), bucket="images", source_prefix="all/", top_k=5, min_score=0.0)
+
+
+def test_duplicate_classes_are_merged_case_insensitively_keeping_first_spelling():
+    assert parse({"classes": ["Dog", "dog", " DOG ", "cat"]}).classes == ("Dog", "cat")
+
+
+def test_source_prefix_gets_a_trailing_slash():
+    assert parse({"classes": ["dog"], "source_prefix": "photos/2024"}).source_prefix == "photos/2024/"
+
+
+@pytest.mark.parametrize("body, field", [
+    ([], "body"),
+    ("dog", "body"),
+    ({}, "classes"),
+    ({"classes": []}, "classes"),
+    ({"classes": "dog"}, "classes"),
+    ({"classes": [1]}, "classes"),
+    ({"classes": [""]}, "classes"),
+    ({"classes": ["a/b"]}, "classes"),
+    ({"classes": ["a\\b"]}, "classes"),
+    ({"classes": [".."]}, "classes"),
+    ({"classes": [".hidden"]}, "classes"),
+    ({"classes": ["tab\there"]}, "classes"),
+    ({"classes": ["x" * 65]}, "classes"),
+    ({"classes": [f"c{i}" for i in range(33)]}, "classes"),
+    ({"classes": ["dog"], "colour": "red"}, "colour"),
+    ({"classes": ["dog"], "top_k": 0}, "top_k"),
+    ({"classes": ["dog"], "top_k": True}, "top_k"),
+    ({"classes": ["dog"], "top_k": "5"}, "top_k"),
+    ({"classes": ["dog"], "min_score": 1.5}, "min_score"),
+    ({"classes": ["dog"], "min_score": float("nan")}, "min_score"),
+    ({"classes": ["dog"], "source_prefix": "../etc/"}, "source_prefix"),
+    ({"classes": ["dog"], "source_prefix": "/abs/"}, "source_prefix"),
+    ({"classes": ["dog"], "source_prefix": "all/../../"}, "source_prefix"),
+    ({"classes": ["dog"], "bucket": "UPPER"}, "bucket"),
+    ({"classes": ["dog"], "match": "regex"}, "match"),
+])
+def test_invalid_requests_name_the_field(body, field):
+    with pytest.raises(InvalidRequest) as caught:
+        parse(body)
+    assert caught.value.field == field
+    assert caught.value.to_json()["code"] == 400
+
+
+def test_job_ids_are_random_uuid_hex_and_validated():
+    first, second = new_job_id(), new_job_id()
+    assert first != second and check_job_id(first) == first
+    with pytest.raises(InvalidRequest):
+        check_job_id("../../etc/passwd")
+
+
+def test_target_name_keeps_the_path_under_the_source_prefix():
+    assert target_name("dog", "all/2024/rex.jpg", "all/") == "dog/2024/rex.jpg"
+
+
+def test_shards_are_stable_and_spread():
+    names = [f"all/{i}.jpg" for i in range(1000)]
+    shards = [shard_for(n, 16) for n in names]
+    assert shards == [shard_for(n, 16) for n in names]
+    assert len(set(shards)) == 16
+
+
+def _job(total):
+    return JobRecord("a" * 32, JobSpec(("dog", "cat"), "images"), total, "2026-01-01T00:00:00Z")
+
+
+def test_status_counts_failed_images_towards_completion():
+    view = status_view(_job(4), Counters(processed=2, failed=1, matches={"dog": 2}))
+    assert (view["complete"], view["percentage"], view["remaining"]) == (False, 75, 1)
+    assert view["matches"] == {"dog": 2, "cat": 0}
+    done = status_view(_job(4), Counters(processed=3, failed=1))
+    assert (done["complete"], done["percentage"], done["state"]) == (True, 100, "complete")
+
+
+def test_percentage_never_reaches_100_before_completion():
+    assert status_view(_job(1000), Counters(processed=999))["percentage"] == 99
+
+
+def test_empty_job_is_complete_at_once():
+    view = status_view(_job(0), Counters())
+    assert view["complete"] is True and view["percentage"] == 100
