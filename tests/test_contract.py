@@ -1,0 +1,231 @@
+"""One contract for every adapter of each port: in-memory fakes, local (folder, SQLite, thread pool) and GCP
+(fake-gcs-server, Firestore and Pub/Sub emulators; marked `emulator`)."""
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from common.errors import ObjectMissing
+from common.jobs import ImageResult, JobRecord, JobSpec, Label, new_job_id
+from common.messages import ClassifyMessage
+from tests.fakes import ListPublisher, MemoryJobStore, MemoryObjectStore
+
+BACKENDS = ["memory", "local", pytest.param("gcp", marks=pytest.mark.emulator)]
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=BACKENDS)
+def object_store(request, tmp_path) -> Iterator[tuple[object, str]]:
+    if request.param == "memory":
+        yield MemoryObjectStore(), "images"
+    elif request.param == "local":
+        from common.adapters.local import FolderObjectStore
+
+        yield FolderObjectStore(tmp_path), "images"
+    else:
+        request.getfixturevalue("emulators")
+        from common.adapters.gcp import GcsObjectStore, storage_client
+
+        client = storage_client("local-project")
+        bucket = _unique("contract")
+        client.create_bucket(bucket)
+        yield GcsObjectStore(client), bucket
+
+
+@pytest.fixture(params=BACKENDS)
+def job_store(request, tmp_path) -> Iterator[object]:
+    if request.param == "memory":
+        yield MemoryJobStore()
+    elif request.param == "local":
+        from common.adapters.local import SqliteJobStore
+
+        store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+        yield store
+        store.close()
+    else:
+        request.getfixturevalue("emulators")
+        from google.cloud import firestore
+
+        from common.adapters.gcp import FirestoreJobStore
+
+        yield FirestoreJobStore(firestore.Client(project="local-project"), _unique("jobs"), shards=4)
+
+
+@dataclass
+class PublisherUnderTest:
+    publisher: object
+    received: Callable[[int], list[ClassifyMessage]]
+
+
+@pytest.fixture(params=BACKENDS)
+def publisher(request) -> Iterator[PublisherUnderTest]:
+    if request.param == "memory":
+        fake = ListPublisher()
+        yield PublisherUnderTest(fake, lambda expected: list(fake.messages))
+    elif request.param == "local":
+        from common.adapters.local import InProcessQueue
+
+        queue = InProcessQueue(workers=2)
+        got: list[ClassifyMessage] = []
+        lock = threading.Lock()
+
+        def handler(message: ClassifyMessage) -> None:
+            with lock:
+                got.append(message)
+
+        queue.subscribe(handler)
+
+        def received(expected: int) -> list[ClassifyMessage]:
+            assert queue.join(timeout=30)
+            return list(got)
+
+        yield PublisherUnderTest(queue, received)
+        queue.shutdown()
+    else:
+        request.getfixturevalue("emulators")
+        from google.cloud import pubsub_v1
+
+        from common.adapters.gcp import PubSubPublisher
+
+        client = PubSubPublisher.make_client()
+        topic = client.topic_path("local-project", _unique("topic"))
+        client.create_topic(name=topic)
+        subscriber = pubsub_v1.SubscriberClient()
+        subscription = subscriber.subscription_path("local-project", _unique("sub"))
+        subscriber.create_subscription(name=subscription, topic=topic)
+
+        def received(expected: int) -> list[ClassifyMessage]:
+            got: list[ClassifyMessage] = []
+            for _ in range(50):
+                response = subscriber.pull(subscription=subscription, max_messages=1000, timeout=10)
+                if response.received_messages:
+                    subscriber.acknowledge(subscription=subscription,
+                                           ack_ids=[m.ack_id for m in response.received_messages])
+                got.extend(ClassifyMessage.from_bytes(m.message.data) for m in response.received_messages)
+                if len(got) >= expected:
+                    break
+            return got
+
+        yield PublisherUnderTest(PubSubPublisher(client, topic), received)
+        subscriber.close()
+
+
+# --- ObjectStore ------------------------------------------------------------------------------------------------
+
+def test_objects_list_recursively_under_a_prefix_only(object_store):
+    store, bucket = object_store
+    for name in ("all/a.jpg", "all/sub/b.png", "alltogether.jpg", "dog/c.jpg"):
+        store.write(bucket, name, b"x")
+    assert sorted(store.list_names(bucket, "all/")) == ["all/a.jpg", "all/sub/b.png"]
+
+
+def test_listing_an_empty_prefix_yields_nothing(object_store):
+    store, bucket = object_store
+    assert list(store.list_names(bucket, "all/")) == []
+
+
+def test_listing_pages_through_many_objects(object_store):
+    store, bucket = object_store
+    names = [f"all/{i:04d}.jpg" for i in range(1203)]
+    for name in names:
+        store.write(bucket, name, b"")
+    assert sorted(store.list_names(bucket, "all/")) == names
+
+
+def test_copy_keeps_the_original_and_is_idempotent(object_store):
+    store, bucket = object_store
+    store.write(bucket, "all/x/y.jpg", b"photo bytes")
+    store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg")
+    store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg")
+    assert store.read(bucket, "dog/x/y.jpg") == b"photo bytes"
+    assert store.read(bucket, "all/x/y.jpg") == b"photo bytes"
+
+
+def test_reading_or_copying_a_missing_object_raises_object_missing(object_store):
+    store, bucket = object_store
+    with pytest.raises(ObjectMissing):
+        store.read(bucket, "all/none.jpg")
+    with pytest.raises(ObjectMissing):
+        store.copy(bucket, "all/none.jpg", "dog/none.jpg")
+
+
+# --- JobStore ---------------------------------------------------------------------------------------------------
+
+def _job(total: int = 3) -> JobRecord:
+    return JobRecord(new_job_id(), JobSpec(("dog", "musical instrument"), "images"), total,
+                     "2026-11-27T00:00:00.000+00:00")
+
+
+def test_jobs_round_trip_and_unknown_ids_are_none(job_store):
+    job = _job()
+    job_store.create_job(job)
+    assert job_store.get_job(job.id) == job
+    assert job_store.get_job(new_job_id()) is None
+
+
+def test_a_result_is_counted_exactly_once(job_store):
+    job = _job()
+    job_store.create_job(job)
+    result = ImageResult("all/a.jpg", True, ("dog", "musical instrument"), (Label(207, "golden retriever", 0.9),))
+
+    assert job_store.record_result(job.id, result) is True
+    assert job_store.record_result(job.id, result) is False
+    assert job_store.has_result(job.id, "all/a.jpg") and not job_store.has_result(job.id, "all/b.jpg")
+
+    job_store.record_result(job.id, ImageResult("all/b.jpg", False, reason="truncated"))
+    counters = job_store.counters(job.id)
+    assert (counters.processed, counters.failed) == (1, 1)
+    assert counters.matches == {"dog": 1, "musical instrument": 1}
+    assert sorted(r.name for r in job_store.results(job.id)) == ["all/a.jpg", "all/b.jpg"]
+    assert [r for r in job_store.results(job.id) if r.name == "all/a.jpg"] == [result]
+
+
+def test_concurrent_duplicate_results_count_once(job_store):
+    job = _job(40)
+    job_store.create_job(job)
+    names = [f"all/{i}.jpg" for i in range(20)]
+
+    def record(name: str) -> None:
+        job_store.record_result(job.id, ImageResult(name, True, ("dog",)))
+
+    threads = [threading.Thread(target=record, args=(n,)) for n in names * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    counters = job_store.counters(job.id)
+    assert (counters.processed, counters.matches) == (20, {"dog": 20})
+
+
+def test_counters_of_a_job_without_results_are_zero(job_store):
+    job = _job()
+    job_store.create_job(job)
+    counters = job_store.counters(job.id)
+    assert (counters.processed, counters.failed, counters.matches) == (0, 0, {})
+
+
+def test_latest_job_is_the_newest(job_store):
+    first, second = _job(), _job()
+    job_store.create_job(first)
+    job_store.create_job(JobRecord(second.id, second.spec, 1, "2026-11-28T00:00:00.000+00:00"))
+    assert job_store.latest_job_id() == second.id
+
+
+# --- Publisher --------------------------------------------------------------------------------------------------
+
+def test_every_published_message_is_delivered(publisher):
+    spec = JobSpec(("dog",), "images")
+    job_id = new_job_id()
+    messages = [ClassifyMessage(job_id, f"all/{i}.jpg", spec) for i in range(250)]
+
+    assert publisher.publisher.publish_all(iter(messages)) == 250
+    received = publisher.received(250)
+    assert sorted(m.name for m in received) == sorted(m.name for m in messages)
+    assert all(m.job_id == job_id and m.spec == spec for m in received)

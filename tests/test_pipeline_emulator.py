@@ -1,0 +1,157 @@
+"""The serverless pipeline end to end on the official emulators: real photos in fake-gcs-server, a POST through the
+one-port gateway, push delivery from the Pub/Sub emulator to classify_image under functions-framework, counters in
+the Firestore emulator, polling job_status until complete. MobileNetV2 with the real ImageNet weights."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from common.imaging import decode_image
+from common.jobs import JobSpec, target_name
+from common.matching import match_classes
+from common.messages import ClassifyMessage
+from common.model import ModelConfig, load_classifier
+from tests.conftest import MOBILENET_H5
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+CLASSES = ["macaw", "tabby", "Egyptian cat", "hotdog", "golden retriever", "Boston bull"]
+PHOTOS = {"pets/cat.bmp": "coral/cat.bmp", "pets/cat_720p.jpg": "coral/cat_720p.jpg", "pets/pets.jpg": "coral/pets.jpg",
+          "pets/dog.bmp": "coral/imprinting_dog_test_0.bmp", "birds/parrot.jpg": "coral/parrot.jpg",
+          "hot_dog.jpg": "coral/hot_dog.jpg", "chelsea.png": "skimage/chelsea.png",
+          "grace_hopper.bmp": "coral/grace_hopper.bmp", "coffee.png": "skimage/coffee.png"}
+
+
+@pytest.fixture(scope="module")
+def stack(emulators, shared):
+    from common.emulation import LocalStack
+
+    local = LocalStack(emulators, function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(MOBILENET_H5)})
+    local.start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="module")
+def bucket(stack, shared):
+    from common.adapters.gcp import GcsObjectStore, storage_client
+
+    store = GcsObjectStore(storage_client(stack.emulators.project))
+    for name, source in PHOTOS.items():
+        store.write(stack.bucket, f"all/{name}", (shared / "photos" / source).read_bytes())
+    return store
+
+
+@pytest.fixture(scope="module")
+def expected(shared) -> dict[str, tuple[str, ...]]:
+    """What the model itself says for each photo, computed directly in this process."""
+    classifier = load_classifier(ModelConfig("mobilenet_v2", str(MOBILENET_H5)))
+    spec = JobSpec(tuple(CLASSES), "images")
+    return {f"all/{name}": match_classes(spec, classifier.predict(
+        decode_image((shared / "photos" / source).read_bytes())[None])[0])[0] for name, source in PHOTOS.items()}
+
+
+def poll_until_complete(url: str, timeout: float = 240) -> list[dict]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = requests.get(url, timeout=10)
+        assert response.status_code == 200
+        seen.append(response.json())
+        if seen[-1]["complete"]:
+            return seen
+        time.sleep(0.2)
+    pytest.fail(f"job not complete after {timeout}s: {seen[-1]}")
+
+
+def class_objects(store, bucket_name: str) -> dict[str, bytes]:
+    return {n: store.read(bucket_name, n) for c in CLASSES for n in store.list_names(bucket_name, c + "/")}
+
+
+def log_lines(stack, job_id: str, text: str) -> int:
+    path = Path(stack.functions["classify_image"].log_path)
+    count = 0
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            count += entry.get("job_id") == job_id and text in entry.get("message", "")
+    return count
+
+
+def republish(stack, job_id: str, names, times: int) -> None:
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(stack.emulators.project, stack.topic)
+    spec = JobSpec(tuple(CLASSES), stack.bucket)
+    futures = [publisher.publish(topic, ClassifyMessage(job_id, name, spec).to_bytes())
+               for _ in range(times) for name in names]
+    for future in futures:
+        future.result(timeout=30)
+
+
+def wait_for(predicate, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        time.sleep(0.3)
+
+
+def test_a_job_sorts_real_photos_into_class_prefixes(stack, bucket, expected):
+    response = requests.post(f"{stack.gateway_url}/classification-job", json={"classes": CLASSES}, timeout=60)
+
+    assert response.status_code == 201
+    job = response.json()
+    assert (job["complete"], job["percentage"], job["number_of_files"]) == (False, 0, len(PHOTOS))
+    history = poll_until_complete(job["status_url"])
+    final = history[-1]
+    assert [s["percentage"] for s in history] == sorted(s["percentage"] for s in history)
+    assert (final["processed"], final["failed"], final["remaining"], final["percentage"]) == (len(PHOTOS), 0, 0, 100)
+    want_copies = {target_name(c, name, "all/"): name for name, classes in expected.items() for c in classes}
+    assert final["matches"] == {c: sum(c in m for m in expected.values()) for c in CLASSES}
+    copies = class_objects(bucket, stack.bucket)
+    assert set(copies) == set(want_copies)
+    assert all(copies[copy] == bucket.read(stack.bucket, source) for copy, source in want_copies.items())
+    # Anchors that do not depend on the reference computation above.
+    assert "macaw/birds/parrot.jpg" in copies and "hotdog/hot_dog.jpg" in copies
+    assert len(list(bucket.list_names(stack.bucket, "all/"))) == len(PHOTOS)  # originals stay
+
+
+def test_every_message_delivered_twice_changes_nothing(stack, bucket, expected):
+    job = requests.post(f"{stack.gateway_url}/classification-job", json={"classes": CLASSES}, timeout=60).json()
+    # Duplicates race the originals: published while the job is running.
+    republish(stack, job["id"], [f"all/{n}" for n in PHOTOS], times=2)
+    final = poll_until_complete(job["status_url"])[-1]
+    wait_for(lambda: log_lines(stack, job["id"], "duplicate delivery") >= 2 * len(PHOTOS))
+    copies_before = class_objects(bucket, stack.bucket)
+
+    # And once more after completion.
+    republish(stack, job["id"], [f"all/{n}" for n in PHOTOS], times=2)
+    wait_for(lambda: log_lines(stack, job["id"], "duplicate delivery") >= 4 * len(PHOTOS))
+
+    after = requests.get(job["status_url"], timeout=10).json()
+    assert (after["processed"], after["failed"]) == (len(PHOTOS), 0)
+    assert after["matches"] == final["matches"] == {c: sum(c in m for m in expected.values()) for c in CLASSES}
+    assert log_lines(stack, job["id"], "image classified") == len(PHOTOS)
+    assert class_objects(bucket, stack.bucket) == copies_before
+
+
+def test_an_empty_prefix_gives_a_complete_job(stack, bucket):
+    response = requests.post(f"{stack.gateway_url}/classification-job",
+                             json={"classes": ["dog"], "source_prefix": "nothing-here/"}, timeout=60)
+    assert response.status_code == 201
+    assert (response.json()["complete"], response.json()["percentage"]) == (True, 100)
+
+
+def test_errors_through_the_gateway_are_json(stack):
+    bad = requests.post(f"{stack.gateway_url}/classification-job", data="nope", timeout=30)
+    assert bad.status_code == 400 and bad.json()["field"] == "body"
+    unknown = "f" * 32
+    missing = requests.get(f"{stack.gateway_url}/classification-job/{unknown}", timeout=30)
+    assert missing.status_code == 404 and missing.json() == {"code": 404, "message": f"Job {unknown} not found"}
