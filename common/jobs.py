@@ -85,10 +85,17 @@ class Counters:
     processed: int = 0
     failed: int = 0
     matches: dict[str, int] = field(default_factory=dict)
+    unmatched: int = 0  # classified, but matched none of the job's classes
+
+    @classmethod
+    def of(cls, result: ImageResult) -> Counters:
+        return cls(processed=int(result.ok), failed=int(not result.ok), matches={m: 1 for m in result.matched},
+                   unmatched=int(result.ok and not result.matched))
 
     def add(self, other: Counters) -> None:
         self.processed += other.processed
         self.failed += other.failed
+        self.unmatched += other.unmatched
         for name, count in other.matches.items():
             self.matches[name] = self.matches.get(name, 0) + count
 
@@ -218,6 +225,7 @@ def status_view(job: JobRecord, counters: Counters, status_url: str | None = Non
         "failed": counters.failed,
         "remaining": max(0, total - done),
         "matches": {name: counters.matches.get(name, 0) for name in job.spec.classes},
+        "unmatched": counters.unmatched,
         "state": "complete" if complete else "running",
         "created_at": job.created_at,
         "bucket": job.spec.bucket,

@@ -57,6 +57,19 @@ class ClassificationService:
         view["code"] = 201
         return view
 
+    def resume_job(self, job_id: str) -> int:
+        """Re-publish the images of a job that have no result yet (after an interrupted local run)."""
+        job = self.jobs.get_job(job_id)
+        if job is None:
+            raise NotFound(f"Job {job_id} not found")
+        done = {result.name for result in self.jobs.results(job_id)}
+        todo = [n for n in self.objects.list_names(job.spec.bucket, job.spec.source_prefix)
+                if not n.endswith("/") and n not in done]
+        assert self.publisher is not None, "resume_job needs a publisher"
+        published = self.publisher.publish_all(ClassifyMessage(job.id, name, job.spec) for name in todo)
+        log.info("job resumed", extra={"job_id": job.id, "already_done": len(done), "published": published})
+        return published
+
     # --- classify_image ---------------------------------------------------------------------------------------
     def classify(self, message: ClassifyMessage) -> ImageResult | None:
         """Classify one image, copy it into each matching class prefix, count it once. None if already counted."""
@@ -85,6 +98,7 @@ class ClassificationService:
         except PermanentImageError as exc:
             return ImageResult(message.name, ok=False, reason=exc.reason)
         assert self._classifier is not None, "classify needs a classifier"
+        log.debug("model call", extra={"job_id": message.job_id, "object": message.name})
         probabilities = self._classifier().predict(pixels[None])[0]
         matched, labels = match_classes(spec, probabilities)
         for class_name in matched:

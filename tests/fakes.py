@@ -89,7 +89,7 @@ class MemoryJobStore:
     def counters(self, job_id: str) -> Counters:
         total = Counters()
         for result in self.results_by_job.get(job_id, {}).values():
-            total.add(Counters(int(result.ok), int(not result.ok), {m: 1 for m in result.matched}))
+            total.add(Counters.of(result))
         return total
 
     def results(self, job_id: str) -> Iterator[ImageResult]:

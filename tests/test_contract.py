@@ -180,10 +180,11 @@ def test_a_result_is_counted_exactly_once(job_store):
     assert job_store.has_result(job.id, "all/a.jpg") and not job_store.has_result(job.id, "all/b.jpg")
 
     job_store.record_result(job.id, ImageResult("all/b.jpg", False, reason="truncated"))
+    job_store.record_result(job.id, ImageResult("all/c.jpg", True, (), (Label(88, "macaw", 0.9),)))
     counters = job_store.counters(job.id)
-    assert (counters.processed, counters.failed) == (1, 1)
+    assert (counters.processed, counters.failed, counters.unmatched) == (2, 1, 1)
     assert counters.matches == {"dog": 1, "musical instrument": 1}
-    assert sorted(r.name for r in job_store.results(job.id)) == ["all/a.jpg", "all/b.jpg"]
+    assert sorted(r.name for r in job_store.results(job.id)) == ["all/a.jpg", "all/b.jpg", "all/c.jpg"]
     assert [r for r in job_store.results(job.id) if r.name == "all/a.jpg"] == [result]
 
 
@@ -208,7 +209,7 @@ def test_counters_of_a_job_without_results_are_zero(job_store):
     job = _job()
     job_store.create_job(job)
     counters = job_store.counters(job.id)
-    assert (counters.processed, counters.failed, counters.matches) == (0, 0, {})
+    assert (counters.processed, counters.failed, counters.unmatched, counters.matches) == (0, 0, 0, {})
 
 
 def test_latest_job_is_the_newest(job_store):

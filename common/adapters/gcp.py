@@ -82,10 +82,12 @@ class FirestoreJobStore:
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         shard = self._jobs.document(job_id).collection("counter_shards").document(
             str(shard_for(result.name, self._shards)))
-        increments: dict[str, Any] = {"processed": firestore.Increment(1 if result.ok else 0),
-                                      "failed": firestore.Increment(0 if result.ok else 1)}
-        if result.matched:
-            increments["matches"] = {name: firestore.Increment(1) for name in result.matched}
+        delta = Counters.of(result)
+        increments: dict[str, Any] = {"processed": firestore.Increment(delta.processed),
+                                      "failed": firestore.Increment(delta.failed),
+                                      "unmatched": firestore.Increment(delta.unmatched)}
+        if delta.matches:
+            increments["matches"] = {name: firestore.Increment(n) for name, n in delta.matches.items()}
         batch = self._client.batch()
         # One atomic commit: the marker's create() precondition fails the whole batch on a redelivery,
         # so the counters move exactly once per image.
@@ -102,7 +104,8 @@ class FirestoreJobStore:
         for snapshot in self._jobs.document(job_id).collection("counter_shards").stream():
             data = snapshot.to_dict() or {}
             total.add(Counters(int(data.get("processed", 0)), int(data.get("failed", 0)),
-                               {k: int(v) for k, v in (data.get("matches") or {}).items()}))
+                               {k: int(v) for k, v in (data.get("matches") or {}).items()},
+                               int(data.get("unmatched", 0))))
         return total
 
     def results(self, job_id: str) -> Iterator[ImageResult]:

@@ -119,13 +119,14 @@ class SqliteJobStore:
 
     def counters(self, job_id: str) -> Counters:
         with self._lock:
-            processed, failed = self._db.execute(
-                "SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0) FROM results WHERE job_id = ?",
-                (job_id,)).fetchone()
+            processed, failed, unmatched = self._db.execute(
+                "SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0), "
+                "COALESCE(SUM(ok AND json_array_length(payload, '$.matched') = 0), 0) "
+                "FROM results WHERE job_id = ?", (job_id,)).fetchone()
             rows = self._db.execute(
                 "SELECT m.value, COUNT(*) FROM results, json_each(results.payload, '$.matched') AS m "
                 "WHERE results.job_id = ? GROUP BY m.value", (job_id,)).fetchall()
-        return Counters(int(processed), int(failed), {name: int(count) for name, count in rows})
+        return Counters(int(processed), int(failed), {name: int(count) for name, count in rows}, int(unmatched))
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
         with self._lock:

@@ -1,0 +1,296 @@
+"""`imgclassify`: sort a local folder (run), serve the old HTTP API over it (serve), show a job (status), or run
+the whole serverless pipeline on the emulators (emulate)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common.config import MODELS, Settings
+from common.errors import ClientError, ConfigurationError, ServiceError
+
+DEFAULT_WEIGHTS = "imagenet"  # Keras downloads ImageNet weights on first use (needs internet)
+
+
+class UsageError(Exception):
+    """A problem the user fixes by changing the command line: printed as one line, exit code 2."""
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=os.environ.get("MODEL", "resnet50"),
+                        help=f"one of {', '.join(MODELS)} (default: resnet50)")
+    parser.add_argument("--weights", default=os.environ.get("MODEL_WEIGHTS", DEFAULT_WEIGHTS),
+                        help="weights file (.weights.h5/.h5 for Keras, .tflite for LiteRT); default 'imagenet' "
+                             "lets Keras download them, which needs internet")
+    parser.add_argument("--workers", type=int, default=2, help="images classified at once (default 2)")
+
+
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top-k", type=int, default=5, help="labels considered per image (default 5)")
+    parser.add_argument("--min-score", type=float, default=0.0, help="minimum label score to match (default 0)")
+    parser.add_argument("--match", default="label", choices=["label", "substring"],
+                        help="matching rule (substring = the old service's rule)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgclassify", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="sort DIR/all/** into DIR/<class>/ (copies; originals stay)")
+    run.add_argument("dir", type=Path)
+    run.add_argument("--classes", nargs="+", required=True, metavar="CLASS")
+    _add_model_options(run)
+    _add_job_options(run)
+    run.add_argument("--json", action="store_true", help="print the final job status object instead of a table")
+
+    serve = commands.add_parser("serve", help="serve POST /classification-job and GET /classification-job/<id>")
+    serve.add_argument("dir", type=Path)
+    serve.add_argument("--port", type=int, default=8080)
+    _add_model_options(serve)
+
+    status = commands.add_parser("status", help="print a job's status (the latest job without JOB_ID)")
+    status.add_argument("dir", type=Path)
+    status.add_argument("job_id", nargs="?")
+
+    emulate = commands.add_parser("emulate", help="run the serverless pipeline on the local emulators")
+    emulate.add_argument("--port", type=int, default=8080, help="port serving the two API paths")
+    emulate.add_argument("--upload", type=Path, help="upload this folder's files under all/ in the bucket")
+    _add_model_options(emulate)
+    return parser
+
+
+def _settings(args: argparse.Namespace, root: Path) -> Settings:
+    if args.model not in MODELS:
+        raise UsageError(f"unknown model {args.model!r}: choose one of {', '.join(MODELS)}")
+    if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
+        raise UsageError(f"weights file not found: {args.weights}")
+    return Settings(backend="local", local_root=str(root), model=args.model, weights=args.weights,
+                    runtime="litert" if args.weights.endswith(".tflite") else "keras", bucket="local")
+
+
+def _quiet_logs(root: Path) -> None:
+    """Send the structured logs to DIR/.imgclassify/log.jsonl instead of the terminal."""
+    from common.adapters.local import STATE_DIR
+    from common.logs import CloudLoggingFormatter, get_logger
+
+    get_logger("cli")
+    state = root / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(state / "log.jsonl")
+    handler.setFormatter(CloudLoggingFormatter())
+    logger = logging.getLogger("imgclassify")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG)
+
+
+def _check_folder(root: Path) -> None:
+    if not (root / "all").is_dir():
+        raise UsageError(f"{root / 'all'} not found: put the photos to sort under {root}/all/")
+
+
+class Progress:
+    """One line on stderr: done/total, rate, ETA. Only on a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.start = time.monotonic()
+        self.first_done: int | None = None
+
+    def show(self, view: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        total, done = view["number_of_files"], view["processed"] + view["failed"]
+        if self.first_done is None:
+            self.first_done = done
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        rate = (done - self.first_done) / elapsed
+        eta = f"{(total - done) / rate:5.0f}s" if rate > 0 else "    ?"
+        width = 30
+        filled = int(width * done / total) if total else width
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                         f"{rate:6.1f} img/s  ETA {eta} ")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _table(view: dict[str, Any]) -> str:
+    rows = [(name, count) for name, count in view["matches"].items()]
+    rows += [("(no class)", view["unmatched"]), ("(failed)", view["failed"])]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'class'.ljust(width)}  images", f"{'-' * width}  ------"]
+    lines += [f"{name.ljust(width)}  {count:6d}" for name, count in rows]
+    lines.append(f"{view['number_of_files']} images, {view['processed']} classified, {view['failed']} failed")
+    return "\n".join(lines)
+
+
+def _find_resumable(service: Any, spec_body: dict[str, Any]) -> str | None:
+    from common.jobs import parse_job_request
+
+    job_id = service.jobs.latest_job_id()
+    if job_id is None:
+        return None
+    job = service.jobs.get_job(job_id)
+    wanted = parse_job_request(spec_body, default_bucket="local", default_top_k=5, default_min_score=0.0,
+                               max_classes=service.settings.max_classes)
+    if job is None or job.spec != wanted:
+        return None
+    return None if service.status(job_id)["complete"] else job_id
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from common.backends import build_local_service
+
+    root = args.dir.resolve()
+    _check_folder(root)
+    settings = _settings(args, root)
+    _quiet_logs(root)
+    service = build_local_service(settings, workers=args.workers)
+    service._classifier()  # load the model now: a weights problem fails before any job is recorded
+    body = {"classes": args.classes, "top_k": args.top_k, "min_score": args.min_score, "match": args.match}
+    queue = service.publisher
+    resumable = _find_resumable(service, body)
+    interactive = sys.stderr.isatty() and not args.json
+    if resumable:
+        job_id = resumable
+        if not args.json:
+            print(f"resuming job {job_id}", file=sys.stderr)
+        service.resume_job(job_id)
+    else:
+        job_id = service.create_job(body)["id"]
+    progress = Progress(interactive)
+    # SIGTERM stops like Ctrl-C: finish the images in hand, record them, exit resumable.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while not queue.join(timeout=0.2):  # type: ignore[attr-defined]
+            progress.show(service.status(job_id))
+    except KeyboardInterrupt:
+        progress.end()
+        print("stopping: finishing the images in progress...", file=sys.stderr)
+        queue.shutdown(cancel=True)  # type: ignore[attr-defined]
+        view = service.status(job_id)
+        print(f"interrupted: {view['processed'] + view['failed']} of {view['number_of_files']} images done. "
+              f"Run the same command again to resume job {job_id}.", file=sys.stderr)
+        return 130
+    view = service.status(job_id)
+    progress.show(view)
+    progress.end()
+    queue.shutdown()  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        print(_table(view))
+        if view["failed"]:
+            print(f"failed images and reasons: imgclassify status {args.dir} {job_id}", file=sys.stderr)
+    return 0
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    from werkzeug.serving import make_server
+
+    from common.backends import build_local_service
+    from common.http import create_app
+
+    root = args.dir.resolve()
+    _check_folder(root)
+    settings = _settings(args, root)
+    _quiet_logs(root)
+    service = build_local_service(settings, workers=args.workers)
+    service._classifier()
+    server = make_server("127.0.0.1", args.port, create_app(lambda: service), threaded=True)
+    print(f"serving {root} on http://127.0.0.1:{server.port}  (POST /classification-job, "
+          f"GET /classification-job/<id>); Ctrl-C stops", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        service.publisher.shutdown(cancel=True)  # type: ignore[union-attr]
+    return 0
+
+
+def command_status(args: argparse.Namespace) -> int:
+    from common.adapters.local import SqliteJobStore
+    from common.backends import local_db_path
+    from common.service import ClassificationService
+
+    root = args.dir.resolve()
+    db = local_db_path(root)
+    if not db.exists():
+        raise UsageError(f"no jobs in {root} yet: run `imgclassify run {args.dir} --classes ...` first")
+    jobs = SqliteJobStore(db)
+    service = ClassificationService(Settings(backend="local", local_root=str(root)), objects=None,  # type: ignore
+                                    jobs=jobs, publisher=None)
+    job_id = args.job_id or jobs.latest_job_id()
+    if job_id is None:
+        raise UsageError(f"no jobs in {root} yet")
+    view = service.status(job_id)
+    view["failures"] = [{"name": r.name, "reason": r.reason} for r in jobs.results(job_id) if not r.ok]
+    print(json.dumps(view, indent=2))
+    return 0
+
+
+def command_emulate(args: argparse.Namespace) -> int:
+    from common.emulation import Emulators, LocalStack, _environ
+
+    if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
+        raise UsageError(f"weights file not found: {args.weights}")
+    emulators = Emulators().start()
+    stack = LocalStack(emulators, gateway_port=args.port,
+                       function_env={"MODEL": args.model, "MODEL_WEIGHTS": str(args.weights)})
+    try:
+        stack.start()
+        if args.upload:
+            from common.adapters.gcp import GcsObjectStore, storage_client
+
+            with _environ(emulators.env):
+                store = GcsObjectStore(storage_client(emulators.project))
+                files = [p for p in sorted(args.upload.rglob("*")) if p.is_file()]
+                for path in files:
+                    store.write(stack.bucket, f"all/{path.relative_to(args.upload).as_posix()}", path.read_bytes())
+            print(f"uploaded {len(files)} files under gs://{stack.bucket}/all/", file=sys.stderr)
+        print(f"pipeline up: POST {stack.gateway_url}/classification-job, "
+              f"GET {stack.gateway_url}/classification-job/<id>", file=sys.stderr)
+        print("emulator environment (export to use gsutil-free clients against it):", file=sys.stderr)
+        for key, value in {**emulators.env, "BUCKET": stack.bucket}.items():
+            print(f"  export {key}={value}", file=sys.stderr)
+        print(f"logs: {emulators.log_dir}; Ctrl-C stops everything", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+        emulators.stop()
+
+
+COMMANDS = {"run": command_run, "serve": command_serve, "status": command_status, "emulate": command_emulate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, ConfigurationError, ClientError) as exc:
+        message = exc.message if isinstance(exc, ClientError) else str(exc)
+        print(f"imgclassify: error: {message}", file=sys.stderr)
+        return 2
+    except ServiceError as exc:
+        print(f"imgclassify: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

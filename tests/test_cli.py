@@ -1,0 +1,221 @@
+"""`imgclassify` as users run it: a subprocess on a folder of real photos, with the real MobileNetV2 weights."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from common.emulation import free_port
+from common.imaging import decode_image
+from common.jobs import JobSpec
+from common.matching import match_classes
+from common.model import ModelConfig, load_classifier
+from tests.conftest import MOBILENET_H5, MOBILENET_TFLITE
+
+pytestmark = pytest.mark.slow
+IMGCLASSIFY = str(Path(sys.executable).with_name("imgclassify"))
+CLASSES = ["tabby", "Egyptian cat", "hotdog", "macaw", "Boston bull"]
+
+
+def imgclassify(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([IMGCLASSIFY, *args], capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def model_calls(root: Path) -> Counter[str]:
+    calls: Counter[str] = Counter()
+    for line in (root / ".imgclassify/log.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if entry["message"] == "model call":
+            calls[entry["object"]] += 1
+    return calls
+
+
+def files_under(root: Path, folder: str) -> set[str]:
+    return {p.relative_to(root / folder).as_posix() for p in (root / folder).rglob("*") if p.is_file()}
+
+
+def test_run_sorts_real_photos_into_class_folders(photo_folder):
+    result = imgclassify("run", str(photo_folder), "--classes", *CLASSES, "--model", "mobilenet_v2",
+                         "--weights", str(MOBILENET_H5), "--json")
+
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    originals = files_under(photo_folder, "all")
+    assert (view["complete"], view["number_of_files"], view["processed"], view["failed"]) == (True, 8, 8, 0)
+    # The reference: the same model called directly on each photo.
+    classifier = load_classifier(ModelConfig("mobilenet_v2", str(MOBILENET_H5)))
+    spec = JobSpec(tuple(CLASSES), "local")
+    expected = {name: match_classes(spec, classifier.predict(
+        decode_image((photo_folder / "all" / name).read_bytes())[None])[0])[0] for name in originals}
+    for class_name in CLASSES:
+        want = {name for name, matched in expected.items() if class_name in matched}
+        assert (files_under(photo_folder, class_name) if (photo_folder / class_name).exists() else set()) == want
+        assert view["matches"][class_name] == len(want)
+    assert view["unmatched"] == sum(not m for m in expected.values())
+    # Anchors independent of the reference computation.
+    assert "pets/parrot.jpg" in files_under(photo_folder, "macaw")
+    assert "hot_dog.jpg" in files_under(photo_folder, "hotdog")
+    assert files_under(photo_folder, "all") == originals  # originals stay
+    assert (photo_folder / "hotdog/hot_dog.jpg").read_bytes() == (photo_folder / "all/hot_dog.jpg").read_bytes()
+
+
+def test_run_prints_a_table_and_rerun_creates_a_new_complete_job(photo_folder):
+    args = ("run", str(photo_folder), "--classes", "hotdog", "--weights", str(MOBILENET_TFLITE),
+            "--model", "mobilenet_v2")
+    first = imgclassify(*args)
+    assert first.returncode == 0, first.stderr
+    assert "hotdog" in first.stdout and "(failed)" in first.stdout and "8 images" in first.stdout
+    second = imgclassify(*args)
+    assert second.returncode == 0 and "resuming" not in second.stderr
+
+
+@pytest.fixture
+def many_photos(tmp_path, shared) -> Path:
+    root = tmp_path / "many"
+    shutil.copytree(shared / "photos/imagenet-dev", root / "all")
+    return root
+
+
+def _results_count(root: Path) -> int:
+    db = root / ".imgclassify/jobs.sqlite3"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _start_and_stop_midway(root: Path, sig: int) -> subprocess.CompletedProcess[str]:
+    process = subprocess.Popen([IMGCLASSIFY, "run", str(root), "--classes", "tabby", "goldfish", "--model",
+                                "mobilenet_v2", "--weights", str(MOBILENET_H5)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while _results_count(root) < 40:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_resumes_without_reclassifying(many_photos, sig):
+    stopped = _start_and_stop_midway(many_photos, sig)
+    assert stopped.returncode == 130
+    assert "Run the same command again to resume" in stopped.stderr
+    done_before = _results_count(many_photos)
+    assert 40 <= done_before < 309
+
+    rerun = imgclassify("run", str(many_photos), "--classes", "tabby", "goldfish", "--model", "mobilenet_v2",
+                        "--weights", str(MOBILENET_H5), "--json")
+
+    assert rerun.returncode == 0, rerun.stderr
+    view = json.loads(rerun.stdout)
+    assert (view["processed"], view["failed"], view["number_of_files"], view["complete"]) == (309, 0, 309, True)
+    calls = model_calls(many_photos)
+    assert len(calls) == 309 and set(calls.values()) == {1}  # every image classified exactly once
+    assert view["matches"]["goldfish"] == len(files_under(many_photos, "goldfish")) >= 1
+
+
+def test_killed_run_completes_exactly_on_rerun(many_photos):
+    killed = _start_and_stop_midway(many_photos, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+
+    rerun = imgclassify("run", str(many_photos), "--classes", "tabby", "goldfish", "--model", "mobilenet_v2",
+                        "--weights", str(MOBILENET_H5), "--json")
+
+    assert rerun.returncode == 0, rerun.stderr
+    view = json.loads(rerun.stdout)
+    assert (view["processed"], view["failed"], view["complete"]) == (309, 0, True)
+    calls = model_calls(many_photos)
+    # Only the images in a worker's hands at the kill can be classified twice; none is counted twice.
+    assert len(calls) == 309 and sum(calls.values()) - 309 <= 2
+    assert not list(many_photos.rglob(".partial-*"))
+
+
+def test_serve_answers_the_old_clients_api(photo_folder):
+    port = free_port()
+    server = subprocess.Popen([IMGCLASSIFY, "serve", str(photo_folder), "--port", str(port), "--model",
+                               "mobilenet_v2", "--weights", str(MOBILENET_TFLITE)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/classification-job"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                requests.get(f"{base}/{'0' * 32}", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        created = requests.post(base, json={"classes": ["hotdog", "macaw"]}, timeout=30)
+        assert created.status_code == 201
+        job = created.json()
+        percentages = []
+        while True:
+            status = requests.get(f"{base}/{job['id']}", timeout=10).json()
+            percentages.append(status["percentage"])
+            if status["complete"]:
+                break
+            time.sleep(0.2)
+        assert percentages[-1] == 100 and status["processed"] == status["number_of_files"] == 8
+        assert percentages == sorted(percentages)
+        assert requests.post(base, data="nope", timeout=10).status_code == 400
+        assert requests.get(f"{base}/{'0' * 32}", timeout=10).status_code == 404
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=60)
+
+
+def test_status_prints_the_latest_job(photo_folder):
+    ran = imgclassify("run", str(photo_folder), "--classes", "hotdog", "--weights", str(MOBILENET_TFLITE),
+                      "--model", "mobilenet_v2", "--json")
+    job = json.loads(ran.stdout)
+    shown = imgclassify("status", str(photo_folder))
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout)["id"] == job["id"]
+    assert json.loads(imgclassify("status", str(photo_folder), job["id"]).stdout)["processed"] == 8
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    ("empty", ["--weights", "{h5}"], "all not found"),
+    ("photos", ["--model", "vgg16"], "unknown model"),
+    ("photos", ["--weights", "/no/such/file.h5"], "weights file not found"),
+    ("photos", ["--weights", "{bad}"], "cannot load"),
+    ("photos", [], "needs internet"),
+])
+def test_usage_errors_are_one_line_without_traceback(tmp_path, setup, args, message):
+    root = tmp_path / "dir"
+    root.mkdir()
+    if setup == "photos":
+        (root / "all").mkdir()
+    bad = tmp_path / "bad.weights.h5"
+    bad.write_bytes(b"not weights")
+    args = [a.format(h5=MOBILENET_H5, bad=bad) for a in args]
+    # No network here; a proxy that refuses keeps a default-weights download from leaving the machine at all.
+    env = {**os.environ, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+
+    result = imgclassify("run", str(root), "--classes", "dog", *args, env=env)
+
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("imgclassify: error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_status_without_jobs_is_a_usage_error(tmp_path):
+    result = imgclassify("status", str(tmp_path))
+    assert result.returncode == 2 and "no jobs" in result.stderr
