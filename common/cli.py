@@ -34,9 +34,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="labels considered per image (default 5)")
-    parser.add_argument("--min-score", type=float, default=0.0, help="minimum label score to match (default 0)")
-    parser.add_argument("--match", default="label", choices=["label", "substring"],
-                        help="matching rule (substring = the old service's rule)")
+    parser.add_argument("--min-score", type=float, default=None,
+                        help="probability mass needed to match (default: the tuned value of the match rule)")
+    parser.add_argument("--match", default="hierarchy", choices=["hierarchy", "label", "substring"],
+                        help="hierarchy (default): the class's meaning in WordNet; label: an exact top-k label; "
+                             "substring: the old service's rule")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +142,7 @@ def _find_resumable(service: Any, spec_body: dict[str, Any]) -> str | None:
     if job_id is None:
         return None
     job = service.jobs.get_job(job_id)
-    wanted = parse_job_request(spec_body, default_bucket="local", default_top_k=5, default_min_score=0.0,
+    wanted = parse_job_request(spec_body, default_bucket="local", default_top_k=5, default_min_score=None,
                                max_classes=service.settings.max_classes)
     if job is None or job.spec != wanted:
         return None
@@ -156,7 +158,9 @@ def command_run(args: argparse.Namespace) -> int:
     _quiet_logs(root)
     service = build_local_service(settings, workers=args.workers)
     service._classifier()  # load the model now: a weights problem fails before any job is recorded
-    body = {"classes": args.classes, "top_k": args.top_k, "min_score": args.min_score, "match": args.match}
+    body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match}
+    if args.min_score is not None:
+        body["min_score"] = args.min_score
     queue = service.publisher
     resumable = _find_resumable(service, body)
     interactive = sys.stderr.isatty() and not args.json

@@ -46,7 +46,7 @@ class Settings:
     jobs_collection: str = "classification_jobs"
     counter_shards: int = 16
     default_top_k: int = 5
-    default_min_score: float = 0.0
+    default_min_score: float | None = None  # None: the tuned default of the job's match mode
     max_classes: int = 32
     max_body_bytes: int = 64 * 1024
     status_url_base: str = ""
@@ -68,7 +68,7 @@ class Settings:
             jobs_collection=env.get("JOBS_COLLECTION", cls.jobs_collection),
             counter_shards=_int(env, "COUNTER_SHARDS", cls.counter_shards),
             default_top_k=_int(env, "DEFAULT_TOP_K", cls.default_top_k),
-            default_min_score=_float(env, "DEFAULT_MIN_SCORE", cls.default_min_score),
+            default_min_score=_float(env, "DEFAULT_MIN_SCORE", -1.0) if env.get("DEFAULT_MIN_SCORE") else None,
             max_classes=_int(env, "MAX_CLASSES", cls.max_classes),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             status_url_base=env.get("STATUS_URL_BASE", cls.status_url_base),

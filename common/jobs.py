@@ -12,7 +12,11 @@ from typing import Any
 
 from common.errors import InvalidRequest
 
-MATCH_MODES = ("label", "substring")
+MATCH_MODES = ("hierarchy", "label", "substring")
+# Probability mass under a class's synset needed to match; tuned on ../shared/photos/imagenet-dev with
+# bench/quality.py (see README, "Classification quality"). label/substring compare single labels: no threshold.
+HIERARCHY_MIN_SCORE = 0.3
+DEFAULT_MIN_SCORES = {"hierarchy": HIERARCHY_MIN_SCORE, "label": 0.0, "substring": 0.0}
 DEFAULT_SOURCE_PREFIX = "all/"
 MAX_CLASS_NAME_LENGTH = 64
 MAX_TOP_K = 20
@@ -29,8 +33,8 @@ class JobSpec:
     bucket: str
     source_prefix: str = DEFAULT_SOURCE_PREFIX
     top_k: int = 5
-    min_score: float = 0.0
-    match: str = "label"
+    min_score: float = HIERARCHY_MIN_SCORE
+    match: str = "hierarchy"
 
     def to_dict(self) -> dict[str, Any]:
         return {"classes": list(self.classes), "bucket": self.bucket, "source_prefix": self.source_prefix,
@@ -40,7 +44,7 @@ class JobSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
         return cls(classes=tuple(data["classes"]), bucket=str(data["bucket"]),
                    source_prefix=str(data["source_prefix"]), top_k=int(data["top_k"]),
-                   min_score=float(data["min_score"]), match=str(data.get("match", "label")))
+                   min_score=float(data["min_score"]), match=str(data.get("match", "hierarchy")))
 
 
 @dataclass(frozen=True)
@@ -67,15 +71,17 @@ class ImageResult:
     matched: tuple[str, ...] = ()
     labels: tuple[Label, ...] = ()
     reason: str = ""
+    scores: dict[str, float] = field(default_factory=dict)  # per requested class, in hierarchy mode
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "matched": list(self.matched), "reason": self.reason,
+                "scores": {k: round(v, 6) for k, v in self.scores.items()},
                 "labels": [{"index": l.index, "name": l.name, "score": round(l.score, 6)} for l in self.labels]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
         return cls(name=data["name"], ok=bool(data["ok"]), matched=tuple(data.get("matched", ())),
-                   reason=data.get("reason", ""),
+                   reason=data.get("reason", ""), scores=dict(data.get("scores", {})),
                    labels=tuple(Label(int(l["index"]), str(l["name"]), float(l["score"]))
                                 for l in data.get("labels", ())))
 
@@ -158,8 +164,8 @@ def _validate_prefix(raw: object) -> str:
     return raw if raw.endswith("/") else raw + "/"
 
 
-def parse_job_request(body: object, *, default_bucket: str, default_top_k: int, default_min_score: float,
-                      max_classes: int) -> JobSpec:
+def parse_job_request(body: object, *, default_bucket: str, default_top_k: int,
+                      default_min_score: float | None, max_classes: int) -> JobSpec:
     """Validate a create-job body. Raises InvalidRequest naming the offending field."""
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object", field="body")
@@ -195,14 +201,16 @@ def parse_job_request(body: object, *, default_bucket: str, default_top_k: int, 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
         raise InvalidRequest(f"top_k must be an integer from 1 to {MAX_TOP_K}", field="top_k")
 
-    min_score = body.get("min_score", default_min_score)
+    match = body.get("match", "hierarchy")
+    if match not in MATCH_MODES:
+        raise InvalidRequest(f"match must be one of {', '.join(MATCH_MODES)}", field="match")
+
+    fallback = default_min_score if default_min_score is not None and match == "hierarchy" else \
+        DEFAULT_MIN_SCORES[match]
+    min_score = body.get("min_score", fallback)
     if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not math.isfinite(min_score) \
             or not 0.0 <= min_score <= 1.0:
         raise InvalidRequest("min_score must be a number from 0 to 1", field="min_score")
-
-    match = body.get("match", "label")
-    if match not in MATCH_MODES:
-        raise InvalidRequest(f"match must be one of {', '.join(MATCH_MODES)}", field="match")
 
     return JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=source_prefix, top_k=top_k,
                    min_score=float(min_score), match=match)

@@ -1,12 +1,31 @@
-"""Decide which requested classes an image belongs to, from the model's probabilities. No I/O."""
+"""Decide which requested classes an image belongs to, from the model's probabilities. No I/O.
+
+Three rules (a job's `match`):
+- hierarchy (default): the class resolves to WordNet synsets; its score is the probability mass over the ImageNet
+  classes descending from them; it matches at score >= min_score.
+- label: the class names one of the top-k labels (any synonym, any case) whose score is >= min_score.
+- substring: the replaced service's rule, kept for users who depend on it: the class is a substring of the top-5
+  Keras label names joined together.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from common.jobs import JobSpec, Label
 from common.labels import ImageNetClass, imagenet_classes
+from common.taxonomy import Resolution, load_taxonomy, resolve
+
+
+@dataclass(frozen=True)
+class MatchOutcome:
+    matched: tuple[str, ...]
+    labels: tuple[Label, ...]
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 def top_labels(probabilities: np.ndarray, k: int, classes: Sequence[ImageNetClass] | None = None) -> tuple[Label, ...]:
@@ -24,21 +43,47 @@ def _label_matches(requested: str, label: Label, classes: Sequence[ImageNetClass
 
 
 def match_by_label(spec: JobSpec, labels: Sequence[Label], classes: Sequence[ImageNetClass]) -> tuple[str, ...]:
-    """A class matches when it names one of the top-k labels (any synonym, any case) scoring >= min_score."""
     return tuple(requested for requested in spec.classes
                  if any(label.score >= spec.min_score and _label_matches(requested, label, classes)
                         for label in labels))
 
 
 def match_by_substring(spec: JobSpec, labels: Sequence[Label], classes: Sequence[ImageNetClass]) -> tuple[str, ...]:
-    """The replaced service's rule: the class is a substring of the top-5 Keras label names joined together."""
     joined = ", ".join(classes[label.index].keras_name for label in labels[:5]).casefold()
     return tuple(requested for requested in spec.classes if requested.casefold() in joined)
 
 
-def match_classes(spec: JobSpec, probabilities: np.ndarray) -> tuple[tuple[str, ...], tuple[Label, ...]]:
+@lru_cache(maxsize=4096)
+def class_indices(requested: str) -> np.ndarray:
+    return np.array(sorted(resolve(requested).classes), dtype=np.intp)
+
+
+def hierarchy_scores(classes: Sequence[str], probabilities: np.ndarray) -> dict[str, float]:
+    return {requested: float(probabilities[class_indices(requested)].sum()) for requested in classes}
+
+
+def match_classes(spec: JobSpec, probabilities: np.ndarray) -> MatchOutcome:
     classes = imagenet_classes()
-    labels = top_labels(probabilities, max(spec.top_k, 5) if spec.match == "substring" else spec.top_k, classes)
     if spec.match == "substring":
-        return match_by_substring(spec, labels, classes), labels
-    return match_by_label(spec, labels, classes), labels
+        labels = top_labels(probabilities, max(spec.top_k, 5), classes)
+        return MatchOutcome(match_by_substring(spec, labels, classes), labels[:spec.top_k])
+    labels = top_labels(probabilities, spec.top_k, classes)
+    if spec.match == "label":
+        return MatchOutcome(match_by_label(spec, labels, classes), labels)
+    scores = hierarchy_scores(spec.classes, probabilities)
+    matched = tuple(c for c in spec.classes if scores[c] >= spec.min_score and scores[c] > 0.0)
+    return MatchOutcome(matched, labels, scores)
+
+
+def resolve_classes(spec: JobSpec) -> tuple[dict[str, list[str]], list[str]]:
+    """What each class means, and warnings; raises UnknownClass (a 400 with suggestions) for a non-word."""
+    if spec.match != "hierarchy":
+        return {}, []
+    taxonomy = load_taxonomy()
+    resolutions: list[Resolution] = [taxonomy.resolve(c, i) for i, c in enumerate(spec.classes)]
+    return ({r.query: r.describe() for r in resolutions}, [r.warning for r in resolutions if r.warning])
+
+
+def describe_resolution(spec: JobSpec) -> dict[str, Any]:
+    resolved, warnings = resolve_classes(spec)
+    return {"resolved": resolved, "warnings": warnings} if spec.match == "hierarchy" else {}

@@ -43,7 +43,7 @@ class ClassifyMessage:
             job_id, name = body["job_id"], body["name"]
             classes = body["classes"]
             spec = JobSpec(classes=tuple(classes), bucket=body["bucket"], source_prefix=body["source_prefix"],
-                           top_k=body["top_k"], min_score=body["min_score"], match=body.get("match", "label"))
+                           top_k=body["top_k"], min_score=body["min_score"], match=body.get("match", "hierarchy"))
         except (KeyError, TypeError) as exc:
             raise BadMessage(f"message is missing or mistypes a field: {exc}") from None
         checks = [

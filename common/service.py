@@ -14,7 +14,7 @@ from common.imaging import decode_image
 from common.jobs import (Counters, ImageResult, JobRecord, check_job_id, new_job_id, parse_job_request,
                          status_view, target_name)
 from common.logs import get_logger
-from common.matching import match_classes
+from common.matching import describe_resolution, match_classes
 from common.messages import ClassifyMessage
 from common.model import Classifier
 from common.ports import JobStore, ObjectStore, Publisher
@@ -45,6 +45,7 @@ class ClassificationService:
                                  default_top_k=self.settings.default_top_k,
                                  default_min_score=self.settings.default_min_score,
                                  max_classes=self.settings.max_classes)
+        meaning = describe_resolution(spec)  # a class that means nothing is a 400 before anything is written
         names = [n for n in self.objects.list_names(spec.bucket, spec.source_prefix) if not n.endswith("/")]
         job = JobRecord(id=new_job_id(), spec=spec, number_of_files=len(names), created_at=self._clock())
         # The job exists before its first message does, so no classify call ever sees an unknown job.
@@ -54,6 +55,7 @@ class ClassificationService:
         log.info("job created", extra={"job_id": job.id, "number_of_files": job.number_of_files,
                                        "published": published, "classes": list(spec.classes)})
         view = status_view(job, Counters(), self.status_url(job.id))
+        view.update(meaning)
         view["code"] = 201
         return view
 
@@ -100,10 +102,11 @@ class ClassificationService:
         assert self._classifier is not None, "classify needs a classifier"
         log.debug("model call", extra={"job_id": message.job_id, "object": message.name})
         probabilities = self._classifier().predict(pixels[None])[0]
-        matched, labels = match_classes(spec, probabilities)
-        for class_name in matched:
+        outcome = match_classes(spec, probabilities)
+        for class_name in outcome.matched:
             self.objects.copy(spec.bucket, message.name, target_name(class_name, message.name, spec.source_prefix))
-        return ImageResult(message.name, ok=True, matched=matched, labels=labels)
+        return ImageResult(message.name, ok=True, matched=outcome.matched, labels=outcome.labels,
+                           scores=outcome.scores)
 
     # --- job_status -------------------------------------------------------------------------------------------
     def status(self, job_id: str) -> dict[str, Any]:
@@ -111,4 +114,6 @@ class ClassificationService:
         job = self.jobs.get_job(job_id)
         if job is None:
             raise NotFound(f"Job {job_id} not found")
-        return status_view(job, self.jobs.counters(job_id), self.status_url(job_id))
+        view = status_view(job, self.jobs.counters(job_id), self.status_url(job_id))
+        view.update(describe_resolution(job.spec))
+        return view

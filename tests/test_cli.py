@@ -56,7 +56,7 @@ def test_run_sorts_real_photos_into_class_folders(photo_folder):
     classifier = load_classifier(ModelConfig("mobilenet_v2", str(MOBILENET_H5)))
     spec = JobSpec(tuple(CLASSES), "local")
     expected = {name: match_classes(spec, classifier.predict(
-        decode_image((photo_folder / "all" / name).read_bytes())[None])[0])[0] for name in originals}
+        decode_image((photo_folder / "all" / name).read_bytes())[None])[0]).matched for name in originals}
     for class_name in CLASSES:
         want = {name for name, matched in expected.items() if class_name in matched}
         assert (files_under(photo_folder, class_name) if (photo_folder / class_name).exists() else set()) == want

@@ -157,3 +157,18 @@ def test_service_key_is_required_when_configured(service, monkeypatch):
     assert create.post("/", json={"classes": ["dog"]}, headers={"Authorization": "s3cret"}).status_code == 201
     assert create.post("/", json={"classes": ["dog"]},
                        headers={"Authorization": "Bearer s3cret"}).status_code == 201
+
+
+def test_create_job_shows_what_each_class_resolved_to_and_warns_on_weak_ones(service):
+    body = client("create_job").post("/", json={"classes": ["trucks", "people"]}).get_json()
+    assert body["resolved"]["trucks"] == ["truck.n.01 (8 ImageNet classes)"]
+    assert body["resolved"]["people"] == ["person.n.01 (3 ImageNet classes)"]
+    assert len(body["warnings"]) == 1 and "'people'" in body["warnings"][0]
+
+
+def test_create_job_rejects_a_class_that_means_nothing_with_suggestions(service):
+    response = client("create_job").post("/", json={"classes": ["dog", "dgo"]})
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["field"] == "classes" and "classes[1] 'dgo'" in body["message"] and "dingo" in body["suggestions"]
+    assert service.jobs.jobs == {}

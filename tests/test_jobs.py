@@ -1,10 +1,10 @@
 import pytest
 
 from common.errors import InvalidRequest
-from common.jobs import (Counters, JobRecord, JobSpec, check_job_id, new_job_id, parse_job_request, shard_for,
+from common.jobs import (HIERARCHY_MIN_SCORE, Counters, JobRecord, JobSpec, check_job_id, new_job_id, parse_job_request, shard_for,
                          status_view, target_name)
 
-DEFAULTS = dict(default_bucket="images", default_top_k=5, default_min_score=0.0, max_classes=32)
+DEFAULTS = dict(default_bucket="images", default_top_k=5, default_min_score=None, max_classes=32)
 
 
 def parse(body):
@@ -13,7 +13,8 @@ def parse(body):
 
 def test_minimal_request_gets_defaults():
     spec = parse({"classes": ["dog", "truck"]})
-    assert spec == JobSpec(classes=("dog", "truck"), bucket="images", source_prefix="all/", top_k=5, min_score=0.0)
+    assert spec == JobSpec(classes=("dog", "truck"), bucket="images", source_prefix="all/", top_k=5,
+                           min_score=HIERARCHY_MIN_SCORE, match="hierarchy")
 
 
 def test_duplicate_classes_are_merged_case_insensitively_keeping_first_spelling():
@@ -95,3 +96,10 @@ def test_percentage_never_reaches_100_before_completion():
 def test_empty_job_is_complete_at_once():
     view = status_view(_job(0), Counters())
     assert view["complete"] is True and view["percentage"] == 100
+
+
+def test_min_score_defaults_follow_the_match_rule():
+    assert parse({"classes": ["dog"], "match": "substring"}).min_score == 0.0
+    assert parse({"classes": ["dog"], "match": "label"}).min_score == 0.0
+    assert parse_job_request({"classes": ["dog"]}, **{**DEFAULTS, "default_min_score": 0.5}).min_score == 0.5
+    assert parse({"classes": ["dog"], "min_score": 0.7}).min_score == 0.7

@@ -1,10 +1,13 @@
 import numpy as np
+import pytest
 
-from common.jobs import JobSpec
+from common.jobs import HIERARCHY_MIN_SCORE, JobSpec
 from common.labels import imagenet_classes
 from common.matching import match_classes, top_labels
+from common.taxonomy import UnknownClass, load_taxonomy, resolve
 
-TABBY, EGYPTIAN_CAT, MACAW, TRAILER_TRUCK, CARTON = 281, 285, 88, 867, 478
+TABBY, EGYPTIAN_CAT, MACAW, TRAILER_TRUCK, CARTON, GOLDEN_RETRIEVER, BEAGLE = 281, 285, 88, 867, 478, 207, 162
+FIRE_ENGINE, GRAND_PIANO, HOTDOG = 555, 579, 934
 
 
 def probs(**scores: float) -> np.ndarray:
@@ -25,24 +28,91 @@ def test_top_labels_are_sorted_by_score():
     assert [label.index for label in labels] == [MACAW, TABBY, TRAILER_TRUCK]
 
 
+# --- resolution -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("query, synset", [
+    ("trucks", "truck.n.01"),          # plural
+    ("Dogs", "dog.n.01"),              # case and plural
+    ("DOG", "dog.n.01"),
+    ("musical instrument", "musical_instrument.n.01"),   # multi-word
+    ("musical instruments", "musical_instrument.n.01"),  # multi-word plural
+    ("musical-instrument", "musical_instrument.n.01"),
+    ("automobile", "car.n.01"),        # lemma synonym
+    ("autos", "car.n.01"),
+    ("people", "person.n.01"),         # irregular plural
+    ("mice", "mouse.n.04"),            # noun.exc; the only sense with an ImageNet class is the computer mouse
+    ("hotdog", "hotdog.n.02"),         # first sense with ImageNet descendants (hotdog.n.01 is a show-off)
+    ("dog.n.01", "dog.n.01"),          # explicit synset
+])
+def test_queries_resolve_to_synsets(query, synset):
+    assert resolve(query).synsets == (synset,)
+
+
+def test_dog_covers_every_breed():
+    dog = resolve("dog")
+    assert len(dog.classes) == 118 and {GOLDEN_RETRIEVER, BEAGLE} <= dog.classes and TABBY not in dog.classes
+    assert dog.warning is None
+
+
+def test_weak_classes_warn_and_precise_classes_do_not():
+    assert "covers only 3 ImageNet classes" in resolve("person").warning
+    assert "scuba diver" in resolve("person").warning
+    assert resolve("tabby").warning is None  # names one ImageNet class exactly: precise, not weak
+    nothing = resolve("democracy")
+    assert nothing.classes == frozenset() and "match nothing" in nothing.warning
+
+
+def test_unknown_words_are_400_with_suggestions():
+    with pytest.raises(UnknownClass) as caught:
+        load_taxonomy().resolve("dgo", 2)
+    body = caught.value.to_json()
+    assert body["code"] == 400 and body["field"] == "classes" and "classes[2] 'dgo'" in body["message"]
+    assert "dingo" in body["suggestions"]
+
+
+# --- hierarchy matching -----------------------------------------------------------------------------------------
+
+def test_probability_mass_over_descendants_decides():
+    # No single dog breed is confident, but together they are: a dog.
+    vector = probs(i207=0.2, i162=0.2, i281=0.15)
+    outcome = match_classes(JobSpec(("dog", "cat"), "images", min_score=0.3), vector)
+    assert outcome.matched == ("dog",)
+    assert outcome.scores["dog"] == pytest.approx(0.4) and outcome.scores["cat"] == pytest.approx(0.15)
+
+
+def test_multi_label_stays():
+    outcome = match_classes(JobSpec(("dog", "vehicle", "truck"), "images"), probs(i207=0.45, i555=0.45))
+    assert outcome.matched == ("dog", "vehicle", "truck")
+
+
+def test_min_score_is_inclusive_and_zero_mass_never_matches():
+    vector = probs(i579=0.3)
+    assert match_classes(JobSpec(("musical instrument",), "images", min_score=0.3), vector).matched == (
+        "musical instrument",)
+    assert match_classes(JobSpec(("musical instrument",), "images", min_score=0.31), vector).matched == ()
+    assert match_classes(JobSpec(("democracy",), "images", min_score=0.0), vector).matched == ()
+
+
+def test_default_threshold_is_the_tuned_one():
+    assert JobSpec(("dog",), "images").min_score == HIERARCHY_MIN_SCORE
+
+
+# --- label and substring rules ----------------------------------------------------------------------------------
+
 def test_label_match_is_case_insensitive_and_accepts_synonyms():
-    spec = JobSpec(("TABBY", "Egyptian Cat", "macaw", "dog"), "images", top_k=3)
-    matched, _ = match_classes(spec, probs(i281=0.5, i285=0.3, i88=0.1))
-    assert matched == ("TABBY", "Egyptian Cat", "macaw")
+    spec = JobSpec(("TABBY", "Egyptian Cat", "macaw", "dog"), "images", top_k=3, min_score=0.0, match="label")
+    assert match_classes(spec, probs(i281=0.5, i285=0.3, i88=0.1)).matched == ("TABBY", "Egyptian Cat", "macaw")
 
 
 def test_label_outside_top_k_or_below_min_score_does_not_match():
     vector = probs(i281=0.5, i285=0.3, i88=0.1)
-    assert match_classes(JobSpec(("macaw",), "images", top_k=2), vector)[0] == ()
-    assert match_classes(JobSpec(("tabby", "macaw"), "images", top_k=5, min_score=0.2), vector)[0] == ("tabby",)
-
-
-def test_one_image_can_match_several_classes():
-    matched, _ = match_classes(JobSpec(("tabby", "Egyptian cat"), "images"), probs(i281=0.5, i285=0.4))
-    assert matched == ("tabby", "Egyptian cat")
+    assert match_classes(JobSpec(("macaw",), "images", top_k=2, min_score=0, match="label"), vector).matched == ()
+    spec = JobSpec(("tabby", "macaw"), "images", top_k=5, min_score=0.2, match="label")
+    assert match_classes(spec, vector).matched == ("tabby",)
 
 
 def test_substring_mode_reproduces_the_old_rule_including_its_false_hits():
-    spec = JobSpec(("car", "truck"), "images", match="substring")
-    matched, _ = match_classes(spec, probs(i478=0.9))  # "carton" contains "car"
-    assert matched == ("car",)
+    spec = JobSpec(("car", "truck", "trucks", "dog"), "images", match="substring", min_score=0.0)
+    # "carton" contains "car"; "trailer_truck" contains "truck" but never "trucks"; no label says "dog".
+    outcome = match_classes(spec, probs(i478=0.5, i867=0.3, i207=0.2))
+    assert outcome.matched == ("car", "truck")

@@ -1,0 +1,136 @@
+"""What a user's class name means: WordNet noun synsets, and the ImageNet classes that descend from them.
+
+Reads the generated data in common/data (tools/gen_wordnet_data.py); no WordNet install, no download.
+"""
+from __future__ import annotations
+
+import difflib
+import gzip
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from common.errors import InvalidRequest
+
+WEAK_CLASS_LIMIT = 5  # fewer ImageNet classes than this under a query: warn the user
+_SYNSET_NAME = re.compile(r"^[a-z0-9_'.-]+\.n\.\d{2}$")
+# WordNet's detachment rules for nouns (as in its morphy), longest suffix first.
+_NOUN_SUFFIXES = (("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"), ("men", "man"),
+                  ("ies", "y"), ("s", ""))
+
+
+@dataclass(frozen=True)
+class Resolution:
+    query: str
+    synsets: tuple[str, ...]
+    classes: frozenset[int]
+    warning: str | None = None
+
+    def describe(self) -> list[str]:
+        return [f"{name} ({count} ImageNet classes)" for name, count in zip(self.synsets, self._counts)]
+
+    @property
+    def _counts(self) -> list[int]:
+        taxonomy = load_taxonomy()
+        return [len(taxonomy.cover[taxonomy.by_name[name]]) for name in self.synsets]
+
+
+class UnknownClass(InvalidRequest):
+    pass
+
+
+class Taxonomy:
+    def __init__(self, data: dict, all_lemmas: frozenset[str]) -> None:
+        self.synsets = data["synsets"]
+        self.by_name = {s["name"]: i for i, s in enumerate(self.synsets)}
+        self.senses: dict[str, list[int]] = data["senses"]
+        self.exceptions: dict[str, list[str]] = data["exceptions"]
+        self.all_lemmas = all_lemmas
+        self.leaves: list[int] = data["imagenet"]
+        ancestors: dict[int, frozenset[int]] = {}
+
+        def ancestors_of(node: int) -> frozenset[int]:
+            if node not in ancestors:
+                ancestors[node] = frozenset({node}).union(*(ancestors_of(p) for p in self.synsets[node]["parents"]))
+            return ancestors[node]
+
+        self.cover: list[set[int]] = [set() for _ in self.synsets]
+        for imagenet_index, leaf in enumerate(self.leaves):
+            for node in ancestors_of(leaf):
+                self.cover[node].add(imagenet_index)
+        self._is_imagenet_class = set(self.leaves)
+        self._lemma_list = sorted(self.senses)
+
+    @staticmethod
+    def normalise(query: str) -> str:
+        return re.sub(r"[\s-]+", "_", query.strip().casefold())
+
+    def base_forms(self, word: str) -> list[str]:
+        """The word itself and its singular forms, as WordNet's morphy finds them (last word of a phrase)."""
+        head, _, last = word.rpartition("_")
+        prefix = head + "_" if head else ""
+        forms = [word]
+        forms += [prefix + base for base in self.exceptions.get(last, [])]
+        forms += [prefix + last[: -len(suffix)] + ending for suffix, ending in _NOUN_SUFFIXES
+                  if last.endswith(suffix) and len(last) > len(suffix)]
+        return list(dict.fromkeys(f for f in forms if f in self.all_lemmas or f in self.senses))
+
+    def _best_sense(self, lemma: str) -> int | None:
+        """The most frequent sense that has ImageNet descendants (WordNet lists senses by frequency)."""
+        for sense in self.senses.get(lemma, []):
+            if sense >= 0 and self.cover[sense]:
+                return sense
+        return None
+
+    def resolve(self, query: str, position: int = 0) -> Resolution:
+        word = self.normalise(query)
+        if _SYNSET_NAME.match(word) and word in self.by_name:
+            node = self.by_name[word]
+            return self._resolution(query, [node])
+        forms = self.base_forms(word)
+        if not forms:
+            raise UnknownClass(f"classes[{position}] {query!r} is not a WordNet noun", field="classes",
+                               suggestions=self.suggest(word))
+        chosen = [s for s in (self._best_sense(f) for f in forms) if s is not None]
+        return self._resolution(query, list(dict.fromkeys(chosen[:1])) if chosen else [])
+
+    def _resolution(self, query: str, nodes: list[int]) -> Resolution:
+        classes = frozenset().union(*(self.cover[n] for n in nodes)) if nodes else frozenset()
+        names = tuple(self.synsets[n]["name"] for n in nodes)
+        warning = None
+        if not classes:
+            warning = f"{query!r} is a WordNet noun but no ImageNet class descends from it: it will match nothing"
+        elif len(classes) < WEAK_CLASS_LIMIT and not set(nodes) <= self._is_imagenet_class:
+            # A query naming an ImageNet class itself ("tabby") is precise, not weak.
+            from common.labels import imagenet_classes
+
+            labels = ", ".join(imagenet_classes()[i].name for i in sorted(classes))
+            warning = f"{query!r} ({', '.join(names)}) covers only {len(classes)} ImageNet classes: {labels}"
+        return Resolution(query, names, classes, warning)
+
+    def suggest(self, word: str) -> list[str]:
+        close = difflib.get_close_matches(word, self._lemma_list, n=3, cutoff=0.7)
+        return [c.replace("_", " ") for c in close]
+
+    def mask(self, classes: frozenset[int]) -> np.ndarray:
+        mask = np.zeros(1000, dtype=bool)
+        mask[list(classes)] = True
+        return mask
+
+
+@lru_cache(maxsize=1)
+def load_taxonomy() -> Taxonomy:
+    root = resources.files("common").joinpath("data")
+    data = json.loads(root.joinpath("wordnet_imagenet.json").read_text("utf-8"))
+    with root.joinpath("wordnet_noun_lemmas.txt.gz").open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as text:
+        lemmas = frozenset(text.read().split())
+    return Taxonomy(data, lemmas)
+
+
+@lru_cache(maxsize=4096)
+def resolve(query: str) -> Resolution:
+    return load_taxonomy().resolve(query)
