@@ -15,7 +15,7 @@ from common.errors import InvalidRequest
 MATCH_MODES = ("hierarchy", "label", "substring")
 # Probability mass under a class's synset needed to match; tuned on ../shared/photos/imagenet-dev with
 # bench/quality.py (see README, "Classification quality"). label/substring compare single labels: no threshold.
-HIERARCHY_MIN_SCORE = 0.3
+HIERARCHY_MIN_SCORE = 0.35
 DEFAULT_MIN_SCORES = {"hierarchy": HIERARCHY_MIN_SCORE, "label": 0.0, "substring": 0.0}
 DEFAULT_SOURCE_PREFIX = "all/"
 MAX_CLASS_NAME_LENGTH = 64

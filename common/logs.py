@@ -35,3 +35,11 @@ def get_logger(name: str) -> logging.Logger:
         root.setLevel(logging.INFO)
         root.propagate = False
     return root.getChild(name)
+
+
+def send_logs_to_stderr() -> None:
+    """For tools whose stdout is data (benchmarks printing JSON)."""
+    get_logger("setup")
+    for handler in logging.getLogger("imgclassify").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)

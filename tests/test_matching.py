@@ -116,3 +116,11 @@ def test_substring_mode_reproduces_the_old_rule_including_its_false_hits():
     # "carton" contains "car"; "trailer_truck" contains "truck" but never "trucks"; no label says "dog".
     outcome = match_classes(spec, probs(i478=0.5, i867=0.3, i207=0.2))
     assert outcome.matched == ("car", "truck")
+
+
+def test_substring_rule_uses_the_keras_label_names():
+    # Spot checks against Keras' imagenet_class_index.json, whose names the old service matched on.
+    keras = {134: "crane", 517: "crane", 707: "pay-phone", 836: "sunglass", 850: "teddy", 867: "trailer_truck",
+             906: "Windsor_tie", 934: "hotdog", 986: "yellow_lady's_slipper", 996: "hen-of-the-woods"}
+    classes = imagenet_classes()
+    assert {i: classes[i].keras_name for i in keras} == keras
