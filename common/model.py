@@ -97,14 +97,15 @@ class KerasClassifier:
             self._net = builders[model](weights=keras_weights, classifier_activation="softmax")
         except Exception as exc:  # Keras raises bare Exceptions for failed downloads and mismatched files
             raise ConfigurationError(f"cannot load {model} weights {weights!r}: {exc}. {NO_WEIGHTS_HELP}") from None
-        self._model = model
+        self.model = model
+        self.net = self._net
         # One trace for every batch size: no retracing in the hot loop.
         self._call = tf.function(lambda x: self._net(x, training=False), reduce_retracing=True,
                                  input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)])
         self.description = f"keras:{model}:{os.path.basename(weights)}"
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(self._call(preprocess(self._model, pixels)), dtype=np.float32)
+        return np.asarray(self._call(preprocess(self.model, pixels)), dtype=np.float32)
 
 
 class LiteRTClassifier:

@@ -24,7 +24,7 @@ from tests.conftest import MOBILENET_H5, MOBILENET_TFLITE
 
 pytestmark = pytest.mark.slow
 IMGCLASSIFY = str(Path(sys.executable).with_name("imgclassify"))
-CLASSES = ["tabby", "Egyptian cat", "hotdog", "macaw", "Boston bull"]
+CLASSES = ["dogs", "cats", "birds", "food", "people"]
 
 
 def imgclassify(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -63,10 +63,12 @@ def test_run_sorts_real_photos_into_class_folders(photo_folder):
         assert view["matches"][class_name] == len(want)
     assert view["unmatched"] == sum(not m for m in expected.values())
     # Anchors independent of the reference computation.
-    assert "pets/parrot.jpg" in files_under(photo_folder, "macaw")
-    assert "hot_dog.jpg" in files_under(photo_folder, "hotdog")
+    assert "pets/parrot.jpg" in files_under(photo_folder, "birds")
+    assert "hot_dog.jpg" in files_under(photo_folder, "food")
+    assert {"chelsea.png", "pets/cat.bmp"} <= files_under(photo_folder, "cats")
+    assert "pets/pets.jpg" in files_under(photo_folder, "dogs")
     assert files_under(photo_folder, "all") == originals  # originals stay
-    assert (photo_folder / "hotdog/hot_dog.jpg").read_bytes() == (photo_folder / "all/hot_dog.jpg").read_bytes()
+    assert (photo_folder / "food/hot_dog.jpg").read_bytes() == (photo_folder / "all/hot_dog.jpg").read_bytes()
 
 
 def test_run_prints_a_table_and_rerun_creates_a_new_complete_job(photo_folder):
@@ -98,7 +100,7 @@ def _results_count(root: Path) -> int:
 
 
 def _start_and_stop_midway(root: Path, sig: int) -> subprocess.CompletedProcess[str]:
-    process = subprocess.Popen([IMGCLASSIFY, "run", str(root), "--classes", "tabby", "goldfish", "--model",
+    process = subprocess.Popen([IMGCLASSIFY, "run", str(root), "--classes", "dogs", "birds", "--model",
                                 "mobilenet_v2", "--weights", str(MOBILENET_H5)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -119,7 +121,7 @@ def test_interrupted_run_resumes_without_reclassifying(many_photos, sig):
     done_before = _results_count(many_photos)
     assert 40 <= done_before < 309
 
-    rerun = imgclassify("run", str(many_photos), "--classes", "tabby", "goldfish", "--model", "mobilenet_v2",
+    rerun = imgclassify("run", str(many_photos), "--classes", "dogs", "birds", "--model", "mobilenet_v2",
                         "--weights", str(MOBILENET_H5), "--json")
 
     assert rerun.returncode == 0, rerun.stderr
@@ -127,14 +129,14 @@ def test_interrupted_run_resumes_without_reclassifying(many_photos, sig):
     assert (view["processed"], view["failed"], view["number_of_files"], view["complete"]) == (309, 0, 309, True)
     calls = model_calls(many_photos)
     assert len(calls) == 309 and set(calls.values()) == {1}  # every image classified exactly once
-    assert view["matches"]["goldfish"] == len(files_under(many_photos, "goldfish")) >= 1
+    assert view["matches"]["dogs"] == len(files_under(many_photos, "dogs")) >= 30
 
 
 def test_killed_run_completes_exactly_on_rerun(many_photos):
     killed = _start_and_stop_midway(many_photos, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
 
-    rerun = imgclassify("run", str(many_photos), "--classes", "tabby", "goldfish", "--model", "mobilenet_v2",
+    rerun = imgclassify("run", str(many_photos), "--classes", "dogs", "birds", "--model", "mobilenet_v2",
                         "--weights", str(MOBILENET_H5), "--json")
 
     assert rerun.returncode == 0, rerun.stderr

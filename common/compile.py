@@ -1,0 +1,136 @@
+"""Compile a Keras ImageNet model to LiteRT (.tflite) — fp32, and full-int8 calibrated on real photos — and
+accept an artifact only if it agrees with the Keras fp32 model (the accuracy guard).
+
+Needs TensorFlow (a build step); running the result needs only ai-edge-litert. Artifacts are cached by the
+weights' hash, with a JSON sidecar recording how they were made and what the guard measured.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.jobs import HIERARCHY_MIN_SCORE
+from common.logs import get_logger
+from common.matching import hierarchy_scores
+from common.model import KerasClassifier, LiteRTClassifier, preprocess
+
+log = get_logger("compile")
+
+# The guard's thresholds (issue 5): top-1 agreement, and agreement of class-match decisions for these queries.
+MIN_TOP1_AGREEMENT = 0.98
+MIN_DECISION_AGREEMENT = 0.99
+GUARD_QUERIES = ("dog", "cat", "bird", "fish", "snake", "monkey", "truck", "car", "vehicle", "boat", "aircraft",
+                 "fruit", "food", "furniture", "building", "musical instrument")
+KINDS = ("int8", "fp32")
+
+
+@dataclass(frozen=True)
+class GuardReport:
+    images: int
+    top1_agreement: float
+    decision_agreement: float
+    accepted: bool
+
+
+def weights_key(model: str, weights: str) -> str:
+    if weights in ("imagenet", "none"):
+        return f"{model}-{weights}"
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{model}-{digest.hexdigest()[:16]}"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("IMGCLASSIFY_CACHE", Path.home() / ".cache" / "imgclassify"))
+
+
+def artifact_path(cache_dir: Path, key: str, kind: str) -> Path:
+    return cache_dir / f"{key}-{kind}.tflite"
+
+
+def convert(keras_classifier: KerasClassifier, kind: str, calibration: np.ndarray | None = None) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_classifier.net)
+    if kind == "int8":
+        if calibration is None or not len(calibration):
+            raise ValueError("int8 needs calibration photos")
+        model = keras_classifier.model
+
+        def representative():  # type: ignore[no-untyped-def]
+            for image in calibration:
+                yield [preprocess(model, image[None])]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    # The converter prints the whole SavedModel signature on stdout; keep stdout for our own output.
+    with contextlib.redirect_stdout(sys.stderr):
+        return converter.convert()
+
+
+def _predict(classifier: object, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
+    return np.concatenate([classifier.predict(pixels[i:i + batch]) for i in range(0, len(pixels), batch)])  # type: ignore[attr-defined]
+
+
+def guard(reference: np.ndarray, candidate: np.ndarray, queries: Sequence[str] = GUARD_QUERIES,
+          min_score: float = HIERARCHY_MIN_SCORE) -> GuardReport:
+    """Compare a candidate's probabilities with the Keras fp32 reference on the same photos."""
+    top1 = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+    agree = [
+        (hierarchy_scores(queries, r)[q] >= min_score) == (hierarchy_scores(queries, c)[q] >= min_score)
+        for r, c in zip(reference, candidate) for q in queries
+    ]
+    decisions = float(np.mean(agree)) if agree else 1.0
+    return GuardReport(len(reference), round(top1, 4), round(decisions, 4),
+                       top1 >= MIN_TOP1_AGREEMENT and decisions >= MIN_DECISION_AGREEMENT)
+
+
+def build_artifacts(model: str, weights: str, calibration: np.ndarray, guard_images: np.ndarray,
+                    cache_dir: Path | None = None, kinds: Sequence[str] = KINDS) -> dict[str, dict]:
+    """Compile each kind, run the guard, write artifact + sidecar. Returns the sidecars."""
+    cache_dir = cache_dir or default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    keras_classifier = KerasClassifier(model, weights)
+    reference = _predict(keras_classifier, guard_images)
+    key = weights_key(model, weights)
+    sidecars = {}
+    for kind in kinds:
+        path = artifact_path(cache_dir, key, kind)
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(convert(keras_classifier, kind, calibration))
+        report = guard(reference, _predict(LiteRTClassifier(model, str(partial)), guard_images))
+        partial.rename(path)
+        sidecar = {"model": model, "kind": kind, "weights": os.path.basename(weights), "key": key,
+                   "calibration_images": int(len(calibration)) if kind == "int8" else 0,
+                   "guard": asdict(report), "accepted": report.accepted, "bytes": path.stat().st_size}
+        path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
+        log.info("artifact built", extra={"artifact": str(path), **sidecar})
+        sidecars[kind] = sidecar
+    return sidecars
+
+
+def accepted_artifact(cache_dir: Path, key: str) -> Path | None:
+    """The fastest cached artifact that passed the guard (int8 before fp32), if any."""
+    for kind in KINDS:
+        path = artifact_path(cache_dir, key, kind)
+        sidecar = path.with_suffix(".json")
+        if path.exists() and sidecar.exists() and json.loads(sidecar.read_text()).get("accepted"):
+            return path
+    return None
+
+
+def has_artifacts(cache_dir: Path, key: str) -> bool:
+    return all(artifact_path(cache_dir, key, kind).with_suffix(".json").exists() for kind in KINDS)
