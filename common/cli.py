@@ -29,6 +29,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=os.environ.get("MODEL_WEIGHTS", DEFAULT_WEIGHTS),
                         help="weights file (.weights.h5/.h5 for Keras, .tflite for LiteRT); default 'imagenet' "
                              "lets Keras download them, which needs internet")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "keras", "litert"],
+                        help="auto (default): the fastest LiteRT build that passed the accuracy guard, compiled "
+                             "and cached on first use; keras: TensorFlow, the reference")
     parser.add_argument("--workers", type=int, default=2, help="images classified at once (default 2)")
 
 
@@ -68,13 +71,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MIN_GUARD_PHOTOS = 50  # below this, int8 accuracy cannot be verified on the user's photos: use fp32
+
+
+def _sample_photos(root: Path, limit: int = 400) -> Any:
+    import numpy as np
+
+    from common.errors import PermanentImageError
+    from common.imaging import decode_image
+
+    images = []
+    for path in sorted(p for p in (root / "all").rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            images.append(decode_image(path.read_bytes()))
+        except (PermanentImageError, OSError):
+            continue
+        if len(images) >= limit:
+            break
+    return np.stack(images) if images else None
+
+
+def _choose_weights(args: argparse.Namespace, root: Path) -> tuple[str, str]:
+    """(weights, runtime): a cached LiteRT build that passed the guard, compiling one on first use."""
+    if args.weights.endswith(".tflite"):
+        return args.weights, "litert"
+    if args.runtime == "keras" or args.weights == "none":
+        return args.weights, "keras"
+    from common.compile import accepted_artifact, build_artifacts, default_cache_dir, has_artifacts, weights_key
+
+    cache = default_cache_dir()
+    key = weights_key(args.model, args.weights)
+    if not has_artifacts(cache, key):
+        photos = _sample_photos(root)
+        if photos is None:
+            return args.weights, "keras"
+        print(f"compiling {args.model} for LiteRT (first run only; cached in {cache})...", file=sys.stderr,
+              flush=True)
+        # Disjoint halves: calibrate on one, measure agreement with Keras on the other.
+        calibration, guard_photos = photos[::2], photos[1::2]
+        kinds = ("int8", "fp32") if len(guard_photos) >= MIN_GUARD_PHOTOS else ("fp32",)
+        build_artifacts(args.model, args.weights, calibration, guard_photos, cache, kinds)
+    artifact = accepted_artifact(cache, key)
+    if artifact is None:
+        if args.runtime == "litert":
+            raise UsageError("no LiteRT build of these weights passed the accuracy guard; use --runtime keras")
+        return args.weights, "keras"
+    return str(artifact), "litert"
+
+
 def _settings(args: argparse.Namespace, root: Path) -> Settings:
     if args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}: choose one of {', '.join(MODELS)}")
     if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
         raise UsageError(f"weights file not found: {args.weights}")
-    return Settings(backend="local", local_root=str(root), model=args.model, weights=args.weights,
-                    runtime="litert" if args.weights.endswith(".tflite") else "keras", bucket="local")
+    weights, runtime = _choose_weights(args, root)
+    return Settings(backend="local", local_root=str(root), model=args.model, weights=weights, runtime=runtime,
+                    bucket="local")
 
 
 def _quiet_logs(root: Path) -> None:
@@ -154,8 +206,8 @@ def command_run(args: argparse.Namespace) -> int:
 
     root = args.dir.resolve()
     _check_folder(root)
-    settings = _settings(args, root)
     _quiet_logs(root)
+    settings = _settings(args, root)
     service = build_local_service(settings, workers=args.workers)
     service._classifier()  # load the model now: a weights problem fails before any job is recorded
     body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match}
@@ -206,8 +258,8 @@ def command_serve(args: argparse.Namespace) -> int:
 
     root = args.dir.resolve()
     _check_folder(root)
-    settings = _settings(args, root)
     _quiet_logs(root)
+    settings = _settings(args, root)
     service = build_local_service(settings, workers=args.workers)
     service._classifier()
     server = make_server("127.0.0.1", args.port, create_app(lambda: service), threaded=True)

@@ -133,4 +133,5 @@ def accepted_artifact(cache_dir: Path, key: str) -> Path | None:
 
 
 def has_artifacts(cache_dir: Path, key: str) -> bool:
-    return all(artifact_path(cache_dir, key, kind).with_suffix(".json").exists() for kind in KINDS)
+    """fp32 is always built; int8 only when there were enough photos to verify it."""
+    return artifact_path(cache_dir, key, "fp32").with_suffix(".json").exists()

@@ -7,12 +7,12 @@ needs internet) or "none" (random weights: real cost, meaningless answers, for b
 from __future__ import annotations
 
 import os
-import threading
+import queue
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -109,15 +109,23 @@ class KerasClassifier:
 
 
 class LiteRTClassifier:
-    def __init__(self, model: str, path: str, threads: int | None = None) -> None:
+    """A pool of interpreters. An Interpreter is not thread-safe, and on 2 vCPUs two 1-thread interpreters serving
+    two deliveries at once beat one 2-thread interpreter (bench/classify.py: 76.6 vs 52.9 img/s, ResNet50 int8)."""
+
+    def __init__(self, model: str, path: str, threads: int = 1, interpreters: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._model = model
-        self._interpreter = Interpreter(model_path=path, num_threads=threads or os.cpu_count() or 1)
-        self._interpreter.allocate_tensors()
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
-        self._lock = threading.Lock()  # an Interpreter is not thread-safe
+        self.model = model
+        count = interpreters or max(1, (os.cpu_count() or 1) // threads)
+        self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(count):
+            interpreter = Interpreter(model_path=path, num_threads=threads)
+            interpreter.allocate_tensors()
+            self._pool.put(interpreter)
+        probe = self._pool.get()
+        self._input = probe.get_input_details()[0]
+        self._output = probe.get_output_details()[0]
+        self._pool.put(probe)
         outputs = int(self._output["shape"][-1])
         if outputs not in (NUM_CLASSES, NUM_CLASSES + 1):
             raise ConfigurationError(f"{path} has {outputs} outputs; expected 1000 ImageNet classes (or 1001)")
@@ -139,13 +147,16 @@ class LiteRTClassifier:
         return (y.astype(np.float32) - zero) * scale
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        x = preprocess(self._model, pixels)
-        rows = []
-        with self._lock:
+        x = self._quantize(preprocess(self.model, pixels))
+        interpreter = self._pool.get()
+        try:
+            rows = []
             for image in x:
-                self._interpreter.set_tensor(self._input["index"], self._quantize(image[None]))
-                self._interpreter.invoke()
-                rows.append(self._dequantize(self._interpreter.get_tensor(self._output["index"])[0]))
+                interpreter.set_tensor(self._input["index"], image[None])
+                interpreter.invoke()
+                rows.append(self._dequantize(interpreter.get_tensor(self._output["index"])[0]))
+        finally:
+            self._pool.put(interpreter)
         probs = np.stack(rows)[:, self._offset:]
         total = probs.sum(axis=1, keepdims=True)
         return (probs / np.where(total > 0, total, 1.0)).astype(np.float32)

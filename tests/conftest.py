@@ -18,6 +18,19 @@ MOBILENET_TFLITE = SHARED / "models/mobilenet_v2/tf2_mobilenet_v2_1.0_224_ptq.tf
 PHOTOS = SHARED / "photos"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Compiled LiteRT artifacts go to a per-run cache, shared by the session's subprocesses, never ~/.cache."""
+    cache = tmp_path_factory.mktemp("imgclassify-cache")
+    saved = os.environ.get("IMGCLASSIFY_CACHE")
+    os.environ["IMGCLASSIFY_CACHE"] = str(cache)
+    yield cache
+    if saved is None:
+        os.environ.pop("IMGCLASSIFY_CACHE", None)
+    else:
+        os.environ["IMGCLASSIFY_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not MOBILENET_H5.exists() or not PHOTOS.is_dir():

@@ -46,7 +46,7 @@ def files_under(root: Path, folder: str) -> set[str]:
 
 def test_run_sorts_real_photos_into_class_folders(photo_folder):
     result = imgclassify("run", str(photo_folder), "--classes", *CLASSES, "--model", "mobilenet_v2",
-                         "--weights", str(MOBILENET_H5), "--json")
+                         "--weights", str(MOBILENET_H5), "--runtime", "keras", "--json")
 
     assert result.returncode == 0, result.stderr
     view = json.loads(result.stdout)
@@ -77,7 +77,7 @@ def test_run_prints_a_table_and_rerun_creates_a_new_complete_job(photo_folder):
     first = imgclassify(*args)
     assert first.returncode == 0, first.stderr
     assert "hotdog" in first.stdout and "(failed)" in first.stdout and "8 images" in first.stdout
-    second = imgclassify(*args)
+    second = imgclassify(*args, env=env)
     assert second.returncode == 0 and "resuming" not in second.stderr
 
 
@@ -221,3 +221,26 @@ def test_usage_errors_are_one_line_without_traceback(tmp_path, setup, args, mess
 def test_status_without_jobs_is_a_usage_error(tmp_path):
     result = imgclassify("status", str(tmp_path))
     assert result.returncode == 2 and "no jobs" in result.stderr
+
+
+def test_default_runtime_compiles_once_and_uses_a_guarded_litert_build(many_photos, tmp_path):
+    model_cache = tmp_path / "cache"
+    env = {**os.environ, "IMGCLASSIFY_CACHE": str(model_cache)}
+    args = ("run", str(many_photos), "--classes", "dogs", "--model", "mobilenet_v2", "--weights", str(MOBILENET_H5),
+            "--json")
+    first = imgclassify(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    sidecars = {p.name: json.loads(p.read_text()) for p in model_cache.glob("mobilenet_v2-*.json")}
+    assert any(name.endswith("-fp32.json") for name in sidecars)
+    for sidecar in sidecars.values():
+        guard = sidecar["guard"]
+        assert guard["images"] >= 50 and sidecar["accepted"] == (
+            guard["top1_agreement"] >= 0.98 and guard["decision_agreement"] >= 0.99)
+    chosen = "int8" if any(s["accepted"] and s["kind"] == "int8" for s in sidecars.values()) else "fp32"
+    loaded = [json.loads(line)["model"] for line in (many_photos / ".imgclassify/log.jsonl").read_text().splitlines()
+              if json.loads(line)["message"] == "model loaded"]
+    assert loaded[-1].startswith("litert:mobilenet_v2:") and loaded[-1].endswith(f"-{chosen}.tflite")
+
+    second = imgclassify(*args, env=env)
+    assert second.returncode == 0 and "compiling" not in second.stderr and "compiling" in first.stderr
+    assert json.loads(second.stdout)["processed"] == 309
