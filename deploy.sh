@@ -17,6 +17,9 @@ Options (environment variable in brackets):
   --weights PATH          local weights file (.weights.h5/.h5/.tflite), uploaded to gs://<bucket>/models/
                           [MODEL_WEIGHTS_FILE]; or --weights-uri gs://... for weights already in Storage
   --weights-uri URI       [MODEL_WEIGHTS]
+  --build-litert PHOTOS   compile --weights (Keras) to LiteRT, calibrated and accuracy-guarded on these photos
+                          (half calibrate, half guard); deploys the int8 build if it passed the guard, else fp32,
+                          and classify_image then ships without TensorFlow
   --topic NAME            fan-out topic            [CLASSIFY_TOPIC, default classify-image]
   --max-instances N       classify_image instances [MAX_INSTANCES, default 20]
   --allow-unauthenticated make the HTTP functions public (default: IAM-authenticated callers only)
@@ -38,6 +41,7 @@ TOPIC=${CLASSIFY_TOPIC:-classify-image}
 MAX_INSTANCES=${MAX_INSTANCES:-20}
 PUBLIC=false
 DRY_RUN=false
+LITERT_PHOTOS=
 
 while (($#)); do
   case $1 in
@@ -50,6 +54,7 @@ while (($#)); do
     --topic) TOPIC=$2; shift 2 ;;
     --max-instances) MAX_INSTANCES=$2; shift 2 ;;
     --allow-unauthenticated) PUBLIC=true; shift ;;
+    --build-litert) LITERT_PHOTOS=$2; shift 2 ;;
     --dry-run) DRY_RUN=true; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "deploy.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -68,16 +73,39 @@ DEAD_LETTER_TOPIC=$TOPIC-dead-letter
 if [[ -z $WEIGHTS_URI && -z $WEIGHTS_FILE ]]; then
   die "no model weights: pass --weights PATH (uploaded to gs://$BUCKET/models/) or --weights-uri gs://..."
 fi
-if [[ -n $WEIGHTS_FILE ]]; then
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [[ -n $LITERT_PHOTOS ]]; then
+  [[ -n $WEIGHTS_FILE && -f $WEIGHTS_FILE ]] || die "--build-litert needs --weights PATH (a Keras weights file)"
+  [[ -d $LITERT_PHOTOS ]] || die "photo folder not found: $LITERT_PHOTOS"
+  build=("$HERE/.venv/bin/python" "$HERE/tools/build_tflite.py" --model "$MODEL" --weights "$WEIGHTS_FILE"
+         --calibration "$LITERT_PHOTOS" --guard "$LITERT_PHOTOS" --out "$HERE/build/models")
+  printf '+'; printf ' %q' "${build[@]}"; printf '\n'
+  if $DRY_RUN; then
+    WEIGHTS_FILE="$HERE/build/models/$MODEL-DRYRUN-fp32.tflite"
+  else
+    report=$("${build[@]}") || die "LiteRT build failed"
+    WEIGHTS_FILE=$(printf '%s' "$report" | "$HERE/.venv/bin/python" -c '
+import json, sys
+built = json.load(sys.stdin)
+accepted = [built[k] for k in ("int8", "fp32") if built.get(k, {}).get("accepted")]
+print(accepted[0]["path"] if accepted else "")')
+    [[ -n $WEIGHTS_FILE ]] || die "no LiteRT build passed the accuracy guard; deploy the Keras weights instead"
+  fi
+  echo "== LiteRT artifact: $WEIGHTS_FILE"
+fi
+DRY_RUN_ARTIFACT=false
+$DRY_RUN && [[ -n $LITERT_PHOTOS ]] && DRY_RUN_ARTIFACT=true  # a dry run builds nothing: the path is a placeholder
+if [[ -n $WEIGHTS_FILE ]] && ! $DRY_RUN_ARTIFACT; then
   [[ -f $WEIGHTS_FILE ]] || die "weights file not found: $WEIGHTS_FILE"
+fi
+if [[ -n $WEIGHTS_FILE ]]; then
   # Content-addressed name: new weights never overwrite the ones running instances have cached.
-  digest=$(sha256sum "$WEIGHTS_FILE" | cut -c1-12)
+  digest=$( { sha256sum "$WEIGHTS_FILE" 2>/dev/null || echo DRYRUN000000; } | cut -c1-12)
   WEIGHTS_URI="gs://$BUCKET/models/$digest-$(basename "$WEIGHTS_FILE")"
 fi
 RUNTIME_KIND=keras
 [[ $WEIGHTS_URI == *.tflite ]] && RUNTIME_KIND=litert
 
-HERE=$(cd "$(dirname "$0")" && pwd)
 STAGE=$HERE/build/deploy
 
 run() {

@@ -30,6 +30,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--interval", type=float, default=0.2,
+                        help="pause between one poller's requests (the old client polled every 0.2 s); 0 = flat out")
+    parser.add_argument("--during-job", action="store_true",
+                        help="start polling at once, while the job's images are still being classified")
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared/photos/coral")
     args = parser.parse_args()
 
@@ -49,6 +53,8 @@ def main() -> None:
                 time.sleep(0.1)
         job = requests.post(base, json={"classes": ["dogs", "cats"]}, timeout=30).json()
         url = f"{base}/{job['id']}"
+        while not args.during_job and not requests.get(url, timeout=10).json()["complete"]:
+            time.sleep(0.2)
         latencies: list[float] = []
         errors = 0
         lock = threading.Lock()
@@ -65,6 +71,8 @@ def main() -> None:
                 if response.status_code != 200:
                     with lock:
                         errors += 1
+                if args.interval:
+                    time.sleep(args.interval)
             with lock:
                 latencies.extend(mine)
 
@@ -76,7 +84,7 @@ def main() -> None:
         ms = sorted(x * 1000 for x in latencies)
         print(json.dumps({
             "server": "imgclassify serve (embedded: SQLite job store, werkzeug threaded)",
-            "pollers": args.pollers, "seconds": args.seconds, "requests": len(ms), "errors": errors,
+            "pollers": args.pollers, "interval_s": args.interval, "during_job": args.during_job, "seconds": args.seconds, "requests": len(ms), "errors": errors,
             "requests_per_second": round(len(ms) / args.seconds), "p50_ms": round(statistics.median(ms), 2),
             "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 2), "max_ms": round(ms[-1], 2),
             "job_complete_at_end": requests.get(url, timeout=10).json()["complete"],

@@ -251,7 +251,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
 
     from common.backends import build_local_service
     from common.http import create_app
@@ -262,7 +262,14 @@ def command_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, root)
     service = build_local_service(settings, workers=args.workers)
     service._classifier()
-    server = make_server("127.0.0.1", args.port, create_app(lambda: service), threaded=True)
+    class KeepAliveHandler(WSGIRequestHandler):
+        protocol_version = "HTTP/1.1"  # pollers reuse their connection instead of a TCP handshake per request
+
+        def log_request(self, *a: object, **k: object) -> None:
+            pass
+
+    server = make_server("127.0.0.1", args.port, create_app(lambda: service), threaded=True,
+                         request_handler=KeepAliveHandler)
     print(f"serving {root} on http://127.0.0.1:{server.port}  (POST /classification-job, "
           f"GET /classification-job/<id>); Ctrl-C stops", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -140,3 +140,15 @@ def test_usage_errors_are_one_line_and_nonzero(fake_gcloud, args, message):
 def test_help(fake_gcloud):
     result, calls = fake_gcloud("--help")
     assert result.returncode == 0 and "--dry-run" in result.stdout and calls == []
+
+
+def test_build_litert_deploys_a_tflite_without_tensorflow(fake_gcloud, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    result, calls = fake_gcloud("--dry-run", "--project", "proj", "--weights", fake_gcloud.weights,
+                                "--build-litert", str(photos))
+    assert result.returncode == 0, result.stderr
+    assert "tools/build_tflite.py" in result.stdout and calls == []
+    assert "MODEL_RUNTIME=litert" in result.stdout and ".tflite" in result.stdout
+    requirements = (REPO / "build/deploy/classify_image/requirements.txt").read_text()
+    assert "ai-edge-litert==" in requirements and "tensorflow" not in requirements

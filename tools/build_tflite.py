@@ -51,8 +51,13 @@ def main() -> int:
     args = parser.parse_args()
     send_logs_to_stderr()
 
-    calibration = load_pixels(args.calibration, 200, flips=True)
-    guard_images = load_pixels(args.guard, 1000)
+    if sorted(args.calibration) == sorted(args.guard):
+        # One folder for both: disjoint halves, so the guard measures photos the calibration never saw.
+        photos = load_pixels(args.guard, 1000)
+        calibration, guard_images = photos[::2], photos[1::2]
+    else:
+        calibration = load_pixels(args.calibration, 200, flips=True)
+        guard_images = load_pixels(args.guard, 1000)
     sidecars = build_artifacts(args.model, args.weights, calibration, guard_images, args.out, args.kinds)
     key = weights_key(args.model, args.weights)
     for kind in sidecars:
