@@ -173,6 +173,7 @@ class LocalStack:
     bucket: str = "images"
     topic: str = "classify-image"
     subscription: str = "classify-image-push"
+    ack_deadline: int = 60
     function_env: dict[str, str] = field(default_factory=dict)
     gateway_port: int = 0
     functions: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -243,7 +244,7 @@ class LocalStack:
                 "name": path,
                 "topic": f"projects/{self.emulators.project}/topics/{self.topic}",
                 "push_config": {"push_endpoint": self.function_url("classify_image") + "/"},
-                "ack_deadline_seconds": 60,
+                "ack_deadline_seconds": self.ack_deadline,
             })
             subscriber.close()
 

@@ -17,8 +17,9 @@ class ObjectStore(Protocol):
         """Raises ObjectMissing when the object does not exist."""
         ...
 
-    def copy(self, bucket: str, source: str, target: str) -> None:
-        """Idempotent: copying again overwrites with the same bytes."""
+    def copy(self, bucket: str, source: str, target: str) -> bool:
+        """Make target a copy of source. Idempotent: False (nothing written) when target already holds the same
+        bytes, so a redelivered message makes no second copy. Raises ObjectMissing if source is gone."""
         ...
 
     def write(self, bucket: str, name: str, data: bytes) -> None: ...

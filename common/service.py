@@ -10,6 +10,7 @@ from typing import Any
 
 from common.config import Settings
 from common.errors import NotFound, ObjectMissing, PermanentImageError
+from common.faults import crash_point
 from common.imaging import decode_image
 from common.jobs import (Counters, ImageResult, JobRecord, check_job_id, new_job_id, parse_job_request,
                          status_view, target_name)
@@ -80,9 +81,11 @@ class ClassificationService:
             log.info("duplicate delivery ignored", extra=context)
             return None
         result = self._classify_and_copy(message)
+        crash_point("after_copy", message.name)
         if not self.jobs.record_result(message.job_id, result):
             log.info("duplicate delivery ignored after classification", extra=context)
             return None
+        crash_point("after_count", message.name)
         if result.ok:
             log.info("image classified", extra={**context, "matched": list(result.matched),
                                                 "top_label": result.labels[0].name if result.labels else None})
@@ -103,8 +106,16 @@ class ClassificationService:
         log.debug("model call", extra={"job_id": message.job_id, "object": message.name})
         probabilities = self._classifier().predict(pixels[None])[0]
         outcome = match_classes(spec, probabilities)
+        made = []
         for class_name in outcome.matched:
-            self.objects.copy(spec.bucket, message.name, target_name(class_name, message.name, spec.source_prefix))
+            target = target_name(class_name, message.name, spec.source_prefix)
+            try:
+                if self.objects.copy(spec.bucket, message.name, target):
+                    made.append(target)
+            except ObjectMissing:
+                return ImageResult(message.name, ok=False, reason="object deleted while being classified")
+        log.info("copies made", extra={"job_id": message.job_id, "object": message.name, "copies": len(made),
+                                       "targets": made})
         return ImageResult(message.name, ok=True, matched=outcome.matched, labels=outcome.labels,
                            scores=outcome.scores)
 

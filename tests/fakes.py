@@ -55,9 +55,13 @@ class MemoryObjectStore:
         except KeyError:
             raise ObjectMissing(name) from None
 
-    def copy(self, bucket: str, source: str, target: str) -> None:
-        self.objects[(bucket, target)] = self.read(bucket, source)
+    def copy(self, bucket: str, source: str, target: str) -> bool:
+        data = self.read(bucket, source)
+        if self.objects.get((bucket, target)) == data:
+            return False
+        self.objects[(bucket, target)] = data
         self.copies += 1
+        return True
 
     def write(self, bucket: str, name: str, data: bytes) -> None:
         self.objects[(bucket, name)] = data

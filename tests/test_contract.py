@@ -139,13 +139,22 @@ def test_listing_pages_through_many_objects(object_store):
     assert sorted(store.list_names(bucket, "all/")) == names
 
 
-def test_copy_keeps_the_original_and_is_idempotent(object_store):
+def test_copy_keeps_the_original_and_is_made_once(object_store):
     store, bucket = object_store
     store.write(bucket, "all/x/y.jpg", b"photo bytes")
-    store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg")
-    store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg")
+    assert store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg") is True
+    assert store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg") is False
     assert store.read(bucket, "dog/x/y.jpg") == b"photo bytes"
     assert store.read(bucket, "all/x/y.jpg") == b"photo bytes"
+
+
+def test_copy_replaces_a_stale_copy(object_store):
+    store, bucket = object_store
+    store.write(bucket, "all/y.jpg", b"old")
+    store.copy(bucket, "all/y.jpg", "dog/y.jpg")
+    store.write(bucket, "all/y.jpg", b"new photo")
+    assert store.copy(bucket, "all/y.jpg", "dog/y.jpg") is True
+    assert store.read(bucket, "dog/y.jpg") == b"new photo"
 
 
 def test_reading_or_copying_a_missing_object_raises_object_missing(object_store):

@@ -4,7 +4,7 @@ the Firestore emulator, polling job_status until complete. MobileNetV2 with the 
 from __future__ import annotations
 
 import json
-import os
+import random
 import time
 from pathlib import Path
 
@@ -85,13 +85,15 @@ def log_lines(stack, job_id: str, text: str) -> int:
 
 
 def republish(stack, job_id: str, names, times: int) -> None:
+    """Publish each image's message `times` more times, in a shuffled order."""
     from google.cloud import pubsub_v1
 
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.topic_path(stack.emulators.project, stack.topic)
     spec = JobSpec(tuple(CLASSES), stack.bucket)
-    futures = [publisher.publish(topic, ClassifyMessage(job_id, name, spec).to_bytes())
-               for _ in range(times) for name in names]
+    order = [name for _ in range(times) for name in names]
+    random.Random(len(order)).shuffle(order)
+    futures = [publisher.publish(topic, ClassifyMessage(job_id, name, spec).to_bytes()) for name in order]
     for future in futures:
         future.result(timeout=30)
 
@@ -126,7 +128,14 @@ def test_a_job_sorts_real_photos_into_class_prefixes(stack, bucket, expected):
     assert len(list(bucket.list_names(stack.bucket, "all/"))) == len(PHOTOS)  # originals stay
 
 
-def test_every_message_delivered_twice_changes_nothing(stack, bucket, expected):
+def copies_logged(stack, job_id: str) -> int:
+    path = Path(stack.functions["classify_image"].log_path)
+    return sum(json.loads(line).get("copies", 0) for line in path.read_text(errors="replace").splitlines()
+               if line.startswith("{") and json.loads(line).get("job_id") == job_id
+               and json.loads(line).get("message") == "copies made")
+
+
+def test_every_message_delivered_three_times_out_of_order_changes_nothing(stack, bucket, expected):
     job = requests.post(f"{stack.gateway_url}/classification-job", json={"classes": CLASSES}, timeout=60).json()
     # Duplicates race the originals: published while the job is running.
     republish(stack, job["id"], [f"all/{n}" for n in PHOTOS], times=2)
@@ -143,6 +152,7 @@ def test_every_message_delivered_twice_changes_nothing(stack, bucket, expected):
     assert after["matches"] == final["matches"] == {c: sum(c in m for m in expected.values()) for c in CLASSES}
     assert log_lines(stack, job["id"], "image classified") == len(PHOTOS)
     assert class_objects(bucket, stack.bucket) == copies_before
+    assert copies_logged(stack, job["id"]) == 0  # the first job already made every copy: none made again
 
 
 def test_an_empty_prefix_gives_a_complete_job(stack, bucket):
@@ -158,3 +168,20 @@ def test_errors_through_the_gateway_are_json(stack):
     unknown = "f" * 32
     missing = requests.get(f"{stack.gateway_url}/classification-job/{unknown}", timeout=30)
     assert missing.status_code == 404 and missing.json() == {"code": 404, "message": f"Job {unknown} not found"}
+
+
+def test_poison_images_are_failed_with_reasons_or_classified_and_the_job_completes(stack, bucket, shared):
+    from tests.poison import poison_files
+
+    files = poison_files(shared / "photos/coral/cat_720p.jpg")
+    for name, (data, _) in files.items():
+        bucket.write(stack.bucket, f"poison/{name}", data)
+
+    job = requests.post(f"{stack.gateway_url}/classification-job",
+                        json={"classes": ["animal"], "source_prefix": "poison/"}, timeout=60).json()
+    final = poll_until_complete(job["status_url"])[-1]
+
+    outcomes = {name: outcome for name, (_, outcome) in files.items()}
+    assert final["failed"] == sum(o == "failed" for o in outcomes.values())
+    assert final["processed"] == sum(o == "ok" for o in outcomes.values())
+    assert log_lines(stack, job["id"], "image failed") == final["failed"]

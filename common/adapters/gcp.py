@@ -39,12 +39,23 @@ class GcsObjectStore:
         except gexc.NotFound:
             raise ObjectMissing(name) from None
 
-    def copy(self, bucket: str, source: str, target: str) -> None:
+    def copy(self, bucket: str, source: str, target: str) -> bool:
         handle = self._client.bucket(bucket)
+        original = handle.get_blob(source)
+        if original is None:
+            raise ObjectMissing(source)
+        existing = handle.get_blob(target)
+        if existing is not None and existing.md5_hash == original.md5_hash:
+            return False
         try:
-            handle.copy_blob(handle.blob(source), handle, target)
+            # The generation precondition makes two racing deliveries write at most one copy.
+            handle.copy_blob(original, handle, target,
+                             if_generation_match=existing.generation if existing is not None else 0)
+        except gexc.PreconditionFailed:
+            return False
         except gexc.NotFound:
             raise ObjectMissing(source) from None
+        return True
 
     def write(self, bucket: str, name: str, data: bytes) -> None:
         self._client.bucket(bucket).blob(name).upload_from_string(data)

@@ -26,6 +26,7 @@ class FolderObjectStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
+        self._copy_lock = threading.Lock()  # check-then-write of one copy is atomic within the process
 
     def _path(self, name: str) -> Path:
         path = (self.root / name).resolve()
@@ -50,8 +51,14 @@ class FolderObjectStore:
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectMissing(name) from None
 
-    def copy(self, bucket: str, source: str, target: str) -> None:
-        self.write(bucket, target, self.read(bucket, source))
+    def copy(self, bucket: str, source: str, target: str) -> bool:
+        data = self.read(bucket, source)
+        path = self._path(target)
+        with self._copy_lock:
+            if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+                return False
+            self.write(bucket, target, data)
+        return True
 
     def write(self, bucket: str, name: str, data: bytes) -> None:
         path = self._path(name)

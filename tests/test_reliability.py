@@ -1,0 +1,139 @@
+"""Reliability on the embedded backends (folder, SQLite, in-process queue): duplicates out of order, poison
+images, transient and permanent errors. The emulator versions are in tests/test_reliability_emulator.py."""
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+
+import pytest
+from google.api_core import exceptions as gexc
+
+from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore
+from common.config import Settings
+from common.errors import TransientError
+from common.messages import ClassifyMessage
+from common.service import ClassificationService
+from tests.fakes import FakeClassifier, ListPublisher, solid_jpeg
+from tests.poison import poison_files
+
+
+
+class CountingFolder(FolderObjectStore):
+    def __init__(self, root, fail_reads: int = 0, error: Exception | None = None) -> None:
+        super().__init__(root)
+        self.copies_made: Counter[str] = Counter()
+        self.reads_to_fail = fail_reads
+        self.error = error or TransientError("storage unavailable")
+        self._lock = threading.Lock()
+
+    def copy(self, bucket, source, target):
+        made = super().copy(bucket, source, target)
+        with self._lock:
+            self.copies_made[target] += made
+        return made
+
+    def read(self, bucket, name):
+        with self._lock:
+            if self.reads_to_fail:
+                self.reads_to_fail -= 1
+                raise self.error
+        return super().read(bucket, name)
+
+
+def embedded(tmp_path, **store_options):
+    classifier = FakeClassifier()
+    queue = InProcessQueue(workers=4, backoff=0.01)
+    store = CountingFolder(tmp_path, **store_options)
+    service = ClassificationService(Settings(backend="local", bucket="local"), store,
+                                    SqliteJobStore(tmp_path / ".imgclassify/jobs.sqlite3"), queue,
+                                    classifier=lambda: classifier)
+    queue.subscribe(service.classify)
+    return service, queue, store, classifier
+
+
+def test_every_message_three_times_out_of_order_counts_once(tmp_path):
+    service, queue, store, classifier = embedded(tmp_path)
+    colours = ["red", "green", "blue"] * 20
+    for i, colour in enumerate(colours):
+        store.write("local", f"all/{i:03d}.jpg", solid_jpeg(colour))
+    job = service.create_job({"classes": ["tabby", "golden retriever", "macaw", "animal"]})
+    messages = [ClassifyMessage(job["id"], f"all/{i:03d}.jpg", service.jobs.get_job(job["id"]).spec)
+                for i in range(len(colours))]
+    duplicates = messages * 2
+    random.Random(7).shuffle(duplicates)
+
+    queue.publish_all(duplicates)
+    assert queue.join(timeout=60)
+
+    status = service.status(job["id"])
+    assert (status["processed"], status["failed"], status["complete"]) == (60, 0, True)
+    assert status["matches"] == {"tabby": 20, "golden retriever": 20, "macaw": 20, "animal": 60}
+    assert sum(store.copies_made.values()) == 120 and set(store.copies_made.values()) == {1}
+    assert classifier.calls <= 60 + 4  # only deliveries racing an unfinished original classify again
+
+
+def test_poison_images_fail_with_reasons_or_classify_and_the_job_completes(tmp_path, shared):
+    service, queue, store, _ = embedded(tmp_path)
+    files = poison_files(shared / "photos/coral/cat_720p.jpg")
+    for name, (data, _) in files.items():
+        store.write("local", f"all/{name}", data)
+
+    job = service.create_job({"classes": ["animal"]})
+    assert queue.join(timeout=120)
+
+    status = service.status(job["id"])
+    results = {r.name.removeprefix("all/"): r for r in service.jobs.results(job["id"])}
+    assert status["complete"] and status["processed"] + status["failed"] == len(files)
+    assert {name: ("ok" if r.ok else "failed") for name, r in results.items()} == {
+        name: outcome for name, (_, outcome) in files.items()}
+    assert all(r.reason for r in results.values() if not r.ok)
+    assert queue.dead_letters == []
+
+
+def test_transient_storage_errors_are_retried_until_the_job_completes(tmp_path):
+    service, queue, store, _ = embedded(tmp_path, fail_reads=3)
+    for i in range(4):
+        store.write("local", f"all/{i}.jpg", solid_jpeg("red"))
+    job = service.create_job({"classes": ["tabby"]})
+    assert queue.join(timeout=60)
+    status = service.status(job["id"])
+    assert (status["processed"], status["failed"], status["matches"]["tabby"]) == (4, 0, 4)
+    assert store.reads_to_fail == 0
+
+
+def held_service(tmp_path, **store_options):
+    """A service whose messages are held, so a test delivers them itself."""
+    store = CountingFolder(tmp_path, **store_options)
+    publisher = ListPublisher()
+    service = ClassificationService(Settings(backend="local", bucket="local"), store,
+                                    SqliteJobStore(tmp_path / ".imgclassify/jobs.sqlite3"), publisher,
+                                    classifier=FakeClassifier)
+    return service, store, publisher
+
+
+def test_a_transient_gcp_error_propagates_so_pubsub_redelivers(tmp_path):
+    service, store, publisher = held_service(tmp_path, fail_reads=1, error=gexc.ServiceUnavailable("GCS 503"))
+    store.write("local", "all/a.jpg", solid_jpeg("red"))
+    job = service.create_job({"classes": ["tabby"]})
+    [message] = publisher.messages
+
+    with pytest.raises(gexc.ServiceUnavailable):
+        service.classify(message)
+    assert service.status(job["id"])["processed"] == 0
+    service.classify(message)  # the redelivery
+
+    assert service.status(job["id"])["processed"] == 1
+
+
+def test_an_object_deleted_before_classification_is_a_counted_failure(tmp_path):
+    service, store, publisher = held_service(tmp_path)
+    store.write("local", "all/gone.jpg", solid_jpeg("red"))
+    job = service.create_job({"classes": ["tabby"]})
+    (tmp_path / "all/gone.jpg").unlink()
+
+    service.classify(publisher.messages[0])
+
+    [result] = service.jobs.results(job["id"])
+    assert (result.ok, result.reason) == (False, "object no longer exists")
+    assert service.status(job["id"])["complete"] is True
