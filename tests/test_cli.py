@@ -77,7 +77,7 @@ def test_run_prints_a_table_and_rerun_creates_a_new_complete_job(photo_folder):
     first = imgclassify(*args)
     assert first.returncode == 0, first.stderr
     assert "hotdog" in first.stdout and "(failed)" in first.stdout and "8 images" in first.stdout
-    second = imgclassify(*args, env=env)
+    second = imgclassify(*args)
     assert second.returncode == 0 and "resuming" not in second.stderr
 
 
