@@ -21,7 +21,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common.emulation import free_port  # noqa: E402
+from common.emulation import free_port, wait_for_http  # noqa: E402
 
 TFLITE = REPO.parent / "shared/models/mobilenet_v2/tf2_mobilenet_v2_1.0_224_ptq.tflite"
 
@@ -45,12 +45,7 @@ def main() -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/classification-job"
     try:
-        while True:
-            try:
-                requests.get(f"{base}/{'0' * 32}", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        wait_for_http(f"{base}/{'0' * 32}", 60, server)
         job = requests.post(base, json={"classes": ["dogs", "cats"]}, timeout=30).json()
         url = f"{base}/{job['id']}"
         while not args.during_job and not requests.get(url, timeout=10).json()["complete"]:

@@ -201,15 +201,20 @@ def _find_resumable(service: Any, spec_body: dict[str, Any]) -> str | None:
     return None if service.status(job_id)["complete"] else job_id
 
 
-def command_run(args: argparse.Namespace) -> int:
+def _embedded_service(args: argparse.Namespace) -> Any:
+    """The folder's service with its model loaded: a weights problem fails before any job is recorded."""
     from common.backends import build_local_service
 
     root = args.dir.resolve()
     _check_folder(root)
     _quiet_logs(root)
-    settings = _settings(args, root)
-    service = build_local_service(settings, workers=args.workers)
-    service._classifier()  # load the model now: a weights problem fails before any job is recorded
+    service = build_local_service(_settings(args, root), workers=args.workers)
+    service._classifier()
+    return service
+
+
+def command_run(args: argparse.Namespace) -> int:
+    service = _embedded_service(args)
     body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match}
     if args.min_score is not None:
         body["min_score"] = args.min_score
@@ -253,15 +258,11 @@ def command_run(args: argparse.Namespace) -> int:
 def command_serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import WSGIRequestHandler, make_server
 
-    from common.backends import build_local_service
     from common.http import create_app
 
+    service = _embedded_service(args)
     root = args.dir.resolve()
-    _check_folder(root)
-    _quiet_logs(root)
-    settings = _settings(args, root)
-    service = build_local_service(settings, workers=args.workers)
-    service._classifier()
+
     class KeepAliveHandler(WSGIRequestHandler):
         protocol_version = "HTTP/1.1"  # pollers reuse their connection instead of a TCP handshake per request
 

@@ -6,14 +6,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
-from common.emulation import free_port
+from common.emulation import free_port, wait_for_http
 from common.http import create_app
 from tests.conftest import MOBILENET_TFLITE
 
@@ -46,14 +44,7 @@ def test_fuzzing_the_local_server_finds_no_server_errors(tmp_path, shared):
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/classification-job/{'0' * 32}", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+        wait_for_http(f"{base}/classification-job/{'0' * 32}", 60, server)
         fuzz = subprocess.run(
             [str(Path(sys.executable).with_name("st")), "run", str(REPO / "openapi.yaml"), "--url", base,
              "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"

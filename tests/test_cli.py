@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from common.emulation import free_port
+from common.emulation import free_port, wait_for_http
 from common.imaging import decode_image
 from common.jobs import JobSpec
 from common.matching import match_classes
@@ -155,14 +155,7 @@ def test_serve_answers_the_old_clients_api(photo_folder):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}/classification-job"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                requests.get(f"{base}/{'0' * 32}", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        wait_for_http(f"{base}/{'0' * 32}", 120, server)
         created = requests.post(base, json={"classes": ["hotdog", "macaw"]}, timeout=30)
         assert created.status_code == 201
         job = created.json()
