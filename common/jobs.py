@@ -51,7 +51,7 @@ class JobSpec:
 class JobRecord:
     id: str
     spec: JobSpec
-    number_of_files: int
+    number_of_files: int | None  # None while create_job is still listing (it publishes as it lists)
     created_at: str
 
 
@@ -218,10 +218,11 @@ def parse_job_request(body: object, *, default_bucket: str, default_top_k: int,
 
 def status_view(job: JobRecord, counters: Counters, status_url: str | None = None) -> dict[str, Any]:
     """The job_status body: the old service's fields first, then the richer ones."""
-    total = job.number_of_files
     done = counters.processed + counters.failed
-    complete = done >= total
-    percentage = 100 if total == 0 else min(100, (100 * done) // total)
+    listing = job.number_of_files is None
+    total = done if job.number_of_files is None else job.number_of_files
+    complete = not listing and done >= total
+    percentage = 0 if listing else 100 if total == 0 else min(100, (100 * done) // total)
     view: dict[str, Any] = {
         "code": 200,
         "id": job.id,
@@ -234,7 +235,7 @@ def status_view(job: JobRecord, counters: Counters, status_url: str | None = Non
         "remaining": max(0, total - done),
         "matches": {name: counters.matches.get(name, 0) for name in job.spec.classes},
         "unmatched": counters.unmatched,
-        "state": "complete" if complete else "running",
+        "state": "listing" if listing else "complete" if complete else "running",
         "created_at": job.created_at,
         "bucket": job.spec.bucket,
         "source_prefix": job.spec.source_prefix,

@@ -30,6 +30,10 @@ class JobStore(Protocol):
 
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
+    def set_total(self, job_id: str, number_of_files: int) -> None:
+        """Record how many images the job has, once listing is done."""
+        ...
+
     def has_result(self, job_id: str, name: str) -> bool: ...
 
     def record_result(self, job_id: str, result: ImageResult) -> bool:

@@ -4,7 +4,8 @@ Cloud functions and the embedded runner both call these; only the adapters passe
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,12 +48,23 @@ class ClassificationService:
                                  default_min_score=self.settings.default_min_score,
                                  max_classes=self.settings.max_classes)
         meaning = describe_resolution(spec)  # a class that means nothing is a 400 before anything is written
-        names = [n for n in self.objects.list_names(spec.bucket, spec.source_prefix) if not n.endswith("/")]
-        job = JobRecord(id=new_job_id(), spec=spec, number_of_files=len(names), created_at=self._clock())
-        # The job exists before its first message does, so no classify call ever sees an unknown job.
+        # The job exists before its first message does; its total is set once listing ends, so listing and
+        # publishing overlap (fan-out runs at the speed of the slower of the two, not of their sum).
+        job = JobRecord(id=new_job_id(), spec=spec, number_of_files=None, created_at=self._clock())
         self.jobs.create_job(job)
+        listed = 0
+
+        def images() -> Iterator[ClassifyMessage]:
+            nonlocal listed
+            for name in self.objects.list_names(spec.bucket, spec.source_prefix):
+                if not name.endswith("/"):
+                    listed += 1
+                    yield ClassifyMessage(job.id, name, spec)
+
         assert self.publisher is not None, "create_job needs a publisher"
-        published = self.publisher.publish_all(ClassifyMessage(job.id, name, spec) for name in names)
+        published = self.publisher.publish_all(images())
+        self.jobs.set_total(job.id, listed)
+        job = replace(job, number_of_files=listed)
         log.info("job created", extra={"job_id": job.id, "number_of_files": job.number_of_files,
                                        "published": published, "classes": list(spec.classes)})
         view = status_view(job, Counters(), self.status_url(job.id))
@@ -70,6 +82,8 @@ class ClassificationService:
                 if not n.endswith("/") and n not in done]
         assert self.publisher is not None, "resume_job needs a publisher"
         published = self.publisher.publish_all(ClassifyMessage(job.id, name, job.spec) for name in todo)
+        if job.number_of_files is None:  # the interrupted run never finished listing
+            self.jobs.set_total(job.id, len(done) + len(todo))
         log.info("job resumed", extra={"job_id": job.id, "already_done": len(done), "published": published})
         return published
 

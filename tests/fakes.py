@@ -2,6 +2,7 @@
 real adapters (tests/test_contract.py), so a test that passes here means something."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 from collections.abc import Iterable, Iterator
@@ -75,6 +76,9 @@ class MemoryJobStore:
 
     def create_job(self, job: JobRecord) -> None:
         self.jobs[job.id] = job
+
+    def set_total(self, job_id: str, number_of_files: int) -> None:
+        self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], number_of_files=number_of_files)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         return self.jobs.get(job_id)

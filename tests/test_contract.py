@@ -214,6 +214,14 @@ def test_concurrent_duplicate_results_count_once(job_store):
     assert (counters.processed, counters.matches) == (20, {"dog": 20})
 
 
+def test_the_total_is_set_after_listing(job_store):
+    job = JobRecord(new_job_id(), JobSpec(("dog",), "images"), None, "2026-11-27T00:00:00.000+00:00")
+    job_store.create_job(job)
+    assert job_store.get_job(job.id).number_of_files is None
+    job_store.set_total(job.id, 1234)
+    assert job_store.get_job(job.id).number_of_files == 1234
+
+
 def test_counters_of_a_job_without_results_are_zero(job_store):
     job = _job()
     job_store.create_job(job)

@@ -103,3 +103,9 @@ def test_min_score_defaults_follow_the_match_rule():
     assert parse({"classes": ["dog"], "match": "label"}).min_score == 0.0
     assert parse_job_request({"classes": ["dog"]}, **{**DEFAULTS, "default_min_score": 0.5}).min_score == 0.5
     assert parse({"classes": ["dog"], "min_score": 0.7}).min_score == 0.7
+
+
+def test_a_job_still_listing_is_not_complete():
+    job = JobRecord("a" * 32, JobSpec(("dog",), "images"), None, "2026-01-01T00:00:00Z")
+    view = status_view(job, Counters(processed=3))
+    assert (view["complete"], view["percentage"], view["state"], view["number_of_files"]) == (False, 0, "listing", 3)

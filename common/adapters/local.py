@@ -76,7 +76,7 @@ class FolderObjectStore:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, spec TEXT NOT NULL, number_of_files INTEGER NOT NULL, created_at TEXT NOT NULL);
+    id TEXT PRIMARY KEY, spec TEXT NOT NULL, number_of_files INTEGER, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT NOT NULL, name TEXT NOT NULL, ok INTEGER NOT NULL, payload TEXT NOT NULL,
     PRIMARY KEY (job_id, name));
@@ -104,6 +104,10 @@ class SqliteJobStore:
         with self._lock:
             self._db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?)",
                              (job.id, json.dumps(job.spec.to_dict()), job.number_of_files, job.created_at))
+
+    def set_total(self, job_id: str, number_of_files: int) -> None:
+        with self._lock:
+            self._db.execute("UPDATE jobs SET number_of_files = ? WHERE id = ?", (number_of_files, job_id))
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._lock:
