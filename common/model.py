@@ -174,6 +174,9 @@ def load_classifier(config: ModelConfig) -> Classifier:
             raise ConfigurationError(f"the litert runtime needs a .tflite file, got {path!r}")
         classifier: Classifier = LiteRTClassifier(config.model, path)
     else:
-        classifier = KerasClassifier(config.model, path)
+        from common.batching import BatchingClassifier
+
+        # Keras gains from batches; concurrent deliveries on one instance share them.
+        classifier = BatchingClassifier(KerasClassifier(config.model, path))
     log.info("model loaded", extra={"model": classifier.description})
     return classifier
