@@ -345,6 +345,8 @@ COMMANDS = {"run": command_run, "serve": command_serve, "status": command_status
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Ctrl-C must stop cleanly even when started from a shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return COMMANDS[args.command](args)
     except (UsageError, ConfigurationError, ClientError) as exc:
