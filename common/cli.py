@@ -126,7 +126,7 @@ def _settings(args: argparse.Namespace, root: Path) -> Settings:
         raise UsageError(f"weights file not found: {args.weights}")
     weights, runtime = _choose_weights(args, root)
     return Settings(backend="local", local_root=str(root), model=args.model, weights=weights, runtime=runtime,
-                    bucket="local")
+                    bucket="local", service_key=os.environ.get("SERVICE_KEY", ""))
 
 
 def _quiet_logs(root: Path) -> None:

@@ -196,6 +196,12 @@ def parse_job_request(body: object, *, default_bucket: str, default_top_k: int,
         raise InvalidRequest("bucket must be a valid bucket name", field="bucket")
 
     source_prefix = _validate_prefix(body.get("source_prefix", DEFAULT_SOURCE_PREFIX))
+    for position, name in enumerate(classes):
+        folder = f"{name}/".casefold()
+        if folder.startswith(source_prefix.casefold()) or source_prefix.casefold().startswith(folder):
+            # Copies would land among the photos being sorted (and be sorted again by the next job).
+            raise InvalidRequest(f"classes[{position}] {name!r} would put copies inside source_prefix "
+                                 f"{source_prefix!r}", field="classes")
 
     top_k = body.get("top_k", default_top_k)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:

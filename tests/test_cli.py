@@ -175,6 +175,26 @@ def test_serve_answers_the_old_clients_api(photo_folder):
         server.communicate(timeout=60)
 
 
+def test_serve_requires_the_service_key_when_one_is_set(tmp_path):
+    (tmp_path / "all").mkdir()
+    port = free_port()
+    server = subprocess.Popen([IMGCLASSIFY, "serve", str(tmp_path), "--port", str(port), "--model", "mobilenet_v2",
+                               "--weights", str(MOBILENET_TFLITE)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={**os.environ, "SERVICE_KEY": "old-client-key"})
+    base = f"http://127.0.0.1:{port}/classification-job"
+    try:
+        wait_for_http(f"{base}/{'0' * 32}", 60, server)
+        denied = requests.post(base, json={"classes": ["dogs"]}, timeout=10)
+        assert denied.status_code == 401 and denied.json()["field"] == "Authorization"
+        allowed = requests.post(base, json={"classes": ["dogs"]}, headers={"Authorization": "old-client-key"},
+                                timeout=10)
+        assert allowed.status_code == 201
+        assert requests.get(f"{base}/{allowed.json()['id']}", timeout=10).status_code == 401
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
 def test_status_prints_the_latest_job(photo_folder):
     ran = imgclassify("run", str(photo_folder), "--classes", "hotdog", "--weights", str(MOBILENET_TFLITE),
                       "--model", "mobilenet_v2", "--json")

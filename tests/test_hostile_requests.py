@@ -50,6 +50,10 @@ HOSTILE_BODIES = [
     ("prefix climbs", b'{"classes": ["dog"], "source_prefix": "all/../../"}', 400, "source_prefix"),
     ("prefix backslash", b'{"classes": ["dog"], "source_prefix": "all\\\\..\\\\"}', 400, "source_prefix"),
     ("prefix number", b'{"classes": ["dog"], "source_prefix": 3}', 400, "source_prefix"),
+    ("class is the source folder", b'{"classes": ["all"]}', 400, "classes"),
+    ("class is the source folder, other case", b'{"classes": ["ALL"]}', 400, "classes"),
+    ("class contains the source prefix", b'{"classes": ["photos"], "source_prefix": "photos/2024/"}', 400,
+     "classes"),
     ("oversized body", json.dumps({"classes": ["dog"] * 20000}).encode(), 413, "body"),
 ]
 HOSTILE_IDS = [
