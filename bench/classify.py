@@ -159,6 +159,8 @@ def main() -> None:
     parser.add_argument("--model", default="resnet50", choices=["resnet50", "mobilenet_v2"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--artifacts", type=Path, default=REPO / "build/bench-models")
+    parser.add_argument("--trials", type=int, default=1,
+                        help="run every variant this many times, interleaved; report medians (this VM is noisy)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--artifact-paths", help=argparse.SUPPRESS)
@@ -173,21 +175,34 @@ def main() -> None:
         return
 
     artifacts = build_artifacts(args.model, args.photos, args.artifacts)
+    trials: dict[str, list[dict]] = {variant: [] for variant in args.variants}
+    for trial in range(args.trials):
+        for variant in args.variants:
+            started = time.time()
+            child = subprocess.run([sys.executable, __file__, "--child", variant, "--model", args.model, "--photos",
+                                    str(args.photos), "--images", str(args.images), "--started", str(started),
+                                    "--artifact-paths", json.dumps(artifacts)], capture_output=True, text=True,
+                                   check=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+            trials[variant].append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(f"trial {trial + 1} {variant}: {trials[variant][-1]['images_per_second']} img/s", file=sys.stderr)
     results = []
-    for variant in args.variants:
-        started = time.time()
-        child = subprocess.run([sys.executable, __file__, "--child", variant, "--model", args.model, "--photos",
-                                str(args.photos), "--images", str(args.images), "--started", str(started),
-                                "--artifact-paths", json.dumps(artifacts)],
-                               capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
-        print(f"{variant}: {results[-1]['images_per_second']} img/s", file=sys.stderr)
+    for variant, runs in trials.items():
+        summary = dict(runs[0])
+        for key in ("images_per_second", "p50_ms", "p95_ms", "cold_start_s"):
+            summary[key] = round(statistics.median(run[key] for run in runs), 3)
+        summary["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+        summary["images_per_second_trials"] = [run["images_per_second"] for run in runs]
+        results.append(summary)
     seed = next((r for r in results if r["variant"] == "seed"), None)
     for result in results:
         if seed:
             result["speedup_vs_seed"] = round(result["images_per_second"] / seed["images_per_second"], 2)
+            result["speedup_vs_seed_per_trial"] = [
+                round(mine / theirs, 2) for mine, theirs in
+                zip(result["images_per_second_trials"], seed["images_per_second_trials"])]
     print(json.dumps({"model": args.model, "weights": "none (random: real cost)", "photos": str(args.photos),
-                      "cpus": os.cpu_count(), "results": results}, indent=2))
+                      "cpus": os.cpu_count(), "trials": args.trials, "statistic": "median over trials",
+                      "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -201,6 +201,11 @@ def _find_resumable(service: Any, spec_body: dict[str, Any]) -> str | None:
     return None if service.status(job_id)["complete"] else job_id
 
 
+def _interrupt(*_: object) -> None:
+    """SIGTERM stops like Ctrl-C: finish the images in hand, record them, exit resumable."""
+    raise KeyboardInterrupt
+
+
 def _embedded_service(args: argparse.Namespace) -> Any:
     """The folder's service with its model loaded: a weights problem fails before any job is recorded."""
     from common.backends import build_local_service
@@ -220,24 +225,25 @@ def command_run(args: argparse.Namespace) -> int:
         body["min_score"] = args.min_score
     queue = service.publisher
     resumable = _find_resumable(service, body)
-    interactive = sys.stderr.isatty() and not args.json
-    if resumable:
-        job_id = resumable
-        if not args.json:
-            print(f"resuming job {job_id}", file=sys.stderr)
-        service.resume_job(job_id)
-    else:
-        job_id = service.create_job(body)["id"]
-    progress = Progress(interactive)
-    # SIGTERM stops like Ctrl-C: finish the images in hand, record them, exit resumable.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    progress = Progress(sys.stderr.isatty() and not args.json)
+    job_id = resumable
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if resumable:
+            if not args.json:
+                print(f"resuming job {job_id}", file=sys.stderr)
+            service.resume_job(resumable)
+        else:
+            job_id = service.create_job(body)["id"]
         while not queue.join(timeout=0.2):  # type: ignore[attr-defined]
             progress.show(service.status(job_id))
     except KeyboardInterrupt:
         progress.end()
         print("stopping: finishing the images in progress...", file=sys.stderr)
         queue.shutdown(cancel=True)  # type: ignore[attr-defined]
+        if job_id is None:
+            print("interrupted while listing the photos. Run the same command again to resume.", file=sys.stderr)
+            return 130
         view = service.status(job_id)
         print(f"interrupted: {view['processed'] + view['failed']} of {view['number_of_files']} images done. "
               f"Run the same command again to resume job {job_id}.", file=sys.stderr)
@@ -273,7 +279,7 @@ def command_serve(args: argparse.Namespace) -> int:
                          request_handler=KeepAliveHandler)
     print(f"serving {root} on http://127.0.0.1:{server.port}  (POST /classification-job, "
           f"GET /classification-job/<id>); Ctrl-C stops", file=sys.stderr, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -330,7 +336,7 @@ def command_emulate(args: argparse.Namespace) -> int:
         for key, value in {**emulators.env, "BUCKET": stack.bucket}.items():
             print(f"  export {key}={value}", file=sys.stderr)
         print(f"logs: {emulators.log_dir}; Ctrl-C stops everything", file=sys.stderr, flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        signal.signal(signal.SIGTERM, _interrupt)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
