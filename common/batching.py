@@ -1,5 +1,5 @@
 """Batch concurrent predictions: a gen2 instance serves several deliveries at once, and the Keras runtime does
-~30% more images per second in batches of 8 than one by one (bench/classify.py: 19.9 vs 15.1 img/s, ResNet50).
+~30% more images per second in batches of 8 than one by one (bench/classify.py: 16.6 vs 12.5 img/s, ResNet50).
 
 The first caller to find no batch forming leads: it waits up to `max_wait` for others to join (or the batch to
 fill), runs one predict for everyone, and hands each caller its rows.

@@ -110,7 +110,8 @@ class KerasClassifier:
 
 class LiteRTClassifier:
     """A pool of interpreters. An Interpreter is not thread-safe, and on 2 vCPUs two 1-thread interpreters serving
-    two deliveries at once beat one 2-thread interpreter (bench/classify.py: 76.6 vs 52.9 img/s, ResNet50 int8)."""
+    two deliveries at once beat one 2-thread interpreter (bench/classify.py: 70.4 vs 55.0 img/s, ResNet50 int8,
+    medians of 3 trials)."""
 
     def __init__(self, model: str, path: str, threads: int = 1, interpreters: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
