@@ -23,6 +23,8 @@ Options (environment variable in brackets):
   --topic NAME            fan-out topic            [CLASSIFY_TOPIC, default classify-image]
   --max-instances N       classify_image instances [MAX_INSTANCES, default 20]
   --allow-unauthenticated make the HTTP functions public (default: IAM-authenticated callers only)
+  --service-key-secret S  Secret Manager secret holding the old clients' shared key: the HTTP functions then
+                          require it in the Authorization header (SERVICE_KEY, mounted with --set-secrets)
   --dry-run               print every gcloud command, run none
   -h, --help              this text
 
@@ -42,6 +44,7 @@ MAX_INSTANCES=${MAX_INSTANCES:-20}
 PUBLIC=false
 DRY_RUN=false
 LITERT_PHOTOS=
+SERVICE_KEY_SECRET=
 
 while (($#)); do
   case $1 in
@@ -55,6 +58,7 @@ while (($#)); do
     --max-instances) MAX_INSTANCES=$2; shift 2 ;;
     --allow-unauthenticated) PUBLIC=true; shift ;;
     --build-litert) LITERT_PHOTOS=$2; shift 2 ;;
+    --service-key-secret) SERVICE_KEY_SECRET=$2; shift 2 ;;
     --dry-run) DRY_RUN=true; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "deploy.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -177,18 +181,22 @@ fi
 
 AUTH_FLAG=--no-allow-unauthenticated
 $PUBLIC && AUTH_FLAG=--allow-unauthenticated
+HTTP_SECRETS=()
+[[ -n $SERVICE_KEY_SECRET ]] && HTTP_SECRETS=(--set-secrets "SERVICE_KEY=$SERVICE_KEY_SECRET:latest")
 COMMON_ENV="GOOGLE_CLOUD_PROJECT=$PROJECT,BUCKET=$BUCKET,CLASSIFY_TOPIC=$TOPIC,MODEL=$MODEL,MODEL_WEIGHTS=$WEIGHTS_URI"
 COMMON_ENV+=",MODEL_RUNTIME=$RUNTIME_KIND"
 
 # create_job lists the whole prefix and waits for every publish: long timeout, modest memory.
 run gcloud functions deploy create-job --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
   --source "$STAGE/create_job" --entry-point create_job --trigger-http "$AUTH_FLAG" \
-  --memory 512Mi --cpu 1 --timeout 540s --concurrency 20 --max-instances 10 --set-env-vars "$COMMON_ENV"
+  --memory 512Mi --cpu 1 --timeout 540s --concurrency 20 --max-instances 10 --set-env-vars "$COMMON_ENV" \
+  ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 
 # job_status is a few document reads: small, highly concurrent.
 run gcloud functions deploy job-status --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
   --source "$STAGE/job_status" --entry-point job_status --trigger-http "$AUTH_FLAG" \
-  --memory 256Mi --cpu 1 --timeout 30s --concurrency 80 --max-instances 10 --set-env-vars "$COMMON_ENV"
+  --memory 256Mi --cpu 1 --timeout 30s --concurrency 80 --max-instances 10 --set-env-vars "$COMMON_ENV" \
+  ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 
 # classify_image holds the model in memory (ResNet50 under TensorFlow: ~1 GB resident); 2 vCPUs serve a few
 # concurrent deliveries; --retry makes a raised error a redelivery (transient failures only, see README).

@@ -120,6 +120,16 @@ def test_dry_run_prints_every_command_and_runs_none(fake_gcloud):
     assert "+ gcloud pubsub subscriptions update" in result.stdout
 
 
+def test_service_key_comes_from_secret_manager_for_the_http_functions_only(fake_gcloud):
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--service-key-secret",
+                                "old-clients-key")
+    assert result.returncode == 0, result.stderr
+    for name in ("create-job", "job-status"):
+        assert _flag(_find(calls, "functions", "deploy", name)[0], "--set-secrets") == [
+            "SERVICE_KEY=old-clients-key:latest"]
+    assert "--set-secrets" not in _find(calls, "functions", "deploy", "classify-image")[0]
+
+
 def test_public_access_is_opt_in(fake_gcloud):
     _, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--allow-unauthenticated")
     assert "--allow-unauthenticated" in _find(calls, "functions", "deploy", "create-job")[0]
