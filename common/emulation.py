@@ -140,12 +140,6 @@ class Emulators:
             "GOOGLE_CLOUD_PROJECT": self.project,
         }
 
-    def reset_firestore(self) -> None:
-        """Delete every document (the emulator's own endpoint), so tests start clean without a restart."""
-        url = (f"http://{LOOPBACK}:{self.ports['firestore']}/emulator/v1/projects/{self.project}"
-               "/databases/(default)/documents")
-        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
-
     def stop(self) -> None:
         for managed in reversed(self.processes):
             managed.stop()

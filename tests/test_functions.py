@@ -8,6 +8,7 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 
 from common import backends
+from common.errors import TransientError
 from common.messages import PUBSUB_MESSAGE_PUBLISHED
 from tests.fakes import solid_jpeg
 
@@ -172,3 +173,18 @@ def test_create_job_rejects_a_class_that_means_nothing_with_suggestions(service)
     body = response.get_json()
     assert body["field"] == "classes" and "classes[1] 'dgo'" in body["message"] and "dingo" in body["suggestions"]
     assert service.jobs.jobs == {}
+
+
+def test_classify_image_raises_on_a_transient_error_so_pubsub_redelivers(service, monkeypatch, caplog):
+    upload(service, **{"cat.jpg": "red"})
+    client("create_job").post("/", json={"classes": ["tabby"]})
+
+    def unavailable(bucket, name):
+        raise TransientError("storage is down")
+
+    monkeypatch.setattr(service.objects, "read", unavailable)
+    response = deliver(client("classify_image", "cloudevent"), service.publisher.messages[0])
+
+    assert response.status_code == 500
+    assert any("will be redelivered" in record.getMessage() for record in caplog.records)
+    assert list(service.jobs.results(service.publisher.messages[0].job_id)) == []

@@ -146,10 +146,6 @@ class SqliteJobStore:
         for (payload,) in rows:
             yield ImageResult.from_dict(json.loads(payload))
 
-    def done_names(self, job_id: str) -> set[str]:
-        with self._lock:
-            return {row[0] for row in self._db.execute("SELECT name FROM results WHERE job_id = ?", (job_id,))}
-
     def latest_job_id(self) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()

@@ -24,4 +24,10 @@ def classify_image(event: CloudEvent) -> None:
         # Redelivery cannot fix a malformed message: log it and ack.
         log.error("dropping malformed message", extra={"error": str(exc), "event_id": event["id"]})
         return
-    _service().classify(message)
+    try:
+        _service().classify(message)
+    except Exception:
+        # Raising makes Pub/Sub redeliver (then dead-letter): say so in a structured entry first.
+        log.exception("classification failed; the message will be redelivered",
+                      extra={"job_id": message.job_id, "object": message.name, "event_id": event["id"]})
+        raise
