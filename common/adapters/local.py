@@ -27,6 +27,14 @@ class FolderObjectStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self._copy_lock = threading.Lock()  # check-then-write of one copy is atomic within the process
+        # Files are written here, then renamed into place: a killed run leaves no half photo, and no stray
+        # temporary file, in the user's folders. Same filesystem as root, so the rename is atomic.
+        self._tmp = self.root / STATE_DIR / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        stale = time.time() - 600  # older than any write in flight, even from another process on this folder
+        for leftover in self._tmp.iterdir():
+            if leftover.stat().st_mtime < stale:
+                leftover.unlink(missing_ok=True)
 
     def _path(self, name: str) -> Path:
         path = (self.root / name).resolve()
@@ -63,8 +71,7 @@ class FolderObjectStore:
     def write(self, bucket: str, name: str, data: bytes) -> None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: a killed run never leaves half a photo in a class folder.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="partial-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
