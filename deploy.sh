@@ -91,7 +91,7 @@ if [[ -n $LITERT_PHOTOS ]]; then
     WEIGHTS_FILE=$(printf '%s' "$report" | "$HERE/.venv/bin/python" -c '
 import json, sys
 built = json.load(sys.stdin)
-accepted = [built[k] for k in ("int8", "fp32") if built.get(k, {}).get("accepted")]
+accepted = [built[k] for k in ("int8", "int8-mixed", "fp32") if built.get(k, {}).get("accepted")]
 print(accepted[0]["path"] if accepted else "")')
     [[ -n $WEIGHTS_FILE ]] || die "no LiteRT build passed the accuracy guard; deploy the Keras weights instead"
   fi

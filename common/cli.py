@@ -109,7 +109,7 @@ def _choose_weights(args: argparse.Namespace, root: Path) -> tuple[str, str]:
               flush=True)
         # Disjoint halves: calibrate on one, measure agreement with Keras on the other.
         calibration, guard_photos = photos[::2], photos[1::2]
-        kinds = ("int8", "fp32") if len(guard_photos) >= MIN_GUARD_PHOTOS else ("fp32",)
+        kinds = ("int8", "int8-mixed", "fp32") if len(guard_photos) >= MIN_GUARD_PHOTOS else ("fp32",)
         build_artifacts(args.model, args.weights, calibration, guard_photos, cache, kinds)
     artifact = accepted_artifact(cache, key)
     if artifact is None:

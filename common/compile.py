@@ -7,13 +7,15 @@ weights' hash, with a JSON sidecar recording how they were made and what the gua
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +31,10 @@ MIN_TOP1_AGREEMENT = 0.98
 MIN_DECISION_AGREEMENT = 0.99
 GUARD_QUERIES = ("dog", "cat", "bird", "fish", "snake", "monkey", "truck", "car", "vehicle", "boat", "aircraft",
                  "fruit", "food", "furniture", "building", "musical instrument")
-KINDS = ("int8", "fp32")
+# Fastest first. "int8-mixed" keeps the few layers that quantize worst in float (TFLite's selective quantization),
+# tried only when full int8 fails the guard.
+KINDS = ("int8", "int8-mixed", "fp32")
+MIXED_FLOAT_LAYERS = 3
 
 
 @dataclass(frozen=True)
@@ -58,27 +63,58 @@ def artifact_path(cache_dir: Path, key: str, kind: str) -> Path:
     return cache_dir / f"{key}-{kind}.tflite"
 
 
-def convert(keras_classifier: KerasClassifier, kind: str, calibration: np.ndarray | None = None) -> bytes:
+def _converter(keras_classifier: KerasClassifier, kind: str, calibration: np.ndarray | None) -> tuple[Any, Any]:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_classifier.net)
-    if kind == "int8":
-        if calibration is None or not len(calibration):
-            raise ValueError("int8 needs calibration photos")
-        model = keras_classifier.model
+    if kind == "fp32":
+        return converter, None
+    if calibration is None or not len(calibration):
+        raise ValueError(f"{kind} needs calibration photos")
+    model = keras_classifier.model
 
-        def representative():  # type: ignore[no-untyped-def]
-            for image in calibration:
-                yield [preprocess(model, image[None])]
+    def representative():  # type: ignore[no-untyped-def]
+        for image in calibration:
+            yield [preprocess(model, image[None])]
 
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    # The converter prints the whole SavedModel signature on stdout; keep stdout for our own output.
-    with contextlib.redirect_stdout(sys.stderr):
-        return converter.convert()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter, representative
+
+
+def _worst_layers(keras_classifier: KerasClassifier, calibration: np.ndarray, count: int) -> list[str]:
+    """The tensors whose quantization error is largest relative to their scale, on the calibration photos."""
+    import tensorflow as tf
+
+    converter, representative = _converter(keras_classifier, "int8", calibration)
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative)
+    debugger.run()
+    stats = io.StringIO()
+    debugger.layer_statistics_dump(stats)
+    stats.seek(0)
+    rows = [r for r in csv.DictReader(stats) if float(r["scale"]) > 0]
+    rows.sort(key=lambda r: -(float(r["mean_squared_error"]) ** 0.5 / float(r["scale"])))
+    return [r["tensor_name"] for r in rows[:count]]
+
+
+def convert(keras_classifier: KerasClassifier, kind: str, calibration: np.ndarray | None = None) -> bytes:
+    import tensorflow as tf
+
+    # The converter prints the whole SavedModel signature (tens of KB per conversion) on stdout: drop it, so it
+    # neither pollutes our output nor fills a pipe nobody reads.
+    with contextlib.redirect_stdout(io.StringIO()):
+        converter, representative = _converter(keras_classifier, kind, calibration)
+        if kind != "int8-mixed":
+            return converter.convert()
+        assert calibration is not None
+        options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=_worst_layers(keras_classifier, calibration, MIXED_FLOAT_LAYERS))
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
+                                                             debug_options=options)
+        return debugger.get_nondebug_quantized_model()
 
 
 def _predict(classifier: object, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -106,15 +142,18 @@ def build_artifacts(model: str, weights: str, calibration: np.ndarray, guard_ima
     keras_classifier = KerasClassifier(model, weights)
     reference = _predict(keras_classifier, guard_images)
     key = weights_key(model, weights)
-    sidecars = {}
+    sidecars: dict[str, dict] = {}
     for kind in kinds:
+        if kind == "int8-mixed" and sidecars.get("int8", {}).get("accepted"):
+            continue  # full int8 passed: nothing to fall back to
         path = artifact_path(cache_dir, key, kind)
         partial = path.with_suffix(".partial")
         partial.write_bytes(convert(keras_classifier, kind, calibration))
         report = guard(reference, _predict(LiteRTClassifier(model, str(partial)), guard_images))
         partial.rename(path)
         sidecar = {"model": model, "kind": kind, "weights": os.path.basename(weights), "key": key,
-                   "calibration_images": int(len(calibration)) if kind == "int8" else 0,
+                   "calibration_images": int(len(calibration)) if kind != "fp32" else 0,
+                   "float_layers": MIXED_FLOAT_LAYERS if kind == "int8-mixed" else 0,
                    "guard": asdict(report), "accepted": report.accepted, "bytes": path.stat().st_size}
         path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
         log.info("artifact built", extra={"artifact": str(path), **sidecar})

@@ -250,7 +250,8 @@ def test_default_runtime_compiles_once_and_uses_a_guarded_litert_build(many_phot
         guard = sidecar["guard"]
         assert guard["images"] >= 50 and sidecar["accepted"] == (
             guard["top1_agreement"] >= 0.98 and guard["decision_agreement"] >= 0.99)
-    chosen = "int8" if any(s["accepted"] and s["kind"] == "int8" for s in sidecars.values()) else "fp32"
+    accepted = {s["kind"] for s in sidecars.values() if s["accepted"]}
+    chosen = next(kind for kind in ("int8", "int8-mixed", "fp32") if kind in accepted)
     loaded = [json.loads(line)["model"] for line in (many_photos / ".imgclassify/log.jsonl").read_text().splitlines()
               if json.loads(line)["message"] == "model loaded"]
     assert loaded[-1].startswith("litert:mobilenet_v2:") and loaded[-1].endswith(f"-{chosen}.tflite")
