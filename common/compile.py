@@ -125,10 +125,10 @@ def guard(reference: np.ndarray, candidate: np.ndarray, queries: Sequence[str] =
           min_score: float = HIERARCHY_MIN_SCORE) -> GuardReport:
     """Compare a candidate's probabilities with the Keras fp32 reference on the same photos."""
     top1 = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
-    agree = [
-        (hierarchy_scores(queries, r)[q] >= min_score) == (hierarchy_scores(queries, c)[q] >= min_score)
-        for r, c in zip(reference, candidate) for q in queries
-    ]
+    agree = []
+    for r, c in zip(reference, candidate):
+        ours, theirs = hierarchy_scores(queries, r), hierarchy_scores(queries, c)
+        agree += [(ours[q] >= min_score) == (theirs[q] >= min_score) for q in queries]
     decisions = float(np.mean(agree)) if agree else 1.0
     return GuardReport(len(reference), round(top1, 4), round(decisions, 4),
                        top1 >= MIN_TOP1_AGREEMENT and decisions >= MIN_DECISION_AGREEMENT)
