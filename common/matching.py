@@ -18,7 +18,7 @@ import numpy as np
 
 from common.jobs import JobSpec, Label
 from common.labels import ImageNetClass, imagenet_classes
-from common.taxonomy import Resolution, load_taxonomy, resolve
+from common.taxonomy import load_taxonomy, resolve
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,18 @@ def match_classes(spec: JobSpec, probabilities: np.ndarray) -> MatchOutcome:
     return MatchOutcome(matched, labels, scores)
 
 
-def resolve_classes(spec: JobSpec) -> tuple[dict[str, list[str]], list[str]]:
-    """What each class means, and warnings; raises UnknownClass (a 400 with suggestions) for a non-word."""
-    if spec.match != "hierarchy":
-        return {}, []
+@lru_cache(maxsize=1024)
+def _resolve_all(classes: tuple[str, ...]) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
+    # Cached: job_status shows the resolution on every poll, and a job's classes never change.
     taxonomy = load_taxonomy()
-    resolutions: list[Resolution] = [taxonomy.resolve(c, i) for i, c in enumerate(spec.classes)]
-    return ({r.query: r.describe() for r in resolutions}, [r.warning for r in resolutions if r.warning])
+    resolutions = [taxonomy.resolve(c, i) for i, c in enumerate(classes)]
+    return (tuple((r.query, tuple(r.describe())) for r in resolutions),
+            tuple(r.warning for r in resolutions if r.warning))
 
 
 def describe_resolution(spec: JobSpec) -> dict[str, Any]:
-    resolved, warnings = resolve_classes(spec)
-    return {"resolved": resolved, "warnings": warnings} if spec.match == "hierarchy" else {}
+    """What each class means, and warnings; raises UnknownClass (a 400 with suggestions) for a non-word."""
+    if spec.match != "hierarchy":
+        return {}
+    resolved, warnings = _resolve_all(spec.classes)
+    return {"resolved": {query: list(meaning) for query, meaning in resolved}, "warnings": list(warnings)}
