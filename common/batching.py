@@ -31,7 +31,6 @@ class BatchingClassifier:
         self._lock = threading.Lock()
         self._forming: _Batch | None = None
         self.description = f"batched({max_batch}):{inner.description}"
-        self.batches_run = 0
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         with self._lock:
@@ -50,7 +49,6 @@ class BatchingClassifier:
                     self._forming = None  # later callers start the next batch
             try:
                 batch.outputs = self._inner.predict(np.concatenate(batch.inputs))
-                self.batches_run += 1
             except BaseException as exc:  # every caller must hear about it, not only the leader
                 batch.error = exc
             batch.done.set()

@@ -94,13 +94,12 @@ class KerasClassifier:
         builders = {"resnet50": keras.applications.ResNet50, "mobilenet_v2": keras.applications.MobileNetV2}
         keras_weights = None if weights == "none" else weights
         try:
-            self._net = builders[model](weights=keras_weights, classifier_activation="softmax")
+            self.net = builders[model](weights=keras_weights, classifier_activation="softmax")
         except Exception as exc:  # Keras raises bare Exceptions for failed downloads and mismatched files
             raise ConfigurationError(f"cannot load {model} weights {weights!r}: {exc}. {NO_WEIGHTS_HELP}") from None
         self.model = model
-        self.net = self._net
         # One trace for every batch size: no retracing in the hot loop.
-        self._call = tf.function(lambda x: self._net(x, training=False), reduce_retracing=True,
+        self._call = tf.function(lambda x: self.net(x, training=False), reduce_retracing=True,
                                  input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)])
         self.description = f"keras:{model}:{os.path.basename(weights)}"
 

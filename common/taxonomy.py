@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-import numpy as np
 
 from common.errors import InvalidRequest
 
@@ -115,11 +114,6 @@ class Taxonomy:
     def suggest(self, word: str) -> list[str]:
         close = difflib.get_close_matches(word, self._lemma_list, n=3, cutoff=0.7)
         return [c.replace("_", " ") for c in close]
-
-    def mask(self, classes: frozenset[int]) -> np.ndarray:
-        mask = np.zeros(1000, dtype=bool)
-        mask[list(classes)] = True
-        return mask
 
 
 @lru_cache(maxsize=1)
