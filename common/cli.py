@@ -74,42 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
 MIN_GUARD_PHOTOS = 50  # below this, int8 accuracy cannot be verified on the user's photos: use fp32
 
 
-def _sample_photos(root: Path, limit: int = 400) -> Any:
-    import numpy as np
-
-    from common.errors import PermanentImageError
-    from common.imaging import decode_image
-
-    images = []
-    for path in sorted(p for p in (root / "all").rglob("*") if p.is_file() and not p.name.startswith(".")):
-        try:
-            images.append(decode_image(path.read_bytes()))
-        except (PermanentImageError, OSError):
-            continue
-        if len(images) >= limit:
-            break
-    return np.stack(images) if images else None
-
-
 def _choose_weights(args: argparse.Namespace, root: Path) -> tuple[str, str]:
     """(weights, runtime): a cached LiteRT build that passed the guard, compiling one on first use."""
     if args.weights.endswith(".tflite"):
         return args.weights, "litert"
     if args.runtime == "keras" or args.weights == "none":
         return args.weights, "keras"
-    from common.compile import accepted_artifact, build_artifacts, default_cache_dir, has_artifacts, weights_key
+    from common.compile import (KINDS, accepted_artifact, build_artifacts, decode_photos, default_cache_dir,
+                                disjoint_halves, has_artifacts, weights_key)
 
     cache = default_cache_dir()
     key = weights_key(args.model, args.weights)
     if not has_artifacts(cache, key):
-        photos = _sample_photos(root)
+        photos = decode_photos([root / "all"], limit=400)
         if photos is None:
             return args.weights, "keras"
         print(f"compiling {args.model} for LiteRT (first run only; cached in {cache})...", file=sys.stderr,
               flush=True)
-        # Disjoint halves: calibrate on one, measure agreement with Keras on the other.
-        calibration, guard_photos = photos[::2], photos[1::2]
-        kinds = ("int8", "int8-mixed", "fp32") if len(guard_photos) >= MIN_GUARD_PHOTOS else ("fp32",)
+        calibration, guard_photos = disjoint_halves(photos)
+        kinds = KINDS if len(guard_photos) >= MIN_GUARD_PHOTOS else ("fp32",)
         build_artifacts(args.model, args.weights, calibration, guard_photos, cache, kinds)
     artifact = accepted_artifact(cache, key)
     if artifact is None:

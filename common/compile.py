@@ -1,5 +1,6 @@
-"""Compile a Keras ImageNet model to LiteRT (.tflite) — fp32, and full-int8 calibrated on real photos — and
-accept an artifact only if it agrees with the Keras fp32 model (the accuracy guard).
+"""Compile a Keras ImageNet model to LiteRT (.tflite) — fp32, full-int8 calibrated on real photos, and int8 with
+its worst-quantizing layers in float — and accept an artifact only if it agrees with the Keras fp32 model (the
+accuracy guard).
 
 Needs TensorFlow (a build step); running the result needs only ai-edge-litert. Artifacts are cached by the
 weights' hash, with a JSON sidecar recording how they were made and what the guard measured.
@@ -43,6 +44,29 @@ class GuardReport:
     top1_agreement: float
     decision_agreement: float
     accepted: bool
+
+
+def decode_photos(folders: Sequence[Path], limit: int) -> np.ndarray | None:
+    """Up to `limit` photos under these folders (recursively, in name order) as model input; files that are hidden
+    or cannot be read as images are skipped. None when there is none."""
+    from common.errors import PermanentImageError
+    from common.imaging import decode_image
+
+    images = []
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            if len(images) >= limit:
+                break
+            try:
+                images.append(decode_image(path.read_bytes()))
+            except (PermanentImageError, OSError):
+                continue
+    return np.stack(images) if images else None
+
+
+def disjoint_halves(photos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration, guard) from one set of photos: the guard then measures photos calibration never saw."""
+    return photos[::2], photos[1::2]
 
 
 def weights_key(model: str, weights: str) -> str:

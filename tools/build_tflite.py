@@ -19,24 +19,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.compile import KINDS, artifact_path, build_artifacts, weights_key  # noqa: E402
-from common.errors import PermanentImageError  # noqa: E402
-from common.imaging import decode_image  # noqa: E402
+from common.compile import (KINDS, artifact_path, build_artifacts, decode_photos, disjoint_halves,  # noqa: E402
+                            weights_key)
 from common.logs import send_logs_to_stderr  # noqa: E402
 
 
-def load_pixels(folders: list[Path], limit: int, flips: bool = False) -> np.ndarray:
-    images = []
-    for folder in folders:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            try:
-                images.append(decode_image(path.read_bytes()))
-            except PermanentImageError:
-                continue
-            if len(images) >= limit:
-                break
-    pixels = np.stack(images)
-    return np.concatenate([pixels, pixels[:, :, ::-1]]) if flips else pixels
+def with_flips(pixels: np.ndarray) -> np.ndarray:
+    """Mirrored copies double a small calibration set."""
+    return np.concatenate([pixels, pixels[:, :, ::-1]])
+
+
+def load(folders: list[Path], limit: int) -> np.ndarray:
+    pixels = decode_photos(folders, limit)
+    if pixels is None:
+        raise SystemExit(f"build_tflite: no readable photos under {', '.join(map(str, folders))}")
+    return pixels
 
 
 def main() -> int:
@@ -52,12 +49,10 @@ def main() -> int:
     send_logs_to_stderr()
 
     if sorted(args.calibration) == sorted(args.guard):
-        # One folder for both: disjoint halves, so the guard measures photos the calibration never saw.
-        photos = load_pixels(args.guard, 1000)
-        calibration, guard_images = photos[::2], photos[1::2]
+        calibration, guard_images = disjoint_halves(load(args.guard, 1000))
     else:
-        calibration = load_pixels(args.calibration, 200, flips=True)
-        guard_images = load_pixels(args.guard, 1000)
+        calibration = with_flips(load(args.calibration, 200))
+        guard_images = load(args.guard, 1000)
     sidecars = build_artifacts(args.model, args.weights, calibration, guard_images, args.out, args.kinds)
     key = weights_key(args.model, args.weights)
     for kind in sidecars:
