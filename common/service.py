@@ -13,7 +13,7 @@ from common.config import Settings
 from common.errors import NotFound, ObjectMissing, PermanentImageError
 from common.faults import crash_point
 from common.imaging import decode_image
-from common.jobs import (Counters, ImageResult, JobRecord, check_job_id, new_job_id, parse_job_request,
+from common.jobs import (Counters, ImageResult, JobRecord, JobSpec, check_job_id, new_job_id, parse_job_request,
                          status_view, target_name)
 from common.logs import get_logger
 from common.matching import describe_resolution, match_classes
@@ -56,10 +56,9 @@ class ClassificationService:
 
         def images() -> Iterator[ClassifyMessage]:
             nonlocal listed
-            for name in self.objects.list_names(spec.bucket, spec.source_prefix):
-                if not name.endswith("/"):
-                    listed += 1
-                    yield ClassifyMessage(job.id, name, spec)
+            for name in self._image_names(spec):
+                listed += 1
+                yield ClassifyMessage(job.id, name, spec)
 
         assert self.publisher is not None, "create_job needs a publisher"
         published = self.publisher.publish_all(images())
@@ -72,14 +71,17 @@ class ClassificationService:
         view["code"] = 201
         return view
 
+    def _image_names(self, spec: JobSpec) -> Iterator[str]:
+        """The objects a job covers: everything under its prefix but "folder" placeholder objects."""
+        return (n for n in self.objects.list_names(spec.bucket, spec.source_prefix) if not n.endswith("/"))
+
     def resume_job(self, job_id: str) -> int:
         """Re-publish the images of a job that have no result yet (after an interrupted local run)."""
         job = self.jobs.get_job(job_id)
         if job is None:
             raise NotFound(f"Job {job_id} not found")
         done = {result.name for result in self.jobs.results(job_id)}
-        todo = [n for n in self.objects.list_names(job.spec.bucket, job.spec.source_prefix)
-                if not n.endswith("/") and n not in done]
+        todo = [n for n in self._image_names(job.spec) if n not in done]
         assert self.publisher is not None, "resume_job needs a publisher"
         published = self.publisher.publish_all(ClassifyMessage(job.id, name, job.spec) for name in todo)
         if job.number_of_files is None:  # the interrupted run never finished listing
