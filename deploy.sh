@@ -67,7 +67,10 @@ done
 
 die() { echo "deploy.sh: $*" >&2; exit 1; }
 
-case $MODEL in resnet50|mobilenet_v2) ;; *) die "unknown model '$MODEL': use resnet50 or mobilenet_v2" ;; esac
+HERE=$(cd "$(dirname "$0")" && pwd)
+# The valid models come from the one definition the service validates against (common/domain/options.py).
+MODELS=$(PYTHONPATH="$HERE" python3 -m common.domain.options model) || die "cannot read the model list"
+[[ " $MODELS " == *" $MODEL "* ]] || die "unknown model '$MODEL': use one of $MODELS"
 if [[ -z $PROJECT ]]; then
   if $DRY_RUN; then PROJECT=PROJECT_ID; else PROJECT=$(gcloud config get-value project 2>/dev/null); fi
 fi
@@ -77,7 +80,6 @@ DEAD_LETTER_TOPIC=$TOPIC-dead-letter
 if [[ -z $WEIGHTS_URI && -z $WEIGHTS_FILE ]]; then
   die "no model weights: pass --weights PATH (uploaded to gs://$BUCKET/models/) or --weights-uri gs://..."
 fi
-HERE=$(cd "$(dirname "$0")" && pwd)
 if [[ -n $LITERT_PHOTOS ]]; then
   [[ -n $WEIGHTS_FILE && -f $WEIGHTS_FILE ]] || die "--build-litert needs --weights PATH (a Keras weights file)"
   [[ -d $LITERT_PHOTOS ]] || die "photo folder not found: $LITERT_PHOTOS"
@@ -139,7 +141,6 @@ stage() {
   cp "$HERE/functions/$fn/main.py" "$STAGE/$fn/"
   cp -r "$HERE/common" "$STAGE/$fn/common"
   find "$STAGE/$fn" -name __pycache__ -prune -exec rm -rf {} +
-  rm -f "$STAGE/$fn/common/emulation.py" "$STAGE/$fn/common/cli.py"  # local tooling, not cloud code
   pin "$@" > "$STAGE/$fn/requirements.txt"
 }
 

@@ -50,8 +50,8 @@ def run_child(variant: str, model: str, photos: list[bytes], artifacts: dict[str
         import keras
         from PIL import Image
 
-        from common.jobs import JobSpec
-        from common.matching import match_classes
+        from common.domain.jobs import JobSpec
+        from common.domain.matching import match_classes
 
         build = {"resnet50": keras.applications.ResNet50, "mobilenet_v2": keras.applications.MobileNetV2}[model]
         preprocess_input = {"resnet50": keras.applications.resnet50.preprocess_input,
@@ -66,10 +66,11 @@ def run_child(variant: str, model: str, photos: list[bytes], artifacts: dict[str
 
         classify_batch = None
     else:
-        from common.imaging import decode_image
-        from common.jobs import JobSpec
-        from common.matching import match_classes
-        from common.model import KerasClassifier, LiteRTClassifier
+        from common.inference.decoding import decode_image
+        from common.domain.jobs import JobSpec
+        from common.domain.matching import match_classes
+        from common.inference.keras import KerasClassifier
+        from common.inference.litert import LiteRTClassifier
 
         spec = JobSpec(QUERIES, "bench")
         if variant.startswith("keras"):
@@ -141,7 +142,7 @@ def run_child(variant: str, model: str, photos: list[bytes], artifacts: dict[str
 # --- parent -----------------------------------------------------------------------------------------------------
 
 def build_artifacts(model: str, photos_dir: Path, out: Path) -> dict[str, str]:
-    from common.compile import artifact_path, weights_key
+    from imgclassify.litert_build import artifact_path, weights_key
 
     key = weights_key(model, "none")
     paths = {kind: artifact_path(out, key, kind) for kind in ("fp32", "int8")}

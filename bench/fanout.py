@@ -29,9 +29,10 @@ def main() -> None:
     from google.cloud import pubsub_v1
 
     from common.adapters.gcp import GcsObjectStore, storage_client
-    from common.backends import build_gcp_service
+    from common import bootstrap
     from common.config import Settings
-    from common.emulation import Emulators
+    from common.usecases.create_job import CreateJob
+    from imgclassify.emulation import Emulators
 
     with Emulators() as emulators:
         os.environ.update(emulators.env)
@@ -51,15 +52,17 @@ def main() -> None:
         subscription = subscriber.subscription_path(emulators.project, "fanout-count")
         subscriber.create_subscription(name=subscription, topic=topic)
 
-        service = build_gcp_service(Settings(project=emulators.project, bucket="fanout", topic="fanout"))
+        settings = Settings(project=emulators.project, bucket="fanout", topic="fanout")
+        create_job = CreateJob(store, bootstrap.gcp_job_store(settings), bootstrap.gcp_publisher(settings),
+                               settings.job_defaults)
         # A warm instance: the class index is loaded and the Firestore channel is open (cold start is apart).
-        service.create_job({"classes": ["dog"], "source_prefix": "empty/"})
+        create_job({"classes": ["dog"], "source_prefix": "empty/"})
         started = time.perf_counter()
-        listed = sum(1 for _ in service.objects.list_names("fanout", "all/"))
+        listed = sum(1 for _ in store.list_names("fanout", "all/"))
         list_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        job = service.create_job({"classes": ["dog"]})
+        job = create_job({"classes": ["dog"]})
         create_seconds = time.perf_counter() - started
 
         received = 0

@@ -19,13 +19,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.imaging import decode_image  # noqa: E402
-from common.jobs import HIERARCHY_MIN_SCORE, JobSpec  # noqa: E402
-from common.labels import imagenet_classes  # noqa: E402
+from common.inference.decoding import decode_image  # noqa: E402
+from common.domain.jobs import HIERARCHY_MIN_SCORE, JobSpec  # noqa: E402
+from common.domain.labels import imagenet_classes  # noqa: E402
 from common.logs import send_logs_to_stderr  # noqa: E402
-from common.matching import hierarchy_scores, match_classes  # noqa: E402
-from common.model import ModelConfig, load_classifier  # noqa: E402
-from common.taxonomy import resolve  # noqa: E402
+from common.domain.matching import hierarchy_scores, match_classes  # noqa: E402
+from common.inference.classifier import ModelConfig  # noqa: E402
+from common.inference.loader import load_classifier  # noqa: E402
+from common.domain.taxonomy import resolve  # noqa: E402
 
 QUERIES = ["dog", "cat", "bird", "fish", "snake", "monkey", "truck", "car", "vehicle", "boat", "aircraft", "fruit",
            "food", "furniture", "building", "musical instrument",

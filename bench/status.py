@@ -21,7 +21,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common.emulation import free_port, wait_for_http  # noqa: E402
+from imgclassify.emulation import free_port, wait_for_http  # noqa: E402
 
 TFLITE = REPO.parent / "shared/models/mobilenet_v2/tf2_mobilenet_v2_1.0_224_ptq.tflite"
 

@@ -5,11 +5,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from common.errors import ConfigurationError
-
-MODELS = ("resnet50", "mobilenet_v2")
-RUNTIMES = ("keras", "litert")
-BACKENDS = ("gcp", "local")
+from common.domain.errors import ConfigurationError
+from common.domain.jobs import JobDefaults
+from common.domain.options import Backend, Model, Runtime, parse
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -37,10 +35,10 @@ class Settings:
     project: str = "local-project"
     bucket: str = "images"
     topic: str = "classify-image"
-    backend: str = "gcp"
+    backend: Backend = Backend.GCP
     local_root: str = "."
-    model: str = "resnet50"
-    runtime: str = "keras"
+    model: Model = Model.RESNET50
+    runtime: Runtime = Runtime.KERAS
     # A local path, a gs:// URI, "imagenet" (let Keras download on first use) or "" (none configured).
     weights: str = ""
     jobs_collection: str = "classification_jobs"
@@ -56,14 +54,20 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        try:
+            backend = parse(Backend, env.get("BACKEND", cls.backend), "backend")
+            model = parse(Model, env.get("MODEL", cls.model), "model")
+            runtime = parse(Runtime, env.get("MODEL_RUNTIME", cls.runtime), "runtime")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         settings = cls(
             project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT") or cls.project,
             bucket=env.get("BUCKET", cls.bucket),
             topic=env.get("CLASSIFY_TOPIC", cls.topic),
-            backend=env.get("BACKEND", cls.backend),
+            backend=backend,
             local_root=env.get("LOCAL_ROOT", cls.local_root),
-            model=env.get("MODEL", cls.model),
-            runtime=env.get("MODEL_RUNTIME", cls.runtime),
+            model=model,
+            runtime=runtime,
             weights=env.get("MODEL_WEIGHTS", cls.weights),
             jobs_collection=env.get("JOBS_COLLECTION", cls.jobs_collection),
             counter_shards=_int(env, "COUNTER_SHARDS", cls.counter_shards),
@@ -79,11 +83,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if self.model not in MODELS:
-            raise ConfigurationError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if self.runtime not in RUNTIMES:
-            raise ConfigurationError(f"unknown runtime {self.runtime!r}; choose one of {', '.join(RUNTIMES)}")
-        if self.backend not in BACKENDS:
-            raise ConfigurationError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if not 1 <= self.counter_shards <= 500:
             raise ConfigurationError("COUNTER_SHARDS must be between 1 and 500")
+
+    @property
+    def job_defaults(self) -> JobDefaults:
+        return JobDefaults(bucket=self.bucket, top_k=self.default_top_k, min_score=self.default_min_score,
+                           max_classes=self.max_classes)

@@ -1,6 +1,5 @@
-"""HTTP handling shared by the create_job and job_status functions and the embedded server.
-
-Every response is JSON, errors included: the status code says what kind of problem, `field` says where.
+"""The HTTP layer, shared by the create_job and job_status functions and the embedded server: the only place that
+knows status codes. Every response is JSON, errors included: the status says what kind of problem, `field` where.
 """
 from __future__ import annotations
 
@@ -13,23 +12,53 @@ from typing import Any
 import flask
 from werkzeug.exceptions import HTTPException
 
-from common.errors import (ClientError, ConfigurationError, InvalidRequest, MethodNotAllowed, NotFound,
-                           PayloadTooLarge, TransientError, Unauthorized)
+from common.config import Settings
+from common.domain.errors import (ClientError, ConfigurationError, Conflict, FanOutInterrupted, InvalidRequest,
+                                  NotFound, Overloaded, TransientError)
 from common.logs import get_logger
-from common.service import ClassificationService
 
 log = get_logger("http")
 
-ServiceProvider = Callable[[], ClassificationService]
 JOB_PATH = "/classification-job"
+RETRY_AFTER_TRANSIENT = 5  # seconds: a dependency's 503 usually passes quickly
+RETRY_AFTER_MISCONFIGURED = 60  # an operator must act; do not hammer
+
+CreateJobHandler = Callable[[object], dict[str, Any]]
+JobStatusHandler = Callable[[str], dict[str, Any]]
+Provider = Callable[[], Any]
+
+
+class Unauthorized(ClientError):
+    """No or the wrong service key."""
+
+
+class MethodNotAllowed(ClientError):
+    """The path exists; the method does not."""
+
+
+class PayloadTooLarge(ClientError):
+    """The body is over the configured limit."""
+
+
+# Most specific first: the first class an error is an instance of decides its status.
+STATUS_OF: tuple[tuple[type[ClientError], int], ...] = (
+    (Unauthorized, 401), (NotFound, 404), (MethodNotAllowed, 405), (Conflict, 409), (PayloadTooLarge, 413),
+    (Overloaded, 429), (InvalidRequest, 400), (ClientError, 400))
+
+
+def status_of(exc: ClientError) -> int:
+    return next(status for kind, status in STATUS_OF if isinstance(exc, kind))
 
 
 def json_response(body: dict[str, Any], status: int) -> flask.Response:
     return flask.Response(json.dumps(body), status=status, mimetype="application/json")
 
 
-def error_response(status: int, message: str, **extra: object) -> flask.Response:
-    return json_response({"code": status, "message": message, **extra}, status)
+def error_response(status: int, message: str, retry_after: int | None = None, **extra: object) -> flask.Response:
+    response = json_response({"code": status, "message": message, **extra}, status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def guarded(handler: Callable[..., flask.Response]) -> Callable[..., flask.Response]:
@@ -40,15 +69,24 @@ def guarded(handler: Callable[..., flask.Response]) -> Callable[..., flask.Respo
         try:
             return handler(*args, **kwargs)
         except ClientError as exc:
-            return json_response(exc.to_json(), exc.status)
-        except ConfigurationError as exc:
-            log.error("service misconfigured", extra={"error": str(exc)})
-            return error_response(503, f"service misconfigured: {exc}")
+            status = status_of(exc)
+            response = json_response({"code": status, **exc.to_json()}, status)
+            if isinstance(exc, Overloaded):
+                response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+        except FanOutInterrupted as exc:
+            log.warning("fan-out interrupted", extra={"job_id": exc.job_id, "error": str(exc)})
+            return error_response(503, str(exc), RETRY_AFTER_TRANSIENT, id=exc.job_id, resumable=exc.resumable)
         except TransientError as exc:
             log.warning("dependency unavailable", extra={"error": str(exc)})
-            return error_response(503, f"temporarily unavailable, retry: {exc}")
+            return error_response(503, f"temporarily unavailable, retry: {exc}", RETRY_AFTER_TRANSIENT)
+        except ConfigurationError as exc:
+            log.error("service misconfigured", extra={"error": str(exc)})
+            return error_response(503, f"service misconfigured: {exc}", RETRY_AFTER_MISCONFIGURED)
         except HTTPException as exc:
             return error_response(exc.code or 500, exc.description or exc.name)
+        except RecursionError:
+            return error_response(400, "request body is nested too deeply", field="body")
         except Exception:
             log.exception("unhandled error")
             return error_response(500, "internal error")
@@ -76,26 +114,39 @@ def read_json_body(request: flask.Request, max_bytes: int) -> object:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidRequest("request body must be JSON, e.g. {\"classes\": [\"dog\"]}", field="body") from None
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply", field="body") from None
 
 
-@guarded
-def create_job_response(request: flask.Request, provide: ServiceProvider) -> flask.Response:
-    if request.path.rstrip("/") not in ("", JOB_PATH):
-        raise NotFound(f"no such path {request.path}; POST {JOB_PATH}")
-    if request.method != "POST":
-        raise MethodNotAllowed(f"use POST {JOB_PATH}", field="method")
-    service = provide()
-    check_auth(request, service.settings.service_key)
-    body = read_json_body(request, service.settings.max_body_bytes)
-    view = service.create_job(body)
-    response = json_response(view, 201)
-    response.headers["Location"] = view["status_url"]
+def status_url(settings: Settings, job_id: str) -> str:
+    return f"{settings.status_url_base.rstrip('/')}{JOB_PATH}/{job_id}"
+
+
+def job_response(view: dict[str, Any], status: int, settings: Settings) -> flask.Response:
+    """A job's view as the old service answered it: `code` first, then the fields, then where to poll."""
+    url = status_url(settings, view["id"])
+    response = json_response({"code": status, **view, "status_url": url}, status)
+    if status == 201:
+        response.headers["Location"] = url
     return response
 
 
 @guarded
-def job_status_response(request: flask.Request, provide: ServiceProvider,
-                        job_id: str | None = None) -> flask.Response:
+def create_job_response(request: flask.Request, handler: Callable[[], CreateJobHandler],
+                        settings: Callable[[], Settings]) -> flask.Response:
+    if request.path.rstrip("/") not in ("", JOB_PATH):
+        raise NotFound(f"no such path {request.path}; POST {JOB_PATH}", field="path")
+    if request.method != "POST":
+        raise MethodNotAllowed(f"use POST {JOB_PATH}", field="method")
+    config = settings()
+    check_auth(request, config.service_key)
+    body = read_json_body(request, config.max_body_bytes)
+    return job_response(handler()(body), 201, config)
+
+
+@guarded
+def job_status_response(request: flask.Request, handler: Callable[[], JobStatusHandler],
+                        settings: Callable[[], Settings], job_id: str | None = None) -> flask.Response:
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed(f"use GET {JOB_PATH}/<id>", field="method")
     if job_id is None:
@@ -105,29 +156,31 @@ def job_status_response(request: flask.Request, provide: ServiceProvider,
         elif path in ("", JOB_PATH):
             job_id = request.args.get("id")
         else:
-            raise NotFound(f"no such path {request.path}; GET {JOB_PATH}/<id>")
+            raise NotFound(f"no such path {request.path}; GET {JOB_PATH}/<id>", field="path")
     if not job_id:
         raise InvalidRequest("job id is required: GET /classification-job/<id> or ?id=<id>", field="id")
-    service = provide()
-    check_auth(request, service.settings.service_key)
-    return json_response(service.status(job_id), 200)
+    config = settings()
+    check_auth(request, config.service_key)
+    return job_response(handler()(job_id), 200, config)
 
 
-def create_app(provide: ServiceProvider) -> flask.Flask:
+def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, settings: Settings) -> flask.Flask:
     """The old Flask service's two routes over any backend (used by `imgclassify serve`)."""
     app = flask.Flask("imgclassify")
 
     @app.route(JOB_PATH, methods=["POST"])
     def post_job() -> flask.Response:
-        return create_job_response(flask.request, provide)
+        return create_job_response(flask.request, lambda: create_job, lambda: settings)
 
     @app.route(f"{JOB_PATH}/<path:job_id>", methods=["GET"])
     def get_job(job_id: str) -> flask.Response:
-        return job_status_response(flask.request, provide, job_id)
+        return job_status_response(flask.request, lambda: job_status, lambda: settings, job_id)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> flask.Response:
-        return error_response(exc.code or 500, exc.description or exc.name)
+        field = "method" if exc.code == 405 else "path" if exc.code == 404 else None
+        extra = {"field": field} if field else {}
+        return error_response(exc.code or 500, exc.description or exc.name, **extra)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> flask.Response:

@@ -1,20 +1,28 @@
-"""The three things the service does I/O with. Each has a GCP adapter and a local adapter (common/adapters/)."""
+"""The I/O the use cases need, as small interfaces. Each has a GCP adapter and a local adapter
+(common/adapters/), and tests/test_contract.py runs one suite against fakes and both adapters.
+
+Adapters translate their failures at this boundary: what may pass on retry becomes `TransientError`, what an
+operator must fix becomes `ConfigurationError`; the use cases never see an SDK's exception types.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from common.jobs import Counters, ImageResult, JobRecord
-from common.messages import ClassifyMessage
+from common.domain.jobs import JobRecord
+from common.domain.messages import ClassifyMessage
+from common.domain.results import Counters, ImageResult
 
 
-class ObjectStore(Protocol):
+class ObjectLister(Protocol):
     def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
         """Every object name under prefix, any count (paginated underneath), excluding 'directory' markers."""
         ...
 
+
+class ObjectStore(ObjectLister, Protocol):
     def read(self, bucket: str, name: str) -> bytes:
-        """Raises ObjectMissing when the object does not exist."""
+        """Raises ObjectMissing when the object does not exist, PermanentImageError when it can never be read."""
         ...
 
     def copy(self, bucket: str, source: str, target: str) -> bool:
@@ -25,25 +33,37 @@ class ObjectStore(Protocol):
     def write(self, bucket: str, name: str, data: bytes) -> None: ...
 
 
-class JobStore(Protocol):
-    def create_job(self, job: JobRecord) -> None: ...
-
+class JobReader(Protocol):
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
-    def set_total(self, job_id: str, number_of_files: int) -> None:
-        """Record how many images the job has, once listing is done."""
+    def counters(self, job_id: str) -> Counters: ...
+
+
+class JobWriter(JobReader, Protocol):
+    def create_job(self, job: JobRecord) -> bool:
+        """Record a new job; False (nothing changed) when a job with this id already exists."""
         ...
 
+    def set_total(self, job_id: str, number_of_files: int) -> None:
+        """Record how many images the job has, once listing is done (and clear any error)."""
+        ...
+
+    def mark_failed(self, job_id: str, reason: str) -> None:
+        """Say why the job cannot finish (its fan-out was interrupted)."""
+        ...
+
+    def results(self, job_id: str) -> Iterator[ImageResult]: ...
+
+
+class ResultRecorder(Protocol):
     def has_result(self, job_id: str, name: str) -> bool: ...
 
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         """Store the result and count it, atomically and once: False (and nothing changed) if already recorded."""
         ...
 
-    def counters(self, job_id: str) -> Counters: ...
 
-    def results(self, job_id: str) -> Iterator[ImageResult]: ...
-
+class JobStore(JobWriter, ResultRecorder, Protocol):
     def latest_job_id(self) -> str | None: ...
 
 

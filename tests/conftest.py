@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Settings
-from common.service import ClassificationService
-from tests.fakes import FakeClassifier, ListPublisher, MemoryJobStore, MemoryObjectStore
+from tests.fakes import FakeApp, fake_app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -52,17 +50,13 @@ def photo_folder(tmp_path: Path, shared: Path) -> Path:
 
 
 @pytest.fixture
-def fake_service() -> Iterator[ClassificationService]:
-    classifier = FakeClassifier()
-    service = ClassificationService(Settings(bucket="images"), MemoryObjectStore(), MemoryJobStore(),
-                                    ListPublisher(), classifier=lambda: classifier)
-    service.fake_classifier = classifier  # type: ignore[attr-defined]
-    yield service
+def fake_service() -> FakeApp:
+    return fake_app()
 
 
 @pytest.fixture(scope="session")
 def emulators() -> Iterator[object]:
-    from common.emulation import Emulators
+    from imgclassify.emulation import Emulators
 
     emu = Emulators().start()
     saved = {k: os.environ.get(k) for k in emu.env}
@@ -76,3 +70,22 @@ def emulators() -> Iterator[object]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def litert_mobilenet(shared: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The guarded LiteRT build of the real MobileNetV2 weights, compiled once for the whole run (by the function
+    `imgclassify run` uses on first use) into the run's cache, where every CLI subprocess finds it. 110 photos:
+    enough for the int8 kinds' guard (50 or more), a third of the time of all 309."""
+    from common.domain.options import Model
+    from imgclassify.litert_build import ensure_build
+
+    photos = tmp_path_factory.mktemp("build-photos")
+    for source in sorted((PHOTOS / "imagenet-dev").iterdir())[:110]:
+        shutil.copy(source, photos / source.name)
+    compiled: list[bool] = []
+    artifact = ensure_build(Model.MOBILENET_V2, str(MOBILENET_H5), [photos], model_cache,
+                            on_first_build=lambda: compiled.append(True))
+    assert compiled == [True], "the run's cache must start empty: the build is part of what is tested"
+    assert artifact is not None, "no LiteRT build of MobileNetV2 passed the accuracy guard"
+    return artifact

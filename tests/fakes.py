@@ -10,9 +10,15 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from common.errors import ObjectMissing
-from common.jobs import Counters, ImageResult, JobRecord
-from common.messages import ClassifyMessage
+from common.config import Settings
+from common.domain.errors import ObjectMissing
+from common.domain.jobs import JobRecord
+from common.domain.results import Counters, ImageResult
+from common.domain.messages import ClassifyMessage
+from common.inference.decoding import decode_image
+from common.usecases.classify_image import ClassifyImage
+from common.usecases.create_job import CreateJob, ResumeJob
+from common.usecases.job_status import JobStatus
 
 # Solid-colour test images stand for ImageNet classes: the fake model "sees" the dominant colour.
 COLOUR_LABELS = {"red": 281, "green": 207, "blue": 88}  # tabby, golden retriever, macaw
@@ -74,11 +80,18 @@ class MemoryJobStore:
         self.results_by_job: dict[str, dict[str, ImageResult]] = {}
         self._lock = threading.Lock()
 
-    def create_job(self, job: JobRecord) -> None:
-        self.jobs[job.id] = job
+    def create_job(self, job: JobRecord) -> bool:
+        with self._lock:
+            if job.id in self.jobs:
+                return False
+            self.jobs[job.id] = job
+            return True
 
     def set_total(self, job_id: str, number_of_files: int) -> None:
-        self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], number_of_files=number_of_files)
+        self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], number_of_files=number_of_files, error=None)
+
+    def mark_failed(self, job_id: str, reason: str) -> None:
+        self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], error=reason)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         return self.jobs.get(job_id)
@@ -115,3 +128,29 @@ class ListPublisher:
         batch = list(messages)
         self.messages.extend(batch)
         return len(batch)
+
+
+@dataclasses.dataclass
+class FakeApp:
+    """Every use case over the in-memory fakes, with the fakes at hand for the test to inspect."""
+
+    settings: Settings
+    objects: MemoryObjectStore
+    jobs: MemoryJobStore
+    publisher: ListPublisher
+    classifier: FakeClassifier
+    create_job: CreateJob
+    resume_job: ResumeJob
+    job_status: JobStatus
+    classify_image: ClassifyImage
+
+
+def fake_app(settings: Settings | None = None, objects: MemoryObjectStore | None = None,
+             publisher: ListPublisher | None = None) -> FakeApp:
+    settings = settings or Settings(bucket="images")
+    objects = objects or MemoryObjectStore()
+    jobs, publisher, classifier = MemoryJobStore(), publisher or ListPublisher(), FakeClassifier()
+    return FakeApp(settings, objects, jobs, publisher, classifier,
+                   create_job=CreateJob(objects, jobs, publisher, settings.job_defaults),
+                   resume_job=ResumeJob(objects, jobs, publisher), job_status=JobStatus(jobs),
+                   classify_image=ClassifyImage(objects, jobs, lambda: classifier, decode_image))

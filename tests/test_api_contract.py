@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.emulation import free_port, wait_for_http
+from imgclassify.emulation import free_port, wait_for_http
 from common.http import create_app
 from tests.conftest import MOBILENET_TFLITE
 
@@ -20,7 +20,7 @@ SPEC = yaml.safe_load((REPO / "openapi.yaml").read_text())
 
 
 def test_the_document_describes_exactly_the_served_routes(fake_service):
-    app = create_app(lambda: fake_service)
+    app = create_app(fake_service.create_job, fake_service.job_status, fake_service.settings)
     served = {(re.sub(r"<(?:\w+:)?\w+>", "{id}", rule.rule), method.lower())
               for rule in app.url_map.iter_rules() if rule.endpoint != "static"
               for method in rule.methods - {"HEAD", "OPTIONS"}}
@@ -30,7 +30,7 @@ def test_the_document_describes_exactly_the_served_routes(fake_service):
 
 def test_documented_example_is_accepted(fake_service):
     example = SPEC["paths"]["/classification-job"]["post"]["requestBody"]["content"]["application/json"]["example"]
-    response = create_app(lambda: fake_service).test_client().post("/classification-job", json=example)
+    response = create_app(fake_service.create_job, fake_service.job_status, fake_service.settings).test_client().post("/classification-job", json=example)
     assert response.status_code == 201
     assert set(SPEC["components"]["schemas"]["JobStatus"]["required"]) <= set(response.get_json())
 

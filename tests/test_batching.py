@@ -2,7 +2,7 @@ import threading
 
 import numpy as np
 
-from common.batching import BatchingClassifier
+from common.inference.batching import BatchingClassifier
 
 
 class RecordingClassifier:

@@ -9,17 +9,18 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import requests
 
-from common.emulation import free_port, wait_for_http
-from common.imaging import decode_image
-from common.jobs import JobSpec
-from common.matching import match_classes
-from common.model import ModelConfig, load_classifier
+from imgclassify.cli import main
+from imgclassify.emulation import free_port, wait_for_http
+from common.inference.decoding import decode_image
+from common.domain.jobs import JobSpec
+from common.domain.matching import match_classes
+from common.inference.classifier import ModelConfig
+from common.inference.loader import load_classifier
 from tests.conftest import MOBILENET_H5, MOBILENET_TFLITE
 
 pytestmark = pytest.mark.slow
@@ -29,15 +30,6 @@ CLASSES = ["dogs", "cats", "birds", "food", "people"]
 
 def imgclassify(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
     return subprocess.run([IMGCLASSIFY, *args], capture_output=True, text=True, timeout=600, **kwargs)
-
-
-def model_calls(root: Path) -> Counter[str]:
-    calls: Counter[str] = Counter()
-    for line in (root / ".imgclassify/log.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        if entry["message"] == "model call":
-            calls[entry["object"]] += 1
-    return calls
 
 
 def files_under(root: Path, folder: str) -> set[str]:
@@ -82,7 +74,7 @@ def test_run_prints_a_table_and_rerun_creates_a_new_complete_job(photo_folder):
 
 
 @pytest.fixture
-def many_photos(tmp_path, shared) -> Path:
+def many_photos(tmp_path, shared, litert_mobilenet) -> Path:
     root = tmp_path / "many"
     shutil.copytree(shared / "photos/imagenet-dev", root / "all")
     return root
@@ -127,14 +119,15 @@ def test_interrupted_run_resumes_without_reclassifying(many_photos, sig):
     assert rerun.returncode == 0, rerun.stderr
     view = json.loads(rerun.stdout)
     assert (view["processed"], view["failed"], view["number_of_files"], view["complete"]) == (309, 0, 309, True)
-    calls = model_calls(many_photos)
-    assert len(calls) == 309 and set(calls.values()) == {1}  # every image classified exactly once
+    # Only the images without a result went back to the model: every image classified exactly once.
+    assert view["resumed"] == {"already_done": done_before, "published": 309 - done_before}
     assert view["matches"]["dogs"] == len(files_under(many_photos, "dogs")) >= 30
 
 
 def test_killed_run_completes_exactly_on_rerun(many_photos):
     killed = _start_and_stop_midway(many_photos, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
+    done_before = _results_count(many_photos)
 
     rerun = imgclassify("run", str(many_photos), "--classes", "dogs", "birds", "--model", "mobilenet_v2",
                         "--weights", str(MOBILENET_H5), "--json")
@@ -142,9 +135,8 @@ def test_killed_run_completes_exactly_on_rerun(many_photos):
     assert rerun.returncode == 0, rerun.stderr
     view = json.loads(rerun.stdout)
     assert (view["processed"], view["failed"], view["complete"]) == (309, 0, True)
-    calls = model_calls(many_photos)
-    # Only the images in a worker's hands at the kill can be classified twice; none is counted twice.
-    assert len(calls) == 309 and sum(calls.values()) - 309 <= 2
+    # The images in a worker's hands at the kill had no result yet: they, and only they, are classified again.
+    assert view["resumed"] == {"already_done": done_before, "published": 309 - done_before}
     # Temporary files live in the state folder; none is left among the user's photos.
     assert not [p for p in many_photos.rglob("*partial*") if ".imgclassify" not in p.parts]
 
@@ -210,6 +202,20 @@ def test_status_prints_the_latest_job(photo_folder):
     ("empty", ["--weights", "{h5}"], "all not found"),
     ("photos", ["--model", "vgg16"], "unknown model"),
     ("photos", ["--weights", "/no/such/file.h5"], "weights file not found"),
+    ("photos", ["--workers", "0"], "--workers must be at least 1"),
+])
+def test_cheap_usage_errors_are_one_line_exit_2(tmp_path, capsys, setup, args, message):
+    root = tmp_path / "dir"
+    (root / "all" if setup == "photos" else root).mkdir(parents=True)
+    args = [a.format(h5=MOBILENET_H5) for a in args]
+
+    code = main(["run", str(root), "--classes", "dog", *args])
+
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("imgclassify: error:") and message in err
+
+
+@pytest.mark.parametrize("setup, args, message", [
     ("photos", ["--weights", "{bad}"], "cannot load"),
     ("photos", [], "needs internet"),
 ])
@@ -232,19 +238,12 @@ def test_usage_errors_are_one_line_without_traceback(tmp_path, setup, args, mess
     assert "Traceback" not in result.stderr
 
 
-def test_status_without_jobs_is_a_usage_error(tmp_path):
-    result = imgclassify("status", str(tmp_path))
-    assert result.returncode == 2 and "no jobs" in result.stderr
+def test_status_without_jobs_is_a_usage_error(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2 and "no jobs" in capsys.readouterr().err
 
 
-def test_default_runtime_compiles_once_and_uses_a_guarded_litert_build(many_photos, tmp_path):
-    model_cache = tmp_path / "cache"
-    env = {**os.environ, "IMGCLASSIFY_CACHE": str(model_cache)}
-    args = ("run", str(many_photos), "--classes", "dogs", "--model", "mobilenet_v2", "--weights", str(MOBILENET_H5),
-            "--json")
-    first = imgclassify(*args, env=env)
-    assert first.returncode == 0, first.stderr
-    sidecars = {p.name: json.loads(p.read_text()) for p in model_cache.glob("mobilenet_v2-*.json")}
+def test_default_runtime_uses_the_guarded_litert_build_compiled_on_first_use(many_photos, litert_mobilenet):
+    sidecars = {p.name: json.loads(p.read_text()) for p in litert_mobilenet.parent.glob("mobilenet_v2-*.json")}
     assert any(name.endswith("-fp32.json") for name in sidecars)
     for sidecar in sidecars.values():
         guard = sidecar["guard"]
@@ -252,10 +251,11 @@ def test_default_runtime_compiles_once_and_uses_a_guarded_litert_build(many_phot
             guard["top1_agreement"] >= 0.98 and guard["decision_agreement"] >= 0.99)
     accepted = {s["kind"] for s in sidecars.values() if s["accepted"]}
     chosen = next(kind for kind in ("int8", "int8-mixed", "fp32") if kind in accepted)
-    loaded = [json.loads(line)["model"] for line in (many_photos / ".imgclassify/log.jsonl").read_text().splitlines()
-              if json.loads(line)["message"] == "model loaded"]
-    assert loaded[-1].startswith("litert:mobilenet_v2:") and loaded[-1].endswith(f"-{chosen}.tflite")
 
-    second = imgclassify(*args, env=env)
-    assert second.returncode == 0 and "compiling" not in second.stderr and "compiling" in first.stderr
-    assert json.loads(second.stdout)["processed"] == 309
+    run = imgclassify("run", str(many_photos), "--classes", "dogs", "--model", "mobilenet_v2", "--weights",
+                      str(MOBILENET_H5), "--json")
+
+    assert run.returncode == 0 and "compiling" not in run.stderr, run.stderr
+    view = json.loads(run.stdout)
+    assert view["model"] == f"litert:mobilenet_v2:{litert_mobilenet.name}"
+    assert litert_mobilenet.name.endswith(f"-{chosen}.tflite") and view["processed"] == 309

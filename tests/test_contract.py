@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from common.errors import ObjectMissing
-from common.jobs import ImageResult, JobRecord, JobSpec, Label, new_job_id
-from common.messages import ClassifyMessage
+from common.domain.errors import ObjectMissing
+from common.domain.jobs import JobRecord, JobSpec, new_job_id
+from common.domain.results import ImageResult, Label
+from common.domain.messages import ClassifyMessage
 from tests.fakes import ListPublisher, MemoryJobStore, MemoryObjectStore
 
 BACKENDS = ["memory", "local", pytest.param("gcp", marks=pytest.mark.emulator)]
@@ -173,16 +174,34 @@ def _job(total: int = 3) -> JobRecord:
 
 
 def test_jobs_round_trip_and_unknown_ids_are_none(job_store):
-    job = _job()
-    job_store.create_job(job)
+    job = JobRecord(new_job_id("req-1"), JobSpec(("dog",), "images"), 3, "2026-11-27T00:00:00.000+00:00",
+                    request_id="req-1")
+    assert job_store.create_job(job) is True
     assert job_store.get_job(job.id) == job
     assert job_store.get_job(new_job_id()) is None
+
+
+def test_creating_a_job_that_exists_changes_nothing(job_store):
+    job = _job()
+    assert job_store.create_job(job) is True
+    assert job_store.create_job(JobRecord(job.id, JobSpec(("cat",), "images"), None, job.created_at)) is False
+    assert job_store.get_job(job.id) == job
+
+
+def test_a_failure_is_recorded_and_cleared_when_the_total_is_set(job_store):
+    job = JobRecord(new_job_id(), JobSpec(("dog",), "images"), None, "2026-11-27T00:00:00.000+00:00")
+    job_store.create_job(job)
+    job_store.mark_failed(job.id, "fan-out interrupted")
+    assert job_store.get_job(job.id).error == "fan-out interrupted"
+    job_store.set_total(job.id, 7)
+    assert (job_store.get_job(job.id).error, job_store.get_job(job.id).number_of_files) == (None, 7)
 
 
 def test_a_result_is_counted_exactly_once(job_store):
     job = _job()
     job_store.create_job(job)
-    result = ImageResult("all/a.jpg", True, ("dog", "musical instrument"), (Label(207, "golden retriever", 0.9),))
+    result = ImageResult("all/a.jpg", True, ("dog", "musical instrument"), (Label(207, "golden retriever", 0.9),),
+                         copies=("dog/a.jpg", "musical instrument/a.jpg"))
 
     assert job_store.record_result(job.id, result) is True
     assert job_store.record_result(job.id, result) is False

@@ -69,7 +69,7 @@ HOSTILE_IDS = [
 
 @pytest.fixture
 def http(fake_service):
-    return create_app(lambda: fake_service).test_client()
+    return create_app(fake_service.create_job, fake_service.job_status, fake_service.settings).test_client()
 
 
 @pytest.mark.parametrize("case, body, status, field", HOSTILE_BODIES, ids=[c[0] for c in HOSTILE_BODIES])

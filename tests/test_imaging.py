@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.errors import PermanentImageError
-from common.imaging import decode_image
+from common.domain.errors import PermanentImageError
+from common.inference.decoding import decode_image
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

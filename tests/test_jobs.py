@@ -1,14 +1,17 @@
 import pytest
 
-from common.errors import InvalidRequest
-from common.jobs import (HIERARCHY_MIN_SCORE, Counters, JobRecord, JobSpec, check_job_id, new_job_id, parse_job_request, shard_for,
-                         status_view, target_name)
+from common.domain.errors import InvalidRequest
+from datetime import datetime
 
-DEFAULTS = dict(default_bucket="images", default_top_k=5, default_min_score=None, max_classes=32)
+from common.domain.jobs import (HIERARCHY_MIN_SCORE, JobDefaults, JobRecord, JobSpec, check_job_id, new_job_id,
+                                parse_job_request, shard_for, status_view, target_name)
+from common.domain.results import Counters
+
+DEFAULTS = JobDefaults(bucket="images")
 
 
 def parse(body):
-    return parse_job_request(body, **DEFAULTS)
+    return parse_job_request(body, DEFAULTS).spec
 
 
 def test_minimal_request_gets_defaults():
@@ -56,7 +59,7 @@ def test_invalid_requests_name_the_field(body, field):
     with pytest.raises(InvalidRequest) as caught:
         parse(body)
     assert caught.value.field == field
-    assert caught.value.to_json()["code"] == 400
+    assert caught.value.to_json()["field"] == field
 
 
 def test_job_ids_are_random_uuid_hex_and_validated():
@@ -101,11 +104,39 @@ def test_empty_job_is_complete_at_once():
 def test_min_score_defaults_follow_the_match_rule():
     assert parse({"classes": ["dog"], "match": "substring"}).min_score == 0.0
     assert parse({"classes": ["dog"], "match": "label"}).min_score == 0.0
-    assert parse_job_request({"classes": ["dog"]}, **{**DEFAULTS, "default_min_score": 0.5}).min_score == 0.5
+    assert parse_job_request({"classes": ["dog"]}, JobDefaults("images", min_score=0.5)).spec.min_score == 0.5
     assert parse({"classes": ["dog"], "min_score": 0.7}).min_score == 0.7
 
 
 def test_a_job_still_listing_is_not_complete():
-    job = JobRecord("a" * 32, JobSpec(("dog",), "images"), None, "2026-01-01T00:00:00Z")
-    view = status_view(job, Counters(processed=3))
+    job = JobRecord("a" * 32, JobSpec(("dog",), "images"), None, "2026-01-01T00:00:00+00:00")
+    view = status_view(job, Counters(processed=3), now=datetime.fromisoformat("2026-01-01T00:01:00+00:00"))
     assert (view["complete"], view["percentage"], view["state"], view["number_of_files"]) == (False, 0, "listing", 3)
+
+
+def test_a_listing_abandoned_past_the_deadline_says_it_failed_and_how_to_resume():
+    job = JobRecord("a" * 32, JobSpec(("dog",), "images"), None, "2026-01-01T00:00:00+00:00", request_id="r1")
+    view = status_view(job, Counters(processed=3), now=datetime.fromisoformat("2026-01-01T01:00:00+00:00"))
+    assert (view["state"], view["complete"]) == ("failed", False) and "same request_id" in view["error"]
+
+
+def test_a_job_whose_fan_out_was_interrupted_is_failed_with_its_reason_not_complete():
+    job = JobRecord("a" * 32, JobSpec(("dog",), "images"), None, "2026-01-01T00:00:00+00:00",
+                    error="fan-out interrupted")
+    view = status_view(job, Counters())
+    assert (view["state"], view["complete"], view["error"]) == ("failed", False, "fan-out interrupted")
+
+
+def test_request_ids_name_one_job_and_are_validated():
+    assert new_job_id("client-42") == new_job_id("client-42") != new_job_id("client-43")
+    assert check_job_id(new_job_id("client-42"))
+    assert parse_job_request({"classes": ["dog"], "request_id": "a.b:c-1_2"}, DEFAULTS).request_id == "a.b:c-1_2"
+    for bad in ("", "x" * 129, "has space", 7, "new\nline"):
+        with pytest.raises(InvalidRequest) as error:
+            parse_job_request({"classes": ["dog"], "request_id": bad}, DEFAULTS)
+        assert error.value.field == "request_id"
+
+
+def test_a_job_id_with_a_trailing_newline_is_rejected():
+    with pytest.raises(InvalidRequest):
+        check_job_id("a" * 32 + "\n")

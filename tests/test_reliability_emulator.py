@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from common.faults import EXIT_CODE
-from tests.conftest import MOBILENET_TFLITE
+from tests.conftest import MOBILENET_TFLITE, REPO_ROOT
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 PHOTOS = ["cat.bmp", "pets.jpg", "parrot.jpg", "hot_dog.jpg", "imprinting_dog_test_0.bmp", "bird.bmp"]
@@ -19,18 +18,20 @@ PHOTOS = ["cat.bmp", "pets.jpg", "parrot.jpg", "hot_dog.jpg", "imprinting_dog_te
 
 @pytest.fixture(scope="module")
 def crashing_stack(emulators, shared, tmp_path_factory):
-    from common.emulation import LocalStack
+    from imgclassify.emulation import LocalStack
 
     crash_dir = tmp_path_factory.mktemp("crashes")
+    observed = tmp_path_factory.mktemp("observed")
     stack = LocalStack(emulators, bucket="crash-bucket", topic="classify-crash", subscription="classify-crash-push",
-                       ack_deadline=10,
+                       ack_deadline=10, sources={"classify_image": str(REPO_ROOT / "tests/targets/classify_image.py")},
                        function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(MOBILENET_TFLITE),
                                      "IMGCLASSIFY_CRASH": "after_copy,after_count",
-                                     "IMGCLASSIFY_CRASH_DIR": str(crash_dir),
+                                     "IMGCLASSIFY_CRASH_DIR": str(crash_dir), "OBSERVE_DIR": str(observed),
                                      # One request per worker: a crash then kills only the image it is about.
                                      "THREADS": "1"})
     stack.start()
     stack.crash_dir = crash_dir
+    stack.observed = observed
     yield stack
     stack.stop()
 
@@ -50,25 +51,20 @@ def test_killed_after_copy_and_after_count_the_job_still_completes_exactly(crash
         time.sleep(0.5)
 
     # Each image's third delivery finds the result its second delivery recorded (that one died before the ack).
-    def entries() -> list[dict]:
-        text = Path(crashing_stack.functions["classify_image"].log_path).read_text(errors="replace")
-        return [e for e in (json.loads(line) for line in text.splitlines() if line.startswith("{"))
-                if e.get("job_id") == job["id"]]
+    def events() -> list[dict]:
+        path = crashing_stack.observed / "events.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
-    while sum(e["message"] == "duplicate delivery ignored" for e in entries()) < len(PHOTOS):
+    while sum(e.get("job_id") == job["id"] and e.get("outcome") == "duplicate" for e in events()) < len(PHOTOS):
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    log = Path(crashing_stack.functions["classify_image"].log_path).read_text(errors="replace")
-    mine = entries()
     # Every image crashed its instance twice: once after copying, once after counting.
     assert len(list(crashing_stack.crash_dir.iterdir())) == 2 * len(PHOTOS)
     assert (status["processed"], status["failed"], status["number_of_files"]) == (len(PHOTOS), 0, len(PHOTOS))
     copies = {n for c in ("dogs", "cats", "birds", "food") for n in store.list_names(crashing_stack.bucket, c + "/")}
     assert sum(status["matches"].values()) == len(copies)
-    # The first attempt made the copies; no redelivery made one again. (A crash also kills the other requests
-    # in flight in that worker, so some attempts die before they log: logs can only undercount copies.)
-    made = [t for e in mine if e["message"] == "copies made" for t in e["targets"]]
-    assert len(made) == len(set(made)) and set(made) <= copies
+    # The first attempt made the copies; no redelivery made one again.
+    made = [e["target"] for e in events() if e["kind"] == "copy_written"]
+    assert len(made) == len(set(made)) and set(made) == copies
     assert all(store.read(crashing_stack.bucket, c) == store.read(crashing_stack.bucket, "all/" + c.split("/", 1)[1])
                for c in copies)
-    assert log.count(f"exited with code {EXIT_CODE}") >= len(PHOTOS)  # gunicorn saw its workers die

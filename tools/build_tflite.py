@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.compile import (KINDS, artifact_path, build_artifacts, decode_photos, disjoint_halves,  # noqa: E402
+from imgclassify.litert_build import (KINDS, artifact_path, build_artifacts, decode_photos, disjoint_halves,  # noqa: E402
                             weights_key)
 from common.logs import send_logs_to_stderr  # noqa: E402
 

@@ -3,16 +3,56 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import functools
 import os
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
+import requests
 from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exceptions
 from google.cloud import firestore, pubsub_v1, storage
 
-from common.errors import ObjectMissing, PublishError
-from common.jobs import Counters, ImageResult, JobRecord, JobSpec, result_key, shard_for
-from common.messages import ClassifyMessage
+from common.domain.errors import ConfigurationError, ObjectMissing, PublishError, TransientError
+from common.domain.jobs import JobRecord, JobSpec, result_key, shard_for
+from common.domain.messages import ClassifyMessage
+from common.domain.results import Counters, ImageResult
+
+# The retry policy at the cloud boundary: Google's retryable API errors (and dropped connections) may pass, so they
+# become TransientError; a denied permission is an operator's to fix, so it becomes ConfigurationError. Everything
+# else (NotFound, Conflict, precondition failures) is handled where it means something, or is a bug.
+RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.DeadlineExceeded, gexc.TooManyRequests,
+             gexc.Aborted, gexc.GatewayTimeout, gexc.BadGateway, gexc.RetryError, gexc.ResourceExhausted,
+             auth_exceptions.TransportError, requests.ConnectionError, requests.Timeout, ConnectionError,
+             TimeoutError, concurrent.futures.TimeoutError)
+DENIED = (gexc.PermissionDenied, gexc.Forbidden, gexc.Unauthenticated, gexc.Unauthorized,
+          auth_exceptions.DefaultCredentialsError, auth_exceptions.RefreshError)
+
+Result = TypeVar("Result")
+
+
+@contextlib.contextmanager
+def cloud_errors(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except RETRYABLE as exc:
+        raise TransientError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+    except DENIED as exc:
+        raise ConfigurationError(f"{operation}: permission denied ({exc}); grant the service's account the "
+                                 "roles in the README's deployment section") from exc
+
+
+def translated(operation: str) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    def decorate(method: Callable[..., Result]) -> Callable[..., Result]:
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> Result:
+            with cloud_errors(operation):
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def storage_client(project: str) -> storage.Client:
@@ -34,6 +74,10 @@ class GcsObjectStore:
                                                               fields="items(name),nextPageToken")]
 
     def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
+        with cloud_errors("listing gs://" + bucket + "/" + prefix):
+            yield from self._list_names(bucket, prefix)
+
+    def _list_names(self, bucket: str, prefix: str) -> Iterator[str]:
         # One level with a delimiter, then each "sub-folder" listed in parallel: listing is a chain of page
         # requests, and chains for disjoint prefixes run side by side (5x faster on 10 sub-folders of 1,000).
         top = self._client.list_blobs(bucket, prefix=prefix, delimiter="/", page_size=1000,
@@ -46,12 +90,14 @@ class GcsObjectStore:
             for names in pool.map(lambda sub: self._list_flat(bucket, sub), subfolders):
                 yield from names
 
+    @translated("reading an object")
     def read(self, bucket: str, name: str) -> bytes:
         try:
             return self._client.bucket(bucket).blob(name).download_as_bytes()
         except gexc.NotFound:
             raise ObjectMissing(name) from None
 
+    @translated("copying an object")
     def copy(self, bucket: str, source: str, target: str) -> bool:
         handle = self._client.bucket(bucket)
         original = handle.get_blob(source)
@@ -70,6 +116,7 @@ class GcsObjectStore:
             raise ObjectMissing(source) from None
         return True
 
+    @translated("writing an object")
     def write(self, bucket: str, name: str, data: bytes) -> None:
         self._client.bucket(bucket).blob(name).upload_from_string(data)
 
@@ -85,27 +132,41 @@ class FirestoreJobStore:
         self._jobs = client.collection(collection)
         self._shards = shards
 
-    def create_job(self, job: JobRecord) -> None:
-        self._jobs.document(job.id).create({"spec": job.spec.to_dict(), "number_of_files": job.number_of_files,
-                                            "created_at": job.created_at, "counter_shards": self._shards})
+    @translated("creating a job")
+    def create_job(self, job: JobRecord) -> bool:
+        try:
+            self._jobs.document(job.id).create({
+                "spec": job.spec.to_dict(), "number_of_files": job.number_of_files, "created_at": job.created_at,
+                "counter_shards": self._shards, "request_id": job.request_id, "error": job.error})
+        except (gexc.Conflict, gexc.AlreadyExists):
+            return False
+        return True
 
+    @translated("recording a job's total")
     def set_total(self, job_id: str, number_of_files: int) -> None:
-        self._jobs.document(job_id).update({"number_of_files": number_of_files})
+        self._jobs.document(job_id).update({"number_of_files": number_of_files, "error": None})
 
+    @translated("recording a job's failure")
+    def mark_failed(self, job_id: str, reason: str) -> None:
+        self._jobs.document(job_id).update({"error": reason})
+
+    @translated("reading a job")
     def get_job(self, job_id: str) -> JobRecord | None:
         snapshot = self._jobs.document(job_id).get()
         if not snapshot.exists:
             return None
         data = snapshot.to_dict() or {}
         return JobRecord(id=job_id, spec=JobSpec.from_dict(data["spec"]), number_of_files=data["number_of_files"],
-                         created_at=data["created_at"])
+                         created_at=data["created_at"], request_id=data.get("request_id"), error=data.get("error"))
 
     def _result_ref(self, job_id: str, name: str) -> Any:
         return self._jobs.document(job_id).collection("results").document(result_key(name))
 
+    @translated("reading a result")
     def has_result(self, job_id: str, name: str) -> bool:
         return self._result_ref(job_id, name).get().exists
 
+    @translated("recording a result")
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         shard = self._jobs.document(job_id).collection("counter_shards").document(
             str(shard_for(result.name, self._shards)))
@@ -126,6 +187,7 @@ class FirestoreJobStore:
             return False
         return True
 
+    @translated("reading a job's counters")
     def counters(self, job_id: str) -> Counters:
         total = Counters()
         for snapshot in self._jobs.document(job_id).collection("counter_shards").stream():
@@ -136,9 +198,12 @@ class FirestoreJobStore:
         return total
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
-        for snapshot in self._jobs.document(job_id).collection("results").stream():
+        with cloud_errors("reading a job's results"):
+            snapshots = list(self._jobs.document(job_id).collection("results").stream())
+        for snapshot in snapshots:
             yield ImageResult.from_dict(snapshot.to_dict() or {})
 
+    @translated("finding the latest job")
     def latest_job_id(self) -> str | None:
         query = self._jobs.order_by("created_at", direction=firestore.Query.DESCENDING).limit(1)
         for snapshot in query.stream():
@@ -159,10 +224,14 @@ class PubSubPublisher:
         return pubsub_v1.PublisherClient(batch_settings=batch)
 
     def publish_all(self, messages: Iterable[ClassifyMessage]) -> int:
-        futures = [self._client.publish(self._topic, m.to_bytes(), job_id=m.job_id) for m in messages]
+        with cloud_errors("publishing"):
+            futures = [self._client.publish(self._topic, m.to_bytes(), job_id=m.job_id) for m in messages]
         done, not_done = concurrent.futures.wait(futures, timeout=self._timeout)
         failures = [f.exception() for f in done if f.exception() is not None]
         if failures or not_done:
-            raise PublishError(f"{len(failures) + len(not_done)} of {len(futures)} messages were not published: "
-                               f"{failures[0] if failures else 'timed out'}")
+            summary = (f"{len(failures) + len(not_done)} of {len(futures)} messages were not published: "
+                       f"{failures[0] if failures else 'timed out'}")
+            if any(isinstance(failure, DENIED) for failure in failures):
+                raise ConfigurationError(f"{summary}; grant the service's account roles/pubsub.publisher")
+            raise PublishError(summary)
         return len(futures)

@@ -1,6 +1,8 @@
 """Embedded adapters: a folder is the bucket, SQLite is the job store, a thread pool is the queue."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sqlite3
@@ -11,14 +13,40 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from common.errors import ObjectMissing, TransientError
-from common.jobs import Counters, ImageResult, JobRecord, JobSpec
+from common.domain.errors import ObjectMissing, PermanentImageError, TransientError
+from common.domain.jobs import JobRecord, JobSpec
+from common.domain.messages import ClassifyMessage
+from common.domain.results import Counters, ImageResult
 from common.logs import get_logger
-from common.messages import ClassifyMessage
 
 log = get_logger("local")
 
 STATE_DIR = ".imgclassify"
+# The local equivalents of a cloud 503: the disk or the database is busy or full for now.
+TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ENOSPC, errno.EDQUOT, errno.EMFILE,
+                              errno.ENFILE, errno.ETIMEDOUT, errno.ESTALE, errno.ENOMEM})
+
+
+@contextlib.contextmanager
+def file_errors(operation: str, name: str) -> Iterator[None]:
+    """The retry policy at the folder boundary: busy/full becomes TransientError, a missing file ObjectMissing,
+    anything else about this file (permissions, a loop, an undecodable name) its permanent failure."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ObjectMissing(name) from None
+    except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise TransientError(f"{operation} {name}: {exc.strerror}") from exc
+        raise PermanentImageError(f"{operation} {name}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def database_errors(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:  # locked or busy past the timeout: may pass
+        raise TransientError(f"{operation}: {exc}") from exc
 
 
 class FolderObjectStore:
@@ -54,21 +82,23 @@ class FolderObjectStore:
                 yield Path(directory, file).relative_to(self.root).as_posix()
 
     def read(self, bucket: str, name: str) -> bytes:
-        try:
+        with file_errors("cannot read", name):
             return self._path(name).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            raise ObjectMissing(name) from None
 
     def copy(self, bucket: str, source: str, target: str) -> bool:
         data = self.read(bucket, source)
         path = self._path(target)
-        with self._copy_lock:
+        with self._copy_lock, file_errors("cannot copy to", target):
             if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
                 return False
-            self.write(bucket, target, data)
+            self._write(target, data)
         return True
 
     def write(self, bucket: str, name: str, data: bytes) -> None:
+        with file_errors("cannot write", name):
+            self._write(name, data)
+
+    def _write(self, name: str, data: bytes) -> None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="partial-")
@@ -83,7 +113,8 @@ class FolderObjectStore:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, spec TEXT NOT NULL, number_of_files INTEGER, created_at TEXT NOT NULL);
+    id TEXT PRIMARY KEY, spec TEXT NOT NULL, number_of_files INTEGER, created_at TEXT NOT NULL,
+    request_id TEXT, error TEXT);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT NOT NULL, name TEXT NOT NULL, ok INTEGER NOT NULL, payload TEXT NOT NULL,
     PRIMARY KEY (job_id, name));
@@ -102,41 +133,53 @@ class SqliteJobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for column in ("request_id", "error"):  # databases written before these columns existed
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def create_job(self, job: JobRecord) -> None:
-        with self._lock:
-            self._db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?)",
-                             (job.id, json.dumps(job.spec.to_dict()), job.number_of_files, job.created_at))
+    def create_job(self, job: JobRecord) -> bool:
+        with self._lock, database_errors("recording a job"):
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO jobs (id, spec, number_of_files, created_at, request_id, error) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (job.id, json.dumps(job.spec.to_dict()), job.number_of_files,
+                                              job.created_at, job.request_id, job.error))
+            return cursor.rowcount == 1
 
     def set_total(self, job_id: str, number_of_files: int) -> None:
-        with self._lock:
-            self._db.execute("UPDATE jobs SET number_of_files = ? WHERE id = ?", (number_of_files, job_id))
+        with self._lock, database_errors("recording a job's total"):
+            self._db.execute("UPDATE jobs SET number_of_files = ?, error = NULL WHERE id = ?",
+                             (number_of_files, job_id))
+
+    def mark_failed(self, job_id: str, reason: str) -> None:
+        with self._lock, database_errors("recording a job's failure"):
+            self._db.execute("UPDATE jobs SET error = ? WHERE id = ?", (reason, job_id))
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT spec, number_of_files, created_at FROM jobs WHERE id = ?",
-                                   (job_id,)).fetchone()
+        with self._lock, database_errors("reading a job"):
+            row = self._db.execute("SELECT spec, number_of_files, created_at, request_id, error FROM jobs "
+                                   "WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             return None
-        return JobRecord(job_id, JobSpec.from_dict(json.loads(row[0])), row[1], row[2])
+        return JobRecord(job_id, JobSpec.from_dict(json.loads(row[0])), row[1], row[2], row[3], row[4])
 
     def has_result(self, job_id: str, name: str) -> bool:
-        with self._lock:
+        with self._lock, database_errors("reading a result"):
             return self._db.execute("SELECT 1 FROM results WHERE job_id = ? AND name = ?",
                                     (job_id, name)).fetchone() is not None
 
     def record_result(self, job_id: str, result: ImageResult) -> bool:
-        with self._lock:
+        with self._lock, database_errors("recording a result"):
             cursor = self._db.execute("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
                                       (job_id, result.name, int(result.ok), json.dumps(result.to_dict())))
             return cursor.rowcount == 1
 
     def counters(self, job_id: str) -> Counters:
-        with self._lock:
+        with self._lock, database_errors("reading a job's counters"):
             processed, failed, unmatched = self._db.execute(
                 "SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0), "
                 "COALESCE(SUM(ok AND json_array_length(payload, '$.matched') = 0), 0) "
@@ -147,21 +190,22 @@ class SqliteJobStore:
         return Counters(int(processed), int(failed), {name: int(count) for name, count in rows}, int(unmatched))
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
-        with self._lock:
+        with self._lock, database_errors("reading a job's results"):
             rows = self._db.execute("SELECT payload FROM results WHERE job_id = ? ORDER BY name",
                                     (job_id,)).fetchall()
         for (payload,) in rows:
             yield ImageResult.from_dict(json.loads(payload))
 
     def latest_job_id(self) -> str | None:
-        with self._lock:
+        with self._lock, database_errors("finding the latest job"):
             row = self._db.execute("SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
         return row[0] if row else None
 
 
 class InProcessQueue:
     """Pub/Sub's contract in one process: at-least-once delivery to a handler, retried with backoff on
-    TransientError (and unexpected errors), like a push subscription retries a failing function."""
+    TransientError, like a push subscription retries a failing function. The handler decides what is transient
+    (the classify_image use case raises nothing else but ConfigurationError); anything else is dead-lettered."""
 
     def __init__(self, workers: int = 2, max_attempts: int = 5, backoff: float = 0.2) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="classify")
@@ -181,14 +225,14 @@ class InProcessQueue:
             try:
                 self._handler(message)
                 return
-            except (TransientError, OSError, sqlite3.OperationalError) as exc:
+            except TransientError as exc:
                 if attempt == self._max_attempts:
                     log.error("message dead-lettered", extra={"job_id": message.job_id, "object": message.name,
                                                               "error": str(exc)})
                     self.dead_letters.append((message, str(exc)))
                     return
                 time.sleep(self._backoff * 2 ** (attempt - 1))
-            except Exception as exc:  # a bug, not a passing fault: retrying cannot help
+            except Exception as exc:  # misconfigured, or a bug: retrying cannot help
                 log.exception("message handler failed", extra={"job_id": message.job_id, "object": message.name})
                 self.dead_letters.append((message, repr(exc)))
                 return

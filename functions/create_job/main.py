@@ -2,10 +2,10 @@
 import functions_framework
 import flask
 
-from common.backends import service_from_env
+from common import bootstrap
 from common.http import create_job_response
 
 
 @functions_framework.http
 def create_job(request: flask.Request) -> flask.Response:
-    return create_job_response(request, service_from_env)
+    return create_job_response(request, bootstrap.create_job_handler, bootstrap.settings)

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import BadMessage
-from common.jobs import MATCH_MODES, JobSpec
+from common.domain.errors import BadMessage
+from common.domain.jobs import JobSpec
+from common.domain.options import MatchMode, choices
 
 SCHEMA_VERSION = 1
 PUBSUB_MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
@@ -29,7 +30,7 @@ class ClassifyMessage:
     def from_bytes(cls, data: bytes) -> ClassifyMessage:
         try:
             body = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise BadMessage(f"message data is not JSON: {exc}") from None
         return cls.from_dict(body)
 
@@ -40,23 +41,24 @@ class ClassifyMessage:
         if body.get("v") != SCHEMA_VERSION:
             raise BadMessage(f"unsupported message schema version {body.get('v')!r}")
         try:
-            job_id, name = body["job_id"], body["name"]
-            classes = body["classes"]
-            spec = JobSpec(classes=tuple(classes), bucket=body["bucket"], source_prefix=body["source_prefix"],
-                           top_k=body["top_k"], min_score=body["min_score"], match=body.get("match", "hierarchy"))
+            job_id, name, classes = body["job_id"], body["name"], body["classes"]
+            bucket, prefix, top_k, min_score = body["bucket"], body["source_prefix"], body["top_k"], body["min_score"]
         except (KeyError, TypeError) as exc:
-            raise BadMessage(f"message is missing or mistypes a field: {exc}") from None
+            raise BadMessage(f"message is missing a field: {exc}") from None
+        match = body.get("match", MatchMode.HIERARCHY.value)
         checks = [
             isinstance(job_id, str) and bool(job_id),
             isinstance(name, str) and bool(name),
             isinstance(classes, list) and all(isinstance(c, str) and c for c in classes),
-            isinstance(spec.bucket, str) and isinstance(spec.source_prefix, str),
-            isinstance(spec.top_k, int) and not isinstance(spec.top_k, bool) and spec.top_k > 0,
-            isinstance(spec.min_score, (int, float)) and not isinstance(spec.min_score, bool),
-            spec.match in MATCH_MODES,
+            isinstance(bucket, str) and isinstance(prefix, str),
+            isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0,
+            isinstance(min_score, (int, float)) and not isinstance(min_score, bool),
+            isinstance(match, str) and match in choices(MatchMode),
         ]
         if not all(checks):
             raise BadMessage("message fields have the wrong types")
+        spec = JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=prefix, top_k=top_k,
+                       min_score=float(min_score), match=MatchMode(match))
         return cls(job_id=job_id, name=name, spec=spec)
 
 

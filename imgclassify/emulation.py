@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.errors import ConfigurationError
+from common.domain.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SDK_ROOT = Path(os.environ.get("CLOUDSDK_ROOT", "/usr/lib/google-cloud-sdk"))
@@ -169,6 +169,8 @@ class LocalStack:
     subscription: str = "classify-image-push"
     ack_deadline: int = 60
     function_env: dict[str, str] = field(default_factory=dict)
+    # A function's source file, when not the real one (tests serve a wrapped classify_image from tests/targets/).
+    sources: dict[str, str] = field(default_factory=dict)
     gateway_port: int = 0
     functions: dict[str, ManagedProcess] = field(default_factory=dict)
     function_ports: dict[str, int] = field(default_factory=dict)
@@ -191,6 +193,7 @@ class LocalStack:
         framework = str(Path(sys.executable).with_name("functions-framework"))
         try:
             for name, (signature, source) in FUNCTIONS.items():
+                source = self.sources.get(name, source)
                 port = free_port()
                 self.function_ports[name] = port
                 self.functions[name] = spawn(name, [
@@ -324,7 +327,7 @@ def gateway_app(create_job_url: str, job_status_url: str):  # type: ignore[no-un
 
 
 if __name__ == "__main__":
-    # `python -m common.emulation`: fail loudly when an emulator the tests need is not installed.
+    # `python -m imgclassify.emulation`: fail loudly when an emulator the tests need is not installed.
     absent = check_emulator_binaries()
     if absent:
         print("missing emulator binaries: " + ", ".join(absent), file=sys.stderr)

@@ -11,9 +11,11 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
-
-from common.errors import InvalidRequest
+from common.domain.errors import InvalidRequest
+from common.domain.labels import imagenet_classes
+from common.domain.options import MatchMode
 
 WEAK_CLASS_LIMIT = 5  # fewer ImageNet classes than this under a query: warn the user
 _SYNSET_NAME = re.compile(r"^[a-z0-9_'.-]+\.n\.\d{2}$")
@@ -105,8 +107,6 @@ class Taxonomy:
             warning = f"{query!r} is a WordNet noun but no ImageNet class descends from it: it will match nothing"
         elif len(classes) < WEAK_CLASS_LIMIT and not set(nodes) <= self._is_imagenet_class:
             # A query naming an ImageNet class itself ("tabby") is precise, not weak.
-            from common.labels import imagenet_classes
-
             labels = ", ".join(imagenet_classes()[i].name for i in sorted(classes))
             warning = f"{query!r} ({', '.join(names)}) covers only {len(classes)} ImageNet classes: {labels}"
         return Resolution(query, names, classes, warning)
@@ -128,3 +128,20 @@ def load_taxonomy() -> Taxonomy:
 @lru_cache(maxsize=4096)
 def resolve(query: str) -> Resolution:
     return load_taxonomy().resolve(query)
+
+
+@lru_cache(maxsize=1024)
+def _resolve_all(classes: tuple[str, ...]) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
+    # Cached: job_status shows the resolution on every poll, and a job's classes never change.
+    taxonomy = load_taxonomy()
+    resolutions = [taxonomy.resolve(c, i) for i, c in enumerate(classes)]
+    return (tuple((r.query, tuple(r.describe())) for r in resolutions),
+            tuple(r.warning for r in resolutions if r.warning))
+
+
+def describe_resolution(classes: tuple[str, ...], match: MatchMode) -> dict[str, Any]:
+    """What each class means, and warnings; raises UnknownClass (a 400 with suggestions) for a non-word."""
+    if match != MatchMode.HIERARCHY:
+        return {}
+    resolved, warnings = _resolve_all(classes)
+    return {"resolved": {query: list(meaning) for query, meaning in resolved}, "warnings": list(warnings)}

@@ -1,4 +1,4 @@
-"""Job accounting: what a job asks for, what it has done, and how that is reported. Plain data, no I/O."""
+"""Jobs: what a job asks for (validated from a request), the job record, and the status view. Plain data."""
 from __future__ import annotations
 
 import hashlib
@@ -7,22 +7,29 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from common.errors import InvalidRequest
+from common.domain.errors import InvalidRequest
+from common.domain.options import MatchMode, choices
+from common.domain.results import Counters
 
-MATCH_MODES = ("hierarchy", "label", "substring")
 # Probability mass under a class's synset needed to match; tuned on ../shared/photos/imagenet-dev with
 # bench/quality.py (see README, "Classification quality"). label/substring compare single labels: no threshold.
 HIERARCHY_MIN_SCORE = 0.35
-DEFAULT_MIN_SCORES = {"hierarchy": HIERARCHY_MIN_SCORE, "label": 0.0, "substring": 0.0}
+DEFAULT_MIN_SCORES = {MatchMode.HIERARCHY: HIERARCHY_MIN_SCORE, MatchMode.LABEL: 0.0, MatchMode.SUBSTRING: 0.0}
 DEFAULT_SOURCE_PREFIX = "all/"
 MAX_CLASS_NAME_LENGTH = 64
 MAX_TOP_K = 20
-ALLOWED_FIELDS = frozenset({"classes", "bucket", "source_prefix", "top_k", "min_score", "match"})
+MAX_REQUEST_ID_LENGTH = 128
+# create_job lists and publishes within its function timeout (540 s); a job still listing long after that was
+# abandoned by an instance that died, and says so instead of looking busy forever.
+LISTING_DEADLINE_SECONDS = 900
+ALLOWED_FIELDS = frozenset({"classes", "bucket", "source_prefix", "top_k", "min_score", "match", "request_id"})
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
 
 
 @dataclass(frozen=True)
@@ -34,17 +41,38 @@ class JobSpec:
     source_prefix: str = DEFAULT_SOURCE_PREFIX
     top_k: int = 5
     min_score: float = HIERARCHY_MIN_SCORE
-    match: str = "hierarchy"
+    match: MatchMode = MatchMode.HIERARCHY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "match", MatchMode(self.match))  # accept the plain string too
 
     def to_dict(self) -> dict[str, Any]:
         return {"classes": list(self.classes), "bucket": self.bucket, "source_prefix": self.source_prefix,
-                "top_k": self.top_k, "min_score": self.min_score, "match": self.match}
+                "top_k": self.top_k, "min_score": self.min_score, "match": self.match.value}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
         return cls(classes=tuple(data["classes"]), bucket=str(data["bucket"]),
                    source_prefix=str(data["source_prefix"]), top_k=int(data["top_k"]),
-                   min_score=float(data["min_score"]), match=str(data.get("match", "hierarchy")))
+                   min_score=float(data["min_score"]), match=MatchMode(data.get("match", "hierarchy")))
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """What a request that leaves a field out gets (from the deployment's settings)."""
+
+    bucket: str
+    top_k: int = 5
+    min_score: float | None = None  # None: the tuned default of the job's match mode
+    max_classes: int = 32
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A validated create-job request: the spec, and the client's idempotency key if it sent one."""
+
+    spec: JobSpec
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,66 +81,20 @@ class JobRecord:
     spec: JobSpec
     number_of_files: int | None  # None while create_job is still listing (it publishes as it lists)
     created_at: str
+    request_id: str | None = None
+    error: str | None = None  # why the job cannot finish (fan-out interrupted), until a retry resumes it
 
 
-@dataclass(frozen=True)
-class Label:
-    index: int
-    name: str
-    score: float
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """The outcome for one image of one job; recorded exactly once."""
-
-    name: str
-    ok: bool
-    matched: tuple[str, ...] = ()
-    labels: tuple[Label, ...] = ()
-    reason: str = ""
-    scores: dict[str, float] = field(default_factory=dict)  # per requested class, in hierarchy mode
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "matched": list(self.matched), "reason": self.reason,
-                "scores": {k: round(v, 6) for k, v in self.scores.items()},
-                "labels": [{"index": l.index, "name": l.name, "score": round(l.score, 6)} for l in self.labels]}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
-        return cls(name=data["name"], ok=bool(data["ok"]), matched=tuple(data.get("matched", ())),
-                   reason=data.get("reason", ""), scores=dict(data.get("scores", {})),
-                   labels=tuple(Label(int(l["index"]), str(l["name"]), float(l["score"]))
-                                for l in data.get("labels", ())))
-
-
-@dataclass
-class Counters:
-    processed: int = 0
-    failed: int = 0
-    matches: dict[str, int] = field(default_factory=dict)
-    unmatched: int = 0  # classified, but matched none of the job's classes
-
-    @classmethod
-    def of(cls, result: ImageResult) -> Counters:
-        return cls(processed=int(result.ok), failed=int(not result.ok), matches={m: 1 for m in result.matched},
-                   unmatched=int(result.ok and not result.matched))
-
-    def add(self, other: Counters) -> None:
-        self.processed += other.processed
-        self.failed += other.failed
-        self.unmatched += other.unmatched
-        for name, count in other.matches.items():
-            self.matches[name] = self.matches.get(name, 0) + count
-
-
-def new_job_id() -> str:
-    return uuid.uuid4().hex
+def new_job_id(request_id: str | None = None) -> str:
+    """Random, or derived from the client's request_id so that a retried request finds the job it started."""
+    if request_id is None:
+        return uuid.uuid4().hex
+    return hashlib.sha256(f"request_id:{request_id}".encode("utf-8")).hexdigest()[:32]
 
 
 def check_job_id(job_id: str) -> str:
-    """Job ids are uuid4 hex; anything else cannot name a job, so it is rejected before any lookup."""
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+    """Job ids are 32 hex characters; anything else cannot name a job, so it is rejected before any lookup."""
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise InvalidRequest("job id must be 32 lowercase hex characters", field="id")
     return job_id
 
@@ -159,13 +141,23 @@ def _validate_prefix(raw: object) -> str:
         raise InvalidRequest("source_prefix must be a string", field="source_prefix")
     if not raw or len(raw) > 512 or _has_control(raw) or raw.startswith("/") or "\\" in raw:
         raise InvalidRequest("source_prefix must be a relative prefix such as 'all/'", field="source_prefix")
-    if any(part in ("..", ".") for part in raw.split("/")):
-        raise InvalidRequest("source_prefix may not contain '.' or '..' segments", field="source_prefix")
+    if any(part in ("..", ".") or part.startswith(".") for part in raw.split("/")):
+        # Hidden folders hold the service's own state (DIR/.imgclassify/): never photos to sort.
+        raise InvalidRequest("source_prefix may not contain '.' or '..' segments or hidden folders",
+                             field="source_prefix")
     return raw if raw.endswith("/") else raw + "/"
 
 
-def parse_job_request(body: object, *, default_bucket: str, default_top_k: int,
-                      default_min_score: float | None, max_classes: int) -> JobSpec:
+def _validate_request_id(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not 1 <= len(raw) <= MAX_REQUEST_ID_LENGTH or not _REQUEST_ID.fullmatch(raw):
+        raise InvalidRequest(f"request_id must be 1 to {MAX_REQUEST_ID_LENGTH} characters of letters, digits "
+                             "and . _ : -", field="request_id")
+    return raw
+
+
+def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
     """Validate a create-job body. Raises InvalidRequest naming the offending field."""
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object", field="body")
@@ -181,8 +173,8 @@ def parse_job_request(body: object, *, default_bucket: str, default_top_k: int,
         raise InvalidRequest("classes must be a list of strings", field="classes")
     if not raw_classes:
         raise InvalidRequest("classes must not be empty", field="classes")
-    if len(raw_classes) > max_classes:
-        raise InvalidRequest(f"at most {max_classes} classes per job", field="classes")
+    if len(raw_classes) > defaults.max_classes:
+        raise InvalidRequest(f"at most {defaults.max_classes} classes per job", field="classes")
     classes: list[str] = []
     seen: set[str] = set()
     for position, raw in enumerate(raw_classes):
@@ -191,7 +183,7 @@ def parse_job_request(body: object, *, default_bucket: str, default_top_k: int,
             seen.add(name.casefold())
             classes.append(name)
 
-    bucket = body.get("bucket", default_bucket)
+    bucket = body.get("bucket", defaults.bucket)
     if not isinstance(bucket, str) or not _BUCKET_NAME.match(bucket) or ".." in bucket:
         raise InvalidRequest("bucket must be a valid bucket name", field="bucket")
 
@@ -203,34 +195,48 @@ def parse_job_request(body: object, *, default_bucket: str, default_top_k: int,
             raise InvalidRequest(f"classes[{position}] {name!r} would put copies inside source_prefix "
                                  f"{source_prefix!r}", field="classes")
 
-    top_k = body.get("top_k", default_top_k)
+    top_k = body.get("top_k", defaults.top_k)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
         raise InvalidRequest(f"top_k must be an integer from 1 to {MAX_TOP_K}", field="top_k")
 
-    match = body.get("match", "hierarchy")
-    if match not in MATCH_MODES:
-        raise InvalidRequest(f"match must be one of {', '.join(MATCH_MODES)}", field="match")
+    raw_match = body.get("match", MatchMode.HIERARCHY.value)
+    if not isinstance(raw_match, str) or raw_match not in choices(MatchMode):
+        raise InvalidRequest(f"match must be one of {', '.join(choices(MatchMode))}", field="match")
+    match = MatchMode(raw_match)
 
-    fallback = default_min_score if default_min_score is not None and match == "hierarchy" else \
+    fallback = defaults.min_score if defaults.min_score is not None and match == MatchMode.HIERARCHY else \
         DEFAULT_MIN_SCORES[match]
     min_score = body.get("min_score", fallback)
     if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not math.isfinite(min_score) \
             or not 0.0 <= min_score <= 1.0:
         raise InvalidRequest("min_score must be a number from 0 to 1", field="min_score")
 
-    return JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=source_prefix, top_k=top_k,
+    spec = JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=source_prefix, top_k=top_k,
                    min_score=float(min_score), match=match)
+    return JobRequest(spec, _validate_request_id(body.get("request_id")))
 
 
-def status_view(job: JobRecord, counters: Counters, status_url: str | None = None) -> dict[str, Any]:
+def _age_seconds(created_at: str, now: datetime) -> float:
+    try:
+        return (now - datetime.fromisoformat(created_at)).total_seconds()
+    except ValueError:
+        return 0.0
+
+
+def status_view(job: JobRecord, counters: Counters, now: datetime | None = None) -> dict[str, Any]:
     """The job_status body: the old service's fields first, then the richer ones."""
     done = counters.processed + counters.failed
     listing = job.number_of_files is None
     total = done if job.number_of_files is None else job.number_of_files
-    complete = not listing and done >= total
+    complete = not listing and done >= total and job.error is None
     percentage = 0 if listing else 100 if total == 0 else min(100, (100 * done) // total)
+    error = job.error
+    if listing and error is None and _age_seconds(job.created_at, now or datetime.now(UTC)) > \
+            LISTING_DEADLINE_SECONDS:
+        error = (f"listing did not finish within {LISTING_DEADLINE_SECONDS} s (the instance stopped); "
+                 "retry the request with the same request_id to resume it")
+    state = "failed" if error else "listing" if listing else "complete" if complete else "running"
     view: dict[str, Any] = {
-        "code": 200,
         "id": job.id,
         "classes": list(job.spec.classes),
         "complete": complete,
@@ -241,14 +247,16 @@ def status_view(job: JobRecord, counters: Counters, status_url: str | None = Non
         "remaining": max(0, total - done),
         "matches": {name: counters.matches.get(name, 0) for name in job.spec.classes},
         "unmatched": counters.unmatched,
-        "state": "listing" if listing else "complete" if complete else "running",
+        "state": state,
         "created_at": job.created_at,
         "bucket": job.spec.bucket,
         "source_prefix": job.spec.source_prefix,
         "top_k": job.spec.top_k,
         "min_score": job.spec.min_score,
-        "match": job.spec.match,
+        "match": job.spec.match.value,
     }
-    if status_url:
-        view["status_url"] = status_url
+    if job.request_id is not None:
+        view["request_id"] = job.request_id
+    if error:
+        view["error"] = error
     return view

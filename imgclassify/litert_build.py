@@ -13,17 +13,20 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common.jobs import HIERARCHY_MIN_SCORE
+from common.domain.jobs import HIERARCHY_MIN_SCORE
+from common.domain.matching import hierarchy_scores
+from common.domain.options import Model
+from common.inference.classifier import preprocess
+from common.inference.keras import KerasClassifier
+from common.inference.litert import LiteRTClassifier
 from common.logs import get_logger
-from common.matching import hierarchy_scores
-from common.model import KerasClassifier, LiteRTClassifier, preprocess
 
 log = get_logger("compile")
 
@@ -36,6 +39,8 @@ GUARD_QUERIES = ("dog", "cat", "bird", "fish", "snake", "monkey", "truck", "car"
 # tried only when full int8 fails the guard.
 KINDS = ("int8", "int8-mixed", "fp32")
 MIXED_FLOAT_LAYERS = 3
+MIN_GUARD_PHOTOS = 50  # below this, int8 accuracy cannot be verified on the user's photos: fp32 only
+BUILD_PHOTO_LIMIT = 400
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,8 @@ class GuardReport:
 def decode_photos(folders: Sequence[Path], limit: int) -> np.ndarray | None:
     """Up to `limit` photos under these folders (recursively, in name order) as model input; files that are hidden
     or cannot be read as images are skipped. None when there is none."""
-    from common.errors import PermanentImageError
-    from common.imaging import decode_image
+    from common.domain.errors import PermanentImageError
+    from common.inference.decoding import decode_image
 
     images = []
     for folder in folders:
@@ -69,7 +74,7 @@ def disjoint_halves(photos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return photos[::2], photos[1::2]
 
 
-def weights_key(model: str, weights: str) -> str:
+def weights_key(model: Model, weights: str) -> str:
     if weights in ("imagenet", "none"):
         return f"{model}-{weights}"
     digest = hashlib.sha256()
@@ -158,7 +163,7 @@ def guard(reference: np.ndarray, candidate: np.ndarray, queries: Sequence[str] =
                        top1 >= MIN_TOP1_AGREEMENT and decisions >= MIN_DECISION_AGREEMENT)
 
 
-def build_artifacts(model: str, weights: str, calibration: np.ndarray, guard_images: np.ndarray,
+def build_artifacts(model: Model, weights: str, calibration: np.ndarray, guard_images: np.ndarray,
                     cache_dir: Path | None = None, kinds: Sequence[str] = KINDS) -> dict[str, dict]:
     """Compile each kind, run the guard, write artifact + sidecar. Returns the sidecars."""
     cache_dir = cache_dir or default_cache_dir()
@@ -198,3 +203,21 @@ def accepted_artifact(cache_dir: Path, key: str) -> Path | None:
 def has_artifacts(cache_dir: Path, key: str) -> bool:
     """fp32 is always built; int8 only when there were enough photos to verify it."""
     return artifact_path(cache_dir, key, "fp32").with_suffix(".json").exists()
+
+
+def ensure_build(model: Model, weights: str, photo_folders: Sequence[Path], cache_dir: Path,
+                 on_first_build: Callable[[], None] | None = None) -> Path | None:
+    """The fastest guarded LiteRT build of these weights, compiling them on first use (half of up to 400 of the
+    photos calibrate, the other half guard). None when no build passed the guard, or there is no photo to build
+    with."""
+    key = weights_key(model, weights)
+    if not has_artifacts(cache_dir, key):
+        photos = decode_photos(photo_folders, limit=BUILD_PHOTO_LIMIT)
+        if photos is None:
+            return None
+        if on_first_build is not None:
+            on_first_build()
+        calibration, guard_photos = disjoint_halves(photos)
+        kinds = KINDS if len(guard_photos) >= MIN_GUARD_PHOTOS else ("fp32",)
+        build_artifacts(model, weights, calibration, guard_photos, cache_dir, kinds)
+    return accepted_artifact(cache_dir, key)

@@ -11,10 +11,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from common.config import MODELS, Settings
-from common.errors import ClientError, ConfigurationError, ServiceError
+from common.config import Settings
+from common.domain.errors import ClientError, ConfigurationError, ServiceError
+from common.domain.options import Backend, MatchMode, Model, Runtime, choices
+
+if TYPE_CHECKING:
+    from common.bootstrap import LocalApp
 
 DEFAULT_WEIGHTS = "imagenet"  # Keras downloads ImageNet weights on first use (needs internet)
 
@@ -24,12 +28,12 @@ class UsageError(Exception):
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=os.environ.get("MODEL", "resnet50"),
-                        help=f"one of {', '.join(MODELS)} (default: resnet50)")
+    parser.add_argument("--model", default=os.environ.get("MODEL", Model.RESNET50.value),
+                        help=f"one of {', '.join(choices(Model))} (default: resnet50)")
     parser.add_argument("--weights", default=os.environ.get("MODEL_WEIGHTS", DEFAULT_WEIGHTS),
                         help="weights file (.weights.h5/.h5 for Keras, .tflite for LiteRT); default 'imagenet' "
                              "lets Keras download them, which needs internet")
-    parser.add_argument("--runtime", default="auto", choices=["auto", "keras", "litert"],
+    parser.add_argument("--runtime", default="auto", choices=["auto", *choices(Runtime)],
                         help="auto (default): the fastest LiteRT build that passed the accuracy guard, compiled "
                              "and cached on first use; keras: TensorFlow, the reference")
     parser.add_argument("--workers", type=int, default=2, help="images classified at once (default 2)")
@@ -39,7 +43,7 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="labels considered per image (default 5)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="probability mass needed to match (default: the tuned value of the match rule)")
-    parser.add_argument("--match", default="hierarchy", choices=["hierarchy", "label", "substring"],
+    parser.add_argument("--match", default=MatchMode.HIERARCHY.value, choices=choices(MatchMode),
                         help="hierarchy (default): the class's meaning in WordNet; label: an exact top-k label; "
                              "substring: the old service's rule")
 
@@ -71,44 +75,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-MIN_GUARD_PHOTOS = 50  # below this, int8 accuracy cannot be verified on the user's photos: use fp32
-
-
-def _choose_weights(args: argparse.Namespace, root: Path) -> tuple[str, str]:
+def _choose_weights(args: argparse.Namespace, root: Path) -> tuple[str, Runtime]:
     """(weights, runtime): a cached LiteRT build that passed the guard, compiling one on first use."""
     if args.weights.endswith(".tflite"):
-        return args.weights, "litert"
-    if args.runtime == "keras" or args.weights == "none":
-        return args.weights, "keras"
-    from common.compile import (KINDS, accepted_artifact, build_artifacts, decode_photos, default_cache_dir,
-                                disjoint_halves, has_artifacts, weights_key)
+        return args.weights, Runtime.LITERT
+    if args.runtime == Runtime.KERAS or args.weights == "none":
+        return args.weights, Runtime.KERAS
+    from imgclassify.litert_build import default_cache_dir, ensure_build
 
     cache = default_cache_dir()
-    key = weights_key(args.model, args.weights)
-    if not has_artifacts(cache, key):
-        photos = decode_photos([root / "all"], limit=400)
-        if photos is None:
-            return args.weights, "keras"
+
+    def announce() -> None:
         print(f"compiling {args.model} for LiteRT (first run only; cached in {cache})...", file=sys.stderr,
               flush=True)
-        calibration, guard_photos = disjoint_halves(photos)
-        kinds = KINDS if len(guard_photos) >= MIN_GUARD_PHOTOS else ("fp32",)
-        build_artifacts(args.model, args.weights, calibration, guard_photos, cache, kinds)
-    artifact = accepted_artifact(cache, key)
+
+    artifact = ensure_build(args.model, args.weights, [root / "all"], cache, on_first_build=announce)
     if artifact is None:
-        if args.runtime == "litert":
+        if args.runtime == Runtime.LITERT:
             raise UsageError("no LiteRT build of these weights passed the accuracy guard; use --runtime keras")
-        return args.weights, "keras"
-    return str(artifact), "litert"
+        return args.weights, Runtime.KERAS
+    return str(artifact), Runtime.LITERT
+
+
+def _check_model_options(args: argparse.Namespace) -> None:
+    if args.model not in choices(Model):
+        raise UsageError(f"unknown model {args.model!r}: choose one of {', '.join(choices(Model))}")
+    args.model = Model(args.model)
+    if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
+        raise UsageError(f"weights file not found: {args.weights}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
 
 
 def _settings(args: argparse.Namespace, root: Path) -> Settings:
-    if args.model not in MODELS:
-        raise UsageError(f"unknown model {args.model!r}: choose one of {', '.join(MODELS)}")
-    if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
-        raise UsageError(f"weights file not found: {args.weights}")
     weights, runtime = _choose_weights(args, root)
-    return Settings(backend="local", local_root=str(root), model=args.model, weights=weights, runtime=runtime,
+    return Settings(backend=Backend.LOCAL, local_root=str(root), model=args.model, weights=weights, runtime=runtime,
                     bucket="local", service_key=os.environ.get("SERVICE_KEY", ""))
 
 
@@ -170,18 +171,17 @@ def _table(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _find_resumable(service: Any, spec_body: dict[str, Any]) -> str | None:
-    from common.jobs import parse_job_request
+def _find_resumable(app: LocalApp, spec_body: dict[str, Any]) -> str | None:
+    from common.domain.jobs import parse_job_request
 
-    job_id = service.jobs.latest_job_id()
+    job_id = app.jobs.latest_job_id()
     if job_id is None:
         return None
-    job = service.jobs.get_job(job_id)
-    wanted = parse_job_request(spec_body, default_bucket="local", default_top_k=5, default_min_score=None,
-                               max_classes=service.settings.max_classes)
+    job = app.jobs.get_job(job_id)
+    wanted = parse_job_request(spec_body, app.settings.job_defaults).spec
     if job is None or job.spec != wanted:
         return None
-    return None if service.status(job_id)["complete"] else job_id
+    return None if app.job_status(job_id)["complete"] else job_id
 
 
 def _interrupt(*_: object) -> None:
@@ -189,25 +189,27 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _embedded_service(args: argparse.Namespace) -> Any:
-    """The folder's service with its model loaded: a weights problem fails before any job is recorded."""
-    from common.backends import build_local_service
+def _embedded_app(args: argparse.Namespace) -> tuple[LocalApp, str]:
+    """The folder's use cases with the model loaded (a weights problem fails before any job is recorded), and
+    the loaded model's description."""
+    from common.bootstrap import build_local
 
     root = args.dir.resolve()
     _check_folder(root)
+    _check_model_options(args)
     _quiet_logs(root)
-    service = build_local_service(_settings(args, root), workers=args.workers)
-    service._classifier()
-    return service
+    app = build_local(_settings(args, root), workers=args.workers)
+    return app, app.load_model().description
 
 
 def command_run(args: argparse.Namespace) -> int:
-    service = _embedded_service(args)
+    app, model = _embedded_app(args)
     body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match}
     if args.min_score is not None:
         body["min_score"] = args.min_score
-    queue = service.publisher
-    resumable = _find_resumable(service, body)
+    queue = app.queue
+    resumable = _find_resumable(app, body)
+    resumed: dict[str, int] | None = None
     progress = Progress(sys.stderr.isatty() and not args.json)
     job_id = resumable
     signal.signal(signal.SIGTERM, _interrupt)
@@ -215,26 +217,30 @@ def command_run(args: argparse.Namespace) -> int:
         if resumable:
             if not args.json:
                 print(f"resuming job {job_id}", file=sys.stderr)
-            service.resume_job(resumable)
+            already_done, published = app.resume_job(resumable)
+            resumed = {"already_done": already_done, "published": published}
         else:
-            job_id = service.create_job(body)["id"]
-        while not queue.join(timeout=0.2):  # type: ignore[attr-defined]
-            progress.show(service.status(job_id))
+            job_id = app.create_job(body)["id"]
+        while not queue.join(timeout=0.2):
+            progress.show(app.job_status(job_id))
     except KeyboardInterrupt:
         progress.end()
         print("stopping: finishing the images in progress...", file=sys.stderr)
-        queue.shutdown(cancel=True)  # type: ignore[attr-defined]
+        queue.shutdown(cancel=True)
         if job_id is None:
             print("interrupted while listing the photos. Run the same command again to resume.", file=sys.stderr)
             return 130
-        view = service.status(job_id)
+        view = app.job_status(job_id)
         print(f"interrupted: {view['processed'] + view['failed']} of {view['number_of_files']} images done. "
               f"Run the same command again to resume job {job_id}.", file=sys.stderr)
         return 130
-    view = service.status(job_id)
+    view = app.job_status(job_id)
     progress.show(view)
     progress.end()
-    queue.shutdown()  # type: ignore[attr-defined]
+    queue.shutdown()
+    view["model"] = model
+    if resumed is not None:
+        view["resumed"] = resumed
     if args.json:
         print(json.dumps(view, indent=2))
     else:
@@ -249,7 +255,7 @@ def command_serve(args: argparse.Namespace) -> int:
 
     from common.http import create_app
 
-    service = _embedded_service(args)
+    app, _ = _embedded_app(args)
     root = args.dir.resolve()
 
     class KeepAliveHandler(WSGIRequestHandler):
@@ -258,7 +264,8 @@ def command_serve(args: argparse.Namespace) -> int:
         def log_request(self, *a: object, **k: object) -> None:
             pass
 
-    server = make_server("127.0.0.1", args.port, create_app(lambda: service), threaded=True,
+    server = make_server("127.0.0.1", args.port, create_app(app.create_job, app.job_status, app.settings),
+                         threaded=True,
                          request_handler=KeepAliveHandler)
     print(f"serving {root} on http://127.0.0.1:{server.port}  (POST /classification-job, "
           f"GET /classification-job/<id>); Ctrl-C stops", file=sys.stderr, flush=True)
@@ -269,36 +276,33 @@ def command_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.server_close()
-        service.publisher.shutdown(cancel=True)  # type: ignore[union-attr]
+        app.queue.shutdown(cancel=True)
     return 0
 
 
 def command_status(args: argparse.Namespace) -> int:
     from common.adapters.local import SqliteJobStore
-    from common.backends import local_db_path
-    from common.service import ClassificationService
+    from common.bootstrap import local_db_path
+    from common.usecases.job_status import JobStatus
 
     root = args.dir.resolve()
     db = local_db_path(root)
     if not db.exists():
         raise UsageError(f"no jobs in {root} yet: run `imgclassify run {args.dir} --classes ...` first")
     jobs = SqliteJobStore(db)
-    service = ClassificationService(Settings(backend="local", local_root=str(root)), objects=None,  # type: ignore
-                                    jobs=jobs, publisher=None)
     job_id = args.job_id or jobs.latest_job_id()
     if job_id is None:
         raise UsageError(f"no jobs in {root} yet")
-    view = service.status(job_id)
+    view = JobStatus(jobs)(job_id)
     view["failures"] = [{"name": r.name, "reason": r.reason} for r in jobs.results(job_id) if not r.ok]
     print(json.dumps(view, indent=2))
     return 0
 
 
 def command_emulate(args: argparse.Namespace) -> int:
-    from common.emulation import Emulators, LocalStack, _environ
+    from imgclassify.emulation import Emulators, LocalStack, _environ
 
-    if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
-        raise UsageError(f"weights file not found: {args.weights}")
+    _check_model_options(args)
     emulators = Emulators().start()
     stack = LocalStack(emulators, gateway_port=args.port,
                        function_env={"MODEL": args.model, "MODEL_WEIGHTS": str(args.weights)})

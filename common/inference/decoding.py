@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from common.errors import PermanentImageError
+from common.domain.errors import PermanentImageError
 
 INPUT_SIZE = 224
 # A 60-megapixel photo is legitimate; a header declaring gigapixels is a decompression bomb.

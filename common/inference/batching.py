@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.model import Classifier
+from common.inference.classifier import Classifier
 
 
 @dataclass

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
-from common.jobs import JobSpec, Label
-from common.labels import ImageNetClass, imagenet_classes
-from common.taxonomy import load_taxonomy, resolve
+from common.domain.jobs import JobSpec
+from common.domain.labels import ImageNetClass, imagenet_classes
+from common.domain.options import MatchMode
+from common.domain.results import Label
+from common.domain.taxonomy import resolve
 
 
 @dataclass(frozen=True)
@@ -64,29 +65,12 @@ def hierarchy_scores(classes: Sequence[str], probabilities: np.ndarray) -> dict[
 
 def match_classes(spec: JobSpec, probabilities: np.ndarray) -> MatchOutcome:
     classes = imagenet_classes()
-    if spec.match == "substring":
+    if spec.match == MatchMode.SUBSTRING:
         labels = top_labels(probabilities, max(spec.top_k, 5), classes)
         return MatchOutcome(match_by_substring(spec, labels, classes), labels[:spec.top_k])
     labels = top_labels(probabilities, spec.top_k, classes)
-    if spec.match == "label":
+    if spec.match == MatchMode.LABEL:
         return MatchOutcome(match_by_label(spec, labels, classes), labels)
     scores = hierarchy_scores(spec.classes, probabilities)
     matched = tuple(c for c in spec.classes if scores[c] >= spec.min_score and scores[c] > 0.0)
     return MatchOutcome(matched, labels, scores)
-
-
-@lru_cache(maxsize=1024)
-def _resolve_all(classes: tuple[str, ...]) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
-    # Cached: job_status shows the resolution on every poll, and a job's classes never change.
-    taxonomy = load_taxonomy()
-    resolutions = [taxonomy.resolve(c, i) for i, c in enumerate(classes)]
-    return (tuple((r.query, tuple(r.describe())) for r in resolutions),
-            tuple(r.warning for r in resolutions if r.warning))
-
-
-def describe_resolution(spec: JobSpec) -> dict[str, Any]:
-    """What each class means, and warnings; raises UnknownClass (a 400 with suggestions) for a non-word."""
-    if spec.match != "hierarchy":
-        return {}
-    resolved, warnings = _resolve_all(spec.classes)
-    return {"resolved": {query: list(meaning) for query, meaning in resolved}, "warnings": list(warnings)}

@@ -1,0 +1,142 @@
+"""The composition root: the only module that knows which adapter serves which port.
+
+`from_env` builders (one handler per function, built on first use and kept: module-level clients created once)
+serve the Cloud Functions; `build_local` wires the embedded runner (a folder, SQLite, a thread pool). Nothing
+imports a cloud SDK, NumPy or a model runtime until a builder that needs it runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from common.config import Settings
+from common.domain.options import Backend
+from common.usecases.create_job import CreateJob, ResumeJob
+from common.usecases.job_status import JobStatus
+
+from common.ports import ObjectStore, ResultRecorder
+
+if TYPE_CHECKING:
+    from common.adapters.gcp import FirestoreJobStore, GcsObjectStore, PubSubPublisher
+    from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore
+    from common.inference.classifier import Classifier, ModelConfig
+    from common.usecases.classify_image import ClassifyImage
+
+
+def model_config(settings: Settings) -> ModelConfig:
+    from common.inference.classifier import ModelConfig
+
+    return ModelConfig(model=settings.model, weights=settings.weights, runtime=settings.runtime,
+                       cache_dir=settings.weights_cache_dir)
+
+
+def classifier_loader(settings: Settings) -> Callable[[], Classifier]:
+    """A zero-argument callable returning the process's cached classifier (loaded on first call)."""
+    from common.inference.loader import load_classifier
+
+    config = model_config(settings)
+    return lambda: load_classifier(config)
+
+
+def classify_image(objects: ObjectStore, results: ResultRecorder, settings: Settings) -> ClassifyImage:
+    from common.inference.decoding import decode_image
+    from common.usecases.classify_image import ClassifyImage
+
+    return ClassifyImage(objects, results, classifier_loader(settings), decode_image)
+
+
+# --- GCP (deployed, or the emulators when *_EMULATOR_HOST is set) ------------------------------------------------
+def gcp_object_store(settings: Settings) -> GcsObjectStore:
+    from common.adapters.gcp import GcsObjectStore, storage_client
+
+    return GcsObjectStore(storage_client(settings.project))
+
+
+def gcp_job_store(settings: Settings) -> FirestoreJobStore:
+    from google.cloud import firestore
+
+    from common.adapters.gcp import FirestoreJobStore
+
+    return FirestoreJobStore(firestore.Client(project=settings.project), settings.jobs_collection,
+                             settings.counter_shards)
+
+
+def gcp_publisher(settings: Settings) -> PubSubPublisher:
+    from common.adapters.gcp import PubSubPublisher
+
+    client = PubSubPublisher.make_client()
+    return PubSubPublisher(client, client.topic_path(settings.project, settings.topic))
+
+
+# --- Local (the embedded runner: `imgclassify run/serve`) --------------------------------------------------------
+def local_db_path(root: str | Path) -> Path:
+    from common.adapters.local import STATE_DIR
+
+    return Path(root) / STATE_DIR / "jobs.sqlite3"
+
+
+@dataclass
+class LocalApp:
+    """Every use case over one folder, sharing one job store and one in-process queue."""
+
+    settings: Settings
+    objects: FolderObjectStore
+    jobs: SqliteJobStore
+    queue: InProcessQueue
+    create_job: CreateJob
+    resume_job: ResumeJob
+    job_status: JobStatus
+    classify_image: ClassifyImage
+    load_model: Callable[[], Classifier]
+
+
+def build_local(settings: Settings, workers: int = 2) -> LocalApp:
+    from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore
+
+    objects = FolderObjectStore(settings.local_root)
+    jobs = SqliteJobStore(local_db_path(settings.local_root))
+    queue = InProcessQueue(workers=workers)
+    classify = classify_image(objects, jobs, settings)
+    queue.subscribe(classify)
+    return LocalApp(settings, objects, jobs, queue,
+                    create_job=CreateJob(objects, jobs, queue, settings.job_defaults),
+                    resume_job=ResumeJob(objects, jobs, queue), job_status=JobStatus(jobs),
+                    classify_image=classify, load_model=classifier_loader(settings))
+
+
+# --- One handler per function, from the environment ---------------------------------------------------------------
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@lru_cache(maxsize=1)
+def _local_app() -> LocalApp:
+    return build_local(settings())
+
+
+@lru_cache(maxsize=1)
+def create_job_handler() -> CreateJob:
+    config = settings()
+    if config.backend == Backend.LOCAL:
+        return _local_app().create_job
+    return CreateJob(gcp_object_store(config), gcp_job_store(config), gcp_publisher(config), config.job_defaults)
+
+
+@lru_cache(maxsize=1)
+def job_status_handler() -> JobStatus:
+    config = settings()
+    if config.backend == Backend.LOCAL:
+        return _local_app().job_status
+    return JobStatus(gcp_job_store(config))
+
+
+@lru_cache(maxsize=1)
+def classify_image_handler() -> ClassifyImage:
+    config = settings()
+    if config.backend == Backend.LOCAL:
+        return _local_app().classify_image
+    return classify_image(gcp_object_store(config), gcp_job_store(config), config)

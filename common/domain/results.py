@@ -1,0 +1,64 @@
+"""What classifying one image produced, and the counters a job adds up from those results. Plain data."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Label:
+    index: int
+    name: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The outcome for one image of one job; recorded exactly once."""
+
+    name: str
+    ok: bool
+    matched: tuple[str, ...] = ()
+    labels: tuple[Label, ...] = ()
+    reason: str = ""
+    scores: dict[str, float] = field(default_factory=dict)  # per requested class, in hierarchy mode
+    copies: tuple[str, ...] = ()  # the objects this job's copies of the image live at (the job's manifest)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "matched": list(self.matched), "reason": self.reason,
+                "scores": {k: round(v, 6) for k, v in self.scores.items()},
+                "labels": [{"index": l.index, "name": l.name, "score": round(l.score, 6)} for l in self.labels],
+                "copies": list(self.copies)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
+        return cls(name=data["name"], ok=bool(data["ok"]), matched=tuple(data.get("matched", ())),
+                   reason=data.get("reason", ""), scores=dict(data.get("scores", {})),
+                   labels=tuple(Label(int(l["index"]), str(l["name"]), float(l["score"]))
+                                for l in data.get("labels", ())),
+                   copies=tuple(data.get("copies", ())))
+
+    @classmethod
+    def failure(cls, name: str, reason: str) -> ImageResult:
+        return cls(name, ok=False, reason=reason)
+
+
+@dataclass
+class Counters:
+    processed: int = 0
+    failed: int = 0
+    matches: dict[str, int] = field(default_factory=dict)
+    unmatched: int = 0  # classified, but matched none of the job's classes
+
+    @classmethod
+    def of(cls, result: ImageResult) -> Counters:
+        return cls(processed=int(result.ok), failed=int(not result.ok), matches={m: 1 for m in result.matched},
+                   unmatched=int(result.ok and not result.matched))
+
+    def add(self, other: Counters) -> None:
+        self.processed += other.processed
+        self.failed += other.failed
+        self.unmatched += other.unmatched
+        for name, count in other.matches.items():
+            self.matches[name] = self.matches.get(name, 0) + count

@@ -1,0 +1,34 @@
+"""The Keras (TensorFlow) runtime: the reference every other build is checked against."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from common.domain.errors import ConfigurationError
+from common.domain.options import Model
+from common.inference.classifier import NO_WEIGHTS_HELP, preprocess
+
+
+class KerasClassifier:
+    def __init__(self, model: Model, weights: str) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import keras
+        import tensorflow as tf
+
+        builders = {Model.RESNET50: keras.applications.ResNet50, Model.MOBILENET_V2: keras.applications.MobileNetV2}
+        keras_weights = None if weights == "none" else weights
+        try:
+            self.net = builders[model](weights=keras_weights, classifier_activation="softmax")
+        except Exception as exc:  # Keras raises bare Exceptions for failed downloads and mismatched files
+            raise ConfigurationError(f"cannot load {model} weights {weights!r}: {exc}. {NO_WEIGHTS_HELP}") from None
+        self.model = Model(model)
+        # One trace for every batch size: no retracing in the hot loop.
+        self._call = tf.function(lambda x: self.net(x, training=False), reduce_retracing=True,
+                                 input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)])
+        self.description = f"keras:{model}:{os.path.basename(weights)}"
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(self._call(preprocess(self.model, pixels)), dtype=np.float32)
+
+

@@ -1,0 +1,32 @@
+"""Build the configured classifier once per process and keep it: every delivery an instance serves reuses it."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from common.domain.errors import ConfigurationError
+from common.domain.options import Runtime
+from common.inference.classifier import Classifier, ModelConfig, resolve_weights
+from common.logs import get_logger
+
+log = get_logger("model")
+
+
+@lru_cache(maxsize=4)
+def load_classifier(config: ModelConfig) -> Classifier:
+    """Build (once per process and config) the classifier the config names."""
+    path = resolve_weights(config.weights, config.cache_dir)
+    classifier: Classifier
+    if config.effective_runtime == Runtime.LITERT:
+        if not path.endswith(".tflite"):
+            raise ConfigurationError(f"the litert runtime needs a .tflite file, got {path!r}")
+        from common.inference.litert import LiteRTClassifier
+
+        classifier = LiteRTClassifier(config.model, path)
+    else:
+        from common.inference.batching import BatchingClassifier
+        from common.inference.keras import KerasClassifier
+
+        # Keras gains from batches; concurrent deliveries on one instance share them.
+        classifier = BatchingClassifier(KerasClassifier(config.model, path))
+    log.info("model loaded", extra={"model": classifier.description})
+    return classifier

@@ -1,0 +1,116 @@
+"""Create a job: validate the request, record the job, list the images under its prefix, publish one message each.
+
+Safe to retry. With a `request_id` the job id is derived from it, so a retried request finds the job it started:
+a job that finished listing is returned as it is, one whose fan-out was interrupted is listed and published again
+(classify_image counts each image once, so messages published twice change nothing). Without a request_id an
+interrupted fan-out marks its job failed with the reason, so no job stays in `listing` forever.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from common.domain.errors import Conflict, FanOutInterrupted, NotFound, TransientError
+from common.domain.jobs import JobDefaults, JobRecord, JobSpec, new_job_id, parse_job_request, status_view
+from common.domain.messages import ClassifyMessage
+from common.domain.results import Counters
+from common.domain.taxonomy import describe_resolution
+from common.logs import get_logger
+from common.ports import JobWriter, ObjectLister, Publisher
+from common.usecases.clock import utc_now_iso
+
+log = get_logger("create_job")
+
+
+def job_images(objects: ObjectLister, spec: JobSpec) -> Iterator[str]:
+    """The objects a job covers: everything under its prefix but "folder" placeholder objects."""
+    return (n for n in objects.list_names(spec.bucket, spec.source_prefix) if not n.endswith("/"))
+
+
+class CreateJob:
+    def __init__(self, objects: ObjectLister, jobs: JobWriter, publisher: Publisher, defaults: JobDefaults,
+                 clock: Callable[[], str] = utc_now_iso) -> None:
+        self._objects = objects
+        self._jobs = jobs
+        self._publisher = publisher
+        self._defaults = defaults
+        self._clock = clock
+
+    def __call__(self, body: object) -> dict[str, Any]:
+        request = parse_job_request(body, self._defaults)
+        spec = request.spec
+        meaning = describe_resolution(spec.classes, spec.match)  # a class that means nothing is a 400 first
+        job = JobRecord(id=new_job_id(request.request_id), spec=spec, number_of_files=None,
+                        created_at=self._clock(), request_id=request.request_id)
+        if not self._jobs.create_job(job):
+            existing = self._jobs.get_job(job.id)
+            if existing is None:  # created and gone again: cannot happen with the stores we have
+                raise TransientError(f"job {job.id} vanished while being created")
+            if existing.spec != spec:
+                raise Conflict(f"request_id {request.request_id!r} was already used for a different job "
+                               f"({existing.id})", field="request_id", id=existing.id)
+            job = existing
+            if job.number_of_files is not None and job.error is None:
+                log.info("job request replayed", extra={"job_id": job.id, "request_id": job.request_id})
+                return {**status_view(job, self._jobs.counters(job.id)), **meaning}
+            log.info("resuming an interrupted fan-out", extra={"job_id": job.id, "request_id": job.request_id})
+        listed = self._fan_out(job)
+        job = replace(job, number_of_files=listed, error=None)
+        return {**status_view(job, self._jobs.counters(job.id)), **meaning}
+
+    def _fan_out(self, job: JobRecord) -> int:
+        """List and publish at once (fan-out runs at the speed of the slower of the two, not of their sum); the
+        job's total is set when both are done."""
+        listed = 0
+
+        def messages() -> Iterator[ClassifyMessage]:
+            nonlocal listed
+            for name in job_images(self._objects, job.spec):
+                listed += 1
+                yield ClassifyMessage(job.id, name, job.spec)
+
+        try:
+            published = self._publisher.publish_all(messages())
+            self._jobs.set_total(job.id, listed)
+        except Exception as exc:
+            self._record_interruption(job, listed, exc)
+            raise
+        log.info("job created", extra={"job_id": job.id, "number_of_files": listed, "published": published,
+                                       "classes": list(job.spec.classes)})
+        return listed
+
+    def _record_interruption(self, job: JobRecord, listed: int, exc: Exception) -> None:
+        resumable = job.request_id is not None
+        advice = ("retry the same request (same request_id) to resume it" if resumable else
+                  "create the job again; send a request_id so that a retry resumes instead")
+        reason = f"fan-out interrupted after {listed} images were listed ({exc}); {advice}"
+        try:
+            self._jobs.mark_failed(job.id, reason)
+        except Exception:  # the store is down too: status reports a stale listing as failed after a deadline
+            log.exception("could not record the interrupted fan-out", extra={"job_id": job.id})
+        log.error("fan-out interrupted", extra={"job_id": job.id, "listed": listed, "error": str(exc)})
+        if isinstance(exc, TransientError):
+            raise FanOutInterrupted(reason, job.id, resumable) from exc
+
+
+class ResumeJob:
+    """Re-publish the images of a job that have no result yet (after an interrupted embedded run). The job's total
+    becomes what it will process: the images already done plus those published now."""
+
+    def __init__(self, objects: ObjectLister, jobs: JobWriter, publisher: Publisher) -> None:
+        self._objects = objects
+        self._jobs = jobs
+        self._publisher = publisher
+
+    def __call__(self, job_id: str) -> tuple[int, int]:
+        """(already done, published now)."""
+        job = self._jobs.get_job(job_id)
+        if job is None:
+            raise NotFound(f"Job {job_id} not found", field="id")
+        done = {result.name for result in self._jobs.results(job_id)}
+        todo = [n for n in job_images(self._objects, job.spec) if n not in done]
+        published = self._publisher.publish_all(ClassifyMessage(job.id, name, job.spec) for name in todo)
+        self._jobs.set_total(job.id, len(done) + len(todo))
+        log.info("job resumed", extra={"job_id": job.id, "already_done": len(done), "published": published})
+        return len(done), published

@@ -1,0 +1,135 @@
+"""The layout keeps its promises: no import cycles (module-level or inside functions), each layer imports only the
+layers beneath it, the HTTP functions load without NumPy, Pillow or a model runtime, and no test hook lives in
+production code."""
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+PRODUCTION = ["common", "imgclassify"]
+# What each layer of common/ may import from the project (besides itself). The composition root sees everything.
+ALLOWED = {
+    "common.domain": {"common.domain"},
+    "common.logs": set(),
+    "common.config": {"common.domain"},
+    "common.ports": {"common.domain"},
+    "common.inference": {"common.domain", "common.inference", "common.logs"},
+    "common.usecases": {"common.domain", "common.ports", "common.inference", "common.logs", "common.usecases"},
+    "common.adapters": {"common.domain", "common.logs", "common.adapters"},
+    "common.http": {"common.domain", "common.config", "common.logs"},
+    "common.pubsub": {"common.domain", "common.logs"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for package in PRODUCTION for p in (REPO_ROOT / package).rglob("*.py")}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """Every project module this file imports, at module level or inside functions (TYPE_CHECKING excluded)."""
+    tree = ast.parse(path.read_text())
+    type_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            type_only |= {id(child) for stmt in node.body for child in ast.walk(stmt)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in known}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    known = set(modules)
+    return {name: imports_of(path, known) - {name} for name, path in modules.items()}
+
+
+def test_no_import_cycles_anywhere():
+    edges = graph()
+    # Packages import nothing themselves here (their __init__ is documentation), so a package name as a target
+    # stands for the package, not a cycle through its children.
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == 1:
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target, stack + [target])
+        state[node] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def layer_of(module: str) -> str | None:
+    return next((layer for layer in sorted(ALLOWED, key=len, reverse=True)
+                 if module == layer or module.startswith(layer + ".")), None)
+
+
+def test_each_layer_imports_only_what_is_beneath_it():
+    violations = []
+    for module, targets in graph().items():
+        layer = layer_of(module)
+        if layer is None:
+            continue
+        for target in targets:
+            if not any(target == allowed or target.startswith(allowed + ".") for allowed in ALLOWED[layer] | {layer}):
+                violations.append(f"{module} -> {target}")
+    assert violations == []
+
+
+def test_common_never_imports_the_local_tooling():
+    assert [f"{m} -> {t}" for m, ts in graph().items() if m.startswith("common") for t in ts
+            if t.startswith("imgclassify")] == []
+
+
+@pytest.mark.parametrize("function", ["create_job", "job_status"])
+def test_http_functions_load_without_numpy_pillow_or_a_model_runtime(function):
+    script = f"""
+import sys
+from functions_framework import create_app
+create_app("{function}", "functions/{function}/main.py", "http")
+heavy = sorted(m for m in ("numpy", "PIL", "tensorflow", "keras", "ai_edge_litert") if m in sys.modules)
+print(",".join(heavy))
+"""
+    loaded = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == ""
+
+
+def test_no_production_module_refers_to_crash_points_or_test_hooks():
+    sources = [p for package in ("common", "functions") for p in (REPO_ROOT / package).rglob("*.py")]
+    hooks = re.compile(r"\b(crash_point|IMGCLASSIFY_CRASH\w*|faults|use_service|OBSERVE_DIR)\b")
+    offenders = [str(p.relative_to(REPO_ROOT)) for p in sources if hooks.search(p.read_text())]
+    assert offenders == []
+
+
+def test_deploy_stages_common_whole_with_no_deny_list():
+    script = (REPO_ROOT / "deploy.sh").read_text()
+    assert 'cp -r "$HERE/common"' in script and 'rm -f "$STAGE' not in script
