@@ -148,9 +148,9 @@ BASE_PACKAGES=(functions-framework flask numpy pillow google-cloud-storage googl
 stage create_job "${BASE_PACKAGES[@]}"
 stage job_status "${BASE_PACKAGES[@]}"
 if [[ $RUNTIME_KIND == litert ]]; then
-  stage classify_image "${BASE_PACKAGES[@]}" ai-edge-litert
+  stage classify_image "${BASE_PACKAGES[@]}" pillow-heif ai-edge-litert
 else
-  stage classify_image "${BASE_PACKAGES[@]}" tensorflow-cpu
+  stage classify_image "${BASE_PACKAGES[@]}" pillow-heif tensorflow-cpu
 fi
 
 echo "== project $PROJECT, region $REGION, bucket gs://$BUCKET, model $MODEL ($RUNTIME_KIND, $WEIGHTS_URI)"

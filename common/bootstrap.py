@@ -17,6 +17,7 @@ from common.domain.options import Backend
 from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
 
+from common.domain.messages import ClassifyMessage
 from common.ports import ObjectStore, ResultRecorder
 
 if TYPE_CHECKING:
@@ -95,10 +96,19 @@ class LocalApp:
 
 def build_local(settings: Settings, workers: int = 2) -> LocalApp:
     from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore
+    from common.domain.jobs import DEFAULT_SOURCE_PREFIX
+    from common.domain.results import ImageResult
 
-    objects = FolderObjectStore(settings.local_root)
+    # The photos are read from DIR/all (wherever a link there points) or from the folder given with --out's
+    # PHOTOS; copies are written under DIR only.
+    photos = settings.local_photos or str(Path(settings.local_root) / DEFAULT_SOURCE_PREFIX)
+    objects = FolderObjectStore(settings.local_root, sources={DEFAULT_SOURCE_PREFIX: photos})
     jobs = SqliteJobStore(local_db_path(settings.local_root))
-    queue = InProcessQueue(workers=workers)
+
+    def record_give_up(message: ClassifyMessage, reason: str) -> None:
+        jobs.record_result(message.job_id, ImageResult.failure(message.name, reason))
+
+    queue = InProcessQueue(workers=workers, on_give_up=record_give_up)
     classify = classify_image(objects, jobs, settings)
     queue.subscribe(classify)
     return LocalApp(settings, objects, jobs, queue,

@@ -37,6 +37,7 @@ class Settings:
     topic: str = "classify-image"
     backend: Backend = Backend.GCP
     local_root: str = "."
+    local_photos: str = ""  # embedded: read all/ from this folder instead of LOCAL_ROOT/all (run PHOTOS --out DIR)
     model: Model = Model.RESNET50
     runtime: Runtime = Runtime.KERAS
     # A local path, a gs:// URI, "imagenet" (let Keras download on first use) or "" (none configured).

@@ -7,11 +7,20 @@ operator must fix becomes `ConfigurationError`; the use cases never see an SDK's
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from common.domain.jobs import JobRecord
 from common.domain.messages import ClassifyMessage
 from common.domain.results import Counters, ImageResult
+
+
+@dataclass(frozen=True)
+class Copied:
+    """Where a copy is (`name`), and whether this call wrote it (False: it was already there)."""
+
+    name: str
+    written: bool
 
 
 class ObjectLister(Protocol):
@@ -25,9 +34,12 @@ class ObjectStore(ObjectLister, Protocol):
         """Raises ObjectMissing when the object does not exist, PermanentImageError when it can never be read."""
         ...
 
-    def copy(self, bucket: str, source: str, target: str) -> bool:
-        """Make target a copy of source. Idempotent: False (nothing written) when target already holds the same
-        bytes, so a redelivered message makes no second copy. Raises ObjectMissing if source is gone."""
+    def copy(self, bucket: str, source: str, target: str) -> Copied:
+        """Copy source to target, never replacing anything: when target holds other bytes (a user's file, another
+        job's copy) the copy goes to the next of `collision_names(target)`. Idempotent: a candidate already holding
+        the same bytes is reused, not written again, so a redelivered message makes no second copy. Raises
+        ObjectMissing if source is gone, PermanentImageError if the target cannot be written (not a folder, a link,
+        no permission)."""
         ...
 
     def write(self, bucket: str, name: str, data: bytes) -> None: ...

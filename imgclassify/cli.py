@@ -53,15 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="sort DIR/all/** into DIR/<class>/ (copies; originals stay)")
-    run.add_argument("dir", type=Path)
+    run.add_argument("dir", type=Path, help="the folder whose all/ holds the photos (or, with --out, the photos)")
     run.add_argument("--classes", nargs="+", required=True, metavar="CLASS")
+    run.add_argument("--out", type=Path, help="sort the photos in DIR itself (no all/ needed) into this folder")
     _add_model_options(run)
     _add_job_options(run)
     run.add_argument("--json", action="store_true", help="print the final job status object instead of a table")
 
     serve = commands.add_parser("serve", help="serve POST /classification-job and GET /classification-job/<id>")
     serve.add_argument("dir", type=Path)
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=_port, default=8080)
     _add_model_options(serve)
 
     status = commands.add_parser("status", help="print a job's status (the latest job without JOB_ID)")
@@ -69,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job_id", nargs="?")
 
     emulate = commands.add_parser("emulate", help="run the serverless pipeline on the local emulators")
-    emulate.add_argument("--port", type=int, default=8080, help="port serving the two API paths")
+    emulate.add_argument("--port", type=_port, default=8080, help="port serving the two API paths")
     emulate.add_argument("--upload", type=Path, help="upload this folder's files under all/ in the bucket")
     _add_model_options(emulate)
     return parser
 
 
-def _choose_weights(args: argparse.Namespace, root: Path) -> tuple[str, Runtime]:
+def _choose_weights(args: argparse.Namespace, photos: Path) -> tuple[str, Runtime]:
     """(weights, runtime): a cached LiteRT build that passed the guard, compiling one on first use."""
     if args.weights.endswith(".tflite"):
         return args.weights, Runtime.LITERT
@@ -89,7 +90,7 @@ def _choose_weights(args: argparse.Namespace, root: Path) -> tuple[str, Runtime]
         print(f"compiling {args.model} for LiteRT (first run only; cached in {cache})...", file=sys.stderr,
               flush=True)
 
-    artifact = ensure_build(args.model, args.weights, [root / "all"], cache, on_first_build=announce)
+    artifact = ensure_build(args.model, args.weights, [photos], cache, on_first_build=announce)
     if artifact is None:
         if args.runtime == Runtime.LITERT:
             raise UsageError("no LiteRT build of these weights passed the accuracy guard; use --runtime keras")
@@ -107,10 +108,10 @@ def _check_model_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
 
 
-def _settings(args: argparse.Namespace, root: Path) -> Settings:
-    weights, runtime = _choose_weights(args, root)
-    return Settings(backend=Backend.LOCAL, local_root=str(root), model=args.model, weights=weights, runtime=runtime,
-                    bucket="local", service_key=os.environ.get("SERVICE_KEY", ""))
+def _settings(args: argparse.Namespace, root: Path, photos: Path) -> Settings:
+    weights, runtime = _choose_weights(args, photos)
+    return Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos), model=args.model,
+                    weights=weights, runtime=runtime, bucket="local", service_key=os.environ.get("SERVICE_KEY", ""))
 
 
 def _quiet_logs(root: Path) -> None:
@@ -128,9 +129,31 @@ def _quiet_logs(root: Path) -> None:
     logger.setLevel(logging.DEBUG)
 
 
-def _check_folder(root: Path) -> None:
-    if not (root / "all").is_dir():
-        raise UsageError(f"{root / 'all'} not found: put the photos to sort under {root}/all/")
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw} is not a port (1 to 65535)")
+    return port
+
+
+def _folders(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(root: where copies and state go, photos: the folder sorted)."""
+    out = getattr(args, "out", None)
+    if out is None:
+        root = args.dir.resolve()
+        photos = root / "all"
+        if not photos.is_dir():
+            raise UsageError(f"{photos} not found: put the photos to sort under {root}/all/, or sort any folder "
+                             f"with `imgclassify run PHOTOS --out SORTED`")
+        return root, photos
+    photos, root = args.dir.resolve(), out.resolve()
+    if not photos.is_dir():
+        raise UsageError(f"{args.dir} is not a folder of photos")
+    if root.is_relative_to(photos):
+        raise UsageError(f"--out {out} is inside {args.dir}: the copies would be sorted again next time; "
+                         "choose a folder outside it")
+    root.mkdir(parents=True, exist_ok=True)
+    return root, photos
 
 
 class Progress:
@@ -194,11 +217,10 @@ def _embedded_app(args: argparse.Namespace) -> tuple[LocalApp, str]:
     the loaded model's description."""
     from common.bootstrap import build_local
 
-    root = args.dir.resolve()
-    _check_folder(root)
+    root, photos = _folders(args)
     _check_model_options(args)
     _quiet_logs(root)
-    app = build_local(_settings(args, root), workers=args.workers)
+    app = build_local(_settings(args, root, photos), workers=args.workers)
     return app, app.load_model().description
 
 
@@ -246,7 +268,12 @@ def command_run(args: argparse.Namespace) -> int:
     else:
         print(_table(view))
         if view["failed"]:
-            print(f"failed images and reasons: imgclassify status {args.dir} {job_id}", file=sys.stderr)
+            print(f"failed images and reasons: imgclassify status {app.settings.local_root} {job_id}",
+                  file=sys.stderr)
+    if not view["complete"]:
+        reason = view.get("error") or f"{view['remaining']} images were neither classified nor failed"
+        print(f"imgclassify: job {job_id} did not complete: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

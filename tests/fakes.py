@@ -11,11 +11,12 @@ import numpy as np
 from PIL import Image
 
 from common.config import Settings
-from common.domain.errors import ObjectMissing
-from common.domain.jobs import JobRecord
+from common.domain.errors import ObjectMissing, PermanentImageError
+from common.domain.jobs import JobRecord, collision_names
 from common.domain.results import Counters, ImageResult
 from common.domain.messages import ClassifyMessage
 from common.inference.decoding import decode_image
+from common.ports import Copied
 from common.usecases.classify_image import ClassifyImage
 from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
@@ -62,13 +63,17 @@ class MemoryObjectStore:
         except KeyError:
             raise ObjectMissing(name) from None
 
-    def copy(self, bucket: str, source: str, target: str) -> bool:
+    def copy(self, bucket: str, source: str, target: str) -> Copied:
         data = self.read(bucket, source)
-        if self.objects.get((bucket, target)) == data:
-            return False
-        self.objects[(bucket, target)] = data
-        self.copies += 1
-        return True
+        for candidate in collision_names(target):
+            existing = self.objects.get((bucket, candidate))
+            if existing == data:
+                return Copied(candidate, written=False)
+            if existing is None:
+                self.objects[(bucket, candidate)] = data
+                self.copies += 1
+                return Copied(candidate, written=True)
+        raise PermanentImageError(f"too many files named like {target}")
 
     def write(self, bucket: str, name: str, data: bytes) -> None:
         self.objects[(bucket, name)] = data

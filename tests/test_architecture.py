@@ -22,7 +22,7 @@ ALLOWED = {
     "common.ports": {"common.domain"},
     "common.inference": {"common.domain", "common.inference", "common.logs"},
     "common.usecases": {"common.domain", "common.ports", "common.inference", "common.logs", "common.usecases"},
-    "common.adapters": {"common.domain", "common.logs", "common.adapters"},
+    "common.adapters": {"common.domain", "common.logs", "common.ports", "common.adapters"},
     "common.http": {"common.domain", "common.config", "common.logs"},
     "common.pubsub": {"common.domain", "common.logs"},
 }

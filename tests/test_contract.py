@@ -13,6 +13,7 @@ from common.domain.errors import ObjectMissing
 from common.domain.jobs import JobRecord, JobSpec, new_job_id
 from common.domain.results import ImageResult, Label
 from common.domain.messages import ClassifyMessage
+from common.ports import Copied
 from tests.fakes import ListPublisher, MemoryJobStore, MemoryObjectStore
 
 BACKENDS = ["memory", "local", pytest.param("gcp", marks=pytest.mark.emulator)]
@@ -143,19 +144,28 @@ def test_listing_pages_through_many_objects(object_store):
 def test_copy_keeps_the_original_and_is_made_once(object_store):
     store, bucket = object_store
     store.write(bucket, "all/x/y.jpg", b"photo bytes")
-    assert store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg") is True
-    assert store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg") is False
+    assert store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg") == Copied("dog/x/y.jpg", written=True)
+    assert store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg") == Copied("dog/x/y.jpg", written=False)
     assert store.read(bucket, "dog/x/y.jpg") == b"photo bytes"
     assert store.read(bucket, "all/x/y.jpg") == b"photo bytes"
 
 
-def test_copy_replaces_a_stale_copy(object_store):
+def test_copy_never_replaces_other_bytes_it_keeps_both(object_store):
     store, bucket = object_store
-    store.write(bucket, "all/y.jpg", b"old")
-    store.copy(bucket, "all/y.jpg", "dog/y.jpg")
-    store.write(bucket, "all/y.jpg", b"new photo")
-    assert store.copy(bucket, "all/y.jpg", "dog/y.jpg") is True
-    assert store.read(bucket, "dog/y.jpg") == b"new photo"
+    store.write(bucket, "cats/IMG_0001.jpg", b"the user's own notes")
+    store.write(bucket, "all/IMG_0001.jpg", b"a cat")
+    store.write(bucket, "other/IMG_0001.jpg", b"another cat")
+
+    first = store.copy(bucket, "all/IMG_0001.jpg", "cats/IMG_0001.jpg")
+    again = store.copy(bucket, "all/IMG_0001.jpg", "cats/IMG_0001.jpg")  # a redelivery finds its own copy
+    second = store.copy(bucket, "other/IMG_0001.jpg", "cats/IMG_0001.jpg")  # another job, same name
+
+    assert first == Copied("cats/IMG_0001 (1).jpg", written=True)
+    assert again == Copied("cats/IMG_0001 (1).jpg", written=False)
+    assert second == Copied("cats/IMG_0001 (2).jpg", written=True)
+    assert store.read(bucket, "cats/IMG_0001.jpg") == b"the user's own notes"
+    assert store.read(bucket, "cats/IMG_0001 (1).jpg") == b"a cat"
+    assert store.read(bucket, "cats/IMG_0001 (2).jpg") == b"another cat"
 
 
 def test_reading_or_copying_a_missing_object_raises_object_missing(object_store):

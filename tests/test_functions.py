@@ -117,7 +117,7 @@ def test_classify_image_counts_a_poison_image_as_failed_and_acks(service):
     assert response.status_code == 200
     job_id = service.publisher.messages[0].job_id
     [result] = service.jobs.results(job_id)
-    assert (result.ok, result.reason) == (False, "not a recognised image format")
+    assert not result.ok and result.reason.startswith("not a recognised image format")
     status = client("job_status").get(f"/?id={job_id}").get_json()
     assert (status["failed"], status["complete"]) == (1, True)
 

@@ -66,3 +66,33 @@ def test_decompression_bomb_is_refused_from_its_header():
     bomb = small[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + small[33:]
     with pytest.raises(PermanentImageError, match="pixels|bomb"):
         decode_image(bomb)
+
+
+def test_iphone_heic_photos_are_read():
+    assert decode_image(encode(RGB, "HEIF")).shape == (224, 224, 3)
+
+
+def _with_png_size(width: int, height: int, mode: str = "RGBA") -> bytes:
+    small = encode(Image.new(mode, (1, 1)), "PNG")
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + small[24:29]
+    return small[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + small[33:]
+
+
+def test_memory_is_bounded_formats_decoded_whole_get_a_smaller_pixel_budget():
+    # 110 megapixels of RGBA PNG would decode into 440 MB (1.7 GB through Pillow's conversions): refused unread.
+    with pytest.raises(PermanentImageError, match="decoded whole"):
+        decode_image(_with_png_size(10000, 11000))
+
+
+def test_a_tiny_jpeg_declaring_a_huge_image_is_refused():
+    small = bytearray(encode(RGB, "JPEG"))
+    sof = small.index(b"\xff\xc0")
+    small[sof + 5:sof + 9] = struct.pack(">HH", 11000, 10000)  # height, width in the frame header
+    with pytest.raises(PermanentImageError, match="corrupt header or a decompression bomb"):
+        decode_image(bytes(small))
+
+
+def test_formats_outside_the_allow_list_are_never_parsed():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(PermanentImageError, match="not a recognised image format"):
+        decode_image(eps)

@@ -34,7 +34,7 @@ class CountingFolder(FolderObjectStore):
     def copy(self, bucket, source, target):
         made = super().copy(bucket, source, target)
         with self._lock:
-            self.copies_made[target] += made
+            self.copies_made[made.name] += made.written
         return made
 
     def read(self, bucket, name):

@@ -14,10 +14,12 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exceptions
 from google.cloud import firestore, pubsub_v1, storage
 
-from common.domain.errors import ConfigurationError, ObjectMissing, PublishError, TransientError
-from common.domain.jobs import JobRecord, JobSpec, result_key, shard_for
+from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentImageError, PublishError,
+                                  TransientError)
+from common.domain.jobs import JobRecord, JobSpec, collision_names, result_key, shard_for
 from common.domain.messages import ClassifyMessage
 from common.domain.results import Counters, ImageResult
+from common.ports import Copied
 
 # The retry policy at the cloud boundary: Google's retryable API errors (and dropped connections) may pass, so they
 # become TransientError; a denied permission is an operator's to fix, so it becomes ConfigurationError. Everything
@@ -98,23 +100,26 @@ class GcsObjectStore:
             raise ObjectMissing(name) from None
 
     @translated("copying an object")
-    def copy(self, bucket: str, source: str, target: str) -> bool:
+    def copy(self, bucket: str, source: str, target: str) -> Copied:
         handle = self._client.bucket(bucket)
         original = handle.get_blob(source)
         if original is None:
             raise ObjectMissing(source)
-        existing = handle.get_blob(target)
-        if existing is not None and existing.md5_hash == original.md5_hash:
-            return False
-        try:
-            # The generation precondition makes two racing deliveries write at most one copy.
-            handle.copy_blob(original, handle, target,
-                             if_generation_match=existing.generation if existing is not None else 0)
-        except gexc.PreconditionFailed:
-            return False
-        except gexc.NotFound:
-            raise ObjectMissing(source) from None
-        return True
+        for candidate in collision_names(target):
+            existing = handle.get_blob(candidate)
+            if existing is None:
+                try:
+                    # Only if absent: of two racing deliveries one writes, the other finds its copy.
+                    handle.copy_blob(original, handle, candidate, if_generation_match=0)
+                    return Copied(candidate, written=True)
+                except gexc.PreconditionFailed:
+                    existing = handle.get_blob(candidate)
+                except gexc.NotFound:
+                    raise ObjectMissing(source) from None
+            if existing is not None and existing.md5_hash == original.md5_hash:
+                return Copied(candidate, written=False)
+        raise PermanentImageError(f"{len(collision_names(target))} different objects are already named like "
+                                  f"{target}: none is replaced")
 
     @translated("writing an object")
     def write(self, bucket: str, name: str, data: bytes) -> None:

@@ -6,18 +6,20 @@ import errno
 import json
 import os
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from common.domain.errors import ObjectMissing, PermanentImageError, TransientError
-from common.domain.jobs import JobRecord, JobSpec
+from common.domain.errors import ConfigurationError, ObjectMissing, PermanentImageError, TransientError
+from common.domain.jobs import MAX_IMAGE_BYTES, JobRecord, JobSpec, collision_names
 from common.domain.messages import ClassifyMessage
 from common.domain.results import Counters, ImageResult
 from common.logs import get_logger
+from common.ports import Copied
 
 log = get_logger("local")
 
@@ -50,13 +52,22 @@ def database_errors(operation: str) -> Iterator[None]:
 
 
 class FolderObjectStore:
-    """Objects are files under root; names use '/' whatever the OS. The bucket name is ignored: root is the bucket."""
+    """Objects are files under root; names use '/' whatever the OS. The bucket name is ignored: root is the bucket.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    `sources` maps a prefix to the folder its photos are read from (`all/` -> the folder `DIR/all` points to, or
+    the PHOTOS of `run PHOTOS --out SORTED`): photos may live behind a link or elsewhere, copies are only ever
+    written under root, never through a symbolic link, never into a source folder, and never over a file that
+    holds other bytes. Only regular files are listed and read; sizes are checked before reading.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], sources: Mapping[str, str | os.PathLike[str]] | None = None,
+                 max_bytes: int = MAX_IMAGE_BYTES) -> None:
         self.root = Path(root).resolve()
-        self._copy_lock = threading.Lock()  # check-then-write of one copy is atomic within the process
-        # Files are written here, then renamed into place: a killed run leaves no half photo, and no stray
-        # temporary file, in the user's folders. Same filesystem as root, so the rename is atomic.
+        self.sources = {prefix: Path(folder).resolve() for prefix, folder in (sources or {}).items()}
+        self.max_bytes = max_bytes
+        self._unlistable: dict[str, str] = {}  # folders the listing could not enter, and why
+        # Files are written here, then linked into place: a killed run leaves no half photo, and no stray
+        # temporary file, in the user's folders. Same filesystem as root, so the link is atomic.
         self._tmp = self.root / STATE_DIR / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
         stale = time.time() - 600  # older than any write in flight, even from another process on this folder
@@ -64,51 +75,137 @@ class FolderObjectStore:
             if leftover.stat().st_mtime < stale:
                 leftover.unlink(missing_ok=True)
 
-    def _path(self, name: str) -> Path:
-        path = (self.root / name).resolve()
-        if not path.is_relative_to(self.root) or path == self.root:
-            raise ObjectMissing(name)  # names come from messages: never let one point outside the folder
+    # --- reading --------------------------------------------------------------------------------------------
+    def _source(self, name: str) -> tuple[Path, Path]:
+        """(folder the name is read from, path of the name in it)."""
+        for prefix, folder in self.sources.items():
+            if name.startswith(prefix):
+                return folder, folder / name[len(prefix):]
+        return self.root, self.root / name
+
+    def _readable_path(self, name: str) -> Path:
+        base, path = self._source(name)
+        resolved = Path(os.path.realpath(path))  # a link loop resolves to itself here; opening it says why
+        if not (resolved.is_relative_to(base) or resolved.is_relative_to(self.root)) or resolved == self.root:
+            raise ObjectMissing(name)  # names come from messages: never let one point outside the folders
         return path
 
     def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
-        base = self.root / prefix
-        if not base.is_dir():
+        base, folder = self._source(prefix)
+        if not folder.is_dir():
             return
-        for directory, subdirs, files in os.walk(base):
+        denied: list[OSError] = []
+        for directory, subdirs, files in os.walk(folder, onerror=denied.append):
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
             for file in sorted(files):
-                if file.startswith("."):
+                path = Path(directory, file)
+                # Regular files, and links (a broken or looping one fails with its reason when read); never
+                # pipes, sockets or devices, which would block or mean nothing.
+                if file.startswith(".") or not (path.is_file() or path.is_symlink()):
                     continue
-                yield Path(directory, file).relative_to(self.root).as_posix()
+                yield prefix + path.relative_to(folder).as_posix()
+        # A folder that could not be entered still counts, as one failed "image" saying why.
+        for error in denied:
+            if error.filename and Path(error.filename) != folder:
+                name = prefix + Path(error.filename).relative_to(folder).as_posix()
+                self._unlistable[name] = error.strerror or str(error)
+                yield name
 
     def read(self, bucket: str, name: str) -> bytes:
+        data, _ = self._read(name)
+        return data
+
+    def _read(self, name: str) -> tuple[bytes, os.stat_result]:
+        if name in self._unlistable:
+            raise PermanentImageError(f"folder {name} could not be listed: {self._unlistable[name]}")
+        path = self._readable_path(name)
         with file_errors("cannot read", name):
-            return self._path(name).read_bytes()
+            # Non-blocking: opening a FIFO for reading must not wait for a writer.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as handle:
+                status = os.fstat(handle.fileno())
+                if stat.S_ISDIR(status.st_mode):
+                    raise PermanentImageError(f"{name} is a folder")
+                if not stat.S_ISREG(status.st_mode):
+                    raise PermanentImageError(f"{name} is not a regular file (a pipe, socket or device)")
+                if status.st_size > self.max_bytes:
+                    raise PermanentImageError(f"file is {status.st_size} bytes, above the {self.max_bytes}-byte "
+                                              "limit for an image")
+                data = handle.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:  # it grew while being read
+            raise PermanentImageError(f"file is larger than the {self.max_bytes}-byte limit for an image")
+        return data, status
 
-    def copy(self, bucket: str, source: str, target: str) -> bool:
-        data = self.read(bucket, source)
-        path = self._path(target)
-        with self._copy_lock, file_errors("cannot copy to", target):
-            if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-                return False
-            self._write(target, data)
-        return True
+    # --- writing --------------------------------------------------------------------------------------------
+    def _writable_folder(self, name: str) -> Path:
+        """The real folder under root that name goes in, created as needed; refuses links and files in the way."""
+        folder = self.root
+        for part in name.split("/")[:-1]:
+            if part in ("", ".", ".."):
+                raise ObjectMissing(name)
+            folder = folder / part
+            relative = folder.relative_to(self.root).as_posix()
+            if folder.is_symlink():
+                raise PermanentImageError(f"{relative} is a symbolic link: copies are never written through links "
+                                          "(make it a real folder)")
+            if folder.exists() and not folder.is_dir():
+                raise PermanentImageError(f"{relative} exists and is not a folder: rename it or choose another "
+                                          "class name")
+            try:
+                folder.mkdir(exist_ok=True)
+            except FileExistsError:  # became a file or link between the checks
+                raise PermanentImageError(f"{relative} exists and is not a folder") from None
+        resolved = folder.resolve()
+        if not resolved.is_relative_to(self.root) or any(resolved.is_relative_to(s) for s in self.sources.values()):
+            raise PermanentImageError(f"{name} would be written outside the output folder or among the photos")
+        return folder
 
-    def write(self, bucket: str, name: str, data: bytes) -> None:
-        with file_errors("cannot write", name):
-            self._write(name, data)
-
-    def _write(self, name: str, data: bytes) -> None:
-        path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _create(self, path: Path, data: bytes, like: os.stat_result | None) -> bool:
+        """Write path only if nothing is there; False if something is. Mode and times follow `like`."""
         fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="partial-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
+            if like is not None:
+                os.chmod(tmp, stat.S_IMODE(like.st_mode))
+                os.utime(tmp, ns=(like.st_atime_ns, like.st_mtime_ns))
+            try:
+                os.link(tmp, path)  # atomic, and fails if the name exists: never replaces anything
+            except FileExistsError:
+                return False
+            return True
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
+
+    @staticmethod
+    def _holds(path: Path, data: bytes) -> bool:
+        status = path.lstat()
+        return stat.S_ISREG(status.st_mode) and status.st_size == len(data) and path.read_bytes() == data
+
+    def copy(self, bucket: str, source: str, target: str) -> Copied:
+        data, status = self._read(source)
+        with file_errors("cannot copy to", target):
+            folder = self._writable_folder(target)
+            for candidate in collision_names(target):
+                path = folder / candidate.rpartition("/")[2]
+                if not os.path.lexists(path) and self._create(path, data, status):
+                    return Copied(candidate, written=True)
+                if self._holds(path, data):  # this service's copy, from an earlier delivery or job
+                    return Copied(candidate, written=False)
+        raise PermanentImageError(f"{len(collision_names(target))} different files are already named like {target}:"
+                                  " none is replaced")
+
+    def write(self, bucket: str, name: str, data: bytes) -> None:
+        """Upload (tests, `emulate --upload`): replaces name, but never through a link."""
+        with file_errors("cannot write", name):
+            path = self._writable_folder(name) / name.rpartition("/")[2]
+            fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="partial-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
 
 
 _SCHEMA = """
@@ -121,6 +218,12 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+def _db_name(name: str) -> str:
+    """Object names as SQLite can store them: a file name that is not valid UTF-8 reaches us with surrogate
+    escapes, which SQLite's UTF-8 text cannot hold; they are stored as backslash escapes instead."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class SqliteJobStore:
     """Counters are aggregates over the results table, so they are exact by construction: the primary key makes
     each image count once."""
@@ -129,6 +232,14 @@ class SqliteJobStore:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ConfigurationError(f"{path} is not a readable job database ({exc}): move it aside (the job "
+                                     "history in it is lost; photos and copies are not touched) and run again") from None
+
+    def _open(self) -> None:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -170,12 +281,12 @@ class SqliteJobStore:
     def has_result(self, job_id: str, name: str) -> bool:
         with self._lock, database_errors("reading a result"):
             return self._db.execute("SELECT 1 FROM results WHERE job_id = ? AND name = ?",
-                                    (job_id, name)).fetchone() is not None
+                                    (job_id, _db_name(name))).fetchone() is not None
 
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         with self._lock, database_errors("recording a result"):
             cursor = self._db.execute("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
-                                      (job_id, result.name, int(result.ok), json.dumps(result.to_dict())))
+                                      (job_id, _db_name(result.name), int(result.ok), json.dumps(result.to_dict())))
             return cursor.rowcount == 1
 
     def counters(self, job_id: str) -> Counters:
@@ -207,11 +318,15 @@ class InProcessQueue:
     TransientError, like a push subscription retries a failing function. The handler decides what is transient
     (the classify_image use case raises nothing else but ConfigurationError); anything else is dead-lettered."""
 
-    def __init__(self, workers: int = 2, max_attempts: int = 5, backoff: float = 0.2) -> None:
+    def __init__(self, workers: int = 2, max_attempts: int = 5, backoff: float = 0.2,
+                 on_give_up: Callable[[ClassifyMessage, str], None] | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="classify")
         self._handler: Callable[[ClassifyMessage], object] | None = None
         self._max_attempts = max_attempts
         self._backoff = backoff
+        # What to do with a message that cannot be delivered (the embedded runner records the image as failed
+        # with the reason, so its job still finishes and says why).
+        self._on_give_up = on_give_up
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
         self.dead_letters: list[tuple[ClassifyMessage, str]] = []
@@ -227,15 +342,23 @@ class InProcessQueue:
                 return
             except TransientError as exc:
                 if attempt == self._max_attempts:
-                    log.error("message dead-lettered", extra={"job_id": message.job_id, "object": message.name,
-                                                              "error": str(exc)})
-                    self.dead_letters.append((message, str(exc)))
+                    self._give_up(message, f"gave up after {attempt} attempts: {exc}")
                     return
                 time.sleep(self._backoff * 2 ** (attempt - 1))
             except Exception as exc:  # misconfigured, or a bug: retrying cannot help
                 log.exception("message handler failed", extra={"job_id": message.job_id, "object": message.name})
-                self.dead_letters.append((message, repr(exc)))
+                self._give_up(message, str(exc) or repr(exc))
                 return
+
+    def _give_up(self, message: ClassifyMessage, reason: str) -> None:
+        log.error("message dead-lettered", extra={"job_id": message.job_id, "object": message.name,
+                                                  "error": reason})
+        self.dead_letters.append((message, reason))
+        if self._on_give_up is not None:
+            try:
+                self._on_give_up(message, reason)
+            except Exception:
+                log.exception("could not record the dead-lettered image", extra={"job_id": message.job_id})
 
     def publish_all(self, messages: Iterable[ClassifyMessage]) -> int:
         count = 0

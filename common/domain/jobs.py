@@ -114,6 +114,19 @@ def target_name(class_name: str, object_name: str, source_prefix: str) -> str:
     return f"{class_name}/{relative}"
 
 
+MAX_NAME_COLLISIONS = 100
+MAX_IMAGE_BYTES = 64 * 1024 * 1024  # a photo; anything larger (a video, a disk image) is refused before reading
+
+
+def collision_names(target: str) -> list[str]:
+    """Where a copy may go, in order: the target itself, then "name (1).ext", "name (2).ext", ... A copy never
+    replaces a file it did not write: the first candidate that is free, or already holds the same bytes, is used."""
+    folder, _, filename = target.rpartition("/")
+    stem, dot, extension = filename.rpartition(".") if "." in filename.lstrip(".") else (filename, "", "")
+    prefix = f"{folder}/" if folder else ""
+    return [target] + [f"{prefix}{stem} ({n}){dot}{extension}" for n in range(1, MAX_NAME_COLLISIONS)]
+
+
 def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
 

@@ -8,12 +8,31 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from common.domain.errors import PermanentImageError
+from common.domain.jobs import MAX_IMAGE_BYTES
 
 INPUT_SIZE = 224
-# A 60-megapixel photo is legitimate; a header declaring gigapixels is a decompression bomb.
+# A 60-megapixel photo is legitimate; a header declaring gigapixels is a decompression bomb. JPEGs decode reduced
+# (1/8 scale, see draft below), so their memory stays small up to the limit; other formats decode whole, at up to
+# 4 bytes a pixel, so they get a smaller budget: at most 160 MB per image in flight.
 MAX_PIXELS = 120_000_000
-MAX_BYTES = 64 * 1024 * 1024
+MAX_FULL_DECODE_PIXELS = 40_000_000
+# A real photo needs far more than a byte per thousand pixels; a tiny file declaring a huge image is a bomb or junk.
+MIN_BYTES_PER_KILOPIXEL = 1.0
+MAX_BYTES = MAX_IMAGE_BYTES
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# What photo libraries hold. Everything else (EPS and PDF through Ghostscript, PSD, icons, …) is refused unread.
+# (Multi-picture JPEGs, MPO, open through the JPEG plugin.)
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "PPM")
+REDUCED_ON_LOAD = ("JPEG", "MPO")
+
+try:  # iPhone photos (HEIC/HEIF)
+    from pillow_heif import register_heif_opener
+except ImportError:  # pragma: no cover - pinned in constraints.txt; without it HEIC is "not a recognised format"
+    pass
+else:
+    register_heif_opener()
+Image.init()
+FORMATS = tuple(name for name in ACCEPTED_FORMATS if name in Image.OPEN)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -39,11 +58,18 @@ def decode_image(data: bytes, size: int = INPUT_SIZE) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
-            if width * height > MAX_PIXELS:
+            pixels = width * height
+            if pixels > MAX_PIXELS:
                 raise PermanentImageError(f"image declares {width}x{height} pixels, above the {MAX_PIXELS} limit")
-            if image.format == "JPEG":
+            if image.format not in REDUCED_ON_LOAD and pixels > MAX_FULL_DECODE_PIXELS:
+                raise PermanentImageError(f"{image.format} image of {width}x{height} pixels: above the "
+                                          f"{MAX_FULL_DECODE_PIXELS} pixels decoded whole (convert it to JPEG)")
+            if pixels > 1_000_000 and len(data) < pixels / 1000 * MIN_BYTES_PER_KILOPIXEL:
+                raise PermanentImageError(f"image declares {width}x{height} pixels in only {len(data)} bytes: "
+                                          "a corrupt header or a decompression bomb")
+            if image.format in REDUCED_ON_LOAD:
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: most of the decode cost for big photos.
                 image.draft("RGB", (size, size))
             image.load()
@@ -54,7 +80,7 @@ def decode_image(data: bytes, size: int = INPUT_SIZE) -> np.ndarray:
     except PermanentImageError:
         raise
     except UnidentifiedImageError:
-        raise PermanentImageError("not a recognised image format") from None
+        raise PermanentImageError("not a recognised image format (accepted: " + ", ".join(FORMATS) + ")") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PermanentImageError(f"decompression bomb: {exc}") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:

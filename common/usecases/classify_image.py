@@ -69,13 +69,13 @@ class ClassifyImage:
         for class_name in outcome.matched:
             target = target_name(class_name, message.name, spec.source_prefix)
             try:
-                self._objects.copy(spec.bucket, message.name, target)
+                copied = self._objects.copy(spec.bucket, message.name, target)
             except ObjectMissing:
                 reason = "object deleted while being classified"
             except PermanentImageError as exc:
                 reason = exc.reason
             else:
-                copies.append(target)
+                copies.append(copied.name)
                 continue
             return ImageResult(message.name, ok=False, reason=reason, copies=tuple(copies))
         return ImageResult(message.name, ok=True, matched=outcome.matched, labels=outcome.labels,

@@ -26,6 +26,7 @@ from common import bootstrap  # noqa: E402
 from common.domain.errors import BadMessage  # noqa: E402
 from common.domain.messages import from_cloud_event  # noqa: E402
 from common.domain.results import ImageResult  # noqa: E402
+from common.ports import Copied  # noqa: E402
 from common.pubsub import handle_event  # noqa: E402
 from common.usecases.classify_image import ClassifyImage  # noqa: E402
 from tests.faults import crash_point  # noqa: E402
@@ -47,11 +48,11 @@ class ObservedObjects:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
 
-    def copy(self, bucket: str, source: str, target: str) -> bool:
-        made = self._inner.copy(bucket, source, target)
-        if made:
-            observe(kind="copy_written", source=source, target=target)
-        return made
+    def copy(self, bucket: str, source: str, target: str) -> Copied:
+        copied = self._inner.copy(bucket, source, target)
+        if copied.written:
+            observe(kind="copy_written", source=source, target=copied.name)
+        return copied
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
