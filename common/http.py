@@ -168,6 +168,22 @@ def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, setti
     """The old Flask service's two routes over any backend (used by `imgclassify serve`)."""
     app = flask.Flask("imgclassify")
 
+    @app.before_request
+    def options() -> flask.Response | None:
+        # Flask's automatic OPTIONS answer is an empty text/html page: answer in JSON like everything else.
+        if flask.request.method != "OPTIONS":
+            return None
+        adapter = app.url_map.bind_to_environ(flask.request.environ)
+        try:
+            allowed = sorted(adapter.allowed_methods())
+        except HTTPException:
+            allowed = []
+        if not allowed:
+            return error_response(404, f"no such path {flask.request.path}", field="path")
+        response = json_response({"code": 200, "allow": allowed}, 200)
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+
     @app.route(JOB_PATH, methods=["POST"])
     def post_job() -> flask.Response:
         return create_job_response(flask.request, lambda: create_job, lambda: settings)

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve POST /classification-job and GET /classification-job/<id>")
     serve.add_argument("dir", type=Path)
     serve.add_argument("--port", type=_port, default=8080)
+    serve.add_argument("--max-queued", type=int, default=20_000,
+                       help="images waiting to be classified beyond which new jobs get 429 (default 20000)")
     _add_model_options(serve)
 
     status = commands.add_parser("status", help="print a job's status (the latest job without JOB_ID)")
@@ -277,32 +279,53 @@ def command_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_serve(args: argparse.Namespace) -> int:
-    from werkzeug.serving import WSGIRequestHandler, make_server
+def _resume_unfinished(app: LocalApp) -> list[str]:
+    """Jobs an earlier serve left running (stopped or killed): publish their images without a result again."""
+    resumed = []
+    for job_id in app.jobs.job_ids():
+        view = app.job_status(job_id)
+        if not view["complete"] and "error" not in view:
+            app.resume_job(job_id)
+            resumed.append(job_id)
+    return resumed
 
+
+def command_serve(args: argparse.Namespace) -> int:
+    from waitress.server import create_server
+
+    from common.domain.errors import Overloaded
     from common.http import create_app
 
     app, _ = _embedded_app(args)
     root = args.dir.resolve()
 
-    class KeepAliveHandler(WSGIRequestHandler):
-        protocol_version = "HTTP/1.1"  # pollers reuse their connection instead of a TCP handshake per request
+    def create_job_when_there_is_room(body: object) -> dict[str, Any]:
+        # Bounded work in flight: a flood of jobs is told to come back instead of queueing without limit.
+        queued = app.queue.backlog()
+        if queued >= args.max_queued:
+            raise Overloaded(f"{queued} images are waiting to be classified (limit {args.max_queued}); retry later",
+                             retry_after=max(1, min(60, queued // 100)))
+        return app.create_job(body)
 
-        def log_request(self, *a: object, **k: object) -> None:
-            pass
-
-    server = make_server("127.0.0.1", args.port, create_app(app.create_job, app.job_status, app.settings),
-                         threaded=True,
-                         request_handler=KeepAliveHandler)
-    print(f"serving {root} on http://127.0.0.1:{server.port}  (POST /classification-job, "
+    resumed = _resume_unfinished(app)
+    # waitress: the ecosystem's pure-Python production WSGI server. It reads each request whole before a worker
+    # thread sees it (a slow client holds a socket, never a thread), closes idle connections after
+    # channel_timeout, and caps open connections.
+    server = create_server(create_app(create_job_when_there_is_room, app.job_status, app.settings),
+                           host="127.0.0.1", port=args.port, threads=8, connection_limit=200, channel_timeout=30,
+                           max_request_header_size=16 * 1024, max_request_body_size=app.settings.max_body_bytes,
+                           ident="imgclassify")
+    if resumed:
+        print(f"resuming {len(resumed)} unfinished job(s): {', '.join(resumed)}", file=sys.stderr)
+    print(f"serving {root} on http://127.0.0.1:{server.effective_port}  (POST /classification-job, "
           f"GET /classification-job/<id>); Ctrl-C stops", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        server.serve_forever()
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.close()
         app.queue.shutdown(cancel=True)
     return 0
 

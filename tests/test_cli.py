@@ -259,3 +259,90 @@ def test_default_runtime_uses_the_guarded_litert_build_compiled_on_first_use(man
     view = json.loads(run.stdout)
     assert view["model"] == f"litert:mobilenet_v2:{litert_mobilenet.name}"
     assert litert_mobilenet.name.endswith(f"-{chosen}.tflite") and view["processed"] == 309
+
+
+def _serve(root: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = subprocess.Popen([IMGCLASSIFY, "serve", str(root), "--port", str(port), "--model", "mobilenet_v2",
+                               "--weights", str(MOBILENET_TFLITE), *extra],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/classification-job"
+    wait_for_http(f"{base}/{'0' * 32}", 120, server)
+    return server, base
+
+
+def test_serve_stays_up_under_a_flood_of_jobs_and_slow_clients(many_photos):
+    import socket
+
+    server, base = _serve(many_photos, "--max-queued", "100")
+    slow = []
+    try:
+        answers = [requests.post(base, json={"classes": ["dogs"]}, timeout=30) for _ in range(5)]
+        refused = [a for a in answers if a.status_code == 429]
+        assert answers[0].status_code == 201 and refused, [a.status_code for a in answers]
+        assert all(a.headers["Retry-After"].isdigit() and a.json()["code"] == 429 for a in refused)
+        port = int(base.split(":")[2].split("/")[0])
+        for _ in range(50):  # clients that send half a request and wait
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /classification-job/" + b"0" * 32 + b" HTTP/1.1\r\nHost: x\r\n")
+            slow.append(sock)
+        started = time.monotonic()
+        status = requests.get(f"{base}/{answers[0].json()['id']}", timeout=10)
+        assert status.status_code == 200 and time.monotonic() - started < 5
+        options = requests.options(base, timeout=10)
+        assert options.headers["Content-Type"] == "application/json" and "POST" in options.json()["allow"]
+        wrong = requests.delete(base, timeout=10)
+        assert wrong.status_code == 405 and wrong.json()["field"] == "method"
+        nested = requests.post(base, data="[" * 30000 + "]" * 30000, timeout=10)
+        assert nested.status_code in (400, 413) and nested.json()["field"] == "body"
+    finally:
+        for sock in slow:
+            sock.close()
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=60)
+
+
+def test_serve_resumes_the_jobs_a_killed_server_left_unfinished(many_photos):
+    server, base = _serve(many_photos)
+    try:
+        job = requests.post(base, json={"classes": ["dogs", "birds"]}, timeout=30).json()
+        deadline = time.monotonic() + 120
+        while _results_count(many_photos) < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        server.kill()
+        server.communicate(timeout=30)
+    assert _results_count(many_photos) < 309, "the job finished before the kill: nothing to resume"
+
+    server, base = _serve(many_photos)
+    try:
+        deadline = time.monotonic() + 120
+        while not (status := requests.get(f"{base}/{job['id']}", timeout=10).json())["complete"]:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert (status["processed"] + status["failed"], status["number_of_files"]) == (309, 309)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=60)
+
+
+def test_run_sorts_any_folder_into_an_output_folder_and_follows_a_linked_all(photo_folder, tmp_path):
+    before = {p: p.read_bytes() for p in (photo_folder / "all").rglob("*") if p.is_file()}
+    sorted_out = tmp_path / "sorted"
+    elsewhere = imgclassify("run", str(photo_folder / "all"), "--out", str(sorted_out), "--classes", "cats",
+                            "--model", "mobilenet_v2", "--weights", str(MOBILENET_TFLITE), "--json")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "all").symlink_to(photo_folder / "all")
+    through_link = imgclassify("run", str(linked), "--classes", "cats", "--model", "mobilenet_v2", "--weights",
+                               str(MOBILENET_TFLITE), "--json")
+
+    assert elsewhere.returncode == 0 and through_link.returncode == 0, elsewhere.stderr + through_link.stderr
+    assert json.loads(elsewhere.stdout)["processed"] == json.loads(through_link.stdout)["processed"] == 8
+    assert files_under(sorted_out, "cats") == files_under(linked, "cats") and "chelsea.png" in files_under(
+        sorted_out, "cats")
+    assert {p: p.read_bytes() for p in (photo_folder / "all").rglob("*") if p.is_file()} == before
+    inside = imgclassify("run", str(photo_folder / "all"), "--out", str(photo_folder / "all/sorted"),
+                         "--classes", "cats", "--model", "mobilenet_v2", "--weights", str(MOBILENET_TFLITE))
+    assert inside.returncode == 2 and "inside" in inside.stderr

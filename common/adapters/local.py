@@ -307,6 +307,11 @@ class SqliteJobStore:
         for (payload,) in rows:
             yield ImageResult.from_dict(json.loads(payload))
 
+    def job_ids(self) -> list[str]:
+        """Every job, oldest first."""
+        with self._lock, database_errors("listing jobs"):
+            return [row[0] for row in self._db.execute("SELECT id FROM jobs ORDER BY created_at, rowid")]
+
     def latest_job_id(self) -> str | None:
         with self._lock, database_errors("finding the latest job"):
             row = self._db.execute("SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
@@ -369,6 +374,11 @@ class InProcessQueue:
             future.add_done_callback(self._forget)
             count += 1
         return count
+
+    def backlog(self) -> int:
+        """Messages published and not yet handled."""
+        with self._lock:
+            return len(self._pending)
 
     def _forget(self, future: Future[None]) -> None:
         with self._lock:
