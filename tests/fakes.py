@@ -53,15 +53,19 @@ class MemoryObjectStore:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.copies = 0
+        self.max_bytes = 64 * 1024 * 1024
 
     def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
         yield from sorted(n for b, n in self.objects if b == bucket and n.startswith(prefix))
 
     def read(self, bucket: str, name: str) -> bytes:
         try:
-            return self.objects[(bucket, name)]
+            data = self.objects[(bucket, name)]
         except KeyError:
             raise ObjectMissing(name) from None
+        if len(data) > self.max_bytes:
+            raise PermanentImageError(f"object is larger than the {self.max_bytes}-byte limit for an image")
+        return data
 
     def copy(self, bucket: str, source: str, target: str) -> Copied:
         data = self.read(bucket, source)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from common.domain.errors import ObjectMissing
+from common.domain.errors import ObjectMissing, PermanentImageError
 from common.domain.jobs import JobRecord, JobSpec, new_job_id
 from common.domain.results import ImageResult, Label
 from common.domain.messages import ClassifyMessage
@@ -166,6 +166,17 @@ def test_copy_never_replaces_other_bytes_it_keeps_both(object_store):
     assert store.read(bucket, "cats/IMG_0001.jpg") == b"the user's own notes"
     assert store.read(bucket, "cats/IMG_0001 (1).jpg") == b"a cat"
     assert store.read(bucket, "cats/IMG_0001 (2).jpg") == b"another cat"
+
+
+def test_an_object_over_the_size_limit_is_refused_and_an_empty_one_reads_as_empty(object_store):
+    store, bucket = object_store
+    store.max_bytes = 10
+    store.write(bucket, "all/big.mp4", b"x" * 11)
+    store.write(bucket, "all/limit.jpg", b"y" * 10)
+    store.write(bucket, "all/empty.jpg", b"")
+    with pytest.raises(PermanentImageError, match="limit"):
+        store.read(bucket, "all/big.mp4")
+    assert store.read(bucket, "all/limit.jpg") == b"y" * 10 and store.read(bucket, "all/empty.jpg") == b""
 
 
 def test_reading_or_copying_a_missing_object_raises_object_missing(object_store):

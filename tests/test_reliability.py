@@ -141,7 +141,7 @@ class FailingBlob:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def download_as_bytes(self) -> bytes:
+    def download_as_bytes(self, **range_) -> bytes:
         raise self.error
 
 

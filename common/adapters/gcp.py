@@ -16,7 +16,7 @@ from google.cloud import firestore, pubsub_v1, storage
 
 from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentImageError, PublishError,
                                   TransientError)
-from common.domain.jobs import JobRecord, JobSpec, collision_names, result_key, shard_for
+from common.domain.jobs import MAX_IMAGE_BYTES, JobRecord, JobSpec, collision_names, result_key, shard_for
 from common.domain.messages import ClassifyMessage
 from common.domain.results import Counters, ImageResult
 from common.ports import Copied
@@ -66,9 +66,10 @@ def storage_client(project: str) -> storage.Client:
 
 
 class GcsObjectStore:
-    def __init__(self, client: storage.Client, listing_threads: int = 8) -> None:
+    def __init__(self, client: storage.Client, listing_threads: int = 8, max_bytes: int = MAX_IMAGE_BYTES) -> None:
         self._client = client
         self._listing_threads = listing_threads
+        self.max_bytes = max_bytes
 
     def _list_flat(self, bucket: str, prefix: str) -> list[str]:
         # Only names are needed: ask for nothing else, and large pages, to list fast.
@@ -95,9 +96,15 @@ class GcsObjectStore:
     @translated("reading an object")
     def read(self, bucket: str, name: str) -> bytes:
         try:
-            return self._client.bucket(bucket).blob(name).download_as_bytes()
+            # One byte past the limit at most: a video in all/ is refused without downloading it.
+            data = self._client.bucket(bucket).blob(name).download_as_bytes(start=0, end=self.max_bytes)
         except gexc.NotFound:
             raise ObjectMissing(name) from None
+        except gexc.RequestRangeNotSatisfiable:  # an empty object has no byte 0
+            return b""
+        if len(data) > self.max_bytes:
+            raise PermanentImageError(f"object is larger than the {self.max_bytes}-byte limit for an image")
+        return data
 
     @translated("copying an object")
     def copy(self, bucket: str, source: str, target: str) -> Copied:
