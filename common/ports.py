@@ -74,6 +74,10 @@ class ResultRecorder(Protocol):
         """Store the result and count it, atomically and once: False (and nothing changed) if already recorded."""
         ...
 
+    def record_job_error(self, job_id: str, message: str) -> None:
+        """Note on the job what stops its images (each distinct message once), for its status to show."""
+        ...
+
 
 class JobStore(JobWriter, ResultRecorder, Protocol):
     def latest_job_id(self) -> str | None: ...

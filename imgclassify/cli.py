@@ -39,10 +39,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="images classified at once (default 2)")
 
 
-def _add_job_options(parser: argparse.ArgumentParser) -> None:
+def _add_job_options(parser: argparse.ArgumentParser, with_match: bool = True) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="labels considered per image (default 5)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="probability mass needed to match (default: the tuned value of the match rule)")
+    if not with_match:  # a server's default thresholds; each job chooses its own match rule
+        return
     parser.add_argument("--match", default=MatchMode.HIERARCHY.value, choices=choices(MatchMode),
                         help="hierarchy (default): the class's meaning in WordNet; label: an exact top-k label; "
                              "substring: the old service's rule")
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queued", type=int, default=20_000,
                        help="images waiting to be classified beyond which new jobs get 429 (default 20000)")
     _add_model_options(serve)
+    _add_job_options(serve, with_match=False)
 
     status = commands.add_parser("status", help="print a job's status (the latest job without JOB_ID)")
     status.add_argument("dir", type=Path)
@@ -74,11 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     emulate = commands.add_parser("emulate", help="run the serverless pipeline on the local emulators")
     emulate.add_argument("--port", type=_port, default=8080, help="port serving the two API paths")
     emulate.add_argument("--upload", type=Path, help="upload this folder's files under all/ in the bucket")
+    emulate.add_argument("--keep", action="store_true", help="keep the emulators' folder (logs, bucket) on exit")
     _add_model_options(emulate)
+    _add_job_options(emulate, with_match=False)
     return parser
 
 
-def _choose_weights(args: argparse.Namespace, photos: Path) -> tuple[str, Runtime]:
+def _choose_weights(args: argparse.Namespace, photos: Path | None) -> tuple[str, Runtime]:
     """(weights, runtime): a cached LiteRT build that passed the guard, compiling one on first use."""
     if args.weights.endswith(".tflite"):
         return args.weights, Runtime.LITERT
@@ -92,7 +97,7 @@ def _choose_weights(args: argparse.Namespace, photos: Path) -> tuple[str, Runtim
         print(f"compiling {args.model} for LiteRT (first run only; cached in {cache})...", file=sys.stderr,
               flush=True)
 
-    artifact = ensure_build(args.model, args.weights, [photos], cache, on_first_build=announce)
+    artifact = ensure_build(args.model, args.weights, [photos] if photos else [], cache, on_first_build=announce)
     if artifact is None:
         if args.runtime == Runtime.LITERT:
             raise UsageError("no LiteRT build of these weights passed the accuracy guard; use --runtime keras")
@@ -113,7 +118,8 @@ def _check_model_options(args: argparse.Namespace) -> None:
 def _settings(args: argparse.Namespace, root: Path, photos: Path) -> Settings:
     weights, runtime = _choose_weights(args, photos)
     return Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos), model=args.model,
-                    weights=weights, runtime=runtime, bucket="local", service_key=os.environ.get("SERVICE_KEY", ""))
+                    weights=weights, runtime=runtime, bucket="local", service_key=os.environ.get("SERVICE_KEY", ""),
+                    default_top_k=args.top_k, default_min_score=args.min_score)
 
 
 def _quiet_logs(root: Path) -> None:
@@ -349,38 +355,93 @@ def command_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _function_env(args: argparse.Namespace, weights: str, runtime: Runtime) -> dict[str, str]:
+    """What the three functions get: the same model options `run` and `serve` take."""
+    env = {"MODEL": args.model.value, "MODEL_WEIGHTS": weights, "MODEL_RUNTIME": runtime.value,
+           "THREADS": str(args.workers), "DEFAULT_TOP_K": str(args.top_k)}
+    if args.min_score is not None:
+        env["DEFAULT_MIN_SCORE"] = str(args.min_score)
+    return env
+
+
+def _report_progress(store: Any, shown: dict[str, str]) -> None:
+    """One line per job whose progress changed since the last look."""
+    from common.usecases.job_status import JobStatus
+
+    status = JobStatus(store)
+    for job_id in store.recent_job_ids(5):
+        view = status(job_id)
+        done = view["processed"] + view["failed"]
+        line = (f"job {job_id}: {view['state']} {done}/{view['number_of_files']} "
+                f"({view['percentage']}%)  " + ", ".join(f"{c} {n}" for c, n in view["matches"].items()))
+        if view["state"] == "complete":
+            line += f"  — copies under gs://{view['bucket']}/<class>/"
+        for error in view.get("errors", []):
+            line += f"\n  error: {error}"
+        if shown.get(job_id) != line:
+            shown[job_id] = line
+            print(line, file=sys.stderr, flush=True)
+
+
 def command_emulate(args: argparse.Namespace) -> int:
+    import shutil
+
+    from common.inference.classifier import ModelConfig
+    from common.inference.loader import load_classifier
     from imgclassify.emulation import Emulators, LocalStack, _environ
 
     _check_model_options(args)
+    if args.weights not in ("imagenet", "none"):
+        args.weights = str(Path(args.weights).resolve())  # the functions run elsewhere: paths are the user's
+    if args.upload is not None and not args.upload.is_dir():
+        raise UsageError(f"--upload {args.upload} is not a folder")
+    weights, runtime = _choose_weights(args, args.upload.resolve() if args.upload else None)
+    # The model must load before anything says "pipeline up": a wrong file is one line here, not a silent hang.
+    logging.getLogger("imgclassify").setLevel(logging.WARNING)
+    model = load_classifier(ModelConfig(args.model, weights, runtime)).description
     emulators = Emulators().start()
-    stack = LocalStack(emulators, gateway_port=args.port,
-                       function_env={"MODEL": args.model, "MODEL_WEIGHTS": str(args.weights)})
+    stack = LocalStack(emulators, gateway_port=args.port, function_env=_function_env(args, weights, runtime))
     try:
-        stack.start()
-        if args.upload:
-            from common.adapters.gcp import GcsObjectStore, storage_client
+        try:
+            stack.start()
+        except RuntimeError as exc:
+            raise UsageError(f"the functions did not start: {str(exc).splitlines()[-1]} (logs: "
+                             f"{emulators.log_dir})") from None
+        from google.cloud import firestore
 
-            with _environ(emulators.env):
+        from common.adapters.gcp import FirestoreJobStore, GcsObjectStore, storage_client
+        from common.config import Settings
+
+        with _environ(emulators.env):
+            if args.upload:
                 store = GcsObjectStore(storage_client(emulators.project))
                 files = [p for p in sorted(args.upload.rglob("*")) if p.is_file()]
                 for path in files:
                     store.write(stack.bucket, f"all/{path.relative_to(args.upload).as_posix()}", path.read_bytes())
-            print(f"uploaded {len(files)} files under gs://{stack.bucket}/all/", file=sys.stderr)
-        print(f"pipeline up: POST {stack.gateway_url}/classification-job, "
+                print(f"uploaded {len(files)} files under gs://{stack.bucket}/all/", file=sys.stderr)
+            jobs = FirestoreJobStore(firestore.Client(project=emulators.project), Settings.jobs_collection,
+                                     Settings.counter_shards)
+        print(f"pipeline up ({model}, {args.workers} at once): POST {stack.gateway_url}/classification-job, "
               f"GET {stack.gateway_url}/classification-job/<id>", file=sys.stderr)
-        print("emulator environment (export to use gsutil-free clients against it):", file=sys.stderr)
+        print("emulator environment (export to use the official clients against it):", file=sys.stderr)
         for key, value in {**emulators.env, "BUCKET": stack.bucket}.items():
             print(f"  export {key}={value}", file=sys.stderr)
         print(f"logs: {emulators.log_dir}; Ctrl-C stops everything", file=sys.stderr, flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
+        shown: dict[str, str] = {}
         while True:
-            time.sleep(3600)
+            time.sleep(1)
+            with _environ(emulators.env):
+                _report_progress(jobs, shown)
     except KeyboardInterrupt:
         return 0
     finally:
         stack.stop()
         emulators.stop()
+        if args.keep:
+            print(f"kept {emulators.log_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(emulators.log_dir, ignore_errors=True)
 
 
 COMMANDS = {"run": command_run, "serve": command_serve, "status": command_status, "emulate": command_emulate}

@@ -102,6 +102,12 @@ class MemoryJobStore:
     def mark_failed(self, job_id: str, reason: str) -> None:
         self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], error=reason)
 
+    def record_job_error(self, job_id: str, message: str) -> None:
+        with self._lock:
+            job = self.jobs[job_id]
+            if message not in job.errors:
+                self.jobs[job_id] = dataclasses.replace(job, errors=job.errors + (message,))
+
     def get_job(self, job_id: str) -> JobRecord | None:
         return self.jobs.get(job_id)
 

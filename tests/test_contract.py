@@ -218,6 +218,14 @@ def test_a_failure_is_recorded_and_cleared_when_the_total_is_set(job_store):
     assert (job_store.get_job(job.id).error, job_store.get_job(job.id).number_of_files) == (None, 7)
 
 
+def test_job_errors_are_recorded_once_each(job_store):
+    job = _job()
+    job_store.create_job(job)
+    for message in ("no weights", "no weights", "permission denied"):
+        job_store.record_job_error(job.id, message)
+    assert job_store.get_job(job.id).errors == ("no weights", "permission denied")
+
+
 def test_a_result_is_counted_exactly_once(job_store):
     job = _job()
     job_store.create_job(job)

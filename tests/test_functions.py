@@ -209,8 +209,13 @@ def test_the_retry_policy_fails_a_bug_and_redelivers_a_misconfiguration(service,
     response = deliver(client("classify_image", "cloudevent"), service.publisher.messages[0])
 
     assert response.status_code == status
-    results = list(service.jobs.results(service.publisher.messages[0].job_id))
+    job_id = service.publisher.messages[0].job_id
+    results = list(service.jobs.results(job_id))
     assert [r.reason for r in results] == ([recorded] if recorded else [])
+    status_body = client("job_status").get(f"/classification-job/{job_id}").get_json()
+    if recorded is None:  # the job says why it is not moving, instead of "running" forever
+        assert status_body["state"] == "stalled"
+        assert status_body["errors"] == ["classify_image: weights file not found"]
 
 
 @pytest.mark.parametrize("error, retry_after", [(TransientError("firestore: ServiceUnavailable"), "5"),

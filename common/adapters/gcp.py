@@ -162,6 +162,10 @@ class FirestoreJobStore:
     def mark_failed(self, job_id: str, reason: str) -> None:
         self._jobs.document(job_id).update({"error": reason})
 
+    @translated("recording a job's error")
+    def record_job_error(self, job_id: str, message: str) -> None:
+        self._jobs.document(job_id).update({"errors": firestore.ArrayUnion([message])})
+
     @translated("reading a job")
     def get_job(self, job_id: str) -> JobRecord | None:
         snapshot = self._jobs.document(job_id).get()
@@ -169,7 +173,8 @@ class FirestoreJobStore:
             return None
         data = snapshot.to_dict() or {}
         return JobRecord(id=job_id, spec=JobSpec.from_dict(data["spec"]), number_of_files=data["number_of_files"],
-                         created_at=data["created_at"], request_id=data.get("request_id"), error=data.get("error"))
+                         created_at=data["created_at"], request_id=data.get("request_id"), error=data.get("error"),
+                         errors=tuple(data.get("errors") or ()))
 
     def _result_ref(self, job_id: str, name: str) -> Any:
         return self._jobs.document(job_id).collection("results").document(result_key(name))
@@ -214,6 +219,11 @@ class FirestoreJobStore:
             snapshots = list(self._jobs.document(job_id).collection("results").stream())
         for snapshot in snapshots:
             yield ImageResult.from_dict(snapshot.to_dict() or {})
+
+    @translated("listing recent jobs")
+    def recent_job_ids(self, limit: int) -> list[str]:
+        query = self._jobs.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
+        return [snapshot.id for snapshot in query.stream()]
 
     @translated("finding the latest job")
     def latest_job_id(self) -> str | None:

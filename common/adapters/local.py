@@ -211,7 +211,7 @@ class FolderObjectStore:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, spec TEXT NOT NULL, number_of_files INTEGER, created_at TEXT NOT NULL,
-    request_id TEXT, error TEXT);
+    request_id TEXT, error TEXT, errors TEXT);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT NOT NULL, name TEXT NOT NULL, ok INTEGER NOT NULL, payload TEXT NOT NULL,
     PRIMARY KEY (job_id, name));
@@ -245,7 +245,7 @@ class SqliteJobStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-            for column in ("request_id", "error"):  # databases written before these columns existed
+            for column in ("request_id", "error", "errors"):  # databases written before these columns existed
                 if column not in columns:
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
 
@@ -272,11 +272,19 @@ class SqliteJobStore:
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._lock, database_errors("reading a job"):
-            row = self._db.execute("SELECT spec, number_of_files, created_at, request_id, error FROM jobs "
+            row = self._db.execute("SELECT spec, number_of_files, created_at, request_id, error, errors FROM jobs "
                                    "WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             return None
-        return JobRecord(job_id, JobSpec.from_dict(json.loads(row[0])), row[1], row[2], row[3], row[4])
+        return JobRecord(job_id, JobSpec.from_dict(json.loads(row[0])), row[1], row[2], row[3], row[4],
+                         tuple(json.loads(row[5] or "[]")))
+
+    def record_job_error(self, job_id: str, message: str) -> None:
+        with self._lock, database_errors("recording a job's error"):
+            row = self._db.execute("SELECT errors FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            errors = json.loads(row[0] or "[]") if row else []
+            if row and message not in errors:
+                self._db.execute("UPDATE jobs SET errors = ? WHERE id = ?", (json.dumps(errors + [message]), job_id))
 
     def has_result(self, job_id: str, name: str) -> bool:
         with self._lock, database_errors("reading a result"):

@@ -83,6 +83,7 @@ class JobRecord:
     created_at: str
     request_id: str | None = None
     error: str | None = None  # why the job cannot finish (fan-out interrupted), until a retry resumes it
+    errors: tuple[str, ...] = ()  # what stops its images (an instance that cannot load its model), as reported
 
 
 def new_job_id(request_id: str | None = None) -> str:
@@ -248,7 +249,8 @@ def status_view(job: JobRecord, counters: Counters, now: datetime | None = None)
             LISTING_DEADLINE_SECONDS:
         error = (f"listing did not finish within {LISTING_DEADLINE_SECONDS} s (the instance stopped); "
                  "retry the request with the same request_id to resume it")
-    state = "failed" if error else "listing" if listing else "complete" if complete else "running"
+    state = "failed" if error else "listing" if listing else "complete" if complete else \
+        "stalled" if job.errors else "running"
     view: dict[str, Any] = {
         "id": job.id,
         "classes": list(job.spec.classes),
@@ -272,4 +274,6 @@ def status_view(job: JobRecord, counters: Counters, now: datetime | None = None)
         view["request_id"] = job.request_id
     if error:
         view["error"] = error
+    if job.errors:
+        view["errors"] = list(job.errors)
     return view

@@ -24,8 +24,11 @@ class LiteRTClassifier:
         count = interpreters or max(1, (os.cpu_count() or 1) // threads)
         self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for _ in range(count):
-            interpreter = Interpreter(model_path=path, num_threads=threads)
-            interpreter.allocate_tensors()
+            try:
+                interpreter = Interpreter(model_path=path, num_threads=threads)
+                interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:  # not a .tflite model, or one LiteRT cannot run
+                raise ConfigurationError(f"cannot load {path} with LiteRT: {exc}") from None
             self._pool.put(interpreter)
         probe = self._pool.get()
         self._input = probe.get_input_details()[0]

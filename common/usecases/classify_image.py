@@ -32,6 +32,9 @@ class ClassifyImage:
         self._classifier = classifier
         self._decode = decode
 
+    def load_model(self) -> Classifier:
+        return self._classifier()
+
     def __call__(self, message: ClassifyMessage) -> ImageResult | None:
         """The recorded result, or None when this image was already counted (a redelivery)."""
         context = {"job_id": message.job_id, "object": message.name}
@@ -40,7 +43,14 @@ class ClassifyImage:
             return None
         try:
             result = self._classify_and_copy(message)
-        except (TransientError, ConfigurationError):
+        except TransientError:
+            raise
+        except ConfigurationError as exc:
+            # The instance cannot classify anything (no weights, no permission): say so where the operator and
+            # the job's owner look — a structured error entry and the job's status — then redeliver, so the
+            # images go through once it is fixed.
+            log.error("instance cannot classify", extra={**context, "error": str(exc)})
+            self._results.record_job_error(message.job_id, f"classify_image: {exc}")
             raise
         except Exception as exc:
             log.exception("image failed on an unexpected error; recorded as failed, not retried", extra=context)

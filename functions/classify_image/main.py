@@ -7,7 +7,11 @@ from cloudevents.http import CloudEvent
 
 from common import bootstrap
 from common.domain.results import ImageResult
-from common.pubsub import handle_event
+from common.pubsub import handle_event, warm_up
+
+# Load the model when the instance starts, not on its first delivery: the first image does not pay for it, and a
+# misconfigured instance says so in a structured log entry at once (deliveries then mark their jobs stalled).
+warm_up(bootstrap.classify_image_handler)
 
 
 @functions_framework.cloud_event

@@ -65,6 +65,9 @@ class CrashingResults:
     def has_result(self, job_id: str, name: str) -> bool:
         return self._inner.has_result(job_id, name)
 
+    def record_job_error(self, job_id: str, message: str) -> None:
+        self._inner.record_job_error(job_id, message)
+
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         crash_point("after_copy", result.name)
         recorded = self._inner.record_result(job_id, result)
