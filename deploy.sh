@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
 # Deploy the image classification service to Google Cloud (Cloud Functions gen2, Pub/Sub, Firestore, Storage).
-# Idempotent: every resource is created only when missing; functions are redeployed in place.
+# Idempotent: every resource, service account and role binding is created only when missing; functions are
+# redeployed in place. `./deploy.sh --project P` with nothing else deploys the design's default: ResNet50 with the
+# ImageNet weights, compiled to a guarded LiteRT int8 build, on classify_image without TensorFlow.
 set -euo pipefail
 
 usage() {
   cat <<'USAGE'
 Usage: ./deploy.sh [options]
 
-Deploys create_job, job_status (HTTP) and classify_image (Pub/Sub) as Cloud Functions gen2.
+Deploys create_job, job_status (HTTP) and classify_image (Pub/Sub) as Cloud Functions gen2, each running as its
+own least-privilege service account.
 
 Options (environment variable in brackets):
   --project ID            GCP project              [GOOGLE_CLOUD_PROJECT, else gcloud's configured project]
   --region REGION         functions region         [REGION, default us-central1]
   --bucket NAME           photo bucket (all/ inside) [BUCKET, default <project>-images]
   --model NAME            resnet50 | mobilenet_v2  [MODEL, default resnet50]
-  --weights PATH          local weights file (.weights.h5/.h5/.tflite), uploaded to gs://<bucket>/models/
-                          [MODEL_WEIGHTS_FILE]; or --weights-uri gs://... for weights already in Storage
-  --weights-uri URI       [MODEL_WEIGHTS]
-  --build-litert PHOTOS   compile --weights (Keras) to LiteRT, calibrated and accuracy-guarded on these photos
-                          (half calibrate, half guard); deploys the int8 build if it passed the guard, else fp32,
-                          and classify_image then ships without TensorFlow
+  --weights PATH          local weights file (.weights.h5/.h5/.tflite), uploaded content-addressed to
+                          gs://<bucket>/models/ [MODEL_WEIGHTS_FILE]. Default: the model's ImageNet weights,
+                          fetched by Keras on this machine (needs internet here, not in the cloud)
+  --weights-uri URI       weights already in Storage (gs://...) [MODEL_WEIGHTS]
+  --runtime litert|keras  litert (default): compile Keras weights to LiteRT (int8 when it passes the accuracy guard,
+                          else fp32) and deploy classify_image without TensorFlow; keras: deploy TensorFlow
+  --calibration DIR       photos to calibrate and guard the LiteRT build (default: up to 400 photos sampled from
+                          gs://<bucket>/all/; fewer than 100 -> fp32 only; none -> the Keras runtime, said loudly)
+  --build-litert DIR      the same as --calibration DIR (kept for earlier scripts)
   --topic NAME            fan-out topic            [CLASSIFY_TOPIC, default classify-image]
   --max-instances N       classify_image instances [MAX_INSTANCES, default 20]
   --allow-unauthenticated make the HTTP functions public (default: IAM-authenticated callers only)
@@ -27,6 +33,11 @@ Options (environment variable in brackets):
                           require it in the Authorization header (SERVICE_KEY, mounted with --set-secrets)
   --dry-run               print every gcloud command, run none
   -h, --help              this text
+
+The person deploying needs: roles/serviceusage.serviceUsageAdmin, roles/iam.serviceAccountAdmin,
+roles/resourcemanager.projectIamAdmin, roles/iam.serviceAccountUser, roles/cloudfunctions.admin,
+roles/pubsub.admin, roles/storage.admin, roles/datastore.owner (first run creates the database),
+roles/eventarc.admin, and roles/secretmanager.admin when --service-key-secret is used (or roles/owner).
 
 After deploying, grant callers:  gcloud functions add-invoker-policy-binding create-job \
     --gen2 --region REGION --member user:someone@example.com   (same for job-status)
@@ -39,11 +50,12 @@ BUCKET=${BUCKET:-}
 MODEL=${MODEL:-resnet50}
 WEIGHTS_FILE=${MODEL_WEIGHTS_FILE:-}
 WEIGHTS_URI=${MODEL_WEIGHTS:-}
+RUNTIME=${MODEL_RUNTIME:-litert}
 TOPIC=${CLASSIFY_TOPIC:-classify-image}
 MAX_INSTANCES=${MAX_INSTANCES:-20}
 PUBLIC=false
 DRY_RUN=false
-LITERT_PHOTOS=
+CALIBRATION=
 SERVICE_KEY_SECRET=
 
 while (($#)); do
@@ -54,10 +66,11 @@ while (($#)); do
     --model) MODEL=$2; shift 2 ;;
     --weights) WEIGHTS_FILE=$2; shift 2 ;;
     --weights-uri) WEIGHTS_URI=$2; shift 2 ;;
+    --runtime) RUNTIME=$2; shift 2 ;;
+    --calibration|--build-litert) CALIBRATION=$2; shift 2 ;;
     --topic) TOPIC=$2; shift 2 ;;
     --max-instances) MAX_INSTANCES=$2; shift 2 ;;
     --allow-unauthenticated) PUBLIC=true; shift ;;
-    --build-litert) LITERT_PHOTOS=$2; shift 2 ;;
     --service-key-secret) SERVICE_KEY_SECRET=$2; shift 2 ;;
     --dry-run) DRY_RUN=true; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -66,56 +79,35 @@ while (($#)); do
 done
 
 die() { echo "deploy.sh: $*" >&2; exit 1; }
+say() { echo "== $*"; }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-# The valid models come from the one definition the service validates against (common/domain/options.py).
+PY=$HERE/.venv/bin/python
+[[ -x $PY ]] || PY=python3
+# The valid models and runtimes come from the one definition the service validates against.
 MODELS=$(PYTHONPATH="$HERE" python3 -m common.domain.options model) || die "cannot read the model list"
+RUNTIMES=$(PYTHONPATH="$HERE" python3 -m common.domain.options runtime) || die "cannot read the runtime list"
 [[ " $MODELS " == *" $MODEL "* ]] || die "unknown model '$MODEL': use one of $MODELS"
+[[ " $RUNTIMES " == *" $RUNTIME "* ]] || die "unknown runtime '$RUNTIME': use one of $RUNTIMES"
 if [[ -z $PROJECT ]]; then
   if $DRY_RUN; then PROJECT=PROJECT_ID; else PROJECT=$(gcloud config get-value project 2>/dev/null); fi
 fi
 [[ -n $PROJECT ]] || die "no project: pass --project or set GOOGLE_CLOUD_PROJECT"
 BUCKET=${BUCKET:-$PROJECT-images}
 DEAD_LETTER_TOPIC=$TOPIC-dead-letter
-if [[ -z $WEIGHTS_URI && -z $WEIGHTS_FILE ]]; then
-  die "no model weights: pass --weights PATH (uploaded to gs://$BUCKET/models/) or --weights-uri gs://..."
-fi
-if [[ -n $LITERT_PHOTOS ]]; then
-  [[ -n $WEIGHTS_FILE && -f $WEIGHTS_FILE ]] || die "--build-litert needs --weights PATH (a Keras weights file)"
-  [[ -d $LITERT_PHOTOS ]] || die "photo folder not found: $LITERT_PHOTOS"
-  build=("$HERE/.venv/bin/python" "$HERE/tools/build_tflite.py" --model "$MODEL" --weights "$WEIGHTS_FILE"
-         --calibration "$LITERT_PHOTOS" --guard "$LITERT_PHOTOS" --out "$HERE/build/models")
-  printf '+'; printf ' %q' "${build[@]}"; printf '\n'
-  if $DRY_RUN; then
-    WEIGHTS_FILE="$HERE/build/models/$MODEL-DRYRUN-fp32.tflite"
-  else
-    report=$("${build[@]}") || die "LiteRT build failed"
-    WEIGHTS_FILE=$(printf '%s' "$report" | "$HERE/.venv/bin/python" -c '
-import json, sys
-built = json.load(sys.stdin)
-accepted = [built[k] for k in ("int8", "int8-mixed", "fp32") if built.get(k, {}).get("accepted")]
-print(accepted[0]["path"] if accepted else "")')
-    [[ -n $WEIGHTS_FILE ]] || die "no LiteRT build passed the accuracy guard; deploy the Keras weights instead"
-  fi
-  echo "== LiteRT artifact: $WEIGHTS_FILE"
-fi
-DRY_RUN_ARTIFACT=false
-$DRY_RUN && [[ -n $LITERT_PHOTOS ]] && DRY_RUN_ARTIFACT=true  # a dry run builds nothing: the path is a placeholder
-if [[ -n $WEIGHTS_FILE ]] && ! $DRY_RUN_ARTIFACT; then
-  [[ -f $WEIGHTS_FILE ]] || die "weights file not found: $WEIGHTS_FILE"
-fi
-if [[ -n $WEIGHTS_FILE ]]; then
-  # Content-addressed name: new weights never overwrite the ones running instances have cached.
-  digest=$( { sha256sum "$WEIGHTS_FILE" 2>/dev/null || echo DRYRUN000000; } | cut -c1-12)
-  WEIGHTS_URI="gs://$BUCKET/models/$digest-$(basename "$WEIGHTS_FILE")"
-fi
-RUNTIME_KIND=keras
-[[ $WEIGHTS_URI == *.tflite ]] && RUNTIME_KIND=litert
-
+[[ -z $CALIBRATION || -d $CALIBRATION ]] || die "photo folder not found: $CALIBRATION"
+[[ -z $WEIGHTS_FILE || -f $WEIGHTS_FILE ]] || die "weights file not found: $WEIGHTS_FILE"
+BUILD=$HERE/build/models
 STAGE=$HERE/build/deploy
 
 run() {
   # Print every cloud command; run it unless this is a dry run.
+  printf '+'; printf ' %q' "$@"; printf '\n'
+  $DRY_RUN || "$@"
+}
+
+show() {
+  # Print a local step; run it unless this is a dry run.
   printf '+'; printf ' %q' "$@"; printf '\n'
   $DRY_RUN || "$@"
 }
@@ -125,6 +117,78 @@ exists() {
   $DRY_RUN && { printf '+'; printf ' %q' "$@"; printf '   # (dry run: assumed missing)\n'; return 1; }
   "$@" >/dev/null 2>&1
 }
+
+# --- the model: default weights, then the guarded LiteRT build ----------------------------------------------------
+if [[ -z $WEIGHTS_URI && -z $WEIGHTS_FILE ]]; then
+  WEIGHTS_FILE=$BUILD/$MODEL-imagenet.weights.h5
+  if [[ ! -f $WEIGHTS_FILE ]]; then
+    say "fetching the $MODEL ImageNet weights with Keras (on this machine; cached in $BUILD)"
+    (cd "$HERE" && show "$PY" -m imgclassify.weights --model "$MODEL" --out "$WEIGHTS_FILE") ||
+      die "could not fetch the $MODEL ImageNet weights (no internet here?): pass --weights PATH or --weights-uri"
+  fi
+fi
+
+if [[ $RUNTIME == litert && -n $WEIGHTS_FILE && $WEIGHTS_FILE != *.tflite ]]; then
+  photos=$CALIBRATION
+  where=${CALIBRATION:-gs://$BUCKET/all/}
+  if [[ -z $photos ]]; then
+    photos=$HERE/build/calibration/$BUCKET
+    say "sampling up to 400 photos of gs://$BUCKET/all/ to calibrate and guard the LiteRT build"
+    if $DRY_RUN; then
+      printf '+ gcloud storage ls gs://%s/all/** --project %q | head -n 400 | gcloud storage cp -I %q --project %q\n' \
+        "$BUCKET" "$PROJECT" "$photos" "$PROJECT"
+    else
+      rm -rf "$photos"; mkdir -p "$photos"
+      { gcloud storage ls "gs://$BUCKET/all/**" --project "$PROJECT" 2>/dev/null || true; } | head -n 400 |
+        { grep . || true; } > "$photos.list"
+      if [[ -s $photos.list ]]; then
+        gcloud storage cp -I "$photos" --project "$PROJECT" < "$photos.list" || die "could not copy the photo sample"
+      fi
+    fi
+  fi
+  count=$( { find "$photos" -type f 2>/dev/null || true; } | wc -l)
+  $DRY_RUN && [[ -z $CALIBRATION ]] && count=400  # a dry run samples nothing: assume a full sample
+  if ((count == 0)); then
+    say "WARNING: no photos in $where to calibrate and guard a LiteRT build: deploying the Keras"
+    say "runtime (TensorFlow, ~6 s cold start). Upload photos and run deploy.sh again, or pass --calibration DIR."
+    RUNTIME=keras
+  else
+    kinds=(int8 int8-mixed fp32)
+    if ((count < 100)); then
+      say "only $count photos: too few to verify an int8 build (100 or more needed); building fp32 only"
+      kinds=(fp32)
+    fi
+    build=("$PY" "$HERE/tools/build_tflite.py" --model "$MODEL" --weights "$WEIGHTS_FILE" --calibration "$photos"
+           --guard "$photos" --out "$BUILD" --kinds "${kinds[@]}")
+    printf '+'; printf ' %q' "${build[@]}"; printf '\n'
+    if $DRY_RUN; then
+      WEIGHTS_FILE=$BUILD/$MODEL-DRYRUN-int8.tflite
+    else
+      report=$("${build[@]}") || die "LiteRT build failed"
+      WEIGHTS_FILE=$(printf '%s' "$report" | "$PY" -c '
+import json, sys
+built = json.load(sys.stdin)
+for kind in ("int8", "int8-mixed", "fp32"):
+    if built.get(kind, {}).get("accepted"):
+        guard = built[kind]["guard"]
+        print(f"{kind} passed the accuracy guard (top-1 agreement {guard[\"top1_agreement\"]}, decisions "
+              f"{guard[\"decision_agreement\"]}, {guard[\"images\"]} photos)", file=sys.stderr)
+        print(built[kind]["path"])
+        break
+else:
+    print("no LiteRT build passed the accuracy guard", file=sys.stderr)')
+      [[ -n $WEIGHTS_FILE ]] || die "no LiteRT build passed the accuracy guard; deploy with --runtime keras"
+    fi
+    say "LiteRT artifact: $WEIGHTS_FILE"
+  fi
+fi
+if [[ -n $WEIGHTS_FILE ]]; then
+  # Content-addressed name: new weights never overwrite the ones running instances have cached.
+  digest=$( { sha256sum "$WEIGHTS_FILE" 2>/dev/null || echo DRYRUN000000; } | cut -c1-12)
+  WEIGHTS_URI="gs://$BUCKET/models/$digest-$(basename "$WEIGHTS_FILE")"
+fi
+RUNTIME_KIND=keras
+[[ $WEIGHTS_URI == *.tflite ]] && RUNTIME_KIND=litert
 
 pin() {
   # The exact version of each package from constraints.txt, so the cloud runs what the tests ran.
@@ -149,15 +213,21 @@ stage create_job "${BASE_PACKAGES[@]}"
 stage job_status "${BASE_PACKAGES[@]}"
 if [[ $RUNTIME_KIND == litert ]]; then
   stage classify_image "${BASE_PACKAGES[@]}" pillow-heif ai-edge-litert
+  # Measured (bench/classify.py, ResNet50 int8, 2 x 1-thread interpreters): 0.4 s cold start, ~210 MB peak.
+  CLASSIFY_SIZE=(--memory 1Gi --cpu 2 --concurrency 4)
+  CLASSIFY_THREADS=4
 else
   stage classify_image "${BASE_PACKAGES[@]}" pillow-heif tensorflow-cpu
+  # Measured (bench/classify.py, ResNet50 Keras): ~6 s cold start, ~850 MB peak with batches of 8.
+  CLASSIFY_SIZE=(--memory 2Gi --cpu 2 --concurrency 8)
+  CLASSIFY_THREADS=8
 fi
 
-echo "== project $PROJECT, region $REGION, bucket gs://$BUCKET, model $MODEL ($RUNTIME_KIND, $WEIGHTS_URI)"
+say "project $PROJECT, region $REGION, bucket gs://$BUCKET, model $MODEL ($RUNTIME_KIND, $WEIGHTS_URI)"
 
-run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
-  artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com firestore.googleapis.com \
-  storage.googleapis.com --project "$PROJECT"
+APIS=(cloudfunctions run cloudbuild artifactregistry eventarc pubsub firestore storage logging cloudresourcemanager iam)
+[[ -n $SERVICE_KEY_SECRET ]] && APIS+=(secretmanager)
+run gcloud services enable "${APIS[@]/%/.googleapis.com}" --project "$PROJECT"
 
 exists gcloud firestore databases describe --database="(default)" --project "$PROJECT" ||
   run gcloud firestore databases create --location="$REGION" --project "$PROJECT"
@@ -170,15 +240,49 @@ exists gcloud pubsub topics describe "$TOPIC" --project "$PROJECT" ||
   run gcloud pubsub topics create "$TOPIC" --project "$PROJECT"
 exists gcloud pubsub topics describe "$DEAD_LETTER_TOPIC" --project "$PROJECT" ||
   run gcloud pubsub topics create "$DEAD_LETTER_TOPIC" --project "$PROJECT"
-# Messages published to a topic without subscriptions are lost: keep dead letters for 7 days for inspection.
+# Dead letters are kept for inspection: 7 days of retention, and a subscription that never expires (the default
+# expiry drops an unused subscription after 31 days, and every dead letter with it).
 exists gcloud pubsub subscriptions describe "$DEAD_LETTER_TOPIC-hold" --project "$PROJECT" ||
   run gcloud pubsub subscriptions create "$DEAD_LETTER_TOPIC-hold" --topic="$DEAD_LETTER_TOPIC" \
-    --message-retention-duration=7d --project "$PROJECT"
+    --message-retention-duration=7d --expiration-period=never --project "$PROJECT"
 
 if [[ -n $WEIGHTS_FILE ]]; then
   exists gcloud storage objects describe "$WEIGHTS_URI" --project "$PROJECT" ||
     run gcloud storage cp "$WEIGHTS_FILE" "$WEIGHTS_URI" --project "$PROJECT"
 fi
+
+# --- identities: who builds, who runs, who triggers ----------------------------------------------------------------
+RUNTIME_SA=imgclassify-runtime@$PROJECT.iam.gserviceaccount.com
+TRIGGER_SA=imgclassify-trigger@$PROJECT.iam.gserviceaccount.com
+BUILD_SA=imgclassify-build@$PROJECT.iam.gserviceaccount.com
+for account in imgclassify-runtime:"runs the image classification functions" \
+               imgclassify-trigger:"delivers classify-image messages to classify_image" \
+               imgclassify-build:"builds the image classification functions"; do
+  name=${account%%:*}
+  exists gcloud iam service-accounts describe "$name@$PROJECT.iam.gserviceaccount.com" --project "$PROJECT" ||
+    run gcloud iam service-accounts create "$name" --display-name="${account#*:}" --project "$PROJECT"
+done
+# Bindings are idempotent: adding one that exists changes nothing.
+run gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" --member="serviceAccount:$RUNTIME_SA" \
+  --role=roles/storage.objectAdmin --project "$PROJECT"
+WEIGHTS_BUCKET=${WEIGHTS_URI#gs://}; WEIGHTS_BUCKET=${WEIGHTS_BUCKET%%/*}
+if [[ $WEIGHTS_BUCKET != "$BUCKET" ]]; then
+  run gcloud storage buckets add-iam-policy-binding "gs://$WEIGHTS_BUCKET" --member="serviceAccount:$RUNTIME_SA" \
+    --role=roles/storage.objectViewer --project "$PROJECT"
+fi
+for role in roles/datastore.user roles/logging.logWriter; do
+  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$RUNTIME_SA" --role="$role" \
+    --condition=None
+done
+run gcloud pubsub topics add-iam-policy-binding "$TOPIC" --member="serviceAccount:$RUNTIME_SA" \
+  --role=roles/pubsub.publisher --project "$PROJECT"
+if [[ -n $SERVICE_KEY_SECRET ]]; then
+  run gcloud secrets add-iam-policy-binding "$SERVICE_KEY_SECRET" --member="serviceAccount:$RUNTIME_SA" \
+    --role=roles/secretmanager.secretAccessor --project "$PROJECT"
+fi
+# Since mid-2024 new projects build functions with a service account that needs this role (gcloud would prompt).
+run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$BUILD_SA" \
+  --role=roles/cloudbuild.builds.builder --condition=None
 
 AUTH_FLAG=--no-allow-unauthenticated
 $PUBLIC && AUTH_FLAG=--allow-unauthenticated
@@ -186,33 +290,46 @@ HTTP_SECRETS=()
 [[ -n $SERVICE_KEY_SECRET ]] && HTTP_SECRETS=(--set-secrets "SERVICE_KEY=$SERVICE_KEY_SECRET:latest")
 COMMON_ENV="GOOGLE_CLOUD_PROJECT=$PROJECT,BUCKET=$BUCKET,CLASSIFY_TOPIC=$TOPIC,MODEL=$MODEL,MODEL_WEIGHTS=$WEIGHTS_URI"
 COMMON_ENV+=",MODEL_RUNTIME=$RUNTIME_KIND"
+IDENTITY=(--service-account "$RUNTIME_SA" --build-service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA")
 
+# THREADS: functions-framework's threads per instance (its default is 4 x CPUs); set to each function's concurrency.
 # create_job lists the whole prefix and waits for every publish: long timeout, modest memory.
 run gcloud functions deploy create-job --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
-  --source "$STAGE/create_job" --entry-point create_job --trigger-http "$AUTH_FLAG" \
-  --memory 512Mi --cpu 1 --timeout 540s --concurrency 20 --max-instances 10 --set-env-vars "$COMMON_ENV" \
-  ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
+  --source "$STAGE/create_job" --entry-point create_job --trigger-http "$AUTH_FLAG" "${IDENTITY[@]}" \
+  --memory 512Mi --cpu 1 --timeout 540s --concurrency 20 --max-instances 10 \
+  --set-env-vars "$COMMON_ENV,THREADS=20" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 
 # job_status is a few document reads: small, highly concurrent.
 run gcloud functions deploy job-status --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
-  --source "$STAGE/job_status" --entry-point job_status --trigger-http "$AUTH_FLAG" \
-  --memory 256Mi --cpu 1 --timeout 30s --concurrency 80 --max-instances 10 --set-env-vars "$COMMON_ENV" \
-  ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
+  --source "$STAGE/job_status" --entry-point job_status --trigger-http "$AUTH_FLAG" "${IDENTITY[@]}" \
+  --memory 256Mi --cpu 1 --timeout 30s --concurrency 80 --max-instances 10 \
+  --set-env-vars "$COMMON_ENV,THREADS=80" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 
-# classify_image holds the model in memory (ResNet50 under TensorFlow: ~1 GB resident); 2 vCPUs serve a few
-# concurrent deliveries; --retry makes a raised error a redelivery (transient failures only, see README).
-run gcloud functions deploy classify-image --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
-  --source "$STAGE/classify_image" --entry-point classify_image --trigger-topic "$TOPIC" --retry \
-  --memory 2Gi --cpu 2 --timeout 120s --concurrency 4 --max-instances "$MAX_INSTANCES" \
-  --set-env-vars "$COMMON_ENV"
+# classify_image holds the model in memory; --retry makes a raised error a redelivery (transient failures only).
+# The first event-triggered deploy right after `services enable` often fails while the Eventarc service agent's
+# permissions propagate ("Permission denied while using the Eventarc Service Agent"): retry it a few times.
+attempt=1
+until run gcloud functions deploy classify-image --gen2 --project "$PROJECT" --region "$REGION" \
+    --runtime python311 --source "$STAGE/classify_image" --entry-point classify_image --trigger-topic "$TOPIC" \
+    --retry "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" "${CLASSIFY_SIZE[@]}" --timeout 120s \
+    --max-instances "$MAX_INSTANCES" --set-env-vars "$COMMON_ENV,THREADS=$CLASSIFY_THREADS"; do
+  ((attempt < ${DEPLOY_ATTEMPTS:-5})) || die "classify-image did not deploy after $attempt attempts"
+  say "classify-image deploy failed (attempt $attempt); Eventarc permissions may still be propagating: retrying in ${RETRY_SECONDS:-60} s"
+  sleep "${RETRY_SECONDS:-60}"
+  attempt=$((attempt + 1))
+done
+# The trigger's identity may invoke classify_image (without it every push is refused and dead-lettered).
+run gcloud functions add-invoker-policy-binding classify-image --gen2 --region "$REGION" \
+  --member="serviceAccount:$TRIGGER_SA" --project "$PROJECT"
 
-# Eventarc made a push subscription for the trigger: give it a dead-letter topic and a delivery cap.
+# Eventarc made a push subscription for the trigger: give it a dead-letter topic, a delivery cap, and an ack
+# deadline that covers a cold start (instance start + model load) plus the 120 s function timeout.
 if $DRY_RUN; then
   PROJECT_NUMBER=PROJECT_NUMBER
   SUBSCRIPTION=EVENTARC_SUBSCRIPTION
   printf '+ gcloud projects describe %q --format=value(projectNumber)\n' "$PROJECT"
-  printf '+ gcloud functions describe classify-image --gen2 --region %q --format=value(eventTrigger.trigger)\n' "$REGION"
-  printf '+ gcloud eventarc triggers describe TRIGGER --location %q --format=value(transport.pubsub.subscription)\n' "$REGION"
+  printf '+ gcloud functions describe classify-image --gen2 --region %q --project %q --format=value(eventTrigger.trigger)\n' "$REGION" "$PROJECT"
+  printf '+ gcloud eventarc triggers describe TRIGGER --location %q --project %q --format=value(transport.pubsub.subscription)\n' "$REGION" "$PROJECT"
 else
   PROJECT_NUMBER=$(gcloud projects describe "$PROJECT" --format='value(projectNumber)')
   TRIGGER=$(gcloud functions describe classify-image --gen2 --project "$PROJECT" --region "$REGION" \
@@ -222,17 +339,17 @@ else
 fi
 PUBSUB_AGENT="serviceAccount:service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
 run gcloud pubsub subscriptions update "$SUBSCRIPTION" --project "$PROJECT" \
-  --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts=10 --ack-deadline=120 \
+  --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts=10 --ack-deadline=300 \
   --min-retry-delay=10s --max-retry-delay=600s
 run gcloud pubsub topics add-iam-policy-binding "$DEAD_LETTER_TOPIC" --project "$PROJECT" \
   --member="$PUBSUB_AGENT" --role=roles/pubsub.publisher
 run gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --project "$PROJECT" \
   --member="$PUBSUB_AGENT" --role=roles/pubsub.subscriber
 
-echo "== deployed"
+say "deployed"
 for fn in create-job job-status; do
   if $DRY_RUN; then
-    printf '+ gcloud functions describe %s --gen2 --region %q --format=value(serviceConfig.uri)\n' "$fn" "$REGION"
+    printf '+ gcloud functions describe %s --gen2 --region %q --project %q --format=value(serviceConfig.uri)\n' "$fn" "$REGION" "$PROJECT"
   else
     printf '%s: %s\n' "$fn" "$(gcloud functions describe "$fn" --gen2 --project "$PROJECT" --region "$REGION" \
       --format='value(serviceConfig.uri)')"

@@ -9,6 +9,8 @@ in memory (storage excluded): bytes in -> decode -> model -> class matches out.
   litert_fp32     LiteRT, fp32 artifact, one interpreter x 2 threads
   litert_int8     LiteRT, full-int8 artifact, one interpreter x 2 threads
   litert_int8_2w  LiteRT, full-int8, two interpreters x 1 thread serving two deliveries at once
+  model_only_2w   the ceiling: the same two interpreters invoked on inputs decoded and quantized beforehand (no
+                  decode, no preprocessing, no matching) — what the CPU allows for the model alone
 
   .venv/bin/python bench/classify.py --photos ../shared/photos/imagenet-dev --images 200 > bench/results/classify.json
 
@@ -30,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-VARIANTS = ("seed", "keras_fn_b1", "keras_fn_b8", "litert_fp32", "litert_int8", "litert_int8_2w")
+VARIANTS = ("seed", "keras_fn_b1", "keras_fn_b8", "litert_fp32", "litert_int8", "litert_int8_2w", "model_only_2w")
 QUERIES = ("dog", "cat", "truck", "food")
 
 
@@ -86,6 +88,26 @@ def run_child(variant: str, model: str, photos: list[bytes], artifacts: dict[str
             probabilities = classifier.predict(decode_image(data)[None])[0]  # type: ignore[attr-defined]
             return match_classes(spec, probabilities).matched
 
+        if variant == "model_only_2w":
+            from ai_edge_litert.interpreter import Interpreter
+
+            from common.inference.classifier import preprocess
+
+            quantize = classifiers[0]._quantize  # noqa: SLF001 - the runtime's own input quantization
+            prepared = {id(d): quantize(preprocess(model, decode_image(d)[None])) for d in photos}
+            interpreters = []
+            for _ in range(2):
+                interpreter = Interpreter(model_path=artifacts["int8"], num_threads=1)
+                interpreter.allocate_tensors()
+                interpreters.append(interpreter)
+            classifiers = [0, 1]  # the two workers' interpreter slots
+
+            def one(data: bytes, classifier: object = 0) -> object:  # noqa: F811
+                interpreter = interpreters[classifier]  # type: ignore[index]
+                interpreter.set_tensor(interpreter.get_input_details()[0]["index"], prepared[id(data)])
+                interpreter.invoke()
+                return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
         def classify_batch(batch: list[bytes]) -> object:
             pixels = np.stack([decode_image(d) for d in batch])
             return [match_classes(spec, p).matched for p in classifiers[0].predict(pixels)]  # type: ignore[attr-defined]
@@ -101,7 +123,7 @@ def run_child(variant: str, model: str, photos: list[bytes], artifacts: dict[str
             t = time.perf_counter()
             classify_batch(work[i:i + 8])  # type: ignore[misc]
             timings.append((time.perf_counter() - t))
-    elif variant == "litert_int8_2w":
+    elif variant in ("litert_int8_2w", "model_only_2w"):
         lock = threading.Lock()
         queue = list(enumerate(work))
 
@@ -201,8 +223,10 @@ def main() -> None:
             result["speedup_vs_seed_per_trial"] = [
                 round(mine / theirs, 2) for mine, theirs in
                 zip(result["images_per_second_trials"], seed["images_per_second_trials"])]
+    from bench.machine import describe
+
     print(json.dumps({"model": args.model, "weights": "none (random: real cost)", "photos": str(args.photos),
-                      "cpus": os.cpu_count(), "trials": args.trials, "statistic": "median over trials",
+                      "machine": describe(), "cpus": os.cpu_count(), "trials": args.trials, "statistic": "median over trials",
                       "results": results}, indent=2))
 
 

@@ -16,12 +16,13 @@ from common.config import Settings
 from common.domain.options import Backend
 from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
+from common.usecases.undo_job import UndoJob
 
 from common.domain.messages import ClassifyMessage
-from common.ports import ObjectStore, ResultRecorder
+from common.ports import ObjectStore, PredictionStore, ResultRecorder
 
 if TYPE_CHECKING:
-    from common.adapters.gcp import FirestoreJobStore, GcsObjectStore, PubSubPublisher
+    from common.adapters.gcp import FirestoreJobStore, FirestorePredictionStore, GcsObjectStore, PubSubPublisher
     from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore
     from common.inference.classifier import Classifier, ModelConfig
     from common.usecases.classify_image import ClassifyImage
@@ -42,11 +43,14 @@ def classifier_loader(settings: Settings) -> Callable[[], Classifier]:
     return lambda: load_classifier(config)
 
 
-def classify_image(objects: ObjectStore, results: ResultRecorder, settings: Settings) -> ClassifyImage:
+def classify_image(objects: ObjectStore, results: ResultRecorder, settings: Settings,
+                   predictions: PredictionStore | None = None) -> ClassifyImage:
+    from common.inference.classifier import model_fingerprint
     from common.inference.decoding import decode_image
     from common.usecases.classify_image import ClassifyImage
 
-    return ClassifyImage(objects, results, classifier_loader(settings), decode_image)
+    return ClassifyImage(objects, results, classifier_loader(settings), decode_image, predictions,
+                         model_fingerprint(model_config(settings)))
 
 
 # --- GCP (deployed, or the emulators when *_EMULATOR_HOST is set) ------------------------------------------------
@@ -63,6 +67,14 @@ def gcp_job_store(settings: Settings) -> FirestoreJobStore:
 
     return FirestoreJobStore(firestore.Client(project=settings.project), settings.jobs_collection,
                              settings.counter_shards)
+
+
+def gcp_prediction_store(settings: Settings) -> FirestorePredictionStore:
+    from google.cloud import firestore
+
+    from common.adapters.gcp import FirestorePredictionStore
+
+    return FirestorePredictionStore(firestore.Client(project=settings.project), settings.predictions_collection)
 
 
 def gcp_publisher(settings: Settings) -> PubSubPublisher:
@@ -90,12 +102,13 @@ class LocalApp:
     create_job: CreateJob
     resume_job: ResumeJob
     job_status: JobStatus
+    undo_job: UndoJob
     classify_image: ClassifyImage
     load_model: Callable[[], Classifier]
 
 
 def build_local(settings: Settings, workers: int = 2) -> LocalApp:
-    from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore
+    from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore, SqlitePredictionStore
     from common.domain.jobs import DEFAULT_SOURCE_PREFIX
     from common.domain.results import ImageResult
 
@@ -109,12 +122,12 @@ def build_local(settings: Settings, workers: int = 2) -> LocalApp:
         jobs.record_result(message.job_id, ImageResult.failure(message.name, reason))
 
     queue = InProcessQueue(workers=workers, on_give_up=record_give_up)
-    classify = classify_image(objects, jobs, settings)
+    classify = classify_image(objects, jobs, settings, SqlitePredictionStore(local_db_path(settings.local_root)))
     queue.subscribe(classify)
     return LocalApp(settings, objects, jobs, queue,
                     create_job=CreateJob(objects, jobs, queue, settings.job_defaults),
                     resume_job=ResumeJob(objects, jobs, queue), job_status=JobStatus(jobs),
-                    classify_image=classify, load_model=classifier_loader(settings))
+                    undo_job=UndoJob(objects, jobs), classify_image=classify, load_model=classifier_loader(settings))
 
 
 # --- One handler per function, from the environment ---------------------------------------------------------------
@@ -145,8 +158,16 @@ def job_status_handler() -> JobStatus:
 
 
 @lru_cache(maxsize=1)
+def undo_job_handler() -> UndoJob:
+    config = settings()
+    if config.backend == Backend.LOCAL:
+        return _local_app().undo_job
+    return UndoJob(gcp_object_store(config), gcp_job_store(config))
+
+
+@lru_cache(maxsize=1)
 def classify_image_handler() -> ClassifyImage:
     config = settings()
     if config.backend == Backend.LOCAL:
         return _local_app().classify_image
-    return classify_image(gcp_object_store(config), gcp_job_store(config), config)
+    return classify_image(gcp_object_store(config), gcp_job_store(config), config, gcp_prediction_store(config))

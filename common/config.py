@@ -43,6 +43,7 @@ class Settings:
     # A local path, a gs:// URI, "imagenet" (let Keras download on first use) or "" (none configured).
     weights: str = ""
     jobs_collection: str = "classification_jobs"
+    predictions_collection: str = "predictions"
     counter_shards: int = 16
     default_top_k: int = 5
     default_min_score: float | None = None  # None: the tuned default of the job's match mode
@@ -71,6 +72,7 @@ class Settings:
             runtime=runtime,
             weights=env.get("MODEL_WEIGHTS", cls.weights),
             jobs_collection=env.get("JOBS_COLLECTION", cls.jobs_collection),
+            predictions_collection=env.get("PREDICTIONS_COLLECTION", cls.predictions_collection),
             counter_shards=_int(env, "COUNTER_SHARDS", cls.counter_shards),
             default_top_k=_int(env, "DEFAULT_TOP_K", cls.default_top_k),
             default_min_score=_float(env, "DEFAULT_MIN_SCORE", -1.0) if env.get("DEFAULT_MIN_SCORE") else None,

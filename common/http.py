@@ -25,6 +25,8 @@ RETRY_AFTER_MISCONFIGURED = 60  # an operator must act; do not hammer
 
 CreateJobHandler = Callable[[object], dict[str, Any]]
 JobStatusHandler = Callable[[str], dict[str, Any]]
+UndoJobHandler = Callable[[str], dict[str, Any]]
+UNDO_SUFFIX = "/undo"
 Provider = Callable[[], Any]
 
 
@@ -132,9 +134,24 @@ def job_response(view: dict[str, Any], status: int, settings: Settings) -> flask
 
 
 @guarded
+def undo_job_response(request: flask.Request, handler: Callable[[], UndoJobHandler],
+                      settings: Callable[[], Settings], job_id: str) -> flask.Response:
+    if request.method != "POST":
+        raise MethodNotAllowed(f"use POST {JOB_PATH}/<id>{UNDO_SUFFIX}", field="method")
+    config = settings()
+    check_auth(request, config.service_key)
+    report = handler()(job_id)
+    return json_response({"code": 200, **report}, 200)
+
+
+@guarded
 def create_job_response(request: flask.Request, handler: Callable[[], CreateJobHandler],
-                        settings: Callable[[], Settings]) -> flask.Response:
-    if request.path.rstrip("/") not in ("", JOB_PATH):
+                        settings: Callable[[], Settings],
+                        undo: Callable[[], UndoJobHandler] | None = None) -> flask.Response:
+    path = request.path.rstrip("/")
+    if undo is not None and path.startswith(JOB_PATH + "/") and path.endswith(UNDO_SUFFIX):
+        return undo_job_response(request, undo, settings, path[len(JOB_PATH) + 1:-len(UNDO_SUFFIX)])
+    if path not in ("", JOB_PATH):
         raise NotFound(f"no such path {request.path}; POST {JOB_PATH}", field="path")
     if request.method != "POST":
         raise MethodNotAllowed(f"use POST {JOB_PATH}", field="method")
@@ -164,8 +181,9 @@ def job_status_response(request: flask.Request, handler: Callable[[], JobStatusH
     return job_response(handler()(job_id), 200, config)
 
 
-def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, settings: Settings) -> flask.Flask:
-    """The old Flask service's two routes over any backend (used by `imgclassify serve`)."""
+def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, settings: Settings,
+               undo_job: UndoJobHandler | None = None) -> flask.Flask:
+    """The old Flask service's two routes (and undo) over any backend (used by `imgclassify serve`)."""
     app = flask.Flask("imgclassify")
 
     @app.before_request
@@ -191,6 +209,11 @@ def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, setti
     @app.route(f"{JOB_PATH}/<path:job_id>", methods=["GET"])
     def get_job(job_id: str) -> flask.Response:
         return job_status_response(flask.request, lambda: job_status, lambda: settings, job_id)
+
+    if undo_job is not None:
+        @app.route(f"{JOB_PATH}/<job_id>{UNDO_SUFFIX}", methods=["POST"])
+        def undo(job_id: str) -> flask.Response:
+            return undo_job_response(flask.request, lambda: undo_job, lambda: settings, job_id)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> flask.Response:

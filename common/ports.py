@@ -23,9 +23,21 @@ class Copied:
     written: bool
 
 
+@dataclass(frozen=True)
+class Listed:
+    """An object found by a listing, with its content fingerprint when the listing gives one for free (GCS md5)."""
+
+    name: str
+    content: str | None = None
+
+
 class ObjectLister(Protocol):
     def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
         """Every object name under prefix, any count (paginated underneath), excluding 'directory' markers."""
+        ...
+
+    def list_objects(self, bucket: str, prefix: str) -> Iterator[Listed]:
+        """list_names, with content fingerprints where the store has them without reading the objects."""
         ...
 
 
@@ -34,15 +46,20 @@ class ObjectStore(ObjectLister, Protocol):
         """Raises ObjectMissing when the object does not exist, PermanentImageError when it can never be read."""
         ...
 
-    def copy(self, bucket: str, source: str, target: str) -> Copied:
+    def copy(self, bucket: str, source: str, target: str, content: str | None = None) -> Copied:
         """Copy source to target, never replacing anything: when target holds other bytes (a user's file, another
         job's copy) the copy goes to the next of `collision_names(target)`. Idempotent: a candidate already holding
         the same bytes is reused, not written again, so a redelivered message makes no second copy. Raises
         ObjectMissing if source is gone, PermanentImageError if the target cannot be written (not a folder, a link,
-        no permission)."""
+        no permission). `content`, the source's fingerprint when the caller knows it, saves a metadata read."""
         ...
 
     def write(self, bucket: str, name: str, data: bytes) -> None: ...
+
+    def remove(self, bucket: str, name: str, content: str) -> str:
+        """Delete name only if it still holds `content` (a content fingerprint): "removed", "changed" (kept) or
+        "missing". Folders a removal leaves empty go too (on a disk; a bucket has none)."""
+        ...
 
 
 class JobReader(Protocol):
@@ -68,8 +85,6 @@ class JobWriter(JobReader, Protocol):
 
 
 class ResultRecorder(Protocol):
-    def has_result(self, job_id: str, name: str) -> bool: ...
-
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         """Store the result and count it, atomically and once: False (and nothing changed) if already recorded."""
         ...
@@ -87,3 +102,12 @@ class Publisher(Protocol):
     def publish_all(self, messages: Iterable[ClassifyMessage]) -> int:
         """Publish every message and wait until each is accepted; raises PublishError if any failed."""
         ...
+
+
+class PredictionStore(Protocol):
+    """What a model build said about a photo, by (model fingerprint, content fingerprint). An optimisation: the
+    use cases treat its failures as misses."""
+
+    def get(self, model: str, content: str) -> bytes | None: ...
+
+    def put(self, model: str, content: str, prediction: bytes) -> None: ...

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(run)
     _add_job_options(run)
     run.add_argument("--json", action="store_true", help="print the final job status object instead of a table")
+    run.add_argument("--dry-run", action="store_true",
+                     help="the whole job (counts, matches, per-photo results) without making any copy")
 
     serve = commands.add_parser("serve", help="serve POST /classification-job and GET /classification-job/<id>")
     serve.add_argument("dir", type=Path)
@@ -73,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="print a job's status (the latest job without JOB_ID)")
     status.add_argument("dir", type=Path)
     status.add_argument("job_id", nargs="?")
+
+    undo = commands.add_parser("undo", help="remove the copies a job made (the latest job without JOB_ID)")
+    undo.add_argument("dir", type=Path)
+    undo.add_argument("job_id", nargs="?")
+    undo.add_argument("--json", action="store_true")
+
+    jobs = commands.add_parser("jobs", help="list the folder's jobs")
+    jobs.add_argument("dir", type=Path)
+    jobs.add_argument("--json", action="store_true")
 
     emulate = commands.add_parser("emulate", help="run the serverless pipeline on the local emulators")
     emulate.add_argument("--port", type=_port, default=8080, help="port serving the two API paths")
@@ -111,6 +122,13 @@ def _check_model_options(args: argparse.Namespace) -> None:
     args.model = Model(args.model)
     if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
         raise UsageError(f"weights file not found: {args.weights}")
+    if args.weights not in ("imagenet", "none"):
+        # The model may never load (every photo known to the prediction store): check the file's kind now.
+        with open(args.weights, "rb") as handle:
+            head = handle.read(8)
+        tflite, hdf5 = head[4:8] == b"TFL3", head == b"\x89HDF\r\n\x1a\n"
+        if not (tflite or hdf5):
+            raise UsageError(f"cannot load {args.weights}: neither a LiteRT .tflite model nor a Keras .h5 file")
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
 
@@ -202,6 +220,19 @@ def _table(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _summary(view: dict[str, Any], written: int) -> str:
+    """Where the answers came from and what changed on disk, in one line."""
+    done = view["processed"] + view["failed"]
+    from_model = view["processed"] - view["from_store"]
+    line = f"predictions: {view['from_store']} from the store, {from_model} from the model"
+    if view.get("dry_run"):
+        return line + "; dry run: no copy made"
+    line += f"; {written} new copies"
+    if done and from_model == 0 and written == 0:
+        line += " — nothing new"
+    return line
+
+
 def _find_resumable(app: LocalApp, spec_body: dict[str, Any]) -> str | None:
     from common.domain.jobs import parse_job_request
 
@@ -220,21 +251,27 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _embedded_app(args: argparse.Namespace) -> tuple[LocalApp, str]:
-    """The folder's use cases with the model loaded (a weights problem fails before any job is recorded), and
-    the loaded model's description."""
-    from common.bootstrap import build_local
+def _embedded_app(args: argparse.Namespace, load_model: bool) -> tuple[LocalApp, str]:
+    """The folder's use cases, and which model build they use. The model itself loads on the first photo the
+    prediction store does not know (a job over known photos never imports TensorFlow or LiteRT); `load_model`
+    loads it now, so a weights problem fails before anything else (serve, and Keras' own downloads)."""
+    from common.bootstrap import build_local, model_config
 
     root, photos = _folders(args)
     _check_model_options(args)
     _quiet_logs(root)
     app = build_local(_settings(args, root, photos), workers=args.workers)
-    return app, app.load_model().description
+    if load_model or args.weights == "imagenet":
+        app.load_model()
+    config = model_config(app.settings)
+    return app, f"{config.effective_runtime}:{config.model}:{os.path.basename(config.weights)}"
 
 
 def command_run(args: argparse.Namespace) -> int:
-    app, model = _embedded_app(args)
+    app, model = _embedded_app(args, load_model=False)
     body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match}
+    if args.dry_run:
+        body["dry_run"] = True
     if args.min_score is not None:
         body["min_score"] = args.min_score
     queue = app.queue
@@ -269,15 +306,21 @@ def command_run(args: argparse.Namespace) -> int:
     progress.end()
     queue.shutdown()
     view["model"] = model
+    written = sum(len(result.written) for result in app.jobs.results(job_id))
+    view["copies_written"] = written
     if resumed is not None:
         view["resumed"] = resumed
     if args.json:
         print(json.dumps(view, indent=2))
     else:
         print(_table(view))
+        print(_summary(view, written))
         if view["failed"]:
             print(f"failed images and reasons: imgclassify status {app.settings.local_root} {job_id}",
                   file=sys.stderr)
+    if view.get("errors"):
+        print(f"imgclassify: error: {view['errors'][0]}", file=sys.stderr)
+        return 2
     if not view["complete"]:
         reason = view.get("error") or f"{view['remaining']} images were neither classified nor failed"
         print(f"imgclassify: job {job_id} did not complete: {reason}", file=sys.stderr)
@@ -302,7 +345,7 @@ def command_serve(args: argparse.Namespace) -> int:
     from common.domain.errors import Overloaded
     from common.http import create_app
 
-    app, _ = _embedded_app(args)
+    app, _ = _embedded_app(args, load_model=True)
     root = args.dir.resolve()
 
     def create_job_when_there_is_room(body: object) -> dict[str, Any]:
@@ -317,7 +360,7 @@ def command_serve(args: argparse.Namespace) -> int:
     # waitress: the ecosystem's pure-Python production WSGI server. It reads each request whole before a worker
     # thread sees it (a slow client holds a socket, never a thread), closes idle connections after
     # channel_timeout, and caps open connections.
-    server = create_server(create_app(create_job_when_there_is_room, app.job_status, app.settings),
+    server = create_server(create_app(create_job_when_there_is_room, app.job_status, app.settings, app.undo_job),
                            host="127.0.0.1", port=args.port, threads=8, connection_limit=200, channel_timeout=30,
                            max_request_header_size=16 * 1024, max_request_body_size=app.settings.max_body_bytes,
                            ident="imgclassify")
@@ -444,7 +487,65 @@ def command_emulate(args: argparse.Namespace) -> int:
             shutil.rmtree(emulators.log_dir, ignore_errors=True)
 
 
-COMMANDS = {"run": command_run, "serve": command_serve, "status": command_status, "emulate": command_emulate}
+def _folder_jobs(args: argparse.Namespace) -> tuple[Path, Any]:
+    from common.adapters.local import SqliteJobStore
+    from common.bootstrap import local_db_path
+
+    root = args.dir.resolve()
+    db = local_db_path(root)
+    if not db.exists():
+        raise UsageError(f"no jobs in {root} yet: run `imgclassify run {args.dir} --classes ...` first")
+    return root, SqliteJobStore(db)
+
+
+def command_undo(args: argparse.Namespace) -> int:
+    from common.adapters.local import FolderObjectStore
+    from common.usecases.undo_job import UndoJob
+
+    root, jobs = _folder_jobs(args)
+    job_id = args.job_id or jobs.latest_job_id()
+    if job_id is None:
+        raise UsageError(f"no jobs in {root} yet")
+    report = UndoJob(FolderObjectStore(root), jobs)(job_id)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"job {job_id}: removed {report['removed']} copies it made"
+          + (f", {report['missing']} already gone" if report["missing"] else ""))
+    for kept in report["kept"]:
+        print(f"  kept {kept['name']}: {kept['reason']}")
+    return 0
+
+
+def command_jobs(args: argparse.Namespace) -> int:
+    from common.usecases.job_status import JobStatus
+
+    root, jobs = _folder_jobs(args)
+    status = JobStatus(jobs)
+    rows = []
+    for job_id in jobs.job_ids():
+        view = status(job_id)
+        written = [name for result in jobs.results(job_id) for name in result.written]
+        present = sum((root / name).is_file() for name in written)
+        rows.append({"id": job_id, "created_at": view["created_at"], "classes": view["classes"],
+                     "state": view["state"] + (" (dry run)" if view.get("dry_run") else ""),
+                     "processed": view["processed"], "failed": view["failed"],
+                     "number_of_files": view["number_of_files"], "copies_present": present,
+                     "copies_made": len(written)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'job':32}  {'created':19}  {'state':18}  {'done':>9}  {'copies':>9}  classes")
+    for row in rows:
+        done = f"{row['processed'] + row['failed']}/{row['number_of_files']}"
+        copies = f"{row['copies_present']}/{row['copies_made']}"
+        print(f"{row['id']:32}  {row['created_at'][:19]:19}  {row['state']:18}  {done:>9}  {copies:>9}  "
+              f"{', '.join(row['classes'])}")
+    return 0
+
+
+COMMANDS = {"run": command_run, "serve": command_serve, "status": command_status, "emulate": command_emulate,
+            "undo": command_undo, "jobs": command_jobs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,10 +16,12 @@ from common.domain.jobs import JobRecord, collision_names
 from common.domain.results import Counters, ImageResult
 from common.domain.messages import ClassifyMessage
 from common.inference.decoding import decode_image
-from common.ports import Copied
+from common.domain.predictions import content_fingerprint
+from common.ports import Copied, Listed
 from common.usecases.classify_image import ClassifyImage
 from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
+from common.usecases.undo_job import UndoJob
 
 # Solid-colour test images stand for ImageNet classes: the fake model "sees" the dominant colour.
 COLOUR_LABELS = {"red": 281, "green": 207, "blue": 88}  # tabby, golden retriever, macaw
@@ -58,6 +60,18 @@ class MemoryObjectStore:
     def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
         yield from sorted(n for b, n in self.objects if b == bucket and n.startswith(prefix))
 
+    def list_objects(self, bucket: str, prefix: str) -> Iterator[Listed]:
+        yield from (Listed(name) for name in self.list_names(bucket, prefix))
+
+    def remove(self, bucket: str, name: str, content: str) -> str:
+        data = self.objects.get((bucket, name))
+        if data is None:
+            return "missing"
+        if content_fingerprint(data) != content:
+            return "changed"
+        del self.objects[(bucket, name)]
+        return "removed"
+
     def read(self, bucket: str, name: str) -> bytes:
         try:
             data = self.objects[(bucket, name)]
@@ -67,7 +81,7 @@ class MemoryObjectStore:
             raise PermanentImageError(f"object is larger than the {self.max_bytes}-byte limit for an image")
         return data
 
-    def copy(self, bucket: str, source: str, target: str) -> Copied:
+    def copy(self, bucket: str, source: str, target: str, content: str | None = None) -> Copied:
         data = self.read(bucket, source)
         for candidate in collision_names(target):
             existing = self.objects.get((bucket, candidate))
@@ -111,9 +125,6 @@ class MemoryJobStore:
     def get_job(self, job_id: str) -> JobRecord | None:
         return self.jobs.get(job_id)
 
-    def has_result(self, job_id: str, name: str) -> bool:
-        return name in self.results_by_job.get(job_id, {})
-
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         with self._lock:
             results = self.results_by_job.setdefault(job_id, {})
@@ -133,6 +144,17 @@ class MemoryJobStore:
 
     def latest_job_id(self) -> str | None:
         return max(self.jobs.values(), key=lambda j: j.created_at).id if self.jobs else None
+
+
+class MemoryPredictionStore:
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], bytes] = {}
+
+    def get(self, model: str, content: str) -> bytes | None:
+        return self.entries.get((model, content))
+
+    def put(self, model: str, content: str, prediction: bytes) -> None:
+        self.entries[(model, content)] = prediction
 
 
 class ListPublisher:
@@ -157,7 +179,9 @@ class FakeApp:
     create_job: CreateJob
     resume_job: ResumeJob
     job_status: JobStatus
+    undo_job: UndoJob
     classify_image: ClassifyImage
+    predictions: MemoryPredictionStore
 
 
 def fake_app(settings: Settings | None = None, objects: MemoryObjectStore | None = None,
@@ -165,7 +189,10 @@ def fake_app(settings: Settings | None = None, objects: MemoryObjectStore | None
     settings = settings or Settings(bucket="images")
     objects = objects or MemoryObjectStore()
     jobs, publisher, classifier = MemoryJobStore(), publisher or ListPublisher(), FakeClassifier()
+    predictions = MemoryPredictionStore()
     return FakeApp(settings, objects, jobs, publisher, classifier,
                    create_job=CreateJob(objects, jobs, publisher, settings.job_defaults),
                    resume_job=ResumeJob(objects, jobs, publisher), job_status=JobStatus(jobs),
-                   classify_image=ClassifyImage(objects, jobs, lambda: classifier, decode_image))
+                   undo_job=UndoJob(objects, jobs), classify_image=ClassifyImage(objects, jobs, lambda: classifier, decode_image, predictions,
+                                                model_key="fake-model"),
+                   predictions=predictions)

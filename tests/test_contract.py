@@ -14,7 +14,7 @@ from common.domain.jobs import JobRecord, JobSpec, new_job_id
 from common.domain.results import ImageResult, Label
 from common.domain.messages import ClassifyMessage
 from common.ports import Copied
-from tests.fakes import ListPublisher, MemoryJobStore, MemoryObjectStore
+from tests.fakes import ListPublisher, MemoryJobStore, MemoryObjectStore, MemoryPredictionStore
 
 BACKENDS = ["memory", "local", pytest.param("gcp", marks=pytest.mark.emulator)]
 
@@ -234,12 +234,12 @@ def test_a_result_is_counted_exactly_once(job_store):
 
     assert job_store.record_result(job.id, result) is True
     assert job_store.record_result(job.id, result) is False
-    assert job_store.has_result(job.id, "all/a.jpg") and not job_store.has_result(job.id, "all/b.jpg")
 
     job_store.record_result(job.id, ImageResult("all/b.jpg", False, reason="truncated"))
-    job_store.record_result(job.id, ImageResult("all/c.jpg", True, (), (Label(88, "macaw", 0.9),)))
+    job_store.record_result(job.id, ImageResult("all/c.jpg", True, (), (Label(88, "macaw", 0.9),),
+                                                prediction="store"))
     counters = job_store.counters(job.id)
-    assert (counters.processed, counters.failed, counters.unmatched) == (2, 1, 1)
+    assert (counters.processed, counters.failed, counters.unmatched, counters.from_store) == (2, 1, 1, 1)
     assert counters.matches == {"dog": 1, "musical instrument": 1}
     assert sorted(r.name for r in job_store.results(job.id)) == ["all/a.jpg", "all/b.jpg", "all/c.jpg"]
     assert [r for r in job_store.results(job.id) if r.name == "all/a.jpg"] == [result]
@@ -282,6 +282,55 @@ def test_latest_job_is_the_newest(job_store):
     job_store.create_job(first)
     job_store.create_job(JobRecord(second.id, second.spec, 1, "2026-11-28T00:00:00.000+00:00"))
     assert job_store.latest_job_id() == second.id
+
+
+# --- PredictionStore --------------------------------------------------------------------------------------------
+
+@pytest.fixture(params=BACKENDS)
+def prediction_store(request, tmp_path) -> Iterator[object]:
+    if request.param == "memory":
+        yield MemoryPredictionStore()
+    elif request.param == "local":
+        from common.adapters.local import SqlitePredictionStore
+
+        yield SqlitePredictionStore(tmp_path / "jobs.sqlite3")
+    else:
+        request.getfixturevalue("emulators")
+        from google.cloud import firestore
+
+        from common.adapters.gcp import FirestorePredictionStore
+
+        yield FirestorePredictionStore(firestore.Client(project="local-project"), _unique("predictions"))
+
+
+def test_predictions_round_trip_by_model_and_content(prediction_store):
+    blob = bytes(range(256)) * 16
+    assert prediction_store.get("resnet50/litert/a.tflite/abc/p1", "md5:x") is None
+    prediction_store.put("resnet50/litert/a.tflite/abc/p1", "md5:x", blob)
+    assert prediction_store.get("resnet50/litert/a.tflite/abc/p1", "md5:x") == blob
+    assert prediction_store.get("resnet50/keras/b.h5/def/p1", "md5:x") is None  # another build's: never used
+    assert prediction_store.get("resnet50/litert/a.tflite/abc/p1", "md5:y") is None
+
+
+def test_removing_a_copy_checks_its_content_first(object_store):
+    from common.domain.predictions import content_fingerprint
+
+    store, bucket = object_store
+    store.write(bucket, "dog/a.jpg", b"the copy")
+    store.write(bucket, "dog/b.jpg", b"changed by the user")
+    assert store.remove(bucket, "dog/a.jpg", content_fingerprint(b"the copy")) == "removed"
+    assert store.remove(bucket, "dog/b.jpg", content_fingerprint(b"the copy")) == "changed"
+    assert store.remove(bucket, "dog/c.jpg", content_fingerprint(b"the copy")) == "missing"
+    assert sorted(store.list_names(bucket, "dog/")) == ["dog/b.jpg"]
+
+
+def test_listings_carry_a_content_fingerprint_only_when_it_is_the_photos_md5(object_store):
+    from common.domain.predictions import content_fingerprint
+
+    store, bucket = object_store
+    store.write(bucket, "all/a.jpg", b"photo")
+    [listed] = list(store.list_objects(bucket, "all/"))
+    assert listed.name == "all/a.jpg" and listed.content in (None, content_fingerprint(b"photo"))
 
 
 # --- Publisher --------------------------------------------------------------------------------------------------

@@ -12,6 +12,12 @@ REPO = Path(__file__).resolve().parent.parent
 FAKE_GCLOUD = r"""#!/usr/bin/env bash
 printf '%s\x1f' "$@" >> "$GCLOUD_LOG"; printf '\n' >> "$GCLOUD_LOG"
 case "$*" in
+  "storage ls gs://"*) for i in $(seq 1 "${FAKE_PHOTOS:-0}"); do echo "gs://b/all/p$i.jpg"; done; exit 0 ;;
+  "storage cp -I "*) while read -r url; do echo photo > "$4/$(basename "$url")"; done; exit 0 ;;
+  "functions deploy classify-image"*)
+    failures=$(cat "$GCLOUD_LOG.failures" 2>/dev/null || echo 0)
+    if ((failures < ${FAKE_DEPLOY_FAILURES:-0})); then echo $((failures + 1)) > "$GCLOUD_LOG.failures"; exit 1; fi
+    exit 0 ;;
   *" describe "*"--format=value(projectNumber)"*) echo 424242; exit 0 ;;
   *"functions describe classify-image"*"eventTrigger.trigger"*) echo projects/p/locations/r/triggers/classify-trigger; exit 0 ;;
   *"eventarc triggers describe"*) echo projects/p/subscriptions/eventarc-classify-sub; exit 0 ;;
@@ -37,10 +43,13 @@ def fake_gcloud(tmp_path):
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GCLOUD_LOG": str(log)}
     env.pop("GOOGLE_CLOUD_PROJECT", None)
 
-    def deploy(*args: str, existing: bool = False) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    def deploy(*args: str, existing: bool = False, **extra_env: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                             list[list[str]]]:
         log.write_text("")
+        Path(f"{log}.failures").unlink(missing_ok=True)
         result = subprocess.run(["bash", str(REPO / "deploy.sh"), *args], capture_output=True, text=True,
-                                env={**env, "FAKE_GCLOUD_EXISTING": "1" if existing else "0"}, timeout=120)
+                                env={**env, "FAKE_GCLOUD_EXISTING": "1" if existing else "0", **extra_env},
+                                timeout=120)
         calls = [line.split("\x1f")[:-1] for line in log.read_text().splitlines()]
         return result, calls
 
@@ -58,12 +67,15 @@ def _flag(call, name):
 
 
 def test_first_deploy_creates_everything_and_deploys_three_functions(fake_gcloud):
-    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights)
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras")
 
     assert result.returncode == 0, result.stderr
     enabled = _find(calls, "services", "enable")[0]
-    for api in ("cloudfunctions", "run", "eventarc", "pubsub", "firestore", "storage", "cloudbuild"):
+    for api in ("cloudfunctions", "run", "eventarc", "pubsub", "firestore", "storage", "cloudbuild", "logging",
+                "cloudresourcemanager", "iam"):
         assert f"{api}.googleapis.com" in enabled
+    # Every command names the project (`projects …` commands take it as their argument).
+    assert all("--project" in call or call[:1] == ["projects"] and call[2] == "proj" for call in calls)
     assert _find(calls, "storage", "buckets", "create", "gs://proj-images")
     assert {c[3] for c in _find(calls, "pubsub", "topics", "create")} == {"classify-image",
                                                                           "classify-image-dead-letter"}
@@ -93,11 +105,106 @@ def test_first_deploy_creates_everything_and_deploys_three_functions(fake_gcloud
     assert update[3] == "projects/p/subscriptions/eventarc-classify-sub"
     assert _flag(update, "--dead-letter-topic") == ["classify-image-dead-letter"]
     assert _flag(update, "--max-delivery-attempts") == ["10"]
+    assert int(_flag(update, "--ack-deadline")[0]) >= 300  # a cold start plus the 120 s function timeout
+    [hold] = _find(calls, "pubsub", "subscriptions", "create")
+    assert _flag(hold, "--expiration-period") == ["never"]  # the default 31-day expiry drops dead letters
+    for name, call in deploys.items():
+        env = dict(kv.split("=", 1) for kv in _flag(call, "--set-env-vars")[0].split(","))
+        assert env["THREADS"] == _flag(call, "--concurrency")[0]  # functions-framework's default is 4 x CPUs
     assert "create-job: https://create-job-abc.a.run.app" in result.stdout
 
 
+RUNTIME_SA = "imgclassify-runtime@proj.iam.gserviceaccount.com"
+TRIGGER_SA = "imgclassify-trigger@proj.iam.gserviceaccount.com"
+BUILD_SA = "imgclassify-build@proj.iam.gserviceaccount.com"
+
+
+def _bindings(calls) -> set[tuple[str, str, str]]:
+    """(resource, member, role) of every IAM binding deploy.sh added."""
+    found = set()
+    for call in calls:
+        if "add-iam-policy-binding" in call or "add-invoker-policy-binding" in call:
+            at = call.index("add-iam-policy-binding" if "add-iam-policy-binding" in call else
+                            "add-invoker-policy-binding")
+            role = (_flag(call, "--role") or ["roles/run.invoker"])[0]
+            found.add((f"{call[0]} {call[at + 1]}", _flag(call, "--member")[0], role))
+    return found
+
+
+def test_each_identity_gets_its_own_service_account_with_least_privilege(fake_gcloud):
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                                "--service-key-secret", "old-clients-key")
+
+    assert result.returncode == 0, result.stderr
+    created = {c[3] for c in _find(calls, "iam", "service-accounts", "create")}
+    assert created == {"imgclassify-runtime", "imgclassify-trigger", "imgclassify-build"}
+    assert _bindings(calls) >= {
+        ("storage gs://proj-images", f"serviceAccount:{RUNTIME_SA}", "roles/storage.objectAdmin"),
+        ("projects proj", f"serviceAccount:{RUNTIME_SA}", "roles/datastore.user"),
+        ("projects proj", f"serviceAccount:{RUNTIME_SA}", "roles/logging.logWriter"),
+        ("pubsub classify-image", f"serviceAccount:{RUNTIME_SA}", "roles/pubsub.publisher"),
+        ("secrets old-clients-key", f"serviceAccount:{RUNTIME_SA}", "roles/secretmanager.secretAccessor"),
+        ("projects proj", f"serviceAccount:{BUILD_SA}", "roles/cloudbuild.builds.builder"),
+        ("functions classify-image", f"serviceAccount:{TRIGGER_SA}", "roles/run.invoker"),
+    }
+    # Nothing broader: no Editor or Owner, and the runtime account holds no role on other projects' resources.
+    assert not [b for b in _bindings(calls) if b[2] in ("roles/editor", "roles/owner")]
+    for call in _find(calls, "functions", "deploy"):
+        assert _flag(call, "--service-account") == [RUNTIME_SA]
+        assert _flag(call, "--build-service-account") == [f"projects/proj/serviceAccounts/{BUILD_SA}"]
+    assert _flag(_find(calls, "functions", "deploy", "classify-image")[0], "--trigger-service-account") == [
+        TRIGGER_SA]
+    assert "secretmanager.googleapis.com" in _find(calls, "services", "enable")[0]
+
+
+def test_the_first_event_triggered_deploy_is_retried_while_eventarc_permissions_propagate(fake_gcloud):
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                                FAKE_DEPLOY_FAILURES="2", RETRY_SECONDS="0")
+
+    assert result.returncode == 0, result.stderr
+    assert len(_find(calls, "functions", "deploy", "classify-image")) == 3
+    assert "retrying" in result.stdout
+    gave_up, _ = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                             FAKE_DEPLOY_FAILURES="9", RETRY_SECONDS="0")
+    assert gave_up.returncode != 0 and "did not deploy after 5 attempts" in gave_up.stderr
+
+
+def test_the_default_deploy_fetches_the_imagenet_weights_and_ships_a_guarded_int8_build(fake_gcloud):
+    result, calls = fake_gcloud("--dry-run", "--project", "proj")
+
+    assert result.returncode == 0, result.stderr
+    assert calls == []
+    assert "-m imgclassify.weights --model resnet50" in result.stdout
+    assert "gcloud storage ls gs://proj-images/all/**" in result.stdout
+    build = next(line for line in result.stdout.splitlines() if "tools/build_tflite.py" in line)
+    assert "--kinds int8 int8-mixed fp32" in build
+    assert "MODEL_RUNTIME=litert" in result.stdout and "int8.tflite" in result.stdout
+    requirements = (REPO / "build/deploy/classify_image/requirements.txt").read_text()
+    assert "ai-edge-litert==" in requirements and "tensorflow" not in requirements
+
+
+def test_with_few_photos_only_fp32_is_built_and_with_none_the_keras_runtime_is_deployed_and_said(fake_gcloud,
+                                                                                               tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(10):
+        (few / f"{i}.jpg").write_bytes(b"photo")
+    result, _ = fake_gcloud("--dry-run", "--project", "proj", "--weights", fake_gcloud.weights, "--calibration",
+                            str(few))
+    assert result.returncode == 0, result.stderr
+    assert "too few to verify an int8 build" in result.stdout and "--kinds fp32" in result.stdout
+
+    empty, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, FAKE_PHOTOS="0")
+    assert empty.returncode == 0, empty.stderr
+    assert "no photos in gs://proj-images/all/" in empty.stdout and _find(calls, "storage", "ls")
+    requirements = (Path(_flag(_find(calls, "functions", "deploy", "classify-image")[0], "--source")[0])
+                    / "requirements.txt").read_text()
+    assert "tensorflow-cpu==" in requirements
+
+
 def test_second_deploy_creates_nothing(fake_gcloud):
-    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, existing=True)
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                                existing=True)
 
     assert result.returncode == 0, result.stderr
     assert not [c for c in calls if "create" in c[:4] or c[:2] == ["storage", "cp"]]
@@ -115,7 +222,8 @@ def test_litert_weights_ship_without_tensorflow(fake_gcloud, tmp_path):
 
 
 def test_dry_run_prints_every_command_and_runs_none(fake_gcloud):
-    result, calls = fake_gcloud("--dry-run", "--project", "proj", "--weights", fake_gcloud.weights)
+    result, calls = fake_gcloud("--dry-run", "--project", "proj", "--weights", fake_gcloud.weights, "--runtime",
+                                "keras")
     assert result.returncode == 0, result.stderr
     assert calls == []
     assert result.stdout.count("+ gcloud functions deploy") == 3
@@ -123,8 +231,8 @@ def test_dry_run_prints_every_command_and_runs_none(fake_gcloud):
 
 
 def test_service_key_comes_from_secret_manager_for_the_http_functions_only(fake_gcloud):
-    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--service-key-secret",
-                                "old-clients-key")
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                                "--service-key-secret", "old-clients-key")
     assert result.returncode == 0, result.stderr
     for name in ("create-job", "job-status"):
         assert _flag(_find(calls, "functions", "deploy", name)[0], "--set-secrets") == [
@@ -133,12 +241,13 @@ def test_service_key_comes_from_secret_manager_for_the_http_functions_only(fake_
 
 
 def test_public_access_is_opt_in(fake_gcloud):
-    _, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--allow-unauthenticated")
+    _, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                           "--allow-unauthenticated")
     assert "--allow-unauthenticated" in _find(calls, "functions", "deploy", "create-job")[0]
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--project", "proj"), "no model weights"),
+    (("--project", "proj", "--runtime", "tpu"), "unknown runtime"),
     (("--project", "proj", "--weights", "/nonexistent.h5"), "weights file not found"),
     (("--project", "proj", "--weights-uri", "gs://b/w.h5", "--model", "vgg"), "unknown model"),
     (("--bogus",), "unknown option"),
@@ -157,6 +266,8 @@ def test_help(fake_gcloud):
 def test_build_litert_deploys_a_tflite_without_tensorflow(fake_gcloud, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
+    for i in range(120):
+        (photos / f"{i}.jpg").write_bytes(b"photo")
     result, calls = fake_gcloud("--dry-run", "--project", "proj", "--weights", fake_gcloud.weights,
                                 "--build-litert", str(photos))
     assert result.returncode == 0, result.stderr

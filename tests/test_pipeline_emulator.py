@@ -155,6 +155,7 @@ def test_every_message_delivered_three_times_out_of_order_changes_nothing(stack,
 
     after = requests.get(job["status_url"], timeout=10).json()
     assert (after["processed"], after["failed"]) == (len(PHOTOS), 0)
+    assert after["from_store"] == len(PHOTOS)  # the first job's predictions: this one never ran the model
     assert after["matches"] == final["matches"] == {c: sum(c in m for m in expected.values()) for c in CLASSES}
     assert deliveries(stack, job["id"], "classified") == len(PHOTOS)
     assert deliveries(stack, job["id"], "duplicate") == 4 * len(PHOTOS)

@@ -18,7 +18,7 @@ from common.inference.decoding import decode_image
 from common.usecases.classify_image import ClassifyImage
 from common.usecases.create_job import CreateJob
 from common.usecases.job_status import JobStatus
-from tests.fakes import FakeClassifier, ListPublisher, solid_jpeg
+from tests.fakes import FakeClassifier, ListPublisher, MemoryPredictionStore, solid_jpeg
 from tests.poison import poison_files
 
 
@@ -31,8 +31,8 @@ class CountingFolder(FolderObjectStore):
         self.error = error or TransientError("storage unavailable")
         self._lock = threading.Lock()
 
-    def copy(self, bucket, source, target):
-        made = super().copy(bucket, source, target)
+    def copy(self, bucket, source, target, content=None):
+        made = super().copy(bucket, source, target, content)
         with self._lock:
             self.copies_made[made.name] += made.written
         return made
@@ -54,7 +54,9 @@ class Embedded:
         self.classifier = FakeClassifier()
         self.create_job = CreateJob(self.store, self.jobs, publisher, JobDefaults(bucket="local"))
         self.status = JobStatus(self.jobs)
-        self.classify = ClassifyImage(self.store, self.jobs, lambda: self.classifier, decode_image)
+        # With a prediction store, as production has: a redelivery is answered from it, not by the model.
+        self.classify = ClassifyImage(self.store, self.jobs, lambda: self.classifier, decode_image,
+                                      MemoryPredictionStore(), model_key="fake-model")
 
 
 def embedded(tmp_path, **store_options):
@@ -82,9 +84,10 @@ def test_every_message_three_times_out_of_order_counts_once(tmp_path):
     assert (status["processed"], status["failed"], status["complete"]) == (60, 0, True)
     assert status["matches"] == {"tabby": 20, "golden retriever": 20, "macaw": 20, "animal": 60}
     assert sum(store.copies_made.values()) == 120 and set(store.copies_made.values()) == {1}
-    # A duplicate that arrives while its original is still in a worker's hands is classified again (and then not
-    # counted); one that arrives later is skipped before the model.
-    assert 60 <= classifier.calls < 180
+    # A duplicate that arrives while its original is still in a worker's hands may reach the model again (and is
+    # then not counted); one that arrives later finds the stored prediction. 60 distinct photos in 3 colours: the
+    # store answers by content, so most photos never reach the model at all.
+    assert 3 <= classifier.calls < 60
 
 
 def test_poison_images_fail_with_reasons_or_classify_and_the_job_completes(tmp_path, shared):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentIm
 from common.domain.jobs import MAX_IMAGE_BYTES, JobRecord, JobSpec, collision_names, result_key, shard_for
 from common.domain.messages import ClassifyMessage
 from common.domain.results import Counters, ImageResult
-from common.ports import Copied
+from common.ports import Copied, Listed
 
 # The retry policy at the cloud boundary: Google's retryable API errors (and dropped connections) may pass, so they
 # become TransientError; a denied permission is an operator's to fix, so it becomes ConfigurationError. Everything
@@ -57,6 +58,10 @@ def translated(operation: str) -> Callable[[Callable[..., Result]], Callable[...
     return decorate
 
 
+def _listed(blob: Any) -> Listed:
+    return Listed(blob.name, f"md5:{blob.md5_hash}" if blob.md5_hash else None)
+
+
 def storage_client(project: str) -> storage.Client:
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
@@ -71,27 +76,45 @@ class GcsObjectStore:
         self._listing_threads = listing_threads
         self.max_bytes = max_bytes
 
-    def _list_flat(self, bucket: str, prefix: str) -> list[str]:
-        # Only names are needed: ask for nothing else, and large pages, to list fast.
-        return [blob.name for blob in self._client.list_blobs(bucket, prefix=prefix, page_size=1000,
-                                                              fields="items(name),nextPageToken")]
+    def _list_flat(self, bucket: str, prefix: str) -> list[Listed]:
+        # Only names and MD5s are needed: ask for nothing else, and large pages, to list fast.
+        return [_listed(blob) for blob in self._client.list_blobs(bucket, prefix=prefix, page_size=1000,
+                                                                  fields="items(name,md5Hash),nextPageToken")]
 
     def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
-        with cloud_errors("listing gs://" + bucket + "/" + prefix):
-            yield from self._list_names(bucket, prefix)
+        return (listed.name for listed in self.list_objects(bucket, prefix))
 
-    def _list_names(self, bucket: str, prefix: str) -> Iterator[str]:
+    def list_objects(self, bucket: str, prefix: str) -> Iterator[Listed]:
+        with cloud_errors("listing gs://" + bucket + "/" + prefix):
+            yield from self._list_objects(bucket, prefix)
+
+    def _list_objects(self, bucket: str, prefix: str) -> Iterator[Listed]:
         # One level with a delimiter, then each "sub-folder" listed in parallel: listing is a chain of page
         # requests, and chains for disjoint prefixes run side by side (5x faster on 10 sub-folders of 1,000).
         top = self._client.list_blobs(bucket, prefix=prefix, delimiter="/", page_size=1000,
-                                      fields="items(name),prefixes,nextPageToken")
-        yield from (blob.name for blob in top)
+                                      fields="items(name,md5Hash),prefixes,nextPageToken")
+        yield from (_listed(blob) for blob in top)
         subfolders = sorted(top.prefixes)
         if not subfolders:
             return
         with concurrent.futures.ThreadPoolExecutor(min(self._listing_threads, len(subfolders))) as pool:
-            for names in pool.map(lambda sub: self._list_flat(bucket, sub), subfolders):
-                yield from names
+            for listed in pool.map(lambda sub: self._list_flat(bucket, sub), subfolders):
+                yield from listed
+
+    @translated("removing a copy")
+    def remove(self, bucket: str, name: str, content: str) -> str:
+        blob = self._client.bucket(bucket).get_blob(name)
+        if blob is None:
+            return "missing"
+        if f"md5:{blob.md5_hash}" != content:
+            return "changed"
+        try:
+            blob.delete(if_generation_match=blob.generation)  # not a newer object written since the check
+        except gexc.NotFound:
+            return "missing"
+        except gexc.PreconditionFailed:
+            return "changed"
+        return "removed"
 
     @translated("reading an object")
     def read(self, bucket: str, name: str) -> bytes:
@@ -107,11 +130,15 @@ class GcsObjectStore:
         return data
 
     @translated("copying an object")
-    def copy(self, bucket: str, source: str, target: str) -> Copied:
+    def copy(self, bucket: str, source: str, target: str, content: str | None = None) -> Copied:
         handle = self._client.bucket(bucket)
-        original = handle.get_blob(source)
-        if original is None:
-            raise ObjectMissing(source)
+        if content and content.startswith("md5:"):
+            original, md5 = handle.blob(source), content[4:]  # known: no metadata read for the source
+        else:
+            original = handle.get_blob(source)
+            if original is None:
+                raise ObjectMissing(source)
+            md5 = original.md5_hash
         for candidate in collision_names(target):
             existing = handle.get_blob(candidate)
             if existing is None:
@@ -123,7 +150,7 @@ class GcsObjectStore:
                     existing = handle.get_blob(candidate)
                 except gexc.NotFound:
                     raise ObjectMissing(source) from None
-            if existing is not None and existing.md5_hash == original.md5_hash:
+            if existing is not None and existing.md5_hash == md5:
                 return Copied(candidate, written=False)
         raise PermanentImageError(f"{len(collision_names(target))} different objects are already named like "
                                   f"{target}: none is replaced")
@@ -179,10 +206,6 @@ class FirestoreJobStore:
     def _result_ref(self, job_id: str, name: str) -> Any:
         return self._jobs.document(job_id).collection("results").document(result_key(name))
 
-    @translated("reading a result")
-    def has_result(self, job_id: str, name: str) -> bool:
-        return self._result_ref(job_id, name).get().exists
-
     @translated("recording a result")
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         shard = self._jobs.document(job_id).collection("counter_shards").document(
@@ -190,7 +213,9 @@ class FirestoreJobStore:
         delta = Counters.of(result)
         increments: dict[str, Any] = {"processed": firestore.Increment(delta.processed),
                                       "failed": firestore.Increment(delta.failed),
-                                      "unmatched": firestore.Increment(delta.unmatched)}
+                                      "unmatched": firestore.Increment(delta.unmatched),
+                                      "from_store": firestore.Increment(delta.from_store),
+                                      "recomputed": firestore.Increment(delta.recomputed)}
         if delta.matches:
             increments["matches"] = {name: firestore.Increment(n) for name, n in delta.matches.items()}
         batch = self._client.batch()
@@ -211,7 +236,8 @@ class FirestoreJobStore:
             data = snapshot.to_dict() or {}
             total.add(Counters(int(data.get("processed", 0)), int(data.get("failed", 0)),
                                {k: int(v) for k, v in (data.get("matches") or {}).items()},
-                               int(data.get("unmatched", 0))))
+                               int(data.get("unmatched", 0)), int(data.get("from_store", 0)),
+                               int(data.get("recomputed", 0))))
         return total
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
@@ -231,6 +257,32 @@ class FirestoreJobStore:
         for snapshot in query.stream():
             return snapshot.id
         return None
+
+
+class FirestorePredictionStore:
+    """predictions/{sha256(model + content)}: {model, content, prediction (bytes, ~3.8 KB)}. One document read per
+    lookup; chosen over Storage objects because the job store is already a Firestore client in classify_image."""
+
+    def __init__(self, client: firestore.Client, collection: str = "predictions") -> None:
+        self._collection = client.collection(collection)
+
+    def _ref(self, model: str, content: str) -> Any:
+        return self._collection.document(hashlib.sha256(f"{model}\n{content}".encode()).hexdigest())
+
+    @translated("reading a stored prediction")
+    def get(self, model: str, content: str) -> bytes | None:
+        snapshot = self._ref(model, content).get()
+        if not snapshot.exists:
+            return None
+        data = snapshot.to_dict() or {}
+        if data.get("model") != model or data.get("content") != content:
+            return None
+        prediction = data.get("prediction")
+        return bytes(prediction) if isinstance(prediction, (bytes, bytearray)) else b""
+
+    @translated("storing a prediction")
+    def put(self, model: str, content: str, prediction: bytes) -> None:
+        self._ref(model, content).set({"model": model, "content": content, "prediction": prediction})
 
 
 class PubSubPublisher:

@@ -19,7 +19,8 @@ from common.domain.jobs import MAX_IMAGE_BYTES, JobRecord, JobSpec, collision_na
 from common.domain.messages import ClassifyMessage
 from common.domain.results import Counters, ImageResult
 from common.logs import get_logger
-from common.ports import Copied
+from common.domain.predictions import content_fingerprint
+from common.ports import Copied, Listed
 
 log = get_logger("local")
 
@@ -111,9 +112,28 @@ class FolderObjectStore:
                 self._unlistable[name] = error.strerror or str(error)
                 yield name
 
+    def list_objects(self, bucket: str, prefix: str) -> Iterator[Listed]:
+        # No fingerprint without reading: classify_image reads a local photo anyway, and hashes it then.
+        return (Listed(name) for name in self.list_names(bucket, prefix))
+
     def read(self, bucket: str, name: str) -> bytes:
         data, _ = self._read(name)
         return data
+
+    def remove(self, bucket: str, name: str, content: str) -> str:
+        path = self.root / name
+        with file_errors("cannot remove", name):
+            if not os.path.lexists(path):
+                return "missing"
+            if path.is_symlink() or not path.is_file() or content_fingerprint(path.read_bytes()) != content:
+                return "changed"
+            path.unlink()
+            folder = path.parent
+            # Class folders the removal left empty go too; never the root, nor a folder holding anything.
+            while folder != self.root and folder.is_relative_to(self.root) and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+        return "removed"
 
     def _read(self, name: str) -> tuple[bytes, os.stat_result]:
         if name in self._unlistable:
@@ -182,8 +202,8 @@ class FolderObjectStore:
         status = path.lstat()
         return stat.S_ISREG(status.st_mode) and status.st_size == len(data) and path.read_bytes() == data
 
-    def copy(self, bucket: str, source: str, target: str) -> Copied:
-        data, status = self._read(source)
+    def copy(self, bucket: str, source: str, target: str, content: str | None = None) -> Copied:
+        data, status = self._read(source)  # the bytes are needed to write the copy: the hint saves nothing here
         with file_errors("cannot copy to", target):
             folder = self._writable_folder(target)
             for candidate in collision_names(target):
@@ -286,11 +306,6 @@ class SqliteJobStore:
             if row and message not in errors:
                 self._db.execute("UPDATE jobs SET errors = ? WHERE id = ?", (json.dumps(errors + [message]), job_id))
 
-    def has_result(self, job_id: str, name: str) -> bool:
-        with self._lock, database_errors("reading a result"):
-            return self._db.execute("SELECT 1 FROM results WHERE job_id = ? AND name = ?",
-                                    (job_id, _db_name(name))).fetchone() is not None
-
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         with self._lock, database_errors("recording a result"):
             cursor = self._db.execute("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
@@ -299,14 +314,17 @@ class SqliteJobStore:
 
     def counters(self, job_id: str) -> Counters:
         with self._lock, database_errors("reading a job's counters"):
-            processed, failed, unmatched = self._db.execute(
+            processed, failed, unmatched, from_store, recomputed = self._db.execute(
                 "SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0), "
-                "COALESCE(SUM(ok AND json_array_length(payload, '$.matched') = 0), 0) "
+                "COALESCE(SUM(ok AND json_array_length(payload, '$.matched') = 0), 0), "
+                "COALESCE(SUM(json_extract(payload, '$.prediction') = 'store'), 0), "
+                "COALESCE(SUM(json_extract(payload, '$.prediction') = 'recomputed'), 0) "
                 "FROM results WHERE job_id = ?", (job_id,)).fetchone()
             rows = self._db.execute(
                 "SELECT m.value, COUNT(*) FROM results, json_each(results.payload, '$.matched') AS m "
                 "WHERE results.job_id = ? GROUP BY m.value", (job_id,)).fetchall()
-        return Counters(int(processed), int(failed), {name: int(count) for name, count in rows}, int(unmatched))
+        return Counters(int(processed), int(failed), {name: int(count) for name, count in rows}, int(unmatched),
+                        int(from_store), int(recomputed))
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
         with self._lock, database_errors("reading a job's results"):
@@ -324,6 +342,38 @@ class SqliteJobStore:
         with self._lock, database_errors("finding the latest job"):
             row = self._db.execute("SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
         return row[0] if row else None
+
+
+class SqlitePredictionStore:
+    """Stored predictions beside the jobs (DIR/.imgclassify/jobs.sqlite3, table predictions)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS predictions (model TEXT NOT NULL, content TEXT NOT NULL, "
+                                 "prediction BLOB NOT NULL, PRIMARY KEY (model, content))")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ConfigurationError(f"{path} is not a readable job database ({exc}): move it aside and run "
+                                     "again") from None
+
+    def get(self, model: str, content: str) -> bytes | None:
+        with self._lock, database_errors("reading a stored prediction"):
+            row = self._db.execute("SELECT prediction FROM predictions WHERE model = ? AND content = ?",
+                                   (model, content)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put(self, model: str, content: str, prediction: bytes) -> None:
+        with self._lock, database_errors("storing a prediction"):
+            self._db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?)", (model, content, prediction))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 class InProcessQueue:

@@ -26,7 +26,8 @@ MAX_REQUEST_ID_LENGTH = 128
 # create_job lists and publishes within its function timeout (540 s); a job still listing long after that was
 # abandoned by an instance that died, and says so instead of looking busy forever.
 LISTING_DEADLINE_SECONDS = 900
-ALLOWED_FIELDS = frozenset({"classes", "bucket", "source_prefix", "top_k", "min_score", "match", "request_id"})
+ALLOWED_FIELDS = frozenset({"classes", "bucket", "source_prefix", "top_k", "min_score", "match", "request_id",
+                            "dry_run"})
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
@@ -42,19 +43,24 @@ class JobSpec:
     top_k: int = 5
     min_score: float = HIERARCHY_MIN_SCORE
     match: MatchMode = MatchMode.HIERARCHY
+    dry_run: bool = False  # the whole job, results and counts, with no copy made
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "match", MatchMode(self.match))  # accept the plain string too
 
     def to_dict(self) -> dict[str, Any]:
-        return {"classes": list(self.classes), "bucket": self.bucket, "source_prefix": self.source_prefix,
+        data = {"classes": list(self.classes), "bucket": self.bucket, "source_prefix": self.source_prefix,
                 "top_k": self.top_k, "min_score": self.min_score, "match": self.match.value}
+        if self.dry_run:  # absent otherwise: messages and records of real jobs are as they always were
+            data["dry_run"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
         return cls(classes=tuple(data["classes"]), bucket=str(data["bucket"]),
                    source_prefix=str(data["source_prefix"]), top_k=int(data["top_k"]),
-                   min_score=float(data["min_score"]), match=MatchMode(data.get("match", "hierarchy")))
+                   min_score=float(data["min_score"]), match=MatchMode(data.get("match", "hierarchy")),
+                   dry_run=bool(data.get("dry_run", False)))
 
 
 @dataclass(frozen=True)
@@ -225,8 +231,12 @@ def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
             or not 0.0 <= min_score <= 1.0:
         raise InvalidRequest("min_score must be a number from 0 to 1", field="min_score")
 
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidRequest("dry_run must be true or false", field="dry_run")
+
     spec = JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=source_prefix, top_k=top_k,
-                   min_score=float(min_score), match=match)
+                   min_score=float(min_score), match=match, dry_run=dry_run)
     return JobRequest(spec, _validate_request_id(body.get("request_id")))
 
 
@@ -269,7 +279,12 @@ def status_view(job: JobRecord, counters: Counters, now: datetime | None = None)
         "top_k": job.spec.top_k,
         "min_score": job.spec.min_score,
         "match": job.spec.match.value,
+        "from_store": counters.from_store,
     }
+    if job.spec.dry_run:
+        view["dry_run"] = True
+    if counters.recomputed:
+        view["predictions_recomputed"] = counters.recomputed
     if job.request_id is not None:
         view["request_id"] = job.request_id
     if error:

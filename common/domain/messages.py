@@ -21,9 +21,12 @@ class ClassifyMessage:
     job_id: str
     name: str
     spec: JobSpec
+    content: str | None = None  # the object's content fingerprint from the listing (md5), when known
 
     def to_bytes(self) -> bytes:
         body = {"v": SCHEMA_VERSION, "job_id": self.job_id, "name": self.name, **self.spec.to_dict()}
+        if self.content:
+            body["content"] = self.content
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
     @classmethod
@@ -46,7 +49,10 @@ class ClassifyMessage:
         except (KeyError, TypeError) as exc:
             raise BadMessage(f"message is missing a field: {exc}") from None
         match = body.get("match", MatchMode.HIERARCHY.value)
+        content, dry_run = body.get("content"), body.get("dry_run", False)
         checks = [
+            content is None or isinstance(content, str),
+            isinstance(dry_run, bool),
             isinstance(job_id, str) and bool(job_id),
             isinstance(name, str) and bool(name),
             isinstance(classes, list) and all(isinstance(c, str) and c for c in classes),
@@ -58,8 +64,8 @@ class ClassifyMessage:
         if not all(checks):
             raise BadMessage("message fields have the wrong types")
         spec = JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=prefix, top_k=top_k,
-                       min_score=float(min_score), match=MatchMode(match))
-        return cls(job_id=job_id, name=name, spec=spec)
+                       min_score=float(min_score), match=MatchMode(match), dry_run=dry_run)
+        return cls(job_id=job_id, name=name, spec=spec, content=content or None)
 
 
 def from_cloud_event(event_type: str, data: Mapping[str, Any] | None) -> ClassifyMessage:

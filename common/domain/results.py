@@ -23,13 +23,17 @@ class ImageResult:
     labels: tuple[Label, ...] = ()
     reason: str = ""
     scores: dict[str, float] = field(default_factory=dict)  # per requested class, in hierarchy mode
-    copies: tuple[str, ...] = ()  # the objects this job's copies of the image live at (the job's manifest)
+    copies: tuple[str, ...] = ()  # where the image's copies are (written now, or already there with its bytes)
+    written: tuple[str, ...] = ()  # the copies this job wrote: its manifest, what undo removes
+    content: str = ""  # the photo's content fingerprint (md5) when classified: undo removes only copies still equal
+    prediction: str = ""  # where the probabilities came from: "model", "store", or "recomputed" (a bad entry)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "matched": list(self.matched), "reason": self.reason,
                 "scores": {k: round(v, 6) for k, v in self.scores.items()},
                 "labels": [{"index": l.index, "name": l.name, "score": round(l.score, 6)} for l in self.labels],
-                "copies": list(self.copies)}
+                "copies": list(self.copies), "written": list(self.written), "content": self.content,
+                "prediction": self.prediction}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
@@ -37,7 +41,8 @@ class ImageResult:
                    reason=data.get("reason", ""), scores=dict(data.get("scores", {})),
                    labels=tuple(Label(int(l["index"]), str(l["name"]), float(l["score"]))
                                 for l in data.get("labels", ())),
-                   copies=tuple(data.get("copies", ())))
+                   copies=tuple(data.get("copies", ())), written=tuple(data.get("written", ())),
+                   content=str(data.get("content", "")), prediction=str(data.get("prediction", "")))
 
     @classmethod
     def failure(cls, name: str, reason: str) -> ImageResult:
@@ -50,15 +55,20 @@ class Counters:
     failed: int = 0
     matches: dict[str, int] = field(default_factory=dict)
     unmatched: int = 0  # classified, but matched none of the job's classes
+    from_store: int = 0  # classified from a stored prediction, without the model
+    recomputed: int = 0  # stored predictions that were unreadable and were computed again
 
     @classmethod
     def of(cls, result: ImageResult) -> Counters:
         return cls(processed=int(result.ok), failed=int(not result.ok), matches={m: 1 for m in result.matched},
-                   unmatched=int(result.ok and not result.matched))
+                   unmatched=int(result.ok and not result.matched), from_store=int(result.prediction == "store"),
+                   recomputed=int(result.prediction == "recomputed"))
 
     def add(self, other: Counters) -> None:
         self.processed += other.processed
         self.failed += other.failed
         self.unmatched += other.unmatched
+        self.from_store += other.from_store
+        self.recomputed += other.recomputed
         for name, count in other.matches.items():
             self.matches[name] = self.matches.get(name, 0) + count

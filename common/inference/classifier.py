@@ -5,6 +5,7 @@ them; needs internet) or "none" (random weights: real cost, meaningless answers,
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from common.domain.errors import ConfigurationError
 from common.domain.options import Model, Runtime
 
 NUM_CLASSES = 1000
+# Part of every stored prediction's key: bump it when decoding or preprocessing changes what the model sees.
+PREPROCESSING_VERSION = 1
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
 NO_WEIGHTS_HELP = ("no model weights available: pass --weights PATH (a Keras .weights.h5/.h5 or a .tflite file) "
@@ -77,3 +80,36 @@ def _fetch_from_gcs(uri: str, target: Path) -> None:
     partial = target.with_suffix(target.suffix + ".partial")
     storage.Client().bucket(bucket).blob(name).download_to_filename(str(partial))
     partial.rename(target)  # atomic: a concurrent instance never reads half a file
+
+
+_file_digests: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: str) -> str:
+    status = os.stat(path)
+    key = (path, status.st_size, status.st_mtime_ns)  # size and mtime: a shortcut to skip rehashing
+    if key not in _file_digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _file_digests[key] = digest.hexdigest()
+    return _file_digests[key]
+
+
+def model_fingerprint(config: ModelConfig) -> str | None:
+    """Which build made a prediction: model, runtime, the weights' content, preprocessing. None when predictions
+    must not be stored: random weights ("none") differ on every load. Needs no model loaded."""
+    weights = config.weights
+    if weights == "none" or not weights:
+        return None
+    if weights == "imagenet":
+        content = "keras-imagenet"
+    elif weights.startswith("gs://"):
+        content = weights  # deploy.sh names uploaded weights by their content hash
+    else:
+        try:
+            content = _file_digest(weights)[:24]
+        except OSError:
+            return None
+    return f"{config.model}/{config.effective_runtime}/{os.path.basename(weights)}/{content}/p{PREPROCESSING_VERSION}"

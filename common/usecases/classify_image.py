@@ -6,31 +6,58 @@ recorded with its reason and acked. A bug therefore fails the images it touches 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from common.domain.errors import ConfigurationError, ObjectMissing, PermanentImageError, TransientError
+from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentImageError, ServiceError,
+                                  TransientError)
 from common.domain.jobs import target_name
 from common.domain.matching import match_classes
 from common.domain.messages import ClassifyMessage
+from common.domain.predictions import (CorruptPrediction, content_fingerprint, decode_probabilities,
+                                       encode_probabilities)
 from common.domain.results import ImageResult
 from common.inference.classifier import Classifier
 from common.logs import get_logger
-from common.ports import ObjectStore, ResultRecorder
+from common.ports import ObjectStore, PredictionStore, ResultRecorder
 
 log = get_logger("classify_image")
 
 Decoder = Callable[[bytes], np.ndarray]
 
 
+class StageTimer:
+    """Wall time per named stage of one delivery (stages that repeat, like copies, add up)."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._seconds[name] = self._seconds.get(name, 0.0) + time.perf_counter() - started
+
+    @property
+    def milliseconds(self) -> dict[str, float]:
+        return {name: round(seconds * 1000, 2) for name, seconds in self._seconds.items()}
+
+
 class ClassifyImage:
     def __init__(self, objects: ObjectStore, results: ResultRecorder, classifier: Callable[[], Classifier],
-                 decode: Decoder) -> None:
+                 decode: Decoder, predictions: PredictionStore | None = None, model_key: str | None = None) -> None:
         self._objects = objects
         self._results = results
         self._classifier = classifier
         self._decode = decode
+        # Stored predictions, by the model build's fingerprint: without both, every image goes to the model.
+        self._predictions = predictions if model_key else None
+        self._model_key = model_key or ""
 
     def load_model(self) -> Classifier:
         return self._classifier()
@@ -38,11 +65,11 @@ class ClassifyImage:
     def __call__(self, message: ClassifyMessage) -> ImageResult | None:
         """The recorded result, or None when this image was already counted (a redelivery)."""
         context = {"job_id": message.job_id, "object": message.name}
-        if self._results.has_result(message.job_id, message.name):
-            log.info("duplicate delivery ignored", extra=context)
-            return None
+        # No "already done?" read first: deliveries are almost always first deliveries, a redelivery finds its
+        # prediction stored and its copies in place, and recording the result once decides what counts.
+        timings = StageTimer()
         try:
-            result = self._classify_and_copy(message)
+            result = self._classify_and_copy(message, timings)
         except TransientError:
             raise
         except ConfigurationError as exc:
@@ -55,38 +82,99 @@ class ClassifyImage:
         except Exception as exc:
             log.exception("image failed on an unexpected error; recorded as failed, not retried", extra=context)
             result = ImageResult.failure(message.name, f"internal error: {type(exc).__name__}: {exc}")
-        if not self._results.record_result(message.job_id, result):
-            log.info("duplicate delivery ignored after classification", extra=context)
+        with timings.stage("record"):
+            recorded = self._results.record_result(message.job_id, result)
+        if not recorded:
+            log.info("duplicate delivery: already counted", extra=context)
             return None
         if result.ok:
+            # Where the time went, per stage: what an operator (and bench/pipeline.py) reads to find the cost.
             log.info("image classified", extra={**context, "matched": list(result.matched), "copies": len(
-                result.copies), "top_label": result.labels[0].name if result.labels else None})
+                result.copies), "top_label": result.labels[0].name if result.labels else None,
+                "timings_ms": timings.milliseconds})
         else:
             log.warning("image failed", extra={**context, "reason": result.reason})
         return result
 
-    def _classify_and_copy(self, message: ClassifyMessage) -> ImageResult:
+    def _stored(self, content: str) -> tuple[np.ndarray | None, bool]:
+        """(probabilities, whether a stored entry was unreadable). A store that fails is a miss, never an error."""
+        if self._predictions is None:
+            return None, False
+        try:
+            blob = self._predictions.get(self._model_key, content)
+        except ServiceError as exc:
+            log.warning("prediction store unavailable; using the model", extra={"error": str(exc)})
+            return None, False
+        if blob is None:
+            return None, False
+        try:
+            return decode_probabilities(blob), False
+        except CorruptPrediction as exc:
+            log.warning("stored prediction ignored", extra={"content": content, "error": str(exc)})
+            return None, True
+
+    def _store(self, content: str, probabilities: np.ndarray) -> None:
+        if self._predictions is None:
+            return
+        try:
+            self._predictions.put(self._model_key, content, encode_probabilities(probabilities))
+        except ServiceError as exc:
+            log.warning("prediction not stored", extra={"content": content, "error": str(exc)})
+
+    def _probabilities(self, message: ClassifyMessage, timings: StageTimer) -> tuple[np.ndarray, str, str]:
+        """(probabilities, where they came from, the photo's content fingerprint). A stored prediction keyed by
+        the listing's fingerprint needs no download at all; otherwise the bytes are read, fingerprinted, looked up,
+        and only a miss reaches the decoder and the model."""
+        corrupt = False
+        if message.content:
+            with timings.stage("lookup"):
+                probabilities, corrupt = self._stored(message.content)
+            if probabilities is not None:
+                return probabilities, "store", message.content
+        with timings.stage("download"):
+            data = self._objects.read(message.spec.bucket, message.name)
+        content = content_fingerprint(data)
+        if content != message.content:  # no fingerprint in the message, or the object changed since listing
+            with timings.stage("lookup"):
+                probabilities, bad = self._stored(content)
+            corrupt = corrupt or bad
+            if probabilities is not None:
+                return probabilities, "store", content
+        with timings.stage("decode"):
+            pixels = self._decode(data)
+        with timings.stage("model"):
+            probabilities = self._classifier().predict(pixels[None])[0]
+        self._store(content, probabilities)
+        return probabilities, "recomputed" if corrupt else "model", content
+
+    def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer) -> ImageResult:
         spec = message.spec
         try:
-            pixels = self._decode(self._objects.read(spec.bucket, message.name))
+            probabilities, prediction, content = self._probabilities(message, timings)
         except ObjectMissing:
             return ImageResult.failure(message.name, "object no longer exists")
         except PermanentImageError as exc:
             return ImageResult.failure(message.name, exc.reason)
-        probabilities = self._classifier().predict(pixels[None])[0]
-        outcome = match_classes(spec, probabilities)
-        copies = []
-        for class_name in outcome.matched:
+        with timings.stage("match"):
+            outcome = match_classes(spec, probabilities)
+        copies: list[str] = []
+        written: list[str] = []
+        for class_name in () if spec.dry_run else outcome.matched:
             target = target_name(class_name, message.name, spec.source_prefix)
             try:
-                copied = self._objects.copy(spec.bucket, message.name, target)
+                with timings.stage("copy"):
+                    copied = self._objects.copy(spec.bucket, message.name, target, content)
             except ObjectMissing:
                 reason = "object deleted while being classified"
             except PermanentImageError as exc:
                 reason = exc.reason
             else:
                 copies.append(copied.name)
+                if copied.written:
+                    written.append(copied.name)
                 continue
-            return ImageResult(message.name, ok=False, reason=reason, copies=tuple(copies))
+            return ImageResult(message.name, ok=False, reason=reason, copies=tuple(copies), written=tuple(written),
+                               content=content, prediction=prediction)
         return ImageResult(message.name, ok=True, matched=outcome.matched, labels=outcome.labels,
-                           scores=outcome.scores, copies=tuple(copies))
+                           scores=outcome.scores, copies=tuple(copies), written=tuple(written), content=content,
+                           prediction=prediction)

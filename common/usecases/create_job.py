@@ -17,15 +17,15 @@ from common.domain.messages import ClassifyMessage
 from common.domain.results import Counters
 from common.domain.taxonomy import describe_resolution
 from common.logs import get_logger
-from common.ports import JobWriter, ObjectLister, Publisher
+from common.ports import JobWriter, Listed, ObjectLister, Publisher
 from common.usecases.clock import utc_now_iso
 
 log = get_logger("create_job")
 
 
-def job_images(objects: ObjectLister, spec: JobSpec) -> Iterator[str]:
+def job_images(objects: ObjectLister, spec: JobSpec) -> Iterator[Listed]:
     """The objects a job covers: everything under its prefix but "folder" placeholder objects."""
-    return (n for n in objects.list_names(spec.bucket, spec.source_prefix) if not n.endswith("/"))
+    return (o for o in objects.list_objects(spec.bucket, spec.source_prefix) if not o.name.endswith("/"))
 
 
 class CreateJob:
@@ -66,9 +66,9 @@ class CreateJob:
 
         def messages() -> Iterator[ClassifyMessage]:
             nonlocal listed
-            for name in job_images(self._objects, job.spec):
+            for image in job_images(self._objects, job.spec):
                 listed += 1
-                yield ClassifyMessage(job.id, name, job.spec)
+                yield ClassifyMessage(job.id, image.name, job.spec, image.content)
 
         try:
             published = self._publisher.publish_all(messages())
@@ -109,8 +109,9 @@ class ResumeJob:
         if job is None:
             raise NotFound(f"Job {job_id} not found", field="id")
         done = {result.name for result in self._jobs.results(job_id)}
-        todo = [n for n in job_images(self._objects, job.spec) if n not in done]
-        published = self._publisher.publish_all(ClassifyMessage(job.id, name, job.spec) for name in todo)
+        todo = [image for image in job_images(self._objects, job.spec) if image.name not in done]
+        published = self._publisher.publish_all(ClassifyMessage(job.id, image.name, job.spec, image.content)
+                                                for image in todo)
         self._jobs.set_total(job.id, len(done) + len(todo))
         log.info("job resumed", extra={"job_id": job.id, "already_done": len(done), "published": published})
         return len(done), published

@@ -1,4 +1,5 @@
-"""HTTP function: POST {"classes": [...]} -> 201 with the new job. Logic lives in common/."""
+"""HTTP function: POST {"classes": [...]} -> 201 with the new job; POST /classification-job/<id>/undo removes the
+copies a job made. Logic lives in common/."""
 import functions_framework
 import flask
 
@@ -8,4 +9,4 @@ from common.http import create_job_response
 
 @functions_framework.http
 def create_job(request: flask.Request) -> flask.Response:
-    return create_job_response(request, bootstrap.create_job_handler, bootstrap.settings)
+    return create_job_response(request, bootstrap.create_job_handler, bootstrap.settings, bootstrap.undo_job_handler)

@@ -48,8 +48,8 @@ class ObservedObjects:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
 
-    def copy(self, bucket: str, source: str, target: str) -> Copied:
-        copied = self._inner.copy(bucket, source, target)
+    def copy(self, bucket: str, source: str, target: str, content: str | None = None) -> Copied:
+        copied = self._inner.copy(bucket, source, target, content)
         if copied.written:
             observe(kind="copy_written", source=source, target=copied.name)
         return copied
@@ -61,9 +61,6 @@ class ObservedObjects:
 class CrashingResults:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
-
-    def has_result(self, job_id: str, name: str) -> bool:
-        return self._inner.has_result(job_id, name)
 
     def record_job_error(self, job_id: str, message: str) -> None:
         self._inner.record_job_error(job_id, message)
@@ -79,7 +76,8 @@ class CrashingResults:
 def handler() -> ClassifyImage:
     settings = bootstrap.settings()
     return bootstrap.classify_image(ObservedObjects(bootstrap.gcp_object_store(settings)),
-                                    CrashingResults(bootstrap.gcp_job_store(settings)), settings)
+                                    CrashingResults(bootstrap.gcp_job_store(settings)), settings,
+                                    bootstrap.gcp_prediction_store(settings))
 
 
 @functions_framework.cloud_event

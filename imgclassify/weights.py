@@ -1,0 +1,38 @@
+"""Fetch a model's ImageNet weights with Keras (which downloads them: needs internet) and save them as a
+.weights.h5 file — deploy.sh's default when no weights are given.
+
+  .venv/bin/python -m imgclassify.weights --model resnet50 --out build/models/resnet50-imagenet.weights.h5
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from common.domain.errors import ConfigurationError
+from common.domain.options import Model, choices
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, choices=choices(Model))
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    from common.inference.keras import KerasClassifier
+
+    try:
+        network = KerasClassifier(Model(args.model), "imagenet").net
+    except ConfigurationError as exc:
+        print(f"imgclassify.weights: {exc}", file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(args.out.name + ".partial.weights.h5")
+    network.save_weights(partial)
+    partial.rename(args.out)  # a half-written file is never taken for the weights
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
