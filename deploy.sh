@@ -27,6 +27,9 @@ Options (environment variable in brackets):
                           gs://<bucket>/all/; fewer than 100 -> fp32 only; none -> the Keras runtime, said loudly)
   --build-litert DIR      the same as --calibration DIR (kept for earlier scripts)
   --topic NAME            fan-out topic            [CLASSIFY_TOPIC, default classify-image]
+  --uploads-topic NAME    topic of the bucket's OBJECT_FINALIZE notifications under all/ (watch jobs)
+                          [UPLOADS_TOPIC, default <topic>-uploads]
+  --events-topic NAME     job completion events    [JOB_EVENTS_TOPIC, default job-events]
   --max-instances N       classify_image instances [MAX_INSTANCES, default 20]
   --allow-unauthenticated make the HTTP functions public (default: IAM-authenticated callers only)
   --service-key-secret S  Secret Manager secret holding the old clients' shared key: the HTTP functions then
@@ -52,6 +55,8 @@ WEIGHTS_FILE=${MODEL_WEIGHTS_FILE:-}
 WEIGHTS_URI=${MODEL_WEIGHTS:-}
 RUNTIME=${MODEL_RUNTIME:-litert}
 TOPIC=${CLASSIFY_TOPIC:-classify-image}
+UPLOADS_TOPIC=${UPLOADS_TOPIC:-}
+EVENTS_TOPIC=${JOB_EVENTS_TOPIC:-job-events}
 MAX_INSTANCES=${MAX_INSTANCES:-20}
 PUBLIC=false
 DRY_RUN=false
@@ -69,6 +74,8 @@ while (($#)); do
     --runtime) RUNTIME=$2; shift 2 ;;
     --calibration|--build-litert) CALIBRATION=$2; shift 2 ;;
     --topic) TOPIC=$2; shift 2 ;;
+    --uploads-topic) UPLOADS_TOPIC=$2; shift 2 ;;
+    --events-topic) EVENTS_TOPIC=$2; shift 2 ;;
     --max-instances) MAX_INSTANCES=$2; shift 2 ;;
     --allow-unauthenticated) PUBLIC=true; shift ;;
     --service-key-secret) SERVICE_KEY_SECRET=$2; shift 2 ;;
@@ -95,6 +102,7 @@ fi
 [[ -n $PROJECT ]] || die "no project: pass --project or set GOOGLE_CLOUD_PROJECT"
 BUCKET=${BUCKET:-$PROJECT-images}
 DEAD_LETTER_TOPIC=$TOPIC-dead-letter
+UPLOADS_TOPIC=${UPLOADS_TOPIC:-$TOPIC-uploads}
 [[ -z $CALIBRATION || -d $CALIBRATION ]] || die "photo folder not found: $CALIBRATION"
 [[ -z $WEIGHTS_FILE || -f $WEIGHTS_FILE ]] || die "weights file not found: $WEIGHTS_FILE"
 BUILD=$HERE/build/models
@@ -211,6 +219,7 @@ stage() {
 BASE_PACKAGES=(functions-framework flask numpy pillow google-cloud-storage google-cloud-firestore google-cloud-pubsub)
 stage create_job "${BASE_PACKAGES[@]}"
 stage job_status "${BASE_PACKAGES[@]}"
+stage object_arrived "${BASE_PACKAGES[@]}"
 if [[ $RUNTIME_KIND == litert ]]; then
   stage classify_image "${BASE_PACKAGES[@]}" pillow-heif ai-edge-litert
   # Measured (bench/classify.py, ResNet50 int8, 2 x 1-thread interpreters): 0.4 s cold start, ~210 MB peak.
@@ -238,8 +247,10 @@ exists gcloud storage buckets describe "gs://$BUCKET" --project "$PROJECT" ||
 
 exists gcloud pubsub topics describe "$TOPIC" --project "$PROJECT" ||
   run gcloud pubsub topics create "$TOPIC" --project "$PROJECT"
-exists gcloud pubsub topics describe "$DEAD_LETTER_TOPIC" --project "$PROJECT" ||
-  run gcloud pubsub topics create "$DEAD_LETTER_TOPIC" --project "$PROJECT"
+for topic in "$DEAD_LETTER_TOPIC" "$UPLOADS_TOPIC" "$EVENTS_TOPIC"; do
+  exists gcloud pubsub topics describe "$topic" --project "$PROJECT" ||
+    run gcloud pubsub topics create "$topic" --project "$PROJECT"
+done
 # Dead letters are kept for inspection: 7 days of retention, and a subscription that never expires (the default
 # expiry drops an unused subscription after 31 days, and every dead letter with it).
 exists gcloud pubsub subscriptions describe "$DEAD_LETTER_TOPIC-hold" --project "$PROJECT" ||
@@ -274,8 +285,10 @@ for role in roles/datastore.user roles/logging.logWriter; do
   run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$RUNTIME_SA" --role="$role" \
     --condition=None
 done
-run gcloud pubsub topics add-iam-policy-binding "$TOPIC" --member="serviceAccount:$RUNTIME_SA" \
-  --role=roles/pubsub.publisher --project "$PROJECT"
+for topic in "$TOPIC" "$EVENTS_TOPIC"; do  # fan-out (create_job, object_arrived) and completion events
+  run gcloud pubsub topics add-iam-policy-binding "$topic" --member="serviceAccount:$RUNTIME_SA" \
+    --role=roles/pubsub.publisher --project "$PROJECT"
+done
 if [[ -n $SERVICE_KEY_SECRET ]]; then
   run gcloud secrets add-iam-policy-binding "$SERVICE_KEY_SECRET" --member="serviceAccount:$RUNTIME_SA" \
     --role=roles/secretmanager.secretAccessor --project "$PROJECT"
@@ -289,7 +302,7 @@ $PUBLIC && AUTH_FLAG=--allow-unauthenticated
 HTTP_SECRETS=()
 [[ -n $SERVICE_KEY_SECRET ]] && HTTP_SECRETS=(--set-secrets "SERVICE_KEY=$SERVICE_KEY_SECRET:latest")
 COMMON_ENV="GOOGLE_CLOUD_PROJECT=$PROJECT,BUCKET=$BUCKET,CLASSIFY_TOPIC=$TOPIC,MODEL=$MODEL,MODEL_WEIGHTS=$WEIGHTS_URI"
-COMMON_ENV+=",MODEL_RUNTIME=$RUNTIME_KIND"
+COMMON_ENV+=",MODEL_RUNTIME=$RUNTIME_KIND,JOB_EVENTS_TOPIC=$EVENTS_TOPIC"
 IDENTITY=(--service-account "$RUNTIME_SA" --build-service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA")
 
 # THREADS: functions-framework's threads per instance (its default is 4 x CPUs); set to each function's concurrency.
@@ -320,6 +333,28 @@ until run gcloud functions deploy classify-image --gen2 --project "$PROJECT" --r
 done
 # The trigger's identity may invoke classify_image (without it every push is refused and dead-lettered).
 run gcloud functions add-invoker-policy-binding classify-image --gen2 --region "$REGION" \
+  --member="serviceAccount:$TRIGGER_SA" --project "$PROJECT"
+
+# Watch jobs: the bucket notifies every object written under all/ (OBJECT_FINALIZE) on the uploads topic, and
+# object_arrived adds it to every open watch job. Cloud Storage's service agent must be allowed to publish there.
+if $DRY_RUN; then
+  GCS_AGENT=serviceAccount:service-PROJECT_NUMBER@gs-project-accounts.iam.gserviceaccount.com
+  printf '+ gcloud storage service-agent --project %q\n' "$PROJECT"
+else
+  GCS_AGENT=serviceAccount:$(gcloud storage service-agent --project "$PROJECT")
+fi
+run gcloud pubsub topics add-iam-policy-binding "$UPLOADS_TOPIC" --member="$GCS_AGENT" \
+  --role=roles/pubsub.publisher --project "$PROJECT"
+if $DRY_RUN || ! gcloud storage buckets notifications list "gs://$BUCKET" --project "$PROJECT" \
+    --format='value(topic)' 2>/dev/null | grep -q "/topics/$UPLOADS_TOPIC\$"; then
+  run gcloud storage buckets notifications create "gs://$BUCKET" --topic="$UPLOADS_TOPIC" \
+    --event-types=OBJECT_FINALIZE --object-prefix=all/ --payload-format=json --project "$PROJECT"
+fi
+run gcloud functions deploy object-arrived --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
+  --source "$STAGE/object_arrived" --entry-point object_arrived --trigger-topic "$UPLOADS_TOPIC" --retry \
+  "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 40 --timeout 60s \
+  --max-instances 10 --set-env-vars "$COMMON_ENV,THREADS=40"
+run gcloud functions add-invoker-policy-binding object-arrived --gen2 --region "$REGION" \
   --member="serviceAccount:$TRIGGER_SA" --project "$PROJECT"
 
 # Eventarc made a push subscription for the trigger: give it a dead-letter topic, a delivery cap, and an ack

@@ -19,10 +19,13 @@ from common.usecases.job_status import JobStatus
 from common.usecases.undo_job import UndoJob
 
 from common.domain.messages import ClassifyMessage
-from common.ports import ObjectStore, PredictionStore, ResultRecorder
+from common.ports import EventPublisher, JobWriter, ObjectStore, PredictionStore, ResultRecorder
+from common.usecases.announce_completion import AnnounceCompletion
+from common.usecases.watch import CloseJob, ObjectArrived
 
 if TYPE_CHECKING:
-    from common.adapters.gcp import FirestoreJobStore, FirestorePredictionStore, GcsObjectStore, PubSubPublisher
+    from common.adapters.gcp import (FirestoreJobStore, FirestorePredictionStore, GcsObjectStore, PubSubEvents,
+                                     PubSubPublisher)
     from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore
     from common.inference.classifier import Classifier, ModelConfig
     from common.usecases.classify_image import ClassifyImage
@@ -44,13 +47,20 @@ def classifier_loader(settings: Settings) -> Callable[[], Classifier]:
 
 
 def classify_image(objects: ObjectStore, results: ResultRecorder, settings: Settings,
-                   predictions: PredictionStore | None = None) -> ClassifyImage:
+                   predictions: PredictionStore | None = None,
+                   announce: Callable[[str], bool] | None = None) -> ClassifyImage:
     from common.inference.classifier import model_fingerprint
     from common.inference.decoding import decode_image
     from common.usecases.classify_image import ClassifyImage
 
     return ClassifyImage(objects, results, classifier_loader(settings), decode_image, predictions,
-                         model_fingerprint(model_config(settings)))
+                         model_fingerprint(model_config(settings)), announce)
+
+
+def announcer(jobs: JobWriter, events: EventPublisher | None, settings: Settings) -> AnnounceCompletion:
+    from common.adapters.http_callbacks import UrllibCallbackSender
+
+    return AnnounceCompletion(jobs, events, UrllibCallbackSender(), settings.service_key)
 
 
 # --- GCP (deployed, or the emulators when *_EMULATOR_HOST is set) ------------------------------------------------
@@ -75,6 +85,15 @@ def gcp_prediction_store(settings: Settings) -> FirestorePredictionStore:
     from common.adapters.gcp import FirestorePredictionStore
 
     return FirestorePredictionStore(firestore.Client(project=settings.project), settings.predictions_collection)
+
+
+def gcp_events(settings: Settings) -> PubSubEvents | None:
+    if not settings.job_events_topic:
+        return None
+    from common.adapters.gcp import PubSubEvents, PubSubPublisher
+
+    client = PubSubPublisher.make_client()
+    return PubSubEvents(client, client.topic_path(settings.project, settings.job_events_topic))
 
 
 def gcp_publisher(settings: Settings) -> PubSubPublisher:
@@ -105,10 +124,14 @@ class LocalApp:
     undo_job: UndoJob
     classify_image: ClassifyImage
     load_model: Callable[[], Classifier]
+    close_job: CloseJob
+    object_arrived: ObjectArrived
+    announce: AnnounceCompletion
 
 
 def build_local(settings: Settings, workers: int = 2) -> LocalApp:
-    from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore, SqlitePredictionStore
+    from common.adapters.local import (FolderObjectStore, InProcessQueue, JsonLinesEvents, SqliteJobStore,
+                                       SqlitePredictionStore)
     from common.domain.jobs import DEFAULT_SOURCE_PREFIX
     from common.domain.results import ImageResult
 
@@ -117,17 +140,22 @@ def build_local(settings: Settings, workers: int = 2) -> LocalApp:
     photos = settings.local_photos or str(Path(settings.local_root) / DEFAULT_SOURCE_PREFIX)
     objects = FolderObjectStore(settings.local_root, sources={DEFAULT_SOURCE_PREFIX: photos})
     jobs = SqliteJobStore(local_db_path(settings.local_root))
+    announce = announcer(jobs, JsonLinesEvents(local_db_path(settings.local_root).with_name("events.jsonl")),
+                         settings)
 
     def record_give_up(message: ClassifyMessage, reason: str) -> None:
-        jobs.record_result(message.job_id, ImageResult.failure(message.name, reason))
+        if jobs.record_result(message.job_id, ImageResult.failure(message.name, reason)):
+            announce(message.job_id)
 
     queue = InProcessQueue(workers=workers, on_give_up=record_give_up)
-    classify = classify_image(objects, jobs, settings, SqlitePredictionStore(local_db_path(settings.local_root)))
+    classify = classify_image(objects, jobs, settings, SqlitePredictionStore(local_db_path(settings.local_root)),
+                              announce)
     queue.subscribe(classify)
     return LocalApp(settings, objects, jobs, queue,
-                    create_job=CreateJob(objects, jobs, queue, settings.job_defaults),
+                    create_job=CreateJob(objects, jobs, queue, settings.job_defaults, announce=announce),
                     resume_job=ResumeJob(objects, jobs, queue), job_status=JobStatus(jobs),
-                    undo_job=UndoJob(objects, jobs), classify_image=classify, load_model=classifier_loader(settings))
+                    undo_job=UndoJob(objects, jobs), classify_image=classify, load_model=classifier_loader(settings),
+                    close_job=CloseJob(jobs, announce), object_arrived=ObjectArrived(jobs, queue), announce=announce)
 
 
 # --- One handler per function, from the environment ---------------------------------------------------------------
@@ -146,7 +174,9 @@ def create_job_handler() -> CreateJob:
     config = settings()
     if config.backend == Backend.LOCAL:
         return _local_app().create_job
-    return CreateJob(gcp_object_store(config), gcp_job_store(config), gcp_publisher(config), config.job_defaults)
+    jobs = gcp_job_store(config)
+    return CreateJob(gcp_object_store(config), jobs, gcp_publisher(config), config.job_defaults,
+                     announce=announcer(jobs, gcp_events(config), config))
 
 
 @lru_cache(maxsize=1)
@@ -170,4 +200,23 @@ def classify_image_handler() -> ClassifyImage:
     config = settings()
     if config.backend == Backend.LOCAL:
         return _local_app().classify_image
-    return classify_image(gcp_object_store(config), gcp_job_store(config), config, gcp_prediction_store(config))
+    jobs = gcp_job_store(config)
+    return classify_image(gcp_object_store(config), jobs, config, gcp_prediction_store(config),
+                          announcer(jobs, gcp_events(config), config))
+
+
+@lru_cache(maxsize=1)
+def close_job_handler() -> CloseJob:
+    config = settings()
+    if config.backend == Backend.LOCAL:
+        return _local_app().close_job
+    jobs = gcp_job_store(config)
+    return CloseJob(jobs, announcer(jobs, gcp_events(config), config))
+
+
+@lru_cache(maxsize=1)
+def object_arrived_handler() -> ObjectArrived:
+    config = settings()
+    if config.backend == Backend.LOCAL:
+        return _local_app().object_arrived
+    return ObjectArrived(gcp_job_store(config), gcp_publisher(config))

@@ -35,6 +35,7 @@ class Settings:
     project: str = "local-project"
     bucket: str = "images"
     topic: str = "classify-image"
+    job_events_topic: str = "job-events"  # completion events ("" publishes none)
     backend: Backend = Backend.GCP
     local_root: str = "."
     local_photos: str = ""  # embedded: read all/ from this folder instead of LOCAL_ROOT/all (run PHOTOS --out DIR)
@@ -66,6 +67,7 @@ class Settings:
             project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT") or cls.project,
             bucket=env.get("BUCKET", cls.bucket),
             topic=env.get("CLASSIFY_TOPIC", cls.topic),
+            job_events_topic=env.get("JOB_EVENTS_TOPIC", cls.job_events_topic),
             backend=backend,
             local_root=env.get("LOCAL_ROOT", cls.local_root),
             model=model,

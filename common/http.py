@@ -25,8 +25,9 @@ RETRY_AFTER_MISCONFIGURED = 60  # an operator must act; do not hammer
 
 CreateJobHandler = Callable[[object], dict[str, Any]]
 JobStatusHandler = Callable[[str], dict[str, Any]]
-UndoJobHandler = Callable[[str], dict[str, Any]]
-UNDO_SUFFIX = "/undo"
+JobActionHandler = Callable[[str], dict[str, Any]]  # undo, close: POST /classification-job/<id>/<action>
+UndoJobHandler = JobActionHandler
+ACTIONS = ("undo", "close")
 Provider = Callable[[], Any]
 
 
@@ -134,23 +135,26 @@ def job_response(view: dict[str, Any], status: int, settings: Settings) -> flask
 
 
 @guarded
-def undo_job_response(request: flask.Request, handler: Callable[[], UndoJobHandler],
-                      settings: Callable[[], Settings], job_id: str) -> flask.Response:
+def job_action_response(request: flask.Request, action: str, handler: Callable[[], JobActionHandler],
+                        settings: Callable[[], Settings], job_id: str) -> flask.Response:
     if request.method != "POST":
-        raise MethodNotAllowed(f"use POST {JOB_PATH}/<id>{UNDO_SUFFIX}", field="method")
+        raise MethodNotAllowed(f"use POST {JOB_PATH}/<id>/{action}", field="method")
     config = settings()
     check_auth(request, config.service_key)
-    report = handler()(job_id)
-    return json_response({"code": 200, **report}, 200)
+    answer = handler()(job_id)
+    if action == "close":  # the job's status, as GET answers it
+        return job_response(answer, 200, config)
+    return json_response({"code": 200, **answer}, 200)
 
 
 @guarded
 def create_job_response(request: flask.Request, handler: Callable[[], CreateJobHandler],
                         settings: Callable[[], Settings],
-                        undo: Callable[[], UndoJobHandler] | None = None) -> flask.Response:
+                        actions: dict[str, Callable[[], JobActionHandler]] | None = None) -> flask.Response:
     path = request.path.rstrip("/")
-    if undo is not None and path.startswith(JOB_PATH + "/") and path.endswith(UNDO_SUFFIX):
-        return undo_job_response(request, undo, settings, path[len(JOB_PATH) + 1:-len(UNDO_SUFFIX)])
+    job_id, _, action = path.removeprefix(JOB_PATH + "/").rpartition("/")
+    if actions and path.startswith(JOB_PATH + "/") and action in actions and job_id:
+        return job_action_response(request, action, actions[action], settings, job_id)
     if path not in ("", JOB_PATH):
         raise NotFound(f"no such path {request.path}; POST {JOB_PATH}", field="path")
     if request.method != "POST":
@@ -181,9 +185,16 @@ def job_status_response(request: flask.Request, handler: Callable[[], JobStatusH
     return job_response(handler()(job_id), 200, config)
 
 
+def _action_view(action: str, handler: JobActionHandler, settings: Settings) -> Callable[[str], flask.Response]:
+    def view(job_id: str) -> flask.Response:
+        return job_action_response(flask.request, action, lambda: handler, lambda: settings, job_id)
+
+    return view
+
+
 def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, settings: Settings,
-               undo_job: UndoJobHandler | None = None) -> flask.Flask:
-    """The old Flask service's two routes (and undo) over any backend (used by `imgclassify serve`)."""
+               undo_job: JobActionHandler | None = None, close_job: JobActionHandler | None = None) -> flask.Flask:
+    """The old Flask service's two routes (and undo, close) over any backend (used by `imgclassify serve`)."""
     app = flask.Flask("imgclassify")
 
     @app.before_request
@@ -210,10 +221,10 @@ def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, setti
     def get_job(job_id: str) -> flask.Response:
         return job_status_response(flask.request, lambda: job_status, lambda: settings, job_id)
 
-    if undo_job is not None:
-        @app.route(f"{JOB_PATH}/<job_id>{UNDO_SUFFIX}", methods=["POST"])
-        def undo(job_id: str) -> flask.Response:
-            return undo_job_response(flask.request, lambda: undo_job, lambda: settings, job_id)
+    for action, handler in (("undo", undo_job), ("close", close_job)):
+        if handler is not None:
+            app.add_url_rule(f"{JOB_PATH}/<job_id>/{action}", f"{action}_job", methods=["POST"],
+                             view_func=_action_view(action, handler, settings))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> flask.Response:

@@ -83,6 +83,30 @@ class JobWriter(JobReader, Protocol):
 
     def results(self, job_id: str) -> Iterator[ImageResult]: ...
 
+    def register_arrival(self, job_id: str, name: str) -> bool:
+        """A watch job's object, listed or announced: counted once (True) however often it is seen."""
+        ...
+
+    def close_job(self, job_id: str) -> None:
+        """A watch job takes no more arrivals."""
+        ...
+
+    def watch_jobs(self, bucket: str) -> list[JobRecord]:
+        """The watch jobs on this bucket that are still open."""
+        ...
+
+    def results_count(self, job_id: str) -> int:
+        """How many images have a result (cheap: an aggregation, not the counters)."""
+        ...
+
+    def claim_completion(self, job_id: str) -> bool:
+        """True exactly once per job, for whoever announces its completion (a marker created once)."""
+        ...
+
+    def record_callback(self, job_id: str, outcome: dict[str, object]) -> None:
+        """How delivering the completion callback went."""
+        ...
+
 
 class ResultRecorder(Protocol):
     def record_result(self, job_id: str, result: ImageResult) -> bool:
@@ -111,3 +135,15 @@ class PredictionStore(Protocol):
     def get(self, model: str, content: str) -> bytes | None: ...
 
     def put(self, model: str, content: str, prediction: bytes) -> None: ...
+
+
+class EventPublisher(Protocol):
+    def publish_event(self, event: dict[str, object]) -> None:
+        """Announce a job event (its completion) on the job-events topic."""
+        ...
+
+
+class CallbackSender(Protocol):
+    def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        """POST body to url; the HTTP status. Raises TransientError when the server cannot be reached."""
+        ...

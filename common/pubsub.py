@@ -3,6 +3,8 @@ deliveries the same way: a malformed message is logged and acked; the use case's
 what may pass, so raising means "redeliver")."""
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,3 +44,33 @@ def warm_up(handler: Callable[[], Handler]) -> None:
             load()
     except (ServiceError, OSError) as exc:
         log.error("classify_image cannot load its model", extra={"error": str(exc)})
+
+
+STORAGE_FINALIZE = "OBJECT_FINALIZE"
+
+
+def handle_object_event(event_type: str, event_id: str, data: Mapping[str, Any] | None,
+                        handler: Callable[[], Callable[[str, str, str | None], list[str]]]) -> list[str]:
+    """A Cloud Storage notification (JSON_API_V1) pushed through Pub/Sub: an object written under a watch job's
+    prefix joins it. Other events (deletes, metadata) and malformed messages are acked and dropped."""
+    from common.domain.messages import PUBSUB_MESSAGE_PUBLISHED
+
+    message = (data or {}).get("message") if isinstance(data, Mapping) else None
+    attributes = message.get("attributes") if isinstance(message, Mapping) else None
+    if event_type != PUBSUB_MESSAGE_PUBLISHED or not isinstance(attributes, Mapping):
+        log.error("dropping a message that is not a storage notification", extra={"event_id": event_id})
+        return []
+    if attributes.get("eventType") != STORAGE_FINALIZE:
+        return []
+    bucket, name = attributes.get("bucketId"), attributes.get("objectId")
+    if not isinstance(bucket, str) or not isinstance(name, str) or not bucket or not name:
+        log.error("dropping a storage notification without bucket or object", extra={"event_id": event_id})
+        return []
+    content = None
+    try:
+        metadata = json.loads(base64.b64decode(message.get("data") or b""))
+        md5 = metadata.get("md5Hash") if isinstance(metadata, dict) else None
+        content = f"md5:{md5}" if isinstance(md5, str) and md5 else None
+    except (ValueError, TypeError):
+        pass  # the fingerprint is an optimisation: classify_image computes it from the bytes
+    return handler()(bucket, name, content)

@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the final job status object instead of a table")
     run.add_argument("--dry-run", action="store_true",
                      help="the whole job (counts, matches, per-photo results) without making any copy")
+    run.add_argument("--callback-url", help="POST the final status here when the job completes")
 
     serve = commands.add_parser("serve", help="serve POST /classification-job and GET /classification-job/<id>")
     serve.add_argument("dir", type=Path)
@@ -75,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="print a job's status (the latest job without JOB_ID)")
     status.add_argument("dir", type=Path)
     status.add_argument("job_id", nargs="?")
+
+    watch = commands.add_parser("watch", help="sort DIR/all/ now and every photo that lands there later, until "
+                                              "Ctrl-C")
+    watch.add_argument("dir", type=Path, help="the folder whose all/ receives the photos")
+    watch.add_argument("--classes", nargs="+", required=True, metavar="CLASS")
+    watch.add_argument("--callback-url", help="POST the final status here when the job completes (signed with "
+                                              "SERVICE_KEY when set)")
+    watch.add_argument("--json", action="store_true", help="print the final job status object instead of a table")
+    _add_model_options(watch)
+    _add_job_options(watch)
 
     undo = commands.add_parser("undo", help="remove the copies a job made (the latest job without JOB_ID)")
     undo.add_argument("dir", type=Path)
@@ -272,6 +283,8 @@ def command_run(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match}
     if args.dry_run:
         body["dry_run"] = True
+    if args.callback_url:
+        body["callback_url"] = args.callback_url
     if args.min_score is not None:
         body["min_score"] = args.min_score
     queue = app.queue
@@ -360,7 +373,8 @@ def command_serve(args: argparse.Namespace) -> int:
     # waitress: the ecosystem's pure-Python production WSGI server. It reads each request whole before a worker
     # thread sees it (a slow client holds a socket, never a thread), closes idle connections after
     # channel_timeout, and caps open connections.
-    server = create_server(create_app(create_job_when_there_is_room, app.job_status, app.settings, app.undo_job),
+    server = create_server(create_app(create_job_when_there_is_room, app.job_status, app.settings, app.undo_job,
+                                      app.close_job),
                            host="127.0.0.1", port=args.port, threads=8, connection_limit=200, channel_timeout=30,
                            max_request_header_size=16 * 1024, max_request_body_size=app.settings.max_body_bytes,
                            ident="imgclassify")
@@ -487,6 +501,78 @@ def command_emulate(args: argparse.Namespace) -> int:
             shutil.rmtree(emulators.log_dir, ignore_errors=True)
 
 
+SETTLE_SECONDS = 1.0  # a file joins once its size has not changed for this long (an upload still being written)
+
+
+def command_watch(args: argparse.Namespace) -> int:
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    app, model = _embedded_app(args, load_model=False)
+    photos = Path(app.settings.local_photos)
+    body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match, "watch": True}
+    if args.min_score is not None:
+        body["min_score"] = args.min_score
+    if args.callback_url:
+        body["callback_url"] = args.callback_url
+    changed: dict[Path, tuple[int, float]] = {}  # path -> (size last seen, when it last changed)
+
+    class Changes(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            if event.is_directory or event.event_type not in ("created", "modified", "moved", "closed"):
+                return
+            path = Path(getattr(event, "dest_path", "") or event.src_path)
+            if not any(part.startswith(".") for part in path.relative_to(photos).parts):
+                changed.setdefault(path, (-1, time.monotonic()))
+
+    observer = Observer()
+    observer.schedule(Changes(), str(photos), recursive=True)
+    observer.start()  # before the listing: nothing written meanwhile is missed (it is then seen twice, counted once)
+    job = app.create_job(body)
+    job_id = job["id"]
+    print(f"watching {photos} (job {job_id}, {model}): {job['number_of_files']} photos there now; "
+          "new ones are sorted as they land. Ctrl-C stops.", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    shown = ""
+    try:
+        while True:
+            time.sleep(0.25)
+            now = time.monotonic()
+            for path, (size, since) in list(changed.items()):
+                try:
+                    current = path.stat().st_size if path.is_file() else None
+                except OSError:
+                    current = None
+                if current is None:
+                    changed.pop(path, None)  # gone, or not a regular file
+                elif current != size:
+                    changed[path] = (current, now)
+                elif now - since >= SETTLE_SECONDS:
+                    changed.pop(path, None)
+                    app.object_arrived("local", "all/" + path.relative_to(photos).as_posix())
+            view = app.job_status(job_id)
+            line = (f"{view['processed'] + view['failed']}/{view['number_of_files']} sorted  "
+                    + ", ".join(f"{c} {n}" for c, n in view["matches"].items()))
+            if line != shown:
+                shown = line
+                print(line, file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
+    print("stopping: closing the job once the photos in hand are sorted...", file=sys.stderr, flush=True)
+    app.close_job(job_id)
+    app.queue.join()
+    app.queue.shutdown()
+    view = app.job_status(job_id)
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        print(_table(view))
+    return 0 if view["complete"] else 1
+
+
 def _folder_jobs(args: argparse.Namespace) -> tuple[Path, Any]:
     from common.adapters.local import SqliteJobStore
     from common.bootstrap import local_db_path
@@ -545,7 +631,7 @@ def command_jobs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": command_run, "serve": command_serve, "status": command_status, "emulate": command_emulate,
-            "undo": command_undo, "jobs": command_jobs}
+            "undo": command_undo, "jobs": command_jobs, "watch": command_watch}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,6 +98,8 @@ class Emulators:
     """fake-gcs-server, Firestore and Pub/Sub emulators on free loopback ports."""
 
     project: str = "local-project"
+    # fake-gcs-server publishes every object written (finalize) here, as Cloud Storage notifications would.
+    object_events_topic: str = "object-events"
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="imgclassify-emulators-")))
     processes: list[ManagedProcess] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
@@ -113,23 +115,38 @@ class Emulators:
         gcs_root.mkdir(exist_ok=True)
         storage_url = f"http://{LOOPBACK}:{self.ports['storage']}"
         try:
+            self.processes.append(spawn("pubsub", [
+                str(PUBSUB_BIN), f"--host={LOOPBACK}", f"--port={self.ports['pubsub']}"], self.log_dir))
+            self.processes.append(spawn("firestore", [
+                str(FIRESTORE_BIN), f"--host={LOOPBACK}", f"--port={self.ports['firestore']}"], self.log_dir))
+            wait_for_http(f"http://{LOOPBACK}:{self.ports['pubsub']}/", 60, self.processes[0].process,
+                          self.processes[0].log_path)
+            self._create_topic(self.object_events_topic)  # before any object is written
+            events = ["-event.pubsub-project-id", self.project, "-event.pubsub-topic", self.object_events_topic,
+                      "-event.list", "finalize"]
             self.processes.append(spawn("fake-gcs-server", [
                 str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem", "-filesystem-root",
                 str(gcs_root), "-host", LOOPBACK, "-port", str(self.ports["storage"]), "-external-url",
-                storage_url, "-log-level", "warn"], self.log_dir))
-            self.processes.append(spawn("firestore", [
-                str(FIRESTORE_BIN), f"--host={LOOPBACK}", f"--port={self.ports['firestore']}"], self.log_dir))
-            self.processes.append(spawn("pubsub", [
-                str(PUBSUB_BIN), f"--host={LOOPBACK}", f"--port={self.ports['pubsub']}"], self.log_dir))
-            wait_for_http(f"{storage_url}/storage/v1/b", 30, self.processes[0].process, self.processes[0].log_path)
+                storage_url, "-log-level", "warn", *events], self.log_dir,
+                {**os.environ, "PUBSUB_EMULATOR_HOST": f"{LOOPBACK}:{self.ports['pubsub']}"}))
+            wait_for_http(f"{storage_url}/storage/v1/b", 30, self.processes[2].process, self.processes[2].log_path)
             wait_for_http(f"http://{LOOPBACK}:{self.ports['firestore']}/", 60, self.processes[1].process,
                           self.processes[1].log_path)
-            wait_for_http(f"http://{LOOPBACK}:{self.ports['pubsub']}/", 60, self.processes[2].process,
-                          self.processes[2].log_path)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _create_topic(self, topic: str) -> None:
+        from google.api_core import exceptions as gexc
+        from google.cloud import pubsub_v1
+
+        with _environ({"PUBSUB_EMULATOR_HOST": f"{LOOPBACK}:{self.ports['pubsub']}"}):
+            publisher = pubsub_v1.PublisherClient()
+            try:
+                publisher.create_topic(name=publisher.topic_path(self.project, topic))
+            except gexc.AlreadyExists:
+                pass
 
     @property
     def env(self) -> dict[str, str]:
@@ -156,6 +173,7 @@ FUNCTIONS = {
     "create_job": ("http", "functions/create_job/main.py"),
     "job_status": ("http", "functions/job_status/main.py"),
     "classify_image": ("cloudevent", "functions/classify_image/main.py"),
+    "object_arrived": ("cloudevent", "functions/object_arrived/main.py"),
 }
 
 
@@ -167,6 +185,7 @@ class LocalStack:
     bucket: str = "images"
     topic: str = "classify-image"
     subscription: str = "classify-image-push"
+    job_events_topic: str = "job-events"
     ack_deadline: int = 60
     function_env: dict[str, str] = field(default_factory=dict)
     # A function's source file, when not the real one (tests serve a wrapped classify_image from tests/targets/).
@@ -187,7 +206,8 @@ class LocalStack:
     def start(self) -> LocalStack:
         self.gateway_port = self.gateway_port or free_port()
         env = {**os.environ, **self.emulators.env, "BUCKET": self.bucket, "CLASSIFY_TOPIC": self.topic,
-               "STATUS_URL_BASE": self.gateway_url, "PYTHONUNBUFFERED": "1", **self.function_env}
+               "JOB_EVENTS_TOPIC": self.job_events_topic, "STATUS_URL_BASE": self.gateway_url,
+               "PYTHONUNBUFFERED": "1", **self.function_env}
         env.setdefault("THREADS", "4")
         self._create_resources()
         framework = str(Path(sys.executable).with_name("functions-framework"))
@@ -221,10 +241,11 @@ class LocalStack:
             except gexc.Conflict:
                 pass
             publisher = pubsub_v1.PublisherClient()
-            try:
-                publisher.create_topic(name=publisher.topic_path(self.emulators.project, self.topic))
-            except gexc.AlreadyExists:
-                pass
+            for topic in (self.topic, self.job_events_topic):
+                try:
+                    publisher.create_topic(name=publisher.topic_path(self.emulators.project, topic))
+                except gexc.AlreadyExists:
+                    pass
 
     def _create_push_subscription(self) -> None:
         from google.api_core import exceptions as gexc
@@ -232,17 +253,20 @@ class LocalStack:
 
         with _environ(self.emulators.env):
             subscriber = pubsub_v1.SubscriberClient()
-            path = subscriber.subscription_path(self.emulators.project, self.subscription)
-            try:
-                subscriber.delete_subscription(subscription=path)
-            except gexc.NotFound:
-                pass
-            subscriber.create_subscription(request={
-                "name": path,
-                "topic": f"projects/{self.emulators.project}/topics/{self.topic}",
-                "push_config": {"push_endpoint": self.function_url("classify_image") + "/"},
-                "ack_deadline_seconds": self.ack_deadline,
-            })
+            for name, topic, function in ((self.subscription, self.topic, "classify_image"),
+                                          (f"{self.subscription}-objects", self.emulators.object_events_topic,
+                                           "object_arrived")):
+                path = subscriber.subscription_path(self.emulators.project, name)
+                try:
+                    subscriber.delete_subscription(subscription=path)
+                except gexc.NotFound:
+                    pass
+                subscriber.create_subscription(request={
+                    "name": path,
+                    "topic": f"projects/{self.emulators.project}/topics/{topic}",
+                    "push_config": {"push_endpoint": self.function_url(function) + "/"},
+                    "ack_deadline_seconds": self.ack_deadline,
+                })
             subscriber.close()
 
     def _start_gateway(self) -> None:
@@ -259,7 +283,24 @@ class LocalStack:
         self._gateway_thread = threading.Thread(target=server.serve_forever, name="gateway", daemon=True)
         self._gateway_thread.start()
 
+    def _delete_push_subscriptions(self) -> None:
+        """A stopped stack's subscriptions would keep pushing every object event to ports nobody serves."""
+        from google.api_core import exceptions as gexc
+        from google.cloud import pubsub_v1
+
+        with _environ(self.emulators.env):
+            subscriber = pubsub_v1.SubscriberClient()
+            for name in (self.subscription, f"{self.subscription}-objects"):
+                try:
+                    subscriber.delete_subscription(
+                        subscription=subscriber.subscription_path(self.emulators.project, name), timeout=10)
+                except (gexc.NotFound, gexc.GoogleAPICallError, OSError):
+                    pass
+            subscriber.close()
+
     def stop(self) -> None:
+        if self.functions and self.emulators.processes:
+            self._delete_push_subscriptions()
         if self._gateway is not None:
             self._gateway.shutdown()  # type: ignore[attr-defined]
             self._gateway = None
@@ -322,6 +363,10 @@ def gateway_app(create_job_url: str, job_status_url: str):  # type: ignore[no-un
     @app.route("/classification-job/<path:job_id>", methods=["GET"])
     def get_job(job_id: str) -> flask.Response:
         return forward(f"{job_status_url}/classification-job/{job_id}")
+
+    @app.route("/classification-job/<job_id>/<action>", methods=["POST"])
+    def act_on_job(job_id: str, action: str) -> flask.Response:
+        return forward(f"{create_job_url}/classification-job/{job_id}/{action}")
 
     return app
 

@@ -22,6 +22,7 @@ from common.usecases.classify_image import ClassifyImage
 from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
 from common.usecases.undo_job import UndoJob
+from common.usecases.watch import CloseJob
 
 # Solid-colour test images stand for ImageNet classes: the fake model "sees" the dominant colour.
 COLOUR_LABELS = {"red": 281, "green": 207, "blue": 88}  # tabby, golden retriever, macaw
@@ -101,6 +102,8 @@ class MemoryJobStore:
     def __init__(self) -> None:
         self.jobs: dict[str, JobRecord] = {}
         self.results_by_job: dict[str, dict[str, ImageResult]] = {}
+        self.arrivals: dict[str, set[str]] = {}
+        self.completed: set[str] = set()
         self._lock = threading.Lock()
 
     def create_job(self, job: JobRecord) -> bool:
@@ -115,6 +118,33 @@ class MemoryJobStore:
 
     def mark_failed(self, job_id: str, reason: str) -> None:
         self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], error=reason)
+
+    def register_arrival(self, job_id: str, name: str) -> bool:
+        with self._lock:
+            arrived = self.arrivals.setdefault(job_id, set())
+            if name in arrived:
+                return False
+            arrived.add(name)
+            return True
+
+    def close_job(self, job_id: str) -> None:
+        self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], closed=True)
+
+    def watch_jobs(self, bucket: str) -> list[JobRecord]:
+        return [j for j in self.jobs.values() if j.spec.watch and not j.closed and j.spec.bucket == bucket]
+
+    def results_count(self, job_id: str) -> int:
+        return len(self.results_by_job.get(job_id, {}))
+
+    def claim_completion(self, job_id: str) -> bool:
+        with self._lock:
+            if job_id in self.completed:
+                return False
+            self.completed.add(job_id)
+            return True
+
+    def record_callback(self, job_id: str, outcome: dict) -> None:
+        self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], callback=dict(outcome))
 
     def record_job_error(self, job_id: str, message: str) -> None:
         with self._lock:
@@ -137,6 +167,7 @@ class MemoryJobStore:
         total = Counters()
         for result in self.results_by_job.get(job_id, {}).values():
             total.add(Counters.of(result))
+        total.arrived = len(self.arrivals.get(job_id, ()))
         return total
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
@@ -155,6 +186,29 @@ class MemoryPredictionStore:
 
     def put(self, model: str, content: str, prediction: bytes) -> None:
         self.entries[(model, content)] = prediction
+
+
+class ListEvents:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def publish_event(self, event: dict) -> None:
+        self.events.append(event)
+
+
+class RecordingCallbacks:
+    """Answers each POST with the next status in `statuses` (the last repeats), recording what it was sent."""
+
+    def __init__(self, *statuses: int | Exception) -> None:
+        self.statuses = list(statuses) or [200]
+        self.posts: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        self.posts.append((url, body, dict(headers)))
+        answer = self.statuses[min(len(self.posts), len(self.statuses)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 class ListPublisher:
@@ -182,6 +236,7 @@ class FakeApp:
     undo_job: UndoJob
     classify_image: ClassifyImage
     predictions: MemoryPredictionStore
+    close_job: CloseJob
 
 
 def fake_app(settings: Settings | None = None, objects: MemoryObjectStore | None = None,
@@ -195,4 +250,4 @@ def fake_app(settings: Settings | None = None, objects: MemoryObjectStore | None
                    resume_job=ResumeJob(objects, jobs, publisher), job_status=JobStatus(jobs),
                    undo_job=UndoJob(objects, jobs), classify_image=ClassifyImage(objects, jobs, lambda: classifier, decode_image, predictions,
                                                 model_key="fake-model"),
-                   predictions=predictions)
+                   predictions=predictions, close_job=CloseJob(jobs))

@@ -20,7 +20,8 @@ SPEC = yaml.safe_load((REPO / "openapi.yaml").read_text())
 
 
 def test_the_document_describes_exactly_the_served_routes(fake_service):
-    app = create_app(fake_service.create_job, fake_service.job_status, fake_service.settings)
+    app = create_app(fake_service.create_job, fake_service.job_status, fake_service.settings,
+                     fake_service.undo_job, fake_service.close_job)
     served = {(re.sub(r"<(?:\w+:)?\w+>", "{id}", rule.rule), method.lower())
               for rule in app.url_map.iter_rules() if rule.endpoint != "static"
               for method in rule.methods - {"HEAD", "OPTIONS"}}
@@ -30,7 +31,8 @@ def test_the_document_describes_exactly_the_served_routes(fake_service):
 
 def test_documented_example_is_accepted(fake_service):
     example = SPEC["paths"]["/classification-job"]["post"]["requestBody"]["content"]["application/json"]["example"]
-    response = create_app(fake_service.create_job, fake_service.job_status, fake_service.settings).test_client().post("/classification-job", json=example)
+    response = create_app(fake_service.create_job, fake_service.job_status, fake_service.settings,
+                     fake_service.undo_job, fake_service.close_job).test_client().post("/classification-job", json=example)
     assert response.status_code == 201
     assert set(SPEC["components"]["schemas"]["JobStatus"]["required"]) <= set(response.get_json())
 

@@ -346,3 +346,39 @@ def test_run_sorts_any_folder_into_an_output_folder_and_follows_a_linked_all(pho
     inside = imgclassify("run", str(photo_folder / "all"), "--out", str(photo_folder / "all/sorted"),
                          "--classes", "cats", "--model", "mobilenet_v2", "--weights", str(MOBILENET_TFLITE))
     assert inside.returncode == 2 and "inside" in inside.stderr
+
+
+def test_watch_sorts_photos_copied_in_while_it_runs_and_stops_cleanly(tmp_path, shared):
+    root = tmp_path / "dropbox"
+    (root / "all").mkdir(parents=True)
+    photos = sorted((shared / "photos/imagenet-dev").iterdir())[:12]
+    for path in photos[:4]:  # already there
+        shutil.copy(path, root / "all" / path.name)
+    watch = subprocess.Popen([IMGCLASSIFY, "watch", str(root), "--classes", "dog", "bird", "--model",
+                              "mobilenet_v2", "--weights", str(MOBILENET_TFLITE), "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _results_count(root) < 4:
+            assert watch.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        (root / "all/later").mkdir()
+        for path in photos[4:]:  # arrive while it runs, one slowly (written in two halves)
+            shutil.copy(path, root / "all/later" / path.name)
+        slow = root / "all/later/slow.JPEG"
+        data = photos[0].read_bytes()
+        with open(slow, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            time.sleep(0.5)
+            handle.write(data[len(data) // 2:])
+        while _results_count(root) < 13:
+            assert watch.poll() is None and time.monotonic() < deadline, _results_count(root)
+            time.sleep(0.1)
+    finally:
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    view = json.loads(out)
+    assert (view["state"], view["number_of_files"], view["processed"], view["failed"]) == ("complete", 13, 13, 0)
+    assert "watching" in err

@@ -344,3 +344,28 @@ def test_every_published_message_is_delivered(publisher):
     received = publisher.received(250)
     assert sorted(m.name for m in received) == sorted(m.name for m in messages)
     assert all(m.job_id == job_id and m.spec == spec for m in received)
+
+
+# --- Watch jobs and completion (JobWriter) -----------------------------------------------------------------------
+
+def test_arrivals_count_once_and_only_open_watch_jobs_are_listed(job_store):
+    watch = JobRecord(new_job_id(), JobSpec(("dog",), "images", watch=True), None, "2026-11-27T00:00:00.000+00:00")
+    batch = _job()
+    job_store.create_job(watch)
+    job_store.create_job(batch)
+    assert [j.id for j in job_store.watch_jobs("images")] == [watch.id] and job_store.watch_jobs("other") == []
+    assert [job_store.register_arrival(watch.id, n) for n in ("all/a.jpg", "all/b.jpg", "all/a.jpg")] == [
+        True, True, False]
+    assert job_store.counters(watch.id).arrived == 2
+    job_store.close_job(watch.id)
+    assert job_store.get_job(watch.id).closed and job_store.watch_jobs("images") == []
+
+
+def test_completion_is_claimed_once_and_results_are_counted(job_store):
+    job = _job(2)
+    job_store.create_job(job)
+    job_store.record_result(job.id, ImageResult("all/a.jpg", True))
+    assert job_store.results_count(job.id) == 1
+    assert [job_store.claim_completion(job.id) for _ in range(3)] == [True, False, False]
+    job_store.record_callback(job.id, {"status": "delivered", "attempts": 1})
+    assert job_store.get_job(job.id).callback == {"status": "delivered", "attempts": 1}

@@ -12,6 +12,10 @@ REPO = Path(__file__).resolve().parent.parent
 FAKE_GCLOUD = r"""#!/usr/bin/env bash
 printf '%s\x1f' "$@" >> "$GCLOUD_LOG"; printf '\n' >> "$GCLOUD_LOG"
 case "$*" in
+  "storage service-agent"*) echo service-424242@gs-project-accounts.iam.gserviceaccount.com; exit 0 ;;
+  "storage buckets notifications list"*)
+    [[ ${FAKE_GCLOUD_EXISTING:-0} == 1 ]] && echo "//pubsub.googleapis.com/projects/proj/topics/classify-image-uploads"
+    exit 0 ;;
   "storage ls gs://"*) for i in $(seq 1 "${FAKE_PHOTOS:-0}"); do echo "gs://b/all/p$i.jpg"; done; exit 0 ;;
   "storage cp -I "*) while read -r url; do echo photo > "$4/$(basename "$url")"; done; exit 0 ;;
   "functions deploy classify-image"*)
@@ -77,13 +81,13 @@ def test_first_deploy_creates_everything_and_deploys_three_functions(fake_gcloud
     # Every command names the project (`projects …` commands take it as their argument).
     assert all("--project" in call or call[:1] == ["projects"] and call[2] == "proj" for call in calls)
     assert _find(calls, "storage", "buckets", "create", "gs://proj-images")
-    assert {c[3] for c in _find(calls, "pubsub", "topics", "create")} == {"classify-image",
-                                                                          "classify-image-dead-letter"}
+    assert {c[3] for c in _find(calls, "pubsub", "topics", "create")} == {
+        "classify-image", "classify-image-dead-letter", "classify-image-uploads", "job-events"}
     [upload] = _find(calls, "storage", "cp")
     assert upload[2] == fake_gcloud.weights and upload[3].startswith("gs://proj-images/models/")
 
     deploys = {c[2]: c for c in _find(calls, "functions", "deploy")}
-    assert set(deploys) == {"create-job", "job-status", "classify-image"}
+    assert set(deploys) == {"create-job", "job-status", "classify-image", "object-arrived"}
     for name, call in deploys.items():
         assert "--gen2" in call and _flag(call, "--runtime") == ["python311"]
         assert _flag(call, "--entry-point") == [name.replace("-", "_")]
@@ -146,6 +150,10 @@ def test_each_identity_gets_its_own_service_account_with_least_privilege(fake_gc
         ("secrets old-clients-key", f"serviceAccount:{RUNTIME_SA}", "roles/secretmanager.secretAccessor"),
         ("projects proj", f"serviceAccount:{BUILD_SA}", "roles/cloudbuild.builds.builder"),
         ("functions classify-image", f"serviceAccount:{TRIGGER_SA}", "roles/run.invoker"),
+        ("functions object-arrived", f"serviceAccount:{TRIGGER_SA}", "roles/run.invoker"),
+        ("pubsub job-events", f"serviceAccount:{RUNTIME_SA}", "roles/pubsub.publisher"),
+        ("pubsub classify-image-uploads",
+         "serviceAccount:service-424242@gs-project-accounts.iam.gserviceaccount.com", "roles/pubsub.publisher"),
     }
     # Nothing broader: no Editor or Owner, and the runtime account holds no role on other projects' resources.
     assert not [b for b in _bindings(calls) if b[2] in ("roles/editor", "roles/owner")]
@@ -155,6 +163,19 @@ def test_each_identity_gets_its_own_service_account_with_least_privilege(fake_gc
     assert _flag(_find(calls, "functions", "deploy", "classify-image")[0], "--trigger-service-account") == [
         TRIGGER_SA]
     assert "secretmanager.googleapis.com" in _find(calls, "services", "enable")[0]
+
+
+def test_uploads_under_all_notify_the_uploads_topic_once(fake_gcloud):
+    _, first = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras")
+    _, second = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                            existing=True)
+    [notification] = _find(first, "storage", "buckets", "notifications", "create")
+    assert notification[4] == "gs://proj-images" and _flag(notification, "--topic") == ["classify-image-uploads"]
+    assert _flag(notification, "--event-types") == ["OBJECT_FINALIZE"] and _flag(notification, "--object-prefix") \
+        == ["all/"]
+    assert _find(second, "storage", "buckets", "notifications", "create") == []
+    arrived = _find(first, "functions", "deploy", "object-arrived")[0]
+    assert _flag(arrived, "--trigger-topic") == ["classify-image-uploads"] and "--retry" in arrived
 
 
 def test_the_first_event_triggered_deploy_is_retried_while_eventarc_permissions_propagate(fake_gcloud):
@@ -208,7 +229,7 @@ def test_second_deploy_creates_nothing(fake_gcloud):
 
     assert result.returncode == 0, result.stderr
     assert not [c for c in calls if "create" in c[:4] or c[:2] == ["storage", "cp"]]
-    assert len(_find(calls, "functions", "deploy")) == 3
+    assert len(_find(calls, "functions", "deploy")) == 4
 
 
 def test_litert_weights_ship_without_tensorflow(fake_gcloud, tmp_path):
@@ -226,7 +247,7 @@ def test_dry_run_prints_every_command_and_runs_none(fake_gcloud):
                                 "keras")
     assert result.returncode == 0, result.stderr
     assert calls == []
-    assert result.stdout.count("+ gcloud functions deploy") == 3
+    assert result.stdout.count("+ gcloud functions deploy") == 4
     assert "+ gcloud pubsub subscriptions update" in result.stdout
 
 

@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import functools
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -176,7 +177,8 @@ class FirestoreJobStore:
         try:
             self._jobs.document(job.id).create({
                 "spec": job.spec.to_dict(), "number_of_files": job.number_of_files, "created_at": job.created_at,
-                "counter_shards": self._shards, "request_id": job.request_id, "error": job.error})
+                "counter_shards": self._shards, "request_id": job.request_id, "error": job.error,
+                "watch_open": job.spec.watch})
         except (gexc.Conflict, gexc.AlreadyExists):
             return False
         return True
@@ -201,7 +203,49 @@ class FirestoreJobStore:
         data = snapshot.to_dict() or {}
         return JobRecord(id=job_id, spec=JobSpec.from_dict(data["spec"]), number_of_files=data["number_of_files"],
                          created_at=data["created_at"], request_id=data.get("request_id"), error=data.get("error"),
-                         errors=tuple(data.get("errors") or ()))
+                         errors=tuple(data.get("errors") or ()), closed=bool(data.get("closed", False)),
+                         callback=data.get("callback"))
+
+    @translated("registering an arrival")
+    def register_arrival(self, job_id: str, name: str) -> bool:
+        job = self._jobs.document(job_id)
+        batch = self._client.batch()
+        # Like a result: the marker's create() and the counter move together, once.
+        batch.create(job.collection("arrivals").document(result_key(name)), {"name": name})
+        batch.set(job.collection("counter_shards").document(str(shard_for(name, self._shards))),
+                  {"arrived": firestore.Increment(1)}, merge=True)
+        try:
+            batch.commit()
+        except (gexc.Conflict, gexc.AlreadyExists):
+            return False
+        return True
+
+    @translated("closing a job")
+    def close_job(self, job_id: str) -> None:
+        self._jobs.document(job_id).update({"closed": True, "watch_open": False})
+
+    @translated("listing watch jobs")
+    def watch_jobs(self, bucket: str) -> list[JobRecord]:
+        query = self._jobs.where(filter=firestore.FieldFilter("watch_open", "==", True))
+        jobs = [self.get_job(snapshot.id) for snapshot in query.stream()]
+        return [job for job in jobs if job is not None and job.spec.bucket == bucket and not job.closed]
+
+    @translated("counting results")
+    def results_count(self, job_id: str) -> int:
+        [[aggregate]] = self._jobs.document(job_id).collection("results").count().get()
+        return int(aggregate.value)
+
+    @translated("claiming a completion")
+    def claim_completion(self, job_id: str) -> bool:
+        try:
+            self._jobs.document(job_id).collection("markers").document("completed").create({"at": True})
+        except (gexc.Conflict, gexc.AlreadyExists):
+            return False
+        return True
+
+    @translated("recording a callback")
+    def record_callback(self, job_id: str, outcome: dict[str, object]) -> None:
+        self._jobs.document(job_id).update({"callback": outcome})
 
     def _result_ref(self, job_id: str, name: str) -> Any:
         return self._jobs.document(job_id).collection("results").document(result_key(name))
@@ -237,7 +281,7 @@ class FirestoreJobStore:
             total.add(Counters(int(data.get("processed", 0)), int(data.get("failed", 0)),
                                {k: int(v) for k, v in (data.get("matches") or {}).items()},
                                int(data.get("unmatched", 0)), int(data.get("from_store", 0)),
-                               int(data.get("recomputed", 0))))
+                               int(data.get("recomputed", 0)), int(data.get("arrived", 0))))
         return total
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
@@ -283,6 +327,19 @@ class FirestorePredictionStore:
     @translated("storing a prediction")
     def put(self, model: str, content: str, prediction: bytes) -> None:
         self._ref(model, content).set({"model": model, "content": content, "prediction": prediction})
+
+
+class PubSubEvents:
+    """Job events on their topic (job-events): one JSON message each, attribute job_id."""
+
+    def __init__(self, client: pubsub_v1.PublisherClient, topic_path: str) -> None:
+        self._client = client
+        self._topic = topic_path
+
+    @translated("publishing a job event")
+    def publish_event(self, event: dict[str, object]) -> None:
+        data = json.dumps(event, separators=(",", ":")).encode("utf-8")
+        self._client.publish(self._topic, data, job_id=str(event.get("job_id", ""))).result(timeout=60)
 
 
 class PubSubPublisher:

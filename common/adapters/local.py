@@ -231,7 +231,9 @@ class FolderObjectStore:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, spec TEXT NOT NULL, number_of_files INTEGER, created_at TEXT NOT NULL,
-    request_id TEXT, error TEXT, errors TEXT);
+    request_id TEXT, error TEXT, errors TEXT, closed INTEGER, callback TEXT);
+CREATE TABLE IF NOT EXISTS arrivals (job_id TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (job_id, name));
+CREATE TABLE IF NOT EXISTS completions (job_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT NOT NULL, name TEXT NOT NULL, ok INTEGER NOT NULL, payload TEXT NOT NULL,
     PRIMARY KEY (job_id, name));
@@ -265,7 +267,7 @@ class SqliteJobStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-            for column in ("request_id", "error", "errors"):  # databases written before these columns existed
+            for column in ("request_id", "error", "errors", "closed", "callback"):  # older databases lack these
                 if column not in columns:
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
 
@@ -292,12 +294,43 @@ class SqliteJobStore:
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._lock, database_errors("reading a job"):
-            row = self._db.execute("SELECT spec, number_of_files, created_at, request_id, error, errors FROM jobs "
-                                   "WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            return None
+            row = self._db.execute("SELECT spec, number_of_files, created_at, request_id, error, errors, closed, "
+                                   "callback FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else self._record(job_id, row)
+
+    @staticmethod
+    def _record(job_id: str, row: tuple) -> JobRecord:
         return JobRecord(job_id, JobSpec.from_dict(json.loads(row[0])), row[1], row[2], row[3], row[4],
-                         tuple(json.loads(row[5] or "[]")))
+                         tuple(json.loads(row[5] or "[]")), bool(row[6]), json.loads(row[7]) if row[7] else None)
+
+    def register_arrival(self, job_id: str, name: str) -> bool:
+        with self._lock, database_errors("registering an arrival"):
+            return self._db.execute("INSERT OR IGNORE INTO arrivals VALUES (?, ?)",
+                                    (job_id, _db_name(name))).rowcount == 1
+
+    def close_job(self, job_id: str) -> None:
+        with self._lock, database_errors("closing a job"):
+            self._db.execute("UPDATE jobs SET closed = 1 WHERE id = ?", (job_id,))
+
+    def watch_jobs(self, bucket: str) -> list[JobRecord]:
+        with self._lock, database_errors("listing watch jobs"):
+            rows = self._db.execute("SELECT id, spec, number_of_files, created_at, request_id, error, errors, closed, "
+                                    "callback FROM jobs WHERE json_extract(spec, '$.watch') = 1 AND "
+                                    "COALESCE(closed, 0) = 0").fetchall()
+        jobs = [self._record(row[0], row[1:]) for row in rows]
+        return [job for job in jobs if job.spec.bucket == bucket]
+
+    def results_count(self, job_id: str) -> int:
+        with self._lock, database_errors("counting results"):
+            return int(self._db.execute("SELECT COUNT(*) FROM results WHERE job_id = ?", (job_id,)).fetchone()[0])
+
+    def claim_completion(self, job_id: str) -> bool:
+        with self._lock, database_errors("claiming a completion"):
+            return self._db.execute("INSERT OR IGNORE INTO completions VALUES (?)", (job_id,)).rowcount == 1
+
+    def record_callback(self, job_id: str, outcome: dict[str, object]) -> None:
+        with self._lock, database_errors("recording a callback"):
+            self._db.execute("UPDATE jobs SET callback = ? WHERE id = ?", (json.dumps(outcome), job_id))
 
     def record_job_error(self, job_id: str, message: str) -> None:
         with self._lock, database_errors("recording a job's error"):
@@ -323,8 +356,9 @@ class SqliteJobStore:
             rows = self._db.execute(
                 "SELECT m.value, COUNT(*) FROM results, json_each(results.payload, '$.matched') AS m "
                 "WHERE results.job_id = ? GROUP BY m.value", (job_id,)).fetchall()
+            arrived = self._db.execute("SELECT COUNT(*) FROM arrivals WHERE job_id = ?", (job_id,)).fetchone()[0]
         return Counters(int(processed), int(failed), {name: int(count) for name, count in rows}, int(unmatched),
-                        int(from_store), int(recomputed))
+                        int(from_store), int(recomputed), int(arrived))
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
         with self._lock, database_errors("reading a job's results"):
@@ -342,6 +376,18 @@ class SqliteJobStore:
         with self._lock, database_errors("finding the latest job"):
             row = self._db.execute("SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
         return row[0] if row else None
+
+
+class JsonLinesEvents:
+    """Job events, embedded: one JSON line each in DIR/.imgclassify/events.jsonl."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+        self._lock = threading.Lock()
+
+    def publish_event(self, event: dict[str, object]) -> None:
+        with self._lock, open(self._path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(event) + "\n")
 
 
 class SqlitePredictionStore:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from common.domain.errors import InvalidRequest
 from common.domain.options import MatchMode, choices
@@ -27,7 +28,8 @@ MAX_REQUEST_ID_LENGTH = 128
 # abandoned by an instance that died, and says so instead of looking busy forever.
 LISTING_DEADLINE_SECONDS = 900
 ALLOWED_FIELDS = frozenset({"classes", "bucket", "source_prefix", "top_k", "min_score", "match", "request_id",
-                            "dry_run"})
+                            "dry_run", "watch", "callback_url"})
+MAX_CALLBACK_URL_LENGTH = 2048
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
@@ -44,6 +46,8 @@ class JobSpec:
     min_score: float = HIERARCHY_MIN_SCORE
     match: MatchMode = MatchMode.HIERARCHY
     dry_run: bool = False  # the whole job, results and counts, with no copy made
+    watch: bool = False  # also sort every object that lands under the prefix later, until the job is closed
+    callback_url: str = ""  # POSTed the final status once the job completes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "match", MatchMode(self.match))  # accept the plain string too
@@ -51,8 +55,13 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         data = {"classes": list(self.classes), "bucket": self.bucket, "source_prefix": self.source_prefix,
                 "top_k": self.top_k, "min_score": self.min_score, "match": self.match.value}
-        if self.dry_run:  # absent otherwise: messages and records of real jobs are as they always were
+        # Absent when unset: messages and records of plain jobs are as they always were.
+        if self.dry_run:
             data["dry_run"] = True
+        if self.watch:
+            data["watch"] = True
+        if self.callback_url:
+            data["callback_url"] = self.callback_url
         return data
 
     @classmethod
@@ -60,7 +69,8 @@ class JobSpec:
         return cls(classes=tuple(data["classes"]), bucket=str(data["bucket"]),
                    source_prefix=str(data["source_prefix"]), top_k=int(data["top_k"]),
                    min_score=float(data["min_score"]), match=MatchMode(data.get("match", "hierarchy")),
-                   dry_run=bool(data.get("dry_run", False)))
+                   dry_run=bool(data.get("dry_run", False)), watch=bool(data.get("watch", False)),
+                   callback_url=str(data.get("callback_url", "")))
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,8 @@ class JobRecord:
     request_id: str | None = None
     error: str | None = None  # why the job cannot finish (fan-out interrupted), until a retry resumes it
     errors: tuple[str, ...] = ()  # what stops its images (an instance that cannot load its model), as reported
+    closed: bool = False  # a watch job stops taking arrivals once closed
+    callback: dict[str, Any] | None = None  # how the completion callback went (status, attempts, error)
 
 
 def new_job_id(request_id: str | None = None) -> str:
@@ -168,6 +180,17 @@ def _validate_prefix(raw: object) -> str:
     return raw if raw.endswith("/") else raw + "/"
 
 
+def _validate_callback_url(raw: object) -> str:
+    if raw == "":
+        return ""
+    if not isinstance(raw, str) or len(raw) > MAX_CALLBACK_URL_LENGTH or _has_control(raw):
+        raise InvalidRequest("callback_url must be an http(s) URL", field="callback_url")
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest("callback_url must be an http:// or https:// URL with a host", field="callback_url")
+    return raw
+
+
 def _validate_request_id(raw: object) -> str | None:
     if raw is None:
         return None
@@ -231,12 +254,15 @@ def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
             or not 0.0 <= min_score <= 1.0:
         raise InvalidRequest("min_score must be a number from 0 to 1", field="min_score")
 
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise InvalidRequest("dry_run must be true or false", field="dry_run")
+    dry_run, watch = body.get("dry_run", False), body.get("watch", False)
+    for name, value in (("dry_run", dry_run), ("watch", watch)):
+        if not isinstance(value, bool):
+            raise InvalidRequest(f"{name} must be true or false", field=name)
+    callback_url = _validate_callback_url(body.get("callback_url", ""))
 
     spec = JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=source_prefix, top_k=top_k,
-                   min_score=float(min_score), match=match, dry_run=dry_run)
+                   min_score=float(min_score), match=match, dry_run=dry_run, watch=watch,
+                   callback_url=callback_url)
     return JobRequest(spec, _validate_request_id(body.get("request_id")))
 
 
@@ -251,16 +277,20 @@ def status_view(job: JobRecord, counters: Counters, now: datetime | None = None)
     """The job_status body: the old service's fields first, then the richer ones."""
     done = counters.processed + counters.failed
     listing = job.number_of_files is None
-    total = done if job.number_of_files is None else job.number_of_files
-    complete = not listing and done >= total and job.error is None
-    percentage = 0 if listing else 100 if total == 0 else min(100, (100 * done) // total)
+    if job.spec.watch:  # everything listed or announced so far, each object once
+        total = max(counters.arrived, done)
+    else:
+        total = done if job.number_of_files is None else job.number_of_files
+    watching = job.spec.watch and not job.closed
+    complete = not listing and not watching and done >= total and job.error is None
+    percentage = 0 if listing else 100 if complete else min(99, (100 * done) // total) if total else 0
     error = job.error
     if listing and error is None and _age_seconds(job.created_at, now or datetime.now(UTC)) > \
             LISTING_DEADLINE_SECONDS:
         error = (f"listing did not finish within {LISTING_DEADLINE_SECONDS} s (the instance stopped); "
                  "retry the request with the same request_id to resume it")
     state = "failed" if error else "listing" if listing else "complete" if complete else \
-        "stalled" if job.errors else "running"
+        "stalled" if job.errors else "watching" if watching else "running"
     view: dict[str, Any] = {
         "id": job.id,
         "classes": list(job.spec.classes),
@@ -283,6 +313,12 @@ def status_view(job: JobRecord, counters: Counters, now: datetime | None = None)
     }
     if job.spec.dry_run:
         view["dry_run"] = True
+    if job.spec.watch:
+        view["watch"] = True
+    if job.spec.callback_url:
+        view["callback_url"] = job.spec.callback_url
+    if job.callback:
+        view["callback"] = job.callback
     if counters.recomputed:
         view["predictions_recomputed"] = counters.recomputed
     if job.request_id is not None:

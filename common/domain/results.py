@@ -57,6 +57,7 @@ class Counters:
     unmatched: int = 0  # classified, but matched none of the job's classes
     from_store: int = 0  # classified from a stored prediction, without the model
     recomputed: int = 0  # stored predictions that were unreadable and were computed again
+    arrived: int = 0  # watch jobs: objects registered (listed or announced), each once
 
     @classmethod
     def of(cls, result: ImageResult) -> Counters:
@@ -70,5 +71,6 @@ class Counters:
         self.unmatched += other.unmatched
         self.from_store += other.from_store
         self.recomputed += other.recomputed
+        self.arrived += other.arrived
         for name, count in other.matches.items():
             self.matches[name] = self.matches.get(name, 0) + count

@@ -50,8 +50,10 @@ class StageTimer:
 
 class ClassifyImage:
     def __init__(self, objects: ObjectStore, results: ResultRecorder, classifier: Callable[[], Classifier],
-                 decode: Decoder, predictions: PredictionStore | None = None, model_key: str | None = None) -> None:
+                 decode: Decoder, predictions: PredictionStore | None = None, model_key: str | None = None,
+                 announce: Callable[[str], bool] | None = None) -> None:
         self._objects = objects
+        self._announce = announce  # called after each recorded image: whoever records the last one announces
         self._results = results
         self._classifier = classifier
         self._decode = decode
@@ -87,6 +89,8 @@ class ClassifyImage:
         if not recorded:
             log.info("duplicate delivery: already counted", extra=context)
             return None
+        if self._announce is not None:
+            self._announce(message.job_id)
         if result.ok:
             # Where the time went, per stage: what an operator (and bench/pipeline.py) reads to find the cost.
             log.info("image classified", extra={**context, "matched": list(result.matched), "copies": len(

@@ -30,12 +30,13 @@ def job_images(objects: ObjectLister, spec: JobSpec) -> Iterator[Listed]:
 
 class CreateJob:
     def __init__(self, objects: ObjectLister, jobs: JobWriter, publisher: Publisher, defaults: JobDefaults,
-                 clock: Callable[[], str] = utc_now_iso) -> None:
+                 clock: Callable[[], str] = utc_now_iso, announce: Callable[[str], bool] | None = None) -> None:
         self._objects = objects
         self._jobs = jobs
         self._publisher = publisher
         self._defaults = defaults
         self._clock = clock
+        self._announce = announce  # an empty prefix completes at once: announced here
 
     def __call__(self, body: object) -> dict[str, Any]:
         request = parse_job_request(body, self._defaults)
@@ -56,6 +57,8 @@ class CreateJob:
                 return {**status_view(job, self._jobs.counters(job.id)), **meaning}
             log.info("resuming an interrupted fan-out", extra={"job_id": job.id, "request_id": job.request_id})
         listed = self._fan_out(job)
+        if self._announce is not None:
+            self._announce(job.id)
         job = replace(job, number_of_files=listed, error=None)
         return {**status_view(job, self._jobs.counters(job.id)), **meaning}
 
@@ -68,6 +71,9 @@ class CreateJob:
             nonlocal listed
             for image in job_images(self._objects, job.spec):
                 listed += 1
+                # A watch job counts each object once, whether listed here or announced by a notification.
+                if job.spec.watch and not self._jobs.register_arrival(job.id, image.name):
+                    continue
                 yield ClassifyMessage(job.id, image.name, job.spec, image.content)
 
         try:

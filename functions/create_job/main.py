@@ -1,5 +1,5 @@
 """HTTP function: POST {"classes": [...]} -> 201 with the new job; POST /classification-job/<id>/undo removes the
-copies a job made. Logic lives in common/."""
+copies a job made, POST /classification-job/<id>/close closes a watch job. Logic lives in common/."""
 import functions_framework
 import flask
 
@@ -9,4 +9,5 @@ from common.http import create_job_response
 
 @functions_framework.http
 def create_job(request: flask.Request) -> flask.Response:
-    return create_job_response(request, bootstrap.create_job_handler, bootstrap.settings, bootstrap.undo_job_handler)
+    return create_job_response(request, bootstrap.create_job_handler, bootstrap.settings,
+                               {"undo": bootstrap.undo_job_handler, "close": bootstrap.close_job_handler})

@@ -75,9 +75,10 @@ class CrashingResults:
 @functools.lru_cache(maxsize=1)
 def handler() -> ClassifyImage:
     settings = bootstrap.settings()
-    return bootstrap.classify_image(ObservedObjects(bootstrap.gcp_object_store(settings)),
-                                    CrashingResults(bootstrap.gcp_job_store(settings)), settings,
-                                    bootstrap.gcp_prediction_store(settings))
+    jobs = bootstrap.gcp_job_store(settings)
+    return bootstrap.classify_image(ObservedObjects(bootstrap.gcp_object_store(settings)), CrashingResults(jobs),
+                                    settings, bootstrap.gcp_prediction_store(settings),
+                                    bootstrap.announcer(jobs, bootstrap.gcp_events(settings), settings))
 
 
 @functions_framework.cloud_event

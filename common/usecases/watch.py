@@ -1,0 +1,59 @@
+"""Watch jobs: objects that land under a watch job's prefix after it was created join it (each once), until the
+job is closed; closing completes it once the images in flight are done."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from common.domain.errors import InvalidRequest, NotFound
+from common.domain.jobs import check_job_id, status_view
+from common.domain.messages import ClassifyMessage
+from common.logs import get_logger
+from common.ports import JobWriter, Publisher
+
+log = get_logger("watch")
+
+
+class ObjectArrived:
+    """An object was written (a storage notification, a file event): every open watch job whose prefix holds it
+    registers it once and has it classified."""
+
+    def __init__(self, jobs: JobWriter, publisher: Publisher) -> None:
+        self._jobs = jobs
+        self._publisher = publisher
+
+    def __call__(self, bucket: str, name: str, content: str | None = None) -> list[str]:
+        """The ids of the jobs the object joined."""
+        if name.endswith("/"):
+            return []
+        joined = []
+        for job in self._jobs.watch_jobs(bucket):
+            if name.startswith(job.spec.source_prefix) and self._jobs.register_arrival(job.id, name):
+                self._publisher.publish_all([ClassifyMessage(job.id, name, job.spec, content)])
+                joined.append(job.id)
+        if joined:
+            log.info("object arrived", extra={"object": name, "jobs": joined})
+        return joined
+
+
+class CloseJob:
+    """Stop a watch job taking arrivals; it completes (and is announced) once its images are done."""
+
+    def __init__(self, jobs: JobWriter, announce: Callable[[str], bool] | None = None) -> None:
+        self._jobs = jobs
+        self._announce = announce
+
+    def __call__(self, job_id: str) -> dict[str, Any]:
+        check_job_id(job_id)
+        job = self._jobs.get_job(job_id)
+        if job is None:
+            raise NotFound(f"Job {job_id} not found", field="id")
+        if not job.spec.watch:
+            raise InvalidRequest(f"job {job_id} is not a watch job: it completes by itself", field="id")
+        if not job.closed:  # closing twice (a retried request) is the same as closing once
+            self._jobs.close_job(job_id)
+        if self._announce is not None:
+            self._announce(job_id)  # nothing in flight: complete now
+        job = self._jobs.get_job(job_id)
+        assert job is not None
+        return status_view(job, self._jobs.counters(job_id))
