@@ -16,6 +16,7 @@ from common.config import Settings
 from common.domain.options import Backend
 from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
+from common.usecases.report_job import ReportJob
 from common.usecases.undo_job import UndoJob
 
 from common.domain.messages import ClassifyMessage
@@ -127,6 +128,7 @@ class LocalApp:
     close_job: CloseJob
     object_arrived: ObjectArrived
     announce: AnnounceCompletion
+    report: ReportJob
 
 
 def build_local(settings: Settings, workers: int = 2) -> LocalApp:
@@ -155,7 +157,8 @@ def build_local(settings: Settings, workers: int = 2) -> LocalApp:
                     create_job=CreateJob(objects, jobs, queue, settings.job_defaults, announce=announce),
                     resume_job=ResumeJob(objects, jobs, queue), job_status=JobStatus(jobs),
                     undo_job=UndoJob(objects, jobs), classify_image=classify, load_model=classifier_loader(settings),
-                    close_job=CloseJob(jobs, announce), object_arrived=ObjectArrived(jobs, queue), announce=announce)
+                    close_job=CloseJob(jobs, announce), object_arrived=ObjectArrived(jobs, queue), announce=announce,
+                    report=report_job(jobs, objects))
 
 
 # --- One handler per function, from the environment ---------------------------------------------------------------
@@ -203,6 +206,23 @@ def classify_image_handler() -> ClassifyImage:
     jobs = gcp_job_store(config)
     return classify_image(gcp_object_store(config), jobs, config, gcp_prediction_store(config),
                           announcer(jobs, gcp_events(config), config))
+
+
+def report_job(jobs: JobWriter, objects: ObjectStore) -> ReportJob:
+    def thumbnail(data: bytes) -> bytes | None:
+        from common.inference.thumbnails import make_thumbnail  # Pillow only when a page asks for previews
+
+        return make_thumbnail(data)
+
+    return ReportJob(jobs, objects, thumbnail)
+
+
+@lru_cache(maxsize=1)
+def report_handler() -> ReportJob:
+    config = settings()
+    if config.backend == Backend.LOCAL:
+        return _local_app().report
+    return report_job(gcp_job_store(config), gcp_object_store(config))
 
 
 @lru_cache(maxsize=1)

@@ -165,13 +165,48 @@ def create_job_response(request: flask.Request, handler: Callable[[], CreateJobH
     return job_response(handler()(body), 201, config)
 
 
+def report_response(request: flask.Request, report: Any, job_id: str) -> flask.Response:
+    """The results page (?format=html|csv|jsonl), with previews fetched through this same service."""
+    fmt = request.args.get("format", "html")
+    content_type, body = report(job_id, fmt, thumbnail_url=lambda name: _thumbnail_url(request, job_id, name),
+                                live=True)
+    response = flask.Response(body, status=200, content_type=content_type)
+    if fmt != "html":
+        response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{fmt}"'
+    return response
+
+
+def _thumbnail_url(request: flask.Request, job_id: str, name: str) -> str:
+    from urllib.parse import quote
+
+    base = request.script_root + JOB_PATH
+    return f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}"
+
+
+def thumbnail_response(request: flask.Request, report: Any, job_id: str) -> flask.Response:
+    name = request.args.get("name", "")
+    if not name:
+        raise InvalidRequest("name is required", field="name")
+    preview = report.thumbnail(job_id, name)
+    if preview is None:
+        raise NotFound(f"no preview of {name}", field="name")
+    response = flask.Response(preview, status=200, content_type="image/jpeg")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
 @guarded
 def job_status_response(request: flask.Request, handler: Callable[[], JobStatusHandler],
-                        settings: Callable[[], Settings], job_id: str | None = None) -> flask.Response:
+                        settings: Callable[[], Settings], job_id: str | None = None,
+                        report: Callable[[], Any] | None = None) -> flask.Response:
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed(f"use GET {JOB_PATH}/<id>", field="method")
+    path = request.path.rstrip("/")
+    for suffix, respond in (("/report", report_response), ("/thumbnail", thumbnail_response)):
+        if report is not None and path.startswith(JOB_PATH + "/") and path.endswith(suffix):
+            check_auth(request, settings().service_key)
+            return respond(request, report(), path[len(JOB_PATH) + 1:-len(suffix)])
     if job_id is None:
-        path = request.path.rstrip("/")
         if path.startswith(JOB_PATH + "/"):
             job_id = path[len(JOB_PATH) + 1:]
         elif path in ("", JOB_PATH):
@@ -193,7 +228,8 @@ def _action_view(action: str, handler: JobActionHandler, settings: Settings) -> 
 
 
 def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, settings: Settings,
-               undo_job: JobActionHandler | None = None, close_job: JobActionHandler | None = None) -> flask.Flask:
+               undo_job: JobActionHandler | None = None, close_job: JobActionHandler | None = None,
+               report: Any = None, index: Callable[[], str] | None = None) -> flask.Flask:
     """The old Flask service's two routes (and undo, close) over any backend (used by `imgclassify serve`)."""
     app = flask.Flask("imgclassify")
 
@@ -220,6 +256,17 @@ def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, setti
     @app.route(f"{JOB_PATH}/<path:job_id>", methods=["GET"])
     def get_job(job_id: str) -> flask.Response:
         return job_status_response(flask.request, lambda: job_status, lambda: settings, job_id)
+
+    if report is not None:
+        def view_report(job_id: str) -> flask.Response:
+            return job_status_response(flask.request, lambda: job_status, lambda: settings, job_id, lambda: report)
+
+        app.add_url_rule(f"{JOB_PATH}/<job_id>/report", "report", view_report, methods=["GET"])
+        app.add_url_rule(f"{JOB_PATH}/<job_id>/thumbnail", "thumbnail", view_report, methods=["GET"])
+    if index is not None:
+        @app.route("/", methods=["GET"])
+        def jobs_index() -> flask.Response:
+            return flask.Response(index(), status=200, content_type="text/html; charset=utf-8")
 
     for action, handler in (("undo", undo_job), ("close", close_job)):
         if handler is not None:

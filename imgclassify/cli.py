@@ -50,11 +50,34 @@ def _add_job_options(parser: argparse.ArgumentParser, with_match: bool = True) -
                              "substring: the old service's rule")
 
 
+EXAMPLES = """examples:
+  imgclassify run ~/Pictures/trip --classes dogs cats food       # sorts ~/Pictures/trip/all/** into dogs/ cats/ food/
+  imgclassify run ~/Pictures/trip --classes terriers --dry-run   # try a class: no copy made, answers from the store
+  imgclassify report ~/Pictures/trip                             # the results page of the latest job
+  imgclassify undo ~/Pictures/trip                               # remove the copies the latest job made
+  imgclassify run ~/Phone --out ~/Sorted --classes people        # any folder, no all/ needed
+  imgclassify watch ~/Dropbox/photos --classes dogs              # sort photos as they land in all/
+  imgclassify serve ~/Pictures/trip --port 8080                  # the HTTP API (and pages at /)
+
+DIR is a folder whose all/ holds the photos; copies go to DIR/<class>/, state to DIR/.imgclassify/."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("imgclassify")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imgclassify", description=__doc__)
+    parser = argparse.ArgumentParser(prog="imgclassify", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"imgclassify {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="sort DIR/all/** into DIR/<class>/ (copies; originals stay)")
+    run = commands.add_parser("run", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="sort DIR/all/** into DIR/<class>/ (copies; originals stay)")
     run.add_argument("dir", type=Path, help="the folder whose all/ holds the photos (or, with --out, the photos)")
     run.add_argument("--classes", nargs="+", required=True, metavar="CLASS")
     run.add_argument("--out", type=Path, help="sort the photos in DIR itself (no all/ needed) into this folder")
@@ -65,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the whole job (counts, matches, per-photo results) without making any copy")
     run.add_argument("--callback-url", help="POST the final status here when the job completes")
 
-    serve = commands.add_parser("serve", help="serve POST /classification-job and GET /classification-job/<id>")
+    serve = commands.add_parser("serve", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="serve POST /classification-job and GET /classification-job/<id>")
     serve.add_argument("dir", type=Path)
     serve.add_argument("--port", type=_port, default=8080)
     serve.add_argument("--max-queued", type=int, default=20_000,
@@ -73,11 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(serve)
     _add_job_options(serve, with_match=False)
 
-    status = commands.add_parser("status", help="print a job's status (the latest job without JOB_ID)")
+    status = commands.add_parser("status", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="print a job's status (the latest job without JOB_ID)")
     status.add_argument("dir", type=Path)
     status.add_argument("job_id", nargs="?")
+    status.add_argument("--json", action="store_true", help="the raw status object, as the HTTP API returns it")
 
-    watch = commands.add_parser("watch", help="sort DIR/all/ now and every photo that lands there later, until "
+    watch = commands.add_parser("watch", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="sort DIR/all/ now and every photo that lands there later, until "
                                               "Ctrl-C")
     watch.add_argument("dir", type=Path, help="the folder whose all/ receives the photos")
     watch.add_argument("--classes", nargs="+", required=True, metavar="CLASS")
@@ -87,16 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(watch)
     _add_job_options(watch)
 
-    undo = commands.add_parser("undo", help="remove the copies a job made (the latest job without JOB_ID)")
+    report = commands.add_parser("report", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="write a job's results page (one HTML file with previews) or its "
+                                                "per-photo results as CSV / JSON Lines")
+    report.add_argument("dir", type=Path)
+    report.add_argument("job_id", nargs="?")
+    report.add_argument("--out", help="where to write it (default DIR/report-<job>.<format>; - for stdout)")
+    report.add_argument("--format", default="html", choices=["html", "csv", "jsonl"])
+    report.add_argument("--photos", type=Path, help="where the photos are when the job was run with --out")
+
+    undo = commands.add_parser("undo", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="remove the copies a job made (the latest job without JOB_ID)")
     undo.add_argument("dir", type=Path)
     undo.add_argument("job_id", nargs="?")
     undo.add_argument("--json", action="store_true")
 
-    jobs = commands.add_parser("jobs", help="list the folder's jobs")
+    jobs = commands.add_parser("jobs", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="list the folder's jobs")
     jobs.add_argument("dir", type=Path)
     jobs.add_argument("--json", action="store_true")
 
-    emulate = commands.add_parser("emulate", help="run the serverless pipeline on the local emulators")
+    emulate = commands.add_parser("emulate", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="run the serverless pipeline on the local emulators")
     emulate.add_argument("--port", type=_port, default=8080, help="port serving the two API paths")
     emulate.add_argument("--upload", type=Path, help="upload this folder's files under all/ in the bucket")
     emulate.add_argument("--keep", action="store_true", help="keep the emulators' folder (logs, bucket) on exit")
@@ -111,15 +143,20 @@ def _choose_weights(args: argparse.Namespace, photos: Path | None) -> tuple[str,
         return args.weights, Runtime.LITERT
     if args.runtime == Runtime.KERAS or args.weights == "none":
         return args.weights, Runtime.KERAS
-    from imgclassify.litert_build import default_cache_dir, ensure_build
+    from imgclassify.litert_build import default_cache_dir, describe_builds, ensure_build, weights_key
 
     cache = default_cache_dir()
+    compiled: list[bool] = []
 
     def announce() -> None:
-        print(f"compiling {args.model} for LiteRT (first run only; cached in {cache})...", file=sys.stderr,
+        compiled.append(True)
+        print(f"compiling {args.model} for LiteRT, the fast runtime (first run only, a minute or two; cached in "
+              f"{cache}): int8, checked against the Keras model on half of your photos...", file=sys.stderr,
               flush=True)
 
     artifact = ensure_build(args.model, args.weights, [photos] if photos else [], cache, on_first_build=announce)
+    if compiled:
+        print(describe_builds(cache, weights_key(args.model, args.weights)), file=sys.stderr, flush=True)
     if artifact is None:
         if args.runtime == Runtime.LITERT:
             raise UsageError("no LiteRT build of these weights passed the accuracy guard; use --runtime keras")
@@ -326,6 +363,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(view, indent=2))
     else:
+        print(_meanings(view))
         print(_table(view))
         print(_summary(view, written))
         if view["failed"]:
@@ -373,8 +411,13 @@ def command_serve(args: argparse.Namespace) -> int:
     # waitress: the ecosystem's pure-Python production WSGI server. It reads each request whole before a worker
     # thread sees it (a slow client holds a socket, never a thread), closes idle connections after
     # channel_timeout, and caps open connections.
+    def index() -> str:
+        from common.report import render_index
+
+        return render_index(app.job_status(job_id) for job_id in app.jobs.job_ids())
+
     server = create_server(create_app(create_job_when_there_is_room, app.job_status, app.settings, app.undo_job,
-                                      app.close_job),
+                                      app.close_job, app.report, index),
                            host="127.0.0.1", port=args.port, threads=8, connection_limit=200, channel_timeout=30,
                            max_request_header_size=16 * 1024, max_request_body_size=app.settings.max_body_bytes,
                            ident="imgclassify")
@@ -408,8 +451,29 @@ def command_status(args: argparse.Namespace) -> int:
         raise UsageError(f"no jobs in {root} yet")
     view = JobStatus(jobs)(job_id)
     view["failures"] = [{"name": r.name, "reason": r.reason} for r in jobs.results(job_id) if not r.ok]
-    print(json.dumps(view, indent=2))
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    done = view["processed"] + view["failed"]
+    print(f"job {job_id} ({view['created_at'][:19]}): {view['state']}, {done} of {view['number_of_files']} photos "
+          f"({view['percentage']}%)")
+    print(_meanings(view))
+    print(_table(view))
+    for failure in view["failures"]:
+        print(f"  failed {failure['name']}: {failure['reason']}")
+    print(f"results page: imgclassify report {args.dir} {job_id}")
     return 0
+
+
+def _meanings(view: dict[str, Any]) -> str:
+    """What each class was taken to mean, and the warnings, in plain words."""
+    lines = []
+    for query, meaning in view.get("resolved", {}).items():
+        lines.append(f"  {query}: " + ("; ".join(meaning) if meaning else "matches nothing in ImageNet"))
+    lines += [f"  warning: {warning}" for warning in view.get("warnings", []) + view.get("errors", [])]
+    if view.get("match") and view["match"] != "hierarchy":
+        lines.append(f"  match rule: {view['match']} (min score {view['min_score']})")
+    return "\n".join(lines) if lines else "  (no class resolution for this match rule)"
 
 
 def _function_env(args: argparse.Namespace, weights: str, runtime: Runtime) -> dict[str, str]:
@@ -584,6 +648,26 @@ def _folder_jobs(args: argparse.Namespace) -> tuple[Path, Any]:
     return root, SqliteJobStore(db)
 
 
+def command_report(args: argparse.Namespace) -> int:
+    from common.adapters.local import FolderObjectStore
+    from common.bootstrap import report_job
+
+    root, jobs = _folder_jobs(args)
+    job_id = args.job_id or jobs.latest_job_id()
+    if job_id is None:
+        raise UsageError(f"no jobs in {root} yet")
+    photos = root / "all"
+    objects = FolderObjectStore(root, sources={"all/": args.photos or photos})
+    _, body = report_job(jobs, objects)(job_id, args.format)
+    out = args.out or root / f"report-{job_id[:8]}.{args.format}"
+    if str(out) == "-":
+        sys.stdout.write(body)
+        return 0
+    Path(out).write_text(body, encoding="utf-8")
+    print(f"{out}  ({len(body.encode()) // 1024} KB; open it in a browser)" if args.format == "html" else str(out))
+    return 0
+
+
 def command_undo(args: argparse.Namespace) -> int:
     from common.adapters.local import FolderObjectStore
     from common.usecases.undo_job import UndoJob
@@ -631,7 +715,7 @@ def command_jobs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": command_run, "serve": command_serve, "status": command_status, "emulate": command_emulate,
-            "undo": command_undo, "jobs": command_jobs, "watch": command_watch}
+            "undo": command_undo, "jobs": command_jobs, "watch": command_watch, "report": command_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -642,6 +726,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (UsageError, ConfigurationError, ClientError) as exc:
         message = exc.message if isinstance(exc, ClientError) else str(exc)
+        suggestions = exc.details.get("suggestions") if isinstance(exc, ClientError) else None
+        if suggestions:
+            message += f" — did you mean {' or '.join(map(str, suggestions))}?"
         print(f"imgclassify: error: {message}", file=sys.stderr)
         return 2
     except ServiceError as exc:

@@ -221,3 +221,19 @@ def ensure_build(model: Model, weights: str, photo_folders: Sequence[Path], cach
         kinds = KINDS if len(guard_photos) >= MIN_GUARD_PHOTOS else ("fp32",)
         build_artifacts(model, weights, calibration, guard_photos, cache_dir, kinds)
     return accepted_artifact(cache_dir, key)
+
+
+def describe_builds(cache_dir: Path, key: str) -> str:
+    """Which builds were made, what the guard measured, and which one is used — in one line each."""
+    lines, chosen = [], accepted_artifact(cache_dir, key)
+    for kind in KINDS:
+        sidecar = artifact_path(cache_dir, key, kind).with_suffix(".json")
+        if not sidecar.exists():
+            continue
+        data = json.loads(sidecar.read_text())
+        guard = data["guard"]
+        verdict = "passed" if data["accepted"] else "failed"
+        lines.append(f"  {kind}: {verdict} the accuracy guard (top-1 agreement {guard['top1_agreement']:.1%}, class "
+                     f"decisions {guard['decision_agreement']:.1%}, on {guard['images']} of your photos)")
+    lines.append(f"  using {chosen.name if chosen else 'the Keras runtime (no build passed)'}")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""HTTP function: GET /classification-job/<id> (or ?id=) -> the job's counters. Logic lives in common/."""
+"""HTTP function: GET /classification-job/<id> (or ?id=) -> the job's counters; …/<id>/report the results page
+(?format=csv|jsonl for the per-image results), …/<id>/thumbnail?name= its previews. Logic lives in common/."""
 import functions_framework
 import flask
 
@@ -8,4 +9,5 @@ from common.http import job_status_response
 
 @functions_framework.http
 def job_status(request: flask.Request) -> flask.Response:
-    return job_status_response(request, bootstrap.job_status_handler, bootstrap.settings)
+    return job_status_response(request, bootstrap.job_status_handler, bootstrap.settings,
+                               report=bootstrap.report_handler)

@@ -1,0 +1,58 @@
+"""A job's results for people: the HTML page, or CSV / JSON Lines of the per-image results. A query: it reads the
+job, its results and (for previews) the photos; it writes nothing."""
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from common.domain.errors import InvalidRequest, ObjectMissing, PermanentImageError, TransientError
+from common.ports import JobWriter, ObjectStore
+from common.report import export_csv, export_jsonl, render_report
+from common.usecases.job_status import JobStatus
+
+FORMATS = {"html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8",
+           "jsonl": "application/x-ndjson; charset=utf-8"}
+REFRESH_SECONDS = 3  # a served page of a running job reloads itself
+
+
+class ReportJob:
+    def __init__(self, jobs: JobWriter, objects: ObjectStore, thumbnail: Callable[[bytes], bytes | None]) -> None:
+        self._jobs = jobs
+        self._status = JobStatus(jobs)
+        self._objects = objects
+        self._thumbnail = thumbnail
+
+    def __call__(self, job_id: str, fmt: str = "html", thumbnail_url: Callable[[str], str] | None = None,
+                 live: bool = False) -> tuple[str, str]:
+        """(content type, body). Thumbnails are inline (a file) unless thumbnail_url says where to fetch them."""
+        if fmt not in FORMATS:
+            raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}", field="format")
+        view = self._status(job_id)
+        results = list(self._jobs.results(job_id))
+        if fmt == "csv":
+            return FORMATS[fmt], export_csv(view, results)
+        if fmt == "jsonl":
+            return FORMATS[fmt], export_jsonl(view, results)
+        source = thumbnail_url or (lambda name: self._inline(view, name))
+        refresh = REFRESH_SECONDS if live and view["state"] in ("listing", "running", "watching") else None
+        return FORMATS[fmt], render_report(view, results, source, refresh)
+
+    def thumbnail(self, job_id: str, name: str) -> bytes | None:
+        """A preview of one of the job's photos (served pages fetch them one by one, lazily)."""
+        view = self._status(job_id)
+        if not name.startswith(view["source_prefix"]):
+            raise InvalidRequest("name is not one of this job's photos", field="name")
+        return self._preview(view["bucket"], name)
+
+    def _preview(self, bucket: str, name: str) -> bytes | None:
+        try:
+            return self._thumbnail(self._objects.read(bucket, name))
+        except (ObjectMissing, PermanentImageError, TransientError):
+            return None
+
+    def _inline(self, view: dict[str, Any], name: str) -> str | None:
+        preview = self._preview(view["bucket"], name)
+        return None if preview is None else "data:image/jpeg;base64," + base64.b64encode(preview).decode("ascii")
+
+

@@ -1,0 +1,142 @@
+"""The results page in a real browser (issue 13): Debian's Chromium, driven headless by Playwright. The report of a
+real run over the ImageNet photos opens from disk with no console error, every preview decodes, each class section
+shows exactly the photos copied into its folder, and the counts equal the job's status; the same page served live
+by `imgclassify serve` while a job runs. Screenshots are written next to the test's files and their paths printed."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from imgclassify.emulation import free_port, wait_for_http
+from tests.conftest import MOBILENET_TFLITE
+
+pytestmark = pytest.mark.slow
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+IMGCLASSIFY = str(Path(sys.executable).with_name("imgclassify"))
+MODEL = ("--model", "mobilenet_v2", "--weights", str(MOBILENET_TFLITE))
+CLASSES = ["dogs", "birds", "food", "musical instruments"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: .ci/run installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # The flags keep a headless Chromium from reaching for Google's servers, which this network refuses.
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def sorted_folder(tmp_path_factory, shared) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("report")
+    shutil.copytree(shared / "photos/imagenet-dev", root / "all")
+    (root / "all/broken.jpg").write_bytes(b"not a photo")
+    run = subprocess.run([IMGCLASSIFY, "run", str(root), "--classes", *CLASSES, *MODEL, "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return root, json.loads(run.stdout)
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_load_state("load")
+    return page, errors
+
+
+def reveal_everything(page) -> None:
+    """Open every 'show more' page and load every preview (they are lazy)."""
+    while page.locator("button.more").count():
+        page.locator("button.more").first.click()
+    page.evaluate("document.querySelectorAll('img').forEach(img => img.loading = 'eager')")
+    page.wait_for_function("[...document.images].every(img => img.complete)", timeout=60_000)
+
+
+def files_in(page, selector: str) -> list[str]:
+    return page.eval_on_selector_all(f"{selector} figure", "els => els.map(e => e.dataset.file)")
+
+
+def test_the_report_of_a_real_run_shows_every_copy_under_its_class_and_counts_match(browser, sorted_folder,
+                                                                                   tmp_path):
+    root, status = sorted_folder
+    out = tmp_path / "report.html"
+    written = subprocess.run([IMGCLASSIFY, "report", str(root), "--out", str(out)], capture_output=True, text=True,
+                             timeout=300)
+    assert written.returncode == 0, written.stderr
+
+    page, errors = open_page(browser, out.as_uri())
+    reveal_everything(page)
+    widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+    screenshot = tmp_path / "report.png"
+    page.screenshot(path=str(screenshot))
+    print(f"screenshot: {screenshot}")
+
+    assert errors == []
+    assert len(widths) == status["number_of_files"] - status["failed"] and all(w > 0 for w in widths)
+    for class_name in CLASSES:
+        shown = files_in(page, f'section[data-class="{class_name}"]')
+        on_disk = sorted(p.relative_to(root / class_name).as_posix() for p in (root / class_name).rglob("*")
+                         if p.is_file()) if (root / class_name).exists() else []
+        assert sorted(shown) == on_disk and len(shown) == status["matches"][class_name]
+    assert len(files_in(page, 'section[data-section="unmatched"]')) == status["unmatched"]
+    assert files_in(page, 'section[data-section="failed"]') == ["broken.jpg"]
+    assert "not a recognised image format" in page.inner_text('section[data-section="failed"]')
+    assert out.stat().st_size < 5 * 1024 * 1024
+
+
+def test_the_page_served_live_while_a_job_runs_and_its_exports(browser, tmp_path, shared):
+    root = tmp_path / "served"
+    shutil.copytree(shared / "photos/imagenet-dev", root / "all")
+    port = free_port()
+    server = subprocess.Popen([IMGCLASSIFY, "serve", str(root), "--port", str(port), *MODEL, "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/classification-job/{'0' * 32}", 120, server)
+        job = requests.post(f"{base}/classification-job", json={"classes": ["dogs", "birds"]}, timeout=30).json()
+        page, errors = open_page(browser, f"{base}/classification-job/{job['id']}/report")
+        running = page.locator('meta[http-equiv="refresh"]').count()
+        deadline = time.monotonic() + 120
+        while not requests.get(f"{base}/classification-job/{job['id']}", timeout=10).json()["complete"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        page.goto(f"{base}/classification-job/{job['id']}/report")
+        reveal_everything(page)
+        status = requests.get(f"{base}/classification-job/{job['id']}", timeout=10).json()
+        widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+        screenshot = tmp_path / "served.png"
+        page.screenshot(path=str(screenshot))
+        print(f"screenshot: {screenshot}")
+        index, index_errors = open_page(browser, base + "/")
+        csv_export = requests.get(f"{base}/classification-job/{job['id']}/report?format=csv", timeout=30)
+        jsonl = requests.get(f"{base}/classification-job/{job['id']}/report?format=jsonl", timeout=30)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+
+    assert running == 1 and page.locator('meta[http-equiv="refresh"]').count() == 0  # refreshes only while running
+    assert errors == [] and index_errors == []
+    assert len(widths) == status["processed"] and all(w > 0 for w in widths)
+    assert len(files_in(page, 'section[data-class="dogs"]')) == status["matches"]["dogs"]
+    assert index.locator(f'a[href="/classification-job/{job["id"]}/report"]').count() == 1
+    assert csv_export.headers["Content-Type"].startswith("text/csv") and len(csv_export.text.splitlines()) == 310
+    rows = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert len(rows) == 309 and sum("dogs" in r["matched"] for r in rows) == status["matches"]["dogs"]
