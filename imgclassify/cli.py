@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgclassify", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"imgclassify {_version()}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print the structured log and TensorFlow's own messages on the terminal")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="sort DIR/all/** into DIR/<class>/ (copies; originals stay)")
@@ -188,8 +190,8 @@ def _settings(args: argparse.Namespace, root: Path, photos: Path) -> Settings:
                     default_top_k=args.top_k, default_min_score=args.min_score)
 
 
-def _quiet_logs(root: Path) -> None:
-    """Send the structured logs to DIR/.imgclassify/log.jsonl instead of the terminal."""
+def _quiet_logs(root: Path, verbose: bool = False) -> None:
+    """Send the structured logs to DIR/.imgclassify/log.jsonl (and, with --verbose, the terminal too)."""
     from common.adapters.local import STATE_DIR
     from common.logs import CloudLoggingFormatter, get_logger
 
@@ -199,7 +201,9 @@ def _quiet_logs(root: Path) -> None:
     handler = logging.FileHandler(state / "log.jsonl")
     handler.setFormatter(CloudLoggingFormatter())
     logger = logging.getLogger("imgclassify")
-    logger.handlers[:] = [handler]
+    terminal = [h for h in logger.handlers if isinstance(h, logging.StreamHandler) and
+                not isinstance(h, logging.FileHandler)] if verbose else []
+    logger.handlers[:] = [handler, *terminal]
     logger.setLevel(logging.DEBUG)
 
 
@@ -307,7 +311,7 @@ def _embedded_app(args: argparse.Namespace, load_model: bool) -> tuple[LocalApp,
 
     root, photos = _folders(args)
     _check_model_options(args)
-    _quiet_logs(root)
+    _quiet_logs(root, args.verbose)
     app = build_local(_settings(args, root, photos), workers=args.workers)
     if load_model or args.weights == "imagenet":
         app.load_model()
@@ -718,8 +722,21 @@ COMMANDS = {"run": command_run, "serve": command_serve, "status": command_status
             "undo": command_undo, "jobs": command_jobs, "watch": command_watch, "report": command_report}
 
 
+def _quiet_frameworks() -> None:
+    """TensorFlow, absl and gRPC chatter says nothing a user acts on: off unless --verbose."""
+    for name, value in (("TF_CPP_MIN_LOG_LEVEL", "3"), ("GRPC_VERBOSITY", "ERROR"), ("GLOG_minloglevel", "2"),
+                        ("ABSL_MIN_LOG_LEVEL", "3")):
+        os.environ.setdefault(name, value)
+    import warnings
+
+    warnings.filterwarnings("ignore", module="tensorflow")
+    warnings.filterwarnings("ignore", module="keras")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _quiet_frameworks()
     # Ctrl-C must stop cleanly even when started from a shell that ignores SIGINT for background jobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:

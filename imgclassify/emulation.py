@@ -216,7 +216,8 @@ class LocalStack:
                 source = self.sources.get(name, source)
                 port = free_port()
                 self.function_ports[name] = port
-                self.functions[name] = spawn(name, [
+                # One log per stack and function: stacks sharing the emulators do not overwrite each other's logs.
+                self.functions[name] = spawn(f"{name}-{self.subscription}", [
                     framework, "--target", name, "--source", source, "--signature-type", signature,
                     "--host", LOOPBACK, "--port", str(port)], self.emulators.log_dir, env)
             for name, managed in self.functions.items():
@@ -344,6 +345,8 @@ def gateway_app(create_job_url: str, job_status_url: str):  # type: ignore[no-un
     session = requests.Session()
 
     def forward(url: str) -> flask.Response:
+        if flask.request.query_string:
+            url += "?" + flask.request.query_string.decode("latin-1")
         upstream = session.request(flask.request.method, url, data=flask.request.get_data(),
                                    headers={k: v for k, v in flask.request.headers if k.lower() != "host"},
                                    timeout=300)

@@ -194,8 +194,11 @@ def test_status_prints_the_latest_job(photo_folder):
     job = json.loads(ran.stdout)
     shown = imgclassify("status", str(photo_folder))
     assert shown.returncode == 0
-    assert json.loads(shown.stdout)["id"] == job["id"]
-    assert json.loads(imgclassify("status", str(photo_folder), job["id"]).stdout)["processed"] == 8
+    # Readable by default: the job, what the class means, the table, each failure and where the page is.
+    assert shown.stdout.startswith(f"job {job['id']} (") and "hotdog: hotdog.n.02" in shown.stdout
+    assert "imgclassify report" in shown.stdout and "{" not in shown.stdout.splitlines()[0]
+    raw = imgclassify("status", str(photo_folder), job["id"], "--json")
+    assert json.loads(raw.stdout)["id"] == job["id"] and json.loads(raw.stdout)["processed"] == 8
 
 
 @pytest.mark.parametrize("setup, args, message", [

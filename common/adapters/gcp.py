@@ -209,11 +209,16 @@ class FirestoreJobStore:
     @translated("registering an arrival")
     def register_arrival(self, job_id: str, name: str) -> bool:
         job = self._jobs.document(job_id)
+        return self._once(job.collection("arrivals").document(result_key(name)), {"name": name},
+                          job.collection("counter_shards").document(str(shard_for(name, self._shards))),
+                          {"arrived": firestore.Increment(1)})
+
+    def _once(self, marker: Any, data: dict[str, Any], shard: Any, increments: dict[str, Any]) -> bool:
+        """One atomic commit: the marker's create() precondition fails the whole batch when it exists (a
+        redelivery, a second announcement), so the counters move exactly once. False when it existed."""
         batch = self._client.batch()
-        # Like a result: the marker's create() and the counter move together, once.
-        batch.create(job.collection("arrivals").document(result_key(name)), {"name": name})
-        batch.set(job.collection("counter_shards").document(str(shard_for(name, self._shards))),
-                  {"arrived": firestore.Increment(1)}, merge=True)
+        batch.create(marker, data)
+        batch.set(shard, increments, merge=True)
         try:
             batch.commit()
         except (gexc.Conflict, gexc.AlreadyExists):
@@ -262,16 +267,7 @@ class FirestoreJobStore:
                                       "recomputed": firestore.Increment(delta.recomputed)}
         if delta.matches:
             increments["matches"] = {name: firestore.Increment(n) for name, n in delta.matches.items()}
-        batch = self._client.batch()
-        # One atomic commit: the marker's create() precondition fails the whole batch on a redelivery,
-        # so the counters move exactly once per image.
-        batch.create(self._result_ref(job_id, result.name), result.to_dict())
-        batch.set(shard, increments, merge=True)
-        try:
-            batch.commit()
-        except (gexc.Conflict, gexc.AlreadyExists):
-            return False
-        return True
+        return self._once(self._result_ref(job_id, result.name), result.to_dict(), shard, increments)
 
     @translated("reading a job's counters")
     def counters(self, job_id: str) -> Counters:

@@ -1,4 +1,4 @@
-"""Small previews for the results page: a photo reduced on load (JPEG draft), oriented, at most 240 px, as JPEG."""
+"""Small previews for the results page: a photo reduced on load (JPEG draft), oriented, at most 160 px, as JPEG."""
 from __future__ import annotations
 
 import io
@@ -6,7 +6,7 @@ import io
 from common.domain.errors import PermanentImageError
 from common.inference.decoding import FORMATS, MAX_FULL_DECODE_PIXELS, REDUCED_ON_LOAD
 
-THUMBNAIL_SIZE = 240
+THUMBNAIL_SIZE = 160  # 2x the grid's cell height on a phone; ~5 KB as JPEG
 
 
 def make_thumbnail(data: bytes, size: int = THUMBNAIL_SIZE) -> bytes | None:
@@ -22,7 +22,7 @@ def make_thumbnail(data: bytes, size: int = THUMBNAIL_SIZE) -> bytes | None:
         image = ImageOps.exif_transpose(image).convert("RGB")
         image.thumbnail((size, size))
         out = io.BytesIO()
-        image.save(out, format="JPEG", quality=72, optimize=True)
+        image.save(out, format="JPEG", quality=65, optimize=True)
         return out.getvalue()
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, PermanentImageError, Image.DecompressionBombError):
         return None

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.domain.errors import TransientError
-from common.domain.jobs import status_view
+from common.domain.jobs import JobRecord, status_view
 from common.logs import get_logger
 from common.ports import CallbackSender, EventPublisher, JobWriter
 
@@ -38,10 +38,17 @@ class AnnounceCompletion:
         self._backoff = backoff
         self._timeout = timeout
         self._sleep = sleep
+        # A batch job's record does not change once its total is known: remember it instead of reading it after
+        # every image (bounded: the jobs an instance is working on now).
+        self._settled: dict[str, JobRecord] = {}
 
     def __call__(self, job_id: str) -> bool:
         """Announce the job if it is complete and nobody has; True when this call announced it."""
-        job = self._jobs.get_job(job_id)
+        job = self._settled.get(job_id) or self._jobs.get_job(job_id)
+        if job is not None and job.number_of_files is not None and not job.spec.watch and not job.error:
+            if len(self._settled) > 256:
+                self._settled.clear()
+            self._settled[job_id] = job
         # Cheap answers first: this runs after every image, and the counters are 16 documents in the cloud.
         if job is None or job.number_of_files is None or job.error or (job.spec.watch and not job.closed):
             return False

@@ -86,11 +86,13 @@ class ClassifyImage:
             result = ImageResult.failure(message.name, f"internal error: {type(exc).__name__}: {exc}")
         with timings.stage("record"):
             recorded = self._results.record_result(message.job_id, result)
+        # Announce even after a duplicate: if the announcement failed (a transient error, so this message was
+        # redelivered), the redelivery is what makes it happen; the completion marker keeps it to once.
+        if self._announce is not None:
+            self._announce(message.job_id)
         if not recorded:
             log.info("duplicate delivery: already counted", extra=context)
             return None
-        if self._announce is not None:
-            self._announce(message.job_id)
         if result.ok:
             # Where the time went, per stage: what an operator (and bench/pipeline.py) reads to find the cost.
             log.info("image classified", extra={**context, "matched": list(result.matched), "copies": len(

@@ -14,7 +14,6 @@ from typing import Any
 from common.domain.errors import Conflict, FanOutInterrupted, NotFound, TransientError
 from common.domain.jobs import JobDefaults, JobRecord, JobSpec, new_job_id, parse_job_request, status_view
 from common.domain.messages import ClassifyMessage
-from common.domain.results import Counters
 from common.domain.taxonomy import describe_resolution
 from common.logs import get_logger
 from common.ports import JobWriter, Listed, ObjectLister, Publisher

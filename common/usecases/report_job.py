@@ -14,6 +14,9 @@ from common.usecases.job_status import JobStatus
 FORMATS = {"html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8",
            "jsonl": "application/x-ndjson; charset=utf-8"}
 REFRESH_SECONDS = 3  # a served page of a running job reloads itself
+# A file carries its previews inline (~5 KB each): past this many photos the rest show their names only, so a
+# 10,000-photo report stays a file a browser opens quickly; the served page fetches every preview, lazily.
+MAX_INLINE_PREVIEWS = 3000
 
 
 class ReportJob:
@@ -34,7 +37,14 @@ class ReportJob:
             return FORMATS[fmt], export_csv(view, results)
         if fmt == "jsonl":
             return FORMATS[fmt], export_jsonl(view, results)
-        source = thumbnail_url or (lambda name: self._inline(view, name))
+        inlined = 0
+
+        def inline(name: str) -> str | None:
+            nonlocal inlined
+            inlined += 1
+            return self._inline(view, name) if inlined <= MAX_INLINE_PREVIEWS else None
+
+        source = thumbnail_url or inline
         refresh = REFRESH_SECONDS if live and view["state"] in ("listing", "running", "watching") else None
         return FORMATS[fmt], render_report(view, results, source, refresh)
 

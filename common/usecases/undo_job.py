@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.domain.errors import Conflict, NotFound
-from common.domain.jobs import check_job_id, status_view
+from common.domain.errors import Conflict
+from common.domain.jobs import status_view
 from common.logs import get_logger
+from common.usecases.lookup import existing_job
 from common.ports import JobWriter, ObjectStore
 
 log = get_logger("undo_job")
@@ -18,10 +19,7 @@ class UndoJob:
         self._jobs = jobs
 
     def __call__(self, job_id: str) -> dict[str, Any]:
-        check_job_id(job_id)
-        job = self._jobs.get_job(job_id)
-        if job is None:
-            raise NotFound(f"Job {job_id} not found", field="id")
+        job = existing_job(self._jobs, job_id)
         if status_view(job, self._jobs.counters(job_id))["state"] in ("listing", "running"):
             raise Conflict(f"job {job_id} is still running: undo it once it is complete", field="id")
         removed, missing, kept = 0, 0, []

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from common.domain.errors import InvalidRequest, NotFound
-from common.domain.jobs import check_job_id, status_view
+from common.domain.errors import InvalidRequest
+from common.domain.jobs import status_view
 from common.domain.messages import ClassifyMessage
 from common.logs import get_logger
+from common.usecases.lookup import existing_job
 from common.ports import JobWriter, Publisher
 
 log = get_logger("watch")
@@ -44,10 +45,7 @@ class CloseJob:
         self._announce = announce
 
     def __call__(self, job_id: str) -> dict[str, Any]:
-        check_job_id(job_id)
-        job = self._jobs.get_job(job_id)
-        if job is None:
-            raise NotFound(f"Job {job_id} not found", field="id")
+        job = existing_job(self._jobs, job_id)
         if not job.spec.watch:
             raise InvalidRequest(f"job {job_id} is not a watch job: it completes by itself", field="id")
         if not job.closed:  # closing twice (a retried request) is the same as closing once
