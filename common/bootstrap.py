@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from common.config import Settings
 from common.domain.options import Backend
@@ -172,40 +172,13 @@ def _local_app() -> LocalApp:
     return build_local(settings())
 
 
-@lru_cache(maxsize=1)
-def create_job_handler() -> CreateJob:
+Handler = TypeVar("Handler")
+
+
+def _per_backend(local: Callable[[LocalApp], Handler], gcp: Callable[[Settings], Handler]) -> Handler:
+    """The embedded app's handler when BACKEND=local, else the one built over the GCP adapters."""
     config = settings()
-    if config.backend == Backend.LOCAL:
-        return _local_app().create_job
-    jobs = gcp_job_store(config)
-    return CreateJob(gcp_object_store(config), jobs, gcp_publisher(config), config.job_defaults,
-                     announce=announcer(jobs, gcp_events(config), config))
-
-
-@lru_cache(maxsize=1)
-def job_status_handler() -> JobStatus:
-    config = settings()
-    if config.backend == Backend.LOCAL:
-        return _local_app().job_status
-    return JobStatus(gcp_job_store(config))
-
-
-@lru_cache(maxsize=1)
-def undo_job_handler() -> UndoJob:
-    config = settings()
-    if config.backend == Backend.LOCAL:
-        return _local_app().undo_job
-    return UndoJob(gcp_object_store(config), gcp_job_store(config))
-
-
-@lru_cache(maxsize=1)
-def classify_image_handler() -> ClassifyImage:
-    config = settings()
-    if config.backend == Backend.LOCAL:
-        return _local_app().classify_image
-    jobs = gcp_job_store(config)
-    return classify_image(gcp_object_store(config), jobs, config, gcp_prediction_store(config),
-                          announcer(jobs, gcp_events(config), config))
+    return local(_local_app()) if config.backend == Backend.LOCAL else gcp(config)
 
 
 def report_job(jobs: JobWriter, objects: ObjectStore) -> ReportJob:
@@ -217,26 +190,56 @@ def report_job(jobs: JobWriter, objects: ObjectStore) -> ReportJob:
     return ReportJob(jobs, objects, thumbnail)
 
 
-@lru_cache(maxsize=1)
-def report_handler() -> ReportJob:
-    config = settings()
-    if config.backend == Backend.LOCAL:
-        return _local_app().report
-    return report_job(gcp_job_store(config), gcp_object_store(config))
+def _gcp_create_job(config: Settings) -> CreateJob:
+    jobs = gcp_job_store(config)
+    return CreateJob(gcp_object_store(config), jobs, gcp_publisher(config), config.job_defaults,
+                     announce=announcer(jobs, gcp_events(config), config))
 
 
-@lru_cache(maxsize=1)
-def close_job_handler() -> CloseJob:
-    config = settings()
-    if config.backend == Backend.LOCAL:
-        return _local_app().close_job
+def _gcp_classify_image(config: Settings) -> ClassifyImage:
+    jobs = gcp_job_store(config)
+    return classify_image(gcp_object_store(config), jobs, config, gcp_prediction_store(config),
+                          announcer(jobs, gcp_events(config), config))
+
+
+def _gcp_close_job(config: Settings) -> CloseJob:
     jobs = gcp_job_store(config)
     return CloseJob(jobs, announcer(jobs, gcp_events(config), config))
 
 
 @lru_cache(maxsize=1)
+def create_job_handler() -> CreateJob:
+    return _per_backend(lambda app: app.create_job, _gcp_create_job)
+
+
+@lru_cache(maxsize=1)
+def job_status_handler() -> JobStatus:
+    return _per_backend(lambda app: app.job_status, lambda config: JobStatus(gcp_job_store(config)))
+
+
+@lru_cache(maxsize=1)
+def undo_job_handler() -> UndoJob:
+    return _per_backend(lambda app: app.undo_job,
+                        lambda config: UndoJob(gcp_object_store(config), gcp_job_store(config)))
+
+
+@lru_cache(maxsize=1)
+def classify_image_handler() -> ClassifyImage:
+    return _per_backend(lambda app: app.classify_image, _gcp_classify_image)
+
+
+@lru_cache(maxsize=1)
+def report_handler() -> ReportJob:
+    return _per_backend(lambda app: app.report,
+                        lambda config: report_job(gcp_job_store(config), gcp_object_store(config)))
+
+
+@lru_cache(maxsize=1)
+def close_job_handler() -> CloseJob:
+    return _per_backend(lambda app: app.close_job, _gcp_close_job)
+
+
+@lru_cache(maxsize=1)
 def object_arrived_handler() -> ObjectArrived:
-    config = settings()
-    if config.backend == Backend.LOCAL:
-        return _local_app().object_arrived
-    return ObjectArrived(gcp_job_store(config), gcp_publisher(config))
+    return _per_backend(lambda app: app.object_arrived,
+                        lambda config: ObjectArrived(gcp_job_store(config), gcp_publisher(config)))

@@ -121,7 +121,7 @@ class Emulators:
                 str(FIRESTORE_BIN), f"--host={LOOPBACK}", f"--port={self.ports['firestore']}"], self.log_dir))
             wait_for_http(f"http://{LOOPBACK}:{self.ports['pubsub']}/", 60, self.processes[0].process,
                           self.processes[0].log_path)
-            self._create_topic(self.object_events_topic)  # before any object is written
+            self.create_topic(self.object_events_topic)  # before any object is written
             events = ["-event.pubsub-project-id", self.project, "-event.pubsub-topic", self.object_events_topic,
                       "-event.list", "finalize"]
             self.processes.append(spawn("fake-gcs-server", [
@@ -137,7 +137,7 @@ class Emulators:
             raise
         return self
 
-    def _create_topic(self, topic: str) -> None:
+    def create_topic(self, topic: str) -> None:
         from google.api_core import exceptions as gexc
         from google.cloud import pubsub_v1
 
@@ -231,7 +231,6 @@ class LocalStack:
 
     def _create_resources(self) -> None:
         from google.api_core import exceptions as gexc
-        from google.cloud import pubsub_v1
 
         from common.adapters.gcp import storage_client
 
@@ -241,12 +240,8 @@ class LocalStack:
                 client.create_bucket(self.bucket)
             except gexc.Conflict:
                 pass
-            publisher = pubsub_v1.PublisherClient()
-            for topic in (self.topic, self.job_events_topic):
-                try:
-                    publisher.create_topic(name=publisher.topic_path(self.emulators.project, topic))
-                except gexc.AlreadyExists:
-                    pass
+        for topic in (self.topic, self.job_events_topic):
+            self.emulators.create_topic(topic)
 
     def _create_push_subscription(self) -> None:
         from google.api_core import exceptions as gexc

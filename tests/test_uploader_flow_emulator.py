@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import http.server
 import json
-import statistics
 import threading
 import time
 
