@@ -3,13 +3,14 @@ the whole serverless pipeline on the emulators (emulate)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,11 +153,12 @@ def _choose_weights(args: argparse.Namespace, photos: Path | None) -> tuple[str,
 
     def announce() -> None:
         compiled.append(True)
-        print(f"compiling {args.model} for LiteRT, the fast runtime (first run only, a minute or two; cached in "
-              f"{cache}): int8, checked against the Keras model on half of your photos...", file=sys.stderr,
-              flush=True)
+        _say(f"compiling {args.model} for LiteRT, the fast runtime (first run only, a minute or two; cached in "
+             f"{cache}): int8, checked against the Keras model on half of your photos...")
 
-    artifact = ensure_build(args.model, args.weights, [photos] if photos else [], cache, on_first_build=announce)
+    with _native_output_silenced(not getattr(args, "verbose", False)):
+        artifact = ensure_build(args.model, args.weights, [photos] if photos else [], cache,
+                                on_first_build=announce)
     if compiled:
         print(describe_builds(cache, weights_key(args.model, args.weights)), file=sys.stderr, flush=True)
     if artifact is None:
@@ -164,6 +166,43 @@ def _choose_weights(args: argparse.Namespace, photos: Path | None) -> tuple[str,
             raise UsageError("no LiteRT build of these weights passed the accuracy guard; use --runtime keras")
         return args.weights, Runtime.KERAS
     return str(artifact), Runtime.LITERT
+
+
+@contextlib.contextmanager
+def _native_output_silenced(silence: bool) -> Iterator[None]:
+    """TensorFlow's converter and LiteRT print from native code ("fully_quantize: 0 …", "Created TensorFlow Lite
+    XNNPACK delegate"), past Python's logging: point file descriptors 1 and 2 at /dev/null while they work. Our own
+    lines go to a saved copy of the terminal's stderr meanwhile."""
+    global _terminal
+    if not silence:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    previous = _terminal
+    _terminal = os.fdopen(os.dup(saved[2]), "w", buffering=1)
+    try:
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+        _terminal.close()
+        _terminal = previous
+
+
+_terminal: Any = None  # where our own progress lines go while native output is silenced
+
+
+def _say(text: str) -> None:
+    print(text, file=_terminal or sys.stderr, flush=True)
 
 
 def _check_model_options(args: argparse.Namespace) -> None:
@@ -319,8 +358,16 @@ def _embedded_app(args: argparse.Namespace, load_model: bool) -> tuple[LocalApp,
     return app, f"{config.effective_runtime}:{config.model}:{os.path.basename(config.weights)}"
 
 
+def _check_request(body: dict[str, Any]) -> None:
+    """A misspelled class is a one-line error before anything slow (a model build) starts."""
+    from common.domain.jobs import JobDefaults, parse_job_request
+    from common.domain.taxonomy import describe_resolution
+
+    spec = parse_job_request(body, JobDefaults(bucket="local")).spec
+    describe_resolution(spec.classes, spec.match)
+
+
 def command_run(args: argparse.Namespace) -> int:
-    app, model = _embedded_app(args, load_model=False)
     body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match}
     if args.dry_run:
         body["dry_run"] = True
@@ -328,6 +375,8 @@ def command_run(args: argparse.Namespace) -> int:
         body["callback_url"] = args.callback_url
     if args.min_score is not None:
         body["min_score"] = args.min_score
+    _check_request(body)
+    app, model = _embedded_app(args, load_model=False)
     queue = app.queue
     resumable = _find_resumable(app, body)
     resumed: dict[str, int] | None = None
@@ -576,13 +625,14 @@ def command_watch(args: argparse.Namespace) -> int:
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
 
-    app, model = _embedded_app(args, load_model=False)
-    photos = Path(app.settings.local_photos)
     body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match, "watch": True}
     if args.min_score is not None:
         body["min_score"] = args.min_score
     if args.callback_url:
         body["callback_url"] = args.callback_url
+    _check_request(body)
+    app, model = _embedded_app(args, load_model=False)
+    photos = Path(app.settings.local_photos)
     changed: dict[Path, tuple[int, float]] = {}  # path -> (size last seen, when it last changed)
 
     class Changes(FileSystemEventHandler):
