@@ -87,22 +87,31 @@ def main() -> None:
                         default=REPO.parent / "shared/models/mobilenet_v2/mobilenet_v2_imagenet.weights.h5")
     parser.add_argument("--pipeline-weights", type=Path, default=REPO / "build/bench-models/resnet50-none-int8.tflite")
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--default-model", default="mobilenet_v2")
+    parser.add_argument("--default-weights", type=Path, help="weights for the default-runtime runs (default: --h5)")
+    parser.add_argument("--parts", nargs="+", default=["keras", "default", "pipeline"],
+                        choices=["keras", "default", "pipeline"])
     args = parser.parse_args()
     from bench.machine import describe
     from common.logs import send_logs_to_stderr
 
     send_logs_to_stderr()
     keras = ["--model", "mobilenet_v2", "--weights", str(args.h5), "--runtime", "keras"]
-    default = ["--model", "mobilenet_v2", "--weights", str(args.h5)]  # default runtime: the guarded LiteRT build
-    timed_run_warmup = tempfile.mkdtemp()
-    shutil.copytree(args.photos, Path(timed_run_warmup) / "all")
-    timed_run(Path(timed_run_warmup), FIRST, default)  # compile the LiteRT build once, outside the timings
-    shutil.rmtree(timed_run_warmup)
+    # default runtime: the guarded LiteRT build of these weights
+    default = ["--model", args.default_model, "--weights", str(args.default_weights or args.h5)]
+    results: dict[str, object] = {"machine": describe(), "photos": str(args.photos)}
+    if "keras" in args.parts:
+        results["embedded_keras"] = embedded(args.photos, keras, args.trials)
+    if "default" in args.parts:
+        warmup = tempfile.mkdtemp()
+        shutil.copytree(args.photos, Path(warmup) / "all")
+        timed_run(Path(warmup), FIRST, default)  # compile the LiteRT build once, outside the timings
+        shutil.rmtree(warmup)
+        results[f"embedded_default_runtime_{args.default_model}"] = embedded(args.photos, default, args.trials)
+    if "pipeline" in args.parts:
+        results["pipeline_resnet50_int8"] = pipeline(args.photos, args.pipeline_weights, "resnet50", args.trials)
     print(json.dumps({
-        "machine": describe(), "photos": str(args.photos),
-        "embedded_keras": embedded(args.photos, keras, args.trials),
-        "embedded_default_runtime": embedded(args.photos, default, args.trials),
-        "pipeline_resnet50_int8": pipeline(args.photos, args.pipeline_weights, "resnet50", args.trials),
+        **results,
         "note": "first job: every photo through the model; second job, other classes: every prediction from the "
                 "store. Process start included (embedded); POST to complete (pipeline).",
     }, indent=2))
