@@ -161,6 +161,13 @@ class GcsObjectStore:
         self._client.bucket(bucket).blob(name).upload_from_string(data)
 
 
+def _job_record(job_id: str, data: dict[str, Any]) -> JobRecord:
+    return JobRecord(id=job_id, spec=JobSpec.from_dict(data["spec"]), number_of_files=data["number_of_files"],
+                     created_at=data["created_at"], request_id=data.get("request_id"), error=data.get("error"),
+                     errors=tuple(data.get("errors") or ()), closed=bool(data.get("closed", False)),
+                     callback=data.get("callback"))
+
+
 class FirestoreJobStore:
     """jobs/{id}                      the job (spec, number_of_files, created_at)
     jobs/{id}/counter_shards/{n}      processed, failed, matches.{class}: incremented, never read-modify-written
@@ -198,13 +205,7 @@ class FirestoreJobStore:
     @translated("reading a job")
     def get_job(self, job_id: str) -> JobRecord | None:
         snapshot = self._jobs.document(job_id).get()
-        if not snapshot.exists:
-            return None
-        data = snapshot.to_dict() or {}
-        return JobRecord(id=job_id, spec=JobSpec.from_dict(data["spec"]), number_of_files=data["number_of_files"],
-                         created_at=data["created_at"], request_id=data.get("request_id"), error=data.get("error"),
-                         errors=tuple(data.get("errors") or ()), closed=bool(data.get("closed", False)),
-                         callback=data.get("callback"))
+        return _job_record(job_id, snapshot.to_dict() or {}) if snapshot.exists else None
 
     @translated("registering an arrival")
     def register_arrival(self, job_id: str, name: str) -> bool:
@@ -232,8 +233,8 @@ class FirestoreJobStore:
     @translated("listing watch jobs")
     def watch_jobs(self, bucket: str) -> list[JobRecord]:
         query = self._jobs.where(filter=firestore.FieldFilter("watch_open", "==", True))
-        jobs = [self.get_job(snapshot.id) for snapshot in query.stream()]
-        return [job for job in jobs if job is not None and job.spec.bucket == bucket and not job.closed]
+        jobs = [_job_record(snapshot.id, snapshot.to_dict() or {}) for snapshot in query.stream()]
+        return [job for job in jobs if job.spec.bucket == bucket and not job.closed]
 
     @translated("counting results")
     def results_count(self, job_id: str) -> int:
