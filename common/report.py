@@ -64,8 +64,8 @@ def _figure(result: ImageResult, source_prefix: str, thumbnail: ThumbnailSource,
             f'<div class="labels">{_e(labels)}</div></figcaption></figure>')
 
 
-def _section(key: str, value: str, title: str, subtitle: str, figures: list[str]) -> str:
-    grid_id = f"grid-{abs(hash((key, value))):x}"
+def _section(number: int, key: str, value: str, title: str, subtitle: str, figures: list[str]) -> str:
+    grid_id = f"grid-{number}"
     first, rest = figures[:FIRST_PAGE], figures[FIRST_PAGE:]
     pages = "".join(f'<template class="more">{"".join(rest[i:i + PAGE])}</template>'
                     for i in range(0, len(rest), PAGE))
@@ -88,7 +88,7 @@ def render_report(view: dict[str, Any], results: Iterable[ImageResult], thumbnai
         figures = [_figure(r, prefix, thumbnail, f'<div class="score">score {r.scores.get(class_name, 0):.2f}'
                                                   '</div>' if r.scores else "") for r in members]
         meaning = "; ".join(resolved.get(class_name, [])) or f"match rule: {view['match']}"
-        sections.append(_section("data-class", class_name, class_name, _e(meaning), figures))
+        sections.append(_section(len(sections), "data-class", class_name, class_name, _e(meaning), figures))
     unmatched = [r for r in results if r.ok and not r.matched]
     figures = []
     for result in unmatched:
@@ -96,11 +96,12 @@ def render_report(view: dict[str, Any], results: Iterable[ImageResult], thumbnai
         detail = (f'<div class="score">closest: {_e(closest[0])} {closest[1]:.2f}</div>' if closest else
                   f'<div class="score">top: {_e(result.labels[0].name) if result.labels else "?"}</div>')
         figures.append(_figure(result, prefix, thumbnail, detail))
-    sections.append(_section("data-section", "unmatched", "Matched no class", "each photo's closest class and its "
-                             "score", figures))
+    sections.append(_section(len(sections), "data-section", "unmatched", "Matched no class",
+                             "each photo's closest class and its score", figures))
     failed = [r for r in results if not r.ok]
     figures = [_figure(r, prefix, thumbnail, f'<div class="reason">{_e(r.reason)}</div>') for r in failed]
-    sections.append(_section("data-section", "failed", "Failed", "could not be classified, and why", figures))
+    sections.append(_section(len(sections), "data-section", "failed", "Failed", "could not be classified, and why",
+                             figures))
 
     warnings = "".join(f"<li>{_e(w)}</li>" for w in view.get("warnings", []) + view.get("errors", []))
     refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">' if refresh_seconds else ""
