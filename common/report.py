@@ -157,6 +157,7 @@ def render_index(views: Iterable[dict[str, Any]]) -> str:
         f'<td>{_e(v["created_at"][:19])}</td><td><a href="/classification-job/{_e(v["id"])}">status</a> · '
         f'<a href="/classification-job/{_e(v["id"])}/report?format=csv">csv</a></td></tr>'
         for v in sorted(views, key=lambda v: v["created_at"], reverse=True))
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>imgclassify jobs</title>'
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+            f'<title>imgclassify jobs</title>'
             f'<style>{_STYLE} table{{border-collapse:collapse}} td{{padding:4px 12px;border-bottom:1px solid #ddd}}'
             f'</style></head><body><h1>Jobs</h1><table>{rows}</table></body></html>')

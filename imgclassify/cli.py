@@ -72,6 +72,10 @@ def _version() -> str:
         return "unknown"
 
 
+def _command(commands: Any, name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 - argparse's name
+    return commands.add_parser(name, help=help, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgclassify", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also print the structured log and TensorFlow's own messages on the terminal")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="sort DIR/all/** into DIR/<class>/ (copies; originals stay)")
+    run = _command(commands, "run", help="sort DIR/all/** into DIR/<class>/ (copies; originals stay)")
     run.add_argument("dir", type=Path, help="the folder whose all/ holds the photos (or, with --out, the photos)")
     run.add_argument("--classes", nargs="+", required=True, metavar="CLASS")
     run.add_argument("--out", type=Path, help="sort the photos in DIR itself (no all/ needed) into this folder")
@@ -91,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the whole job (counts, matches, per-photo results) without making any copy")
     run.add_argument("--callback-url", help="POST the final status here when the job completes")
 
-    serve = commands.add_parser("serve", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="serve POST /classification-job and GET /classification-job/<id>")
+    serve = _command(commands, "serve", help="serve POST /classification-job and GET /classification-job/<id>")
     serve.add_argument("dir", type=Path)
     serve.add_argument("--port", type=_port, default=8080)
     serve.add_argument("--max-queued", type=int, default=20_000,
@@ -99,12 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(serve)
     _add_job_options(serve, with_match=False)
 
-    status = commands.add_parser("status", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="print a job's status (the latest job without JOB_ID)")
+    status = _command(commands, "status", help="print a job's status (the latest job without JOB_ID)")
     status.add_argument("dir", type=Path)
     status.add_argument("job_id", nargs="?")
     status.add_argument("--json", action="store_true", help="the raw status object, as the HTTP API returns it")
 
-    watch = commands.add_parser("watch", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="sort DIR/all/ now and every photo that lands there later, until "
+    watch = _command(commands, "watch", help="sort DIR/all/ now and every photo that lands there later, until "
                                               "Ctrl-C")
     watch.add_argument("dir", type=Path, help="the folder whose all/ receives the photos")
     watch.add_argument("--classes", nargs="+", required=True, metavar="CLASS")
@@ -114,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(watch)
     _add_job_options(watch)
 
-    report = commands.add_parser("report", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="write a job's results page (one HTML file with previews) or its "
+    report = _command(commands, "report", help="write a job's results page (one HTML file with previews) or its "
                                                 "per-photo results as CSV / JSON Lines")
     report.add_argument("dir", type=Path)
     report.add_argument("job_id", nargs="?")
@@ -122,16 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", default="html", choices=["html", "csv", "jsonl"])
     report.add_argument("--photos", type=Path, help="where the photos are when the job was run with --out")
 
-    undo = commands.add_parser("undo", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="remove the copies a job made (the latest job without JOB_ID)")
+    undo = _command(commands, "undo", help="remove the copies a job made (the latest job without JOB_ID)")
     undo.add_argument("dir", type=Path)
     undo.add_argument("job_id", nargs="?")
     undo.add_argument("--json", action="store_true")
 
-    jobs = commands.add_parser("jobs", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="list the folder's jobs")
+    jobs = _command(commands, "jobs", help="list the folder's jobs")
     jobs.add_argument("dir", type=Path)
     jobs.add_argument("--json", action="store_true")
 
-    emulate = commands.add_parser("emulate", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, help="run the serverless pipeline on the local emulators")
+    emulate = _command(commands, "emulate", help="run the serverless pipeline on the local emulators")
     emulate.add_argument("--port", type=_port, default=8080, help="port serving the two API paths")
     emulate.add_argument("--upload", type=Path, help="upload this folder's files under all/ in the bucket")
     emulate.add_argument("--keep", action="store_true", help="keep the emulators' folder (logs, bucket) on exit")

@@ -259,7 +259,8 @@ class SqliteJobStore:
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise ConfigurationError(f"{path} is not a readable job database ({exc}): move it aside (the job "
-                                     "history in it is lost; photos and copies are not touched) and run again") from None
+                                     "history in it is lost; photos and copies are not touched) and run "
+                                     "again") from None
 
     def _open(self) -> None:
         with self._lock:
