@@ -152,8 +152,8 @@ def create_job_response(request: flask.Request, handler: Callable[[], CreateJobH
                         settings: Callable[[], Settings],
                         actions: dict[str, Callable[[], JobActionHandler]] | None = None) -> flask.Response:
     path = request.path.rstrip("/")
-    job_id, _, action = path.removeprefix(JOB_PATH + "/").rpartition("/")
-    if actions and path.startswith(JOB_PATH + "/") and action in actions and job_id:
+    job_id, action = _job_and_action(path)
+    if actions and action in actions:
         return job_action_response(request, action, actions[action], settings, job_id)
     if path not in ("", JOB_PATH):
         raise NotFound(f"no such path {request.path}; POST {JOB_PATH}", field="path")
@@ -163,6 +163,12 @@ def create_job_response(request: flask.Request, handler: Callable[[], CreateJobH
     check_auth(request, config.service_key)
     body = read_json_body(request, config.max_body_bytes)
     return job_response(handler()(body), 201, config)
+
+
+def _job_and_action(path: str) -> tuple[str, str]:
+    """"/classification-job/<id>/<action>" -> (id, action); ("", "") for any other path."""
+    job_id, _, action = path.removeprefix(JOB_PATH + "/").rpartition("/")
+    return (job_id, action) if path.startswith(JOB_PATH + "/") and job_id else ("", "")
 
 
 def report_response(request: flask.Request, report: Any, job_id: str) -> flask.Response:
@@ -202,10 +208,11 @@ def job_status_response(request: flask.Request, handler: Callable[[], JobStatusH
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed(f"use GET {JOB_PATH}/<id>", field="method")
     path = request.path.rstrip("/")
-    for suffix, respond in (("/report", report_response), ("/thumbnail", thumbnail_response)):
-        if report is not None and path.startswith(JOB_PATH + "/") and path.endswith(suffix):
-            check_auth(request, settings().service_key)
-            return respond(request, report(), path[len(JOB_PATH) + 1:-len(suffix)])
+    action_id, action = _job_and_action(path)
+    respond = {"report": report_response, "thumbnail": thumbnail_response}.get(action)
+    if report is not None and respond is not None:
+        check_auth(request, settings().service_key)
+        return respond(request, report(), action_id)
     if job_id is None:
         if path.startswith(JOB_PATH + "/"):
             job_id = path[len(JOB_PATH) + 1:]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from common.domain.errors import BadMessage, ServiceError
-from common.domain.messages import ClassifyMessage, from_cloud_event
+from common.domain.messages import PUBSUB_MESSAGE_PUBLISHED, ClassifyMessage, from_cloud_event
 from common.domain.results import ImageResult
 from common.logs import get_logger
 
@@ -53,8 +53,6 @@ def handle_object_event(event_type: str, event_id: str, data: Mapping[str, Any] 
                         handler: Callable[[], Callable[[str, str, str | None], list[str]]]) -> list[str]:
     """A Cloud Storage notification (JSON_API_V1) pushed through Pub/Sub: an object written under a watch job's
     prefix joins it. Other events (deletes, metadata) and malformed messages are acked and dropped."""
-    from common.domain.messages import PUBSUB_MESSAGE_PUBLISHED
-
     message = (data or {}).get("message") if isinstance(data, Mapping) else None
     attributes = message.get("attributes") if isinstance(message, Mapping) else None
     if event_type != PUBSUB_MESSAGE_PUBLISHED or not isinstance(attributes, Mapping):

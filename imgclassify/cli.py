@@ -494,18 +494,9 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def command_status(args: argparse.Namespace) -> int:
-    from common.adapters.local import SqliteJobStore
-    from common.bootstrap import local_db_path
     from common.usecases.job_status import JobStatus
 
-    root = args.dir.resolve()
-    db = local_db_path(root)
-    if not db.exists():
-        raise UsageError(f"no jobs in {root} yet: run `imgclassify run {args.dir} --classes ...` first")
-    jobs = SqliteJobStore(db)
-    job_id = args.job_id or jobs.latest_job_id()
-    if job_id is None:
-        raise UsageError(f"no jobs in {root} yet")
+    _, jobs, job_id = _folder_job(args)
     view = JobStatus(jobs)(job_id)
     view["failures"] = [{"name": r.name, "reason": r.reason} for r in jobs.results(job_id) if not r.ok]
     if args.json:
@@ -706,14 +697,20 @@ def _folder_jobs(args: argparse.Namespace) -> tuple[Path, Any]:
     return root, SqliteJobStore(db)
 
 
-def command_report(args: argparse.Namespace) -> int:
-    from common.adapters.local import FolderObjectStore
-    from common.bootstrap import report_job
-
+def _folder_job(args: argparse.Namespace) -> tuple[Path, Any, str]:
+    """(DIR, its job store, the job named on the command line or else the latest one)."""
     root, jobs = _folder_jobs(args)
     job_id = args.job_id or jobs.latest_job_id()
     if job_id is None:
         raise UsageError(f"no jobs in {root} yet")
+    return root, jobs, job_id
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from common.adapters.local import FolderObjectStore
+    from common.bootstrap import report_job
+
+    root, jobs, job_id = _folder_job(args)
     photos = root / "all"
     objects = FolderObjectStore(root, sources={"all/": args.photos or photos})
     _, body = report_job(jobs, objects)(job_id, args.format)
@@ -730,10 +727,7 @@ def command_undo(args: argparse.Namespace) -> int:
     from common.adapters.local import FolderObjectStore
     from common.usecases.undo_job import UndoJob
 
-    root, jobs = _folder_jobs(args)
-    job_id = args.job_id or jobs.latest_job_id()
-    if job_id is None:
-        raise UsageError(f"no jobs in {root} yet")
+    root, jobs, job_id = _folder_job(args)
     report = UndoJob(FolderObjectStore(root), jobs)(job_id)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -11,13 +11,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from common.domain.errors import Conflict, FanOutInterrupted, NotFound, TransientError
+from common.domain.errors import Conflict, FanOutInterrupted, TransientError
 from common.domain.jobs import JobDefaults, JobRecord, JobSpec, new_job_id, parse_job_request, status_view
 from common.domain.messages import ClassifyMessage
 from common.domain.taxonomy import describe_resolution
 from common.logs import get_logger
 from common.ports import JobWriter, Listed, ObjectLister, Publisher
 from common.usecases.clock import utc_now_iso
+from common.usecases.lookup import existing_job
 
 log = get_logger("create_job")
 
@@ -110,9 +111,7 @@ class ResumeJob:
 
     def __call__(self, job_id: str) -> tuple[int, int]:
         """(already done, published now)."""
-        job = self._jobs.get_job(job_id)
-        if job is None:
-            raise NotFound(f"Job {job_id} not found", field="id")
+        job = existing_job(self._jobs, job_id)
         done = {result.name for result in self._jobs.results(job_id)}
         todo = [image for image in job_images(self._objects, job.spec) if image.name not in done]
         published = self._publisher.publish_all(ClassifyMessage(job.id, image.name, job.spec, image.content)

@@ -10,6 +10,7 @@ from common.domain.errors import InvalidRequest, ObjectMissing, PermanentImageEr
 from common.ports import JobWriter, ObjectStore
 from common.report import export_csv, export_jsonl, render_report
 from common.usecases.job_status import JobStatus
+from common.usecases.lookup import existing_job
 
 FORMATS = {"html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8",
            "jsonl": "application/x-ndjson; charset=utf-8"}
@@ -49,11 +50,12 @@ class ReportJob:
         return FORMATS[fmt], render_report(view, results, source, refresh)
 
     def thumbnail(self, job_id: str, name: str) -> bytes | None:
-        """A preview of one of the job's photos (served pages fetch them one by one, lazily)."""
-        view = self._status(job_id)
-        if not name.startswith(view["source_prefix"]):
+        """A preview of one of the job's photos (served pages fetch them one by one, lazily). Only the job's record
+        is read: a page of 300 photos asks 300 times, and the counters are not needed for a preview."""
+        spec = existing_job(self._jobs, job_id).spec
+        if not name.startswith(spec.source_prefix):
             raise InvalidRequest("name is not one of this job's photos", field="name")
-        return self._preview(view["bucket"], name)
+        return self._preview(spec.bucket, name)
 
     def _preview(self, bucket: str, name: str) -> bytes | None:
         try:
