@@ -25,6 +25,7 @@ from common.usecases.announce_completion import AnnounceCompletion
 from common.usecases.watch import CloseJob, ObjectArrived
 
 if TYPE_CHECKING:
+    from common.adapters.background import BoundedWorkers
     from common.adapters.gcp import (FirestoreJobStore, FirestorePredictionStore, GcsObjectStore, PubSubEvents,
                                      PubSubPublisher)
     from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore
@@ -50,18 +51,30 @@ def classifier_loader(settings: Settings) -> Callable[[], Classifier]:
 def classify_image(objects: ObjectStore, results: ResultRecorder, settings: Settings,
                    predictions: PredictionStore | None = None,
                    announce: Callable[[str], bool] | None = None) -> ClassifyImage:
+    """Files on a disk may be read while still being written (a truncated read is retried); objects are whole."""
     from common.inference.classifier import model_fingerprint
     from common.inference.decoding import decode_image
     from common.usecases.classify_image import ClassifyImage
 
     return ClassifyImage(objects, results, classifier_loader(settings), decode_image, predictions,
-                         model_fingerprint(model_config(settings)), announce)
+                         model_fingerprint(model_config(settings)), announce,
+                         retry_truncated=settings.backend == Backend.LOCAL)
+
+
+@lru_cache(maxsize=1)
+def background_workers() -> BoundedWorkers:
+    """The process's few threads for work off the request path (callbacks), created on first use."""
+    from common.adapters.background import BoundedWorkers
+
+    return BoundedWorkers()
 
 
 def announcer(jobs: JobWriter, events: EventPublisher | None, settings: Settings) -> AnnounceCompletion:
-    from common.adapters.http_callbacks import UrllibCallbackSender
+    from common.adapters.http_callbacks import HttpCallbackSender
+    from common.usecases.deliver_callback import DeliverCallback
 
-    return AnnounceCompletion(jobs, events, UrllibCallbackSender(), settings.service_key)
+    deliver = DeliverCallback(jobs, HttpCallbackSender(settings.callback_policy), settings.service_key)
+    return AnnounceCompletion(jobs, events, deliver, background_workers())
 
 
 # --- GCP (deployed, or the emulators when *_EMULATOR_HOST is set) ------------------------------------------------
@@ -145,19 +158,21 @@ def build_local(settings: Settings, workers: int = 2) -> LocalApp:
     announce = announcer(jobs, JsonLinesEvents(local_db_path(settings.local_root).with_name("events.jsonl")),
                          settings)
 
-    def record_give_up(message: ClassifyMessage, reason: str) -> None:
-        if jobs.record_result(message.job_id, ImageResult.failure(message.name, reason)):
+    def record_give_up(message: ClassifyMessage, reason: str, retryable: bool) -> None:
+        if jobs.record_result(message.job_id, ImageResult.failure(message.name, reason, retryable)):
             announce(message.job_id)
 
-    queue = InProcessQueue(workers=workers, on_give_up=record_give_up)
+    # Retried for about 15 s: long enough for a disk that is briefly full or a file still being copied in.
+    queue = InProcessQueue(workers=workers, max_attempts=6, backoff=0.5, on_give_up=record_give_up)
     classify = classify_image(objects, jobs, settings, SqlitePredictionStore(local_db_path(settings.local_root)),
                               announce)
     queue.subscribe(classify)
     return LocalApp(settings, objects, jobs, queue,
                     create_job=CreateJob(objects, jobs, queue, settings.job_defaults, announce=announce),
-                    resume_job=ResumeJob(objects, jobs, queue), job_status=JobStatus(jobs),
+                    resume_job=ResumeJob(objects, jobs, queue, retries=jobs), job_status=JobStatus(jobs),
                     undo_job=UndoJob(objects, jobs), classify_image=classify, load_model=classifier_loader(settings),
-                    close_job=CloseJob(jobs, announce), object_arrived=ObjectArrived(jobs, queue), announce=announce,
+                    close_job=CloseJob(jobs, announce), object_arrived=ObjectArrived(jobs, queue, retries=jobs),
+                    announce=announce,
                     report=report_job(jobs, objects))
 
 

@@ -5,6 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from common.domain.callbacks import CallbackPolicy
 from common.domain.errors import ConfigurationError
 from common.domain.jobs import JobDefaults
 from common.domain.options import Backend, Model, Runtime, parse
@@ -30,6 +31,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     project: str = "local-project"
@@ -53,6 +63,10 @@ class Settings:
     status_url_base: str = ""
     service_key: str = field(default="", repr=False)
     weights_cache_dir: str = "/tmp/imgclassify-weights"
+    # Callbacks into private networks (or this machine) only where the operator allows them; the embedded server
+    # allows loopback: a local user's own webhook.
+    callback_allow_private: bool = False
+    callback_allow_loopback: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +97,8 @@ class Settings:
             status_url_base=env.get("STATUS_URL_BASE", cls.status_url_base),
             service_key=env.get("SERVICE_KEY", cls.service_key),
             weights_cache_dir=env.get("WEIGHTS_CACHE_DIR", cls.weights_cache_dir),
+            callback_allow_private=_bool(env, "CALLBACK_ALLOW_PRIVATE"),
+            callback_allow_loopback=_bool(env, "CALLBACK_ALLOW_LOOPBACK"),
         )
         settings.validate()
         return settings
@@ -92,6 +108,10 @@ class Settings:
             raise ConfigurationError("COUNTER_SHARDS must be between 1 and 500")
 
     @property
+    def callback_policy(self) -> CallbackPolicy:
+        return CallbackPolicy(allow_loopback=self.callback_allow_loopback, allow_private=self.callback_allow_private)
+
+    @property
     def job_defaults(self) -> JobDefaults:
         return JobDefaults(bucket=self.bucket, top_k=self.default_top_k, min_score=self.default_min_score,
-                           max_classes=self.max_classes)
+                           max_classes=self.max_classes, callbacks=self.callback_policy)

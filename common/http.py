@@ -3,6 +3,7 @@ knows status codes. Every response is JSON, errors included: the status says wha
 """
 from __future__ import annotations
 
+import base64
 import functools
 import hmac
 import json
@@ -64,6 +65,17 @@ def error_response(status: int, message: str, retry_after: int | None = None, **
     return response
 
 
+def client_error_response(exc: ClientError) -> flask.Response:
+    status = status_of(exc)
+    response = json_response({"code": status, **exc.to_json()}, status)
+    if isinstance(exc, Overloaded):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthorized):
+        # A browser asks for the key (as the password) and sends it with every later page and preview.
+        response.headers["WWW-Authenticate"] = 'Basic realm="imgclassify", charset="UTF-8"'
+    return response
+
+
 def guarded(handler: Callable[..., flask.Response]) -> Callable[..., flask.Response]:
     """Turn every failure into a JSON error; log what the user cannot fix."""
 
@@ -72,11 +84,7 @@ def guarded(handler: Callable[..., flask.Response]) -> Callable[..., flask.Respo
         try:
             return handler(*args, **kwargs)
         except ClientError as exc:
-            status = status_of(exc)
-            response = json_response({"code": status, **exc.to_json()}, status)
-            if isinstance(exc, Overloaded):
-                response.headers["Retry-After"] = str(exc.retry_after)
-            return response
+            return client_error_response(exc)
         except FanOutInterrupted as exc:
             log.warning("fan-out interrupted", extra={"job_id": exc.job_id, "error": str(exc)})
             return error_response(503, str(exc), RETRY_AFTER_TRANSIENT, id=exc.job_id, resumable=exc.resumable)
@@ -88,8 +96,6 @@ def guarded(handler: Callable[..., flask.Response]) -> Callable[..., flask.Respo
             return error_response(503, f"service misconfigured: {exc}", RETRY_AFTER_MISCONFIGURED)
         except HTTPException as exc:
             return error_response(exc.code or 500, exc.description or exc.name)
-        except RecursionError:
-            return error_response(400, "request body is nested too deeply", field="body")
         except Exception:
             log.exception("unhandled error")
             return error_response(500, "internal error")
@@ -97,13 +103,25 @@ def guarded(handler: Callable[..., flask.Response]) -> Callable[..., flask.Respo
     return wrapper
 
 
+def supplied_key(request: flask.Request) -> str:
+    """The key in the Authorization header: as the old clients send it (bare or Bearer), or as a browser sends
+    it (Basic, the key as the password, any user name)."""
+    supplied = request.headers.get("Authorization", "")
+    scheme, _, credentials = supplied.partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return supplied
+
+
 def check_auth(request: flask.Request, service_key: str) -> None:
     if not service_key:
         return
-    supplied = request.headers.get("Authorization", "")
-    if supplied.lower().startswith("bearer "):
-        supplied = supplied[7:]
-    if not hmac.compare_digest(supplied.encode("utf-8"), service_key.encode("utf-8")):
+    if not hmac.compare_digest(supplied_key(request).encode("utf-8"), service_key.encode("utf-8")):
         raise Unauthorized("missing or wrong Authorization header", field="Authorization")
 
 
@@ -272,7 +290,9 @@ def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, setti
         app.add_url_rule(f"{JOB_PATH}/<job_id>/thumbnail", "thumbnail", view_report, methods=["GET"])
     if index is not None:
         @app.route("/", methods=["GET"])
+        @guarded
         def jobs_index() -> flask.Response:
+            check_auth(flask.request, settings.service_key)
             return flask.Response(index(), status=200, content_type="text/html; charset=utf-8")
 
     for action, handler in (("undo", undo_job), ("close", close_job)):

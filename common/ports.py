@@ -6,8 +6,9 @@ operator must fix becomes `ConfigurationError`; the use cases never see an SDK's
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from common.domain.jobs import JobRecord
@@ -21,6 +22,15 @@ class Copied:
 
     name: str
     written: bool
+
+
+class Removal(StrEnum):
+    """What removing a job's copy did: only a file still holding what the job wrote is removed."""
+
+    REMOVED = "removed"
+    MISSING = "missing"  # already gone
+    CHANGED = "changed"  # holds other bytes now (the user's): kept
+    UNSAFE = "unsafe"  # a folder on its path is now a link (or not a folder): nothing removed through it
 
 
 @dataclass(frozen=True)
@@ -56,9 +66,9 @@ class ObjectStore(ObjectLister, Protocol):
 
     def write(self, bucket: str, name: str, data: bytes) -> None: ...
 
-    def remove(self, bucket: str, name: str, content: str) -> str:
-        """Delete name only if it still holds `content` (a content fingerprint): "removed", "changed" (kept) or
-        "missing". Folders a removal leaves empty go too (on a disk; a bucket has none)."""
+    def remove(self, bucket: str, name: str, content: str) -> Removal:
+        """Delete name only if it still holds `content` (a content fingerprint), never through a link at any
+        component of its path. Folders a removal leaves empty go too (on a disk; a bucket has none)."""
         ...
 
 
@@ -67,8 +77,18 @@ class JobReader(Protocol):
 
     def counters(self, job_id: str) -> Counters: ...
 
+    def result(self, job_id: str, name: str) -> ImageResult | None:
+        """The job's result for one object (one lookup by key), None when it has none."""
+        ...
 
-class JobWriter(JobReader, Protocol):
+
+class JobCallbacks(Protocol):
+    def record_callback(self, job_id: str, outcome: dict[str, object]) -> None:
+        """How delivering the completion callback went (pending, delivered, failed and why)."""
+        ...
+
+
+class JobWriter(JobReader, JobCallbacks, Protocol):
     def create_job(self, job: JobRecord) -> bool:
         """Record a new job; False (nothing changed) when a job with this id already exists."""
         ...
@@ -103,10 +123,6 @@ class JobWriter(JobReader, Protocol):
         """True exactly once per job, for whoever announces its completion (a marker created once)."""
         ...
 
-    def record_callback(self, job_id: str, outcome: dict[str, object]) -> None:
-        """How delivering the completion callback went."""
-        ...
-
 
 class ResultRecorder(Protocol):
     def record_result(self, job_id: str, result: ImageResult) -> bool:
@@ -115,6 +131,15 @@ class ResultRecorder(Protocol):
 
     def record_job_error(self, job_id: str, message: str) -> None:
         """Note on the job what stops its images (each distinct message once), for its status to show."""
+        ...
+
+
+class RetryableFailures(Protocol):
+    """Failures that may pass on a later try (the disk was full, a file was still being written): the embedded
+    runner forgets them so that the image is classified again. Only where such failures are recorded."""
+
+    def forget_retryable_failures(self, job_id: str, names: Iterable[str] | None = None) -> list[str]:
+        """Remove the job's retryable failures (all, or those of these names) and uncount them; their names."""
         ...
 
 
@@ -145,5 +170,12 @@ class EventPublisher(Protocol):
 
 class CallbackSender(Protocol):
     def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        """POST body to url; the HTTP status. Raises TransientError when the server cannot be reached."""
+        """POST body to url, following no redirect; the HTTP status. Raises TransientError when no answer came
+        within timeout, CallbackRefused when the URL (or where its host resolves) may not be reached."""
+        ...
+
+
+class BackgroundWork(Protocol):
+    def submit(self, task: Callable[[], object]) -> bool:
+        """Run task later, off the caller's path; False (and nothing queued) when too much is waiting."""
         ...

@@ -135,13 +135,22 @@ def export_rows(view: dict[str, Any], results: Iterable[ImageResult]) -> list[di
     return rows
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """OWASP's rule against CSV injection: a text cell a spreadsheet would run as a formula starts with a quote."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def export_csv(view: dict[str, Any], results: Iterable[ImageResult]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
     writer.writeheader()
     for row in export_rows(view, results):
-        writer.writerow({**row, "matched": ";".join(row["matched"]), "copies": ";".join(row["copies"]),
-                         "scores": json.dumps(row["scores"], sort_keys=True)})
+        cells = {**row, "matched": ";".join(row["matched"]), "copies": ";".join(row["copies"]),
+                 "scores": json.dumps(row["scores"], sort_keys=True)}
+        writer.writerow({key: spreadsheet_safe(value) for key, value in cells.items()})
     return buffer.getvalue()
 
 

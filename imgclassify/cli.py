@@ -230,7 +230,11 @@ def _settings(args: argparse.Namespace, root: Path, photos: Path) -> Settings:
     weights, runtime = _choose_weights(args, photos)
     return Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos), model=args.model,
                     weights=weights, runtime=runtime, bucket="local", service_key=os.environ.get("SERVICE_KEY", ""),
-                    default_top_k=args.top_k, default_min_score=args.min_score)
+                    default_top_k=args.top_k, default_min_score=args.min_score,
+                    # A local user's own webhook on this machine is theirs to call; private networks only where
+                    # they say so, as an operator would.
+                    callback_allow_loopback=True,
+                    callback_allow_private=os.environ.get("CALLBACK_ALLOW_PRIVATE", "") in ("1", "true", "yes"))
 
 
 def _quiet_logs(root: Path, verbose: bool = False) -> None:
@@ -338,7 +342,10 @@ def _find_resumable(app: LocalApp, spec_body: dict[str, Any]) -> str | None:
     wanted = parse_job_request(spec_body, app.settings.job_defaults).spec
     if job is None or job.spec != wanted:
         return None
-    return None if app.job_status(job_id)["complete"] else job_id
+    if not app.job_status(job_id)["complete"]:
+        return job_id
+    retryable = any(not result.ok and result.retryable for result in app.jobs.results(job_id))
+    return job_id if retryable else None
 
 
 def _interrupt(*_: object) -> None:
@@ -354,12 +361,23 @@ def _embedded_app(args: argparse.Namespace, load_model: bool) -> tuple[LocalApp,
 
     root, photos = _folders(args)
     _check_model_options(args)
+    _lock_folder(root, args.command)
     _quiet_logs(root, args.verbose)
     app = build_local(_settings(args, root, photos), workers=args.workers)
     if load_model or args.weights == "imagenet":
         app.load_model()
     config = model_config(app.settings)
     return app, f"{config.effective_runtime}:{config.model}:{os.path.basename(config.weights)}"
+
+
+_held_locks: list[Any] = []  # held until the process ends, when the kernel drops them
+
+
+def _lock_folder(root: Path, command: str) -> None:
+    """One writer per folder: a second run, watch, serve or undo is refused with the holder's pid and command."""
+    from common.adapters.local import STATE_DIR, FolderLock
+
+    _held_locks.append(FolderLock(root / STATE_DIR, command).acquire())
 
 
 def _check_request(body: dict[str, Any]) -> None:
@@ -426,6 +444,7 @@ def command_run(args: argparse.Namespace) -> int:
         if view["failed"]:
             print(f"failed images and reasons: imgclassify status {app.settings.local_root} {job_id}",
                   file=sys.stderr)
+    _send_callbacks(view)
     if view.get("errors"):
         print(f"imgclassify: error: {view['errors'][0]}", file=sys.stderr)
         return 2
@@ -434,6 +453,19 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"imgclassify: job {job_id} did not complete: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+CALLBACK_WAIT_SECONDS = 30.0  # what an exiting run gives its completion callback (sent in the background)
+
+
+def _send_callbacks(view: dict[str, Any]) -> None:
+    if not view.get("callback_url"):
+        return
+    from common.bootstrap import background_workers
+
+    if not background_workers().drain(CALLBACK_WAIT_SECONDS):
+        print(f"imgclassify: the completion callback was not answered within {CALLBACK_WAIT_SECONDS:.0f} s; "
+              "not waiting longer", file=sys.stderr)
 
 
 def _resume_unfinished(app: LocalApp) -> list[str]:
@@ -448,10 +480,9 @@ def _resume_unfinished(app: LocalApp) -> list[str]:
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    from waitress.server import create_server
-
     from common.domain.errors import Overloaded
     from common.http import create_app
+    from imgclassify.http_server import create_server
 
     app, _ = _embedded_app(args, load_model=True)
     root = args.dir.resolve()
@@ -475,9 +506,7 @@ def command_serve(args: argparse.Namespace) -> int:
 
     server = create_server(create_app(create_job_when_there_is_room, app.job_status, app.settings, app.undo_job,
                                       app.close_job, app.report, index),
-                           host="127.0.0.1", port=args.port, threads=8, connection_limit=200, channel_timeout=30,
-                           max_request_header_size=16 * 1024, max_request_body_size=app.settings.max_body_bytes,
-                           ident="imgclassify")
+                           port=args.port, connection_limit=200, max_body_bytes=app.settings.max_body_bytes)
     if resumed:
         print(f"resuming {len(resumed)} unfinished job(s): {', '.join(resumed)}", file=sys.stderr)
     print(f"serving {root} on http://127.0.0.1:{server.effective_port}  (POST /classification-job, "
@@ -613,7 +642,8 @@ def command_emulate(args: argparse.Namespace) -> int:
             shutil.rmtree(emulators.log_dir, ignore_errors=True)
 
 
-SETTLE_SECONDS = 1.0  # a file joins once its size has not changed for this long (an upload still being written)
+SETTLE_SECONDS = 1.0  # a file joins once its size and time have not changed for this long (still being written)
+MAX_SETTLE_SECONDS = 300.0  # a file that keeps changing joins anyway after this long (bounded)
 
 
 def command_watch(args: argparse.Namespace) -> int:
@@ -628,7 +658,8 @@ def command_watch(args: argparse.Namespace) -> int:
     _check_request(body)
     app, model = _embedded_app(args, load_model=False)
     photos = Path(app.settings.local_photos)
-    changed: dict[Path, tuple[int, float]] = {}  # path -> (size last seen, when it last changed)
+    # path -> ((size, mtime) last seen, when it last changed, when first seen)
+    changed: dict[Path, tuple[tuple[int, int], float, float]] = {}
 
     class Changes(FileSystemEventHandler):
         def on_any_event(self, event: FileSystemEvent) -> None:
@@ -636,7 +667,8 @@ def command_watch(args: argparse.Namespace) -> int:
                 return
             path = Path(getattr(event, "dest_path", "") or event.src_path)
             if not any(part.startswith(".") for part in path.relative_to(photos).parts):
-                changed.setdefault(path, (-1, time.monotonic()))
+                now = time.monotonic()
+                changed.setdefault(path, ((-1, -1), now, now))
 
     observer = Observer()
     observer.schedule(Changes(), str(photos), recursive=True)
@@ -651,16 +683,17 @@ def command_watch(args: argparse.Namespace) -> int:
         while True:
             time.sleep(0.25)
             now = time.monotonic()
-            for path, (size, since) in list(changed.items()):
+            for path, (seen, since, first) in list(changed.items()):
                 try:
-                    current = path.stat().st_size if path.is_file() else None
+                    status = path.stat() if path.is_file() else None
                 except OSError:
-                    current = None
+                    status = None
+                current = None if status is None else (status.st_size, status.st_mtime_ns)
                 if current is None:
                     changed.pop(path, None)  # gone, or not a regular file
-                elif current != size:
-                    changed[path] = (current, now)
-                elif now - since >= SETTLE_SECONDS:
+                elif current != seen and now - first < MAX_SETTLE_SECONDS:
+                    changed[path] = (current, now, first)
+                elif now - since >= SETTLE_SECONDS or now - first >= MAX_SETTLE_SECONDS:
                     changed.pop(path, None)
                     app.object_arrived("local", "all/" + path.relative_to(photos).as_posix())
             view = app.job_status(job_id)
@@ -718,9 +751,24 @@ def command_report(args: argparse.Namespace) -> int:
     if str(out) == "-":
         sys.stdout.write(body)
         return 0
-    Path(out).write_text(body, encoding="utf-8")
+    _write_new_file(Path(out), body.encode("utf-8"))
     print(f"{out}  ({len(body.encode()) // 1024} KB; open it in a browser)" if args.format == "html" else str(out))
     return 0
+
+
+def _write_new_file(path: Path, data: bytes) -> None:
+    """Write a new file beside path, then rename it over path: whatever was at path (a link included) is
+    replaced, never written through."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # O_CREAT | O_EXCL
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def command_undo(args: argparse.Namespace) -> int:
@@ -728,6 +776,7 @@ def command_undo(args: argparse.Namespace) -> int:
     from common.usecases.undo_job import UndoJob
 
     root, jobs, job_id = _folder_job(args)
+    _lock_folder(root, "undo")
     report = UndoJob(FolderObjectStore(root), jobs)(job_id)
     if args.json:
         print(json.dumps(report, indent=2))

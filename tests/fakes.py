@@ -17,7 +17,7 @@ from common.domain.results import Counters, ImageResult
 from common.domain.messages import ClassifyMessage
 from common.inference.decoding import decode_image
 from common.domain.predictions import content_fingerprint
-from common.ports import Copied, Listed
+from common.ports import Copied, Listed, Removal
 from common.usecases.classify_image import ClassifyImage
 from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
@@ -64,14 +64,14 @@ class MemoryObjectStore:
     def list_objects(self, bucket: str, prefix: str) -> Iterator[Listed]:
         yield from (Listed(name) for name in self.list_names(bucket, prefix))
 
-    def remove(self, bucket: str, name: str, content: str) -> str:
+    def remove(self, bucket: str, name: str, content: str) -> Removal:
         data = self.objects.get((bucket, name))
         if data is None:
-            return "missing"
+            return Removal.MISSING
         if content_fingerprint(data) != content:
-            return "changed"
+            return Removal.CHANGED
         del self.objects[(bucket, name)]
-        return "removed"
+        return Removal.REMOVED
 
     def read(self, bucket: str, name: str) -> bytes:
         try:
@@ -173,6 +173,18 @@ class MemoryJobStore:
     def results(self, job_id: str) -> Iterator[ImageResult]:
         yield from self.results_by_job.get(job_id, {}).values()
 
+    def result(self, job_id: str, name: str) -> ImageResult | None:
+        return self.results_by_job.get(job_id, {}).get(name)
+
+    def forget_retryable_failures(self, job_id: str, names=None) -> list[str]:
+        with self._lock:
+            results = self.results_by_job.get(job_id, {})
+            names = [name for name, result in results.items() if not result.ok and result.retryable
+                     and (names is None or name in names)]
+            for name in names:
+                del results[name]
+            return names
+
     def latest_job_id(self) -> str | None:
         return max(self.jobs.values(), key=lambda j: j.created_at).id if self.jobs else None
 
@@ -251,3 +263,15 @@ def fake_app(settings: Settings | None = None, objects: MemoryObjectStore | None
                    undo_job=UndoJob(objects, jobs), classify_image=ClassifyImage(objects, jobs, lambda: classifier, decode_image, predictions,
                                                 model_key="fake-model"),
                    predictions=predictions, close_job=CloseJob(jobs))
+
+
+class InlineWork:
+    """Background work run at once, in the caller: tests read its outcome without waiting on a thread."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(self, task) -> bool:
+        self.submitted += 1
+        task()
+        return True

@@ -15,7 +15,8 @@ from common.domain.jobs import JobDefaults, parse_job_request
 from common.pubsub import handle_object_event
 from common.usecases.announce_completion import SIGNATURE_HEADER, AnnounceCompletion
 from common.usecases.watch import CloseJob, ObjectArrived
-from tests.fakes import ListEvents, RecordingCallbacks, fake_app, solid_jpeg
+from common.usecases.deliver_callback import DeliverCallback
+from tests.fakes import InlineWork, ListEvents, RecordingCallbacks, fake_app, solid_jpeg
 
 
 class Watched:
@@ -26,8 +27,8 @@ class Watched:
         self.events = ListEvents()
         self.callbacks = callbacks or RecordingCallbacks(200)
         self.sleeps: list[float] = []
-        self.announce = AnnounceCompletion(self.app.jobs, self.events, self.callbacks, key,
-                                           sleep=self.sleeps.append)
+        deliver = DeliverCallback(self.app.jobs, self.callbacks, key, sleep=self.sleeps.append)
+        self.announce = AnnounceCompletion(self.app.jobs, self.events, deliver, InlineWork())
         self.app.classify_image._announce = self.announce  # noqa: SLF001 - the same wiring as bootstrap's
         self.app.create_job._announce = self.announce  # noqa: SLF001
         self.arrived = ObjectArrived(self.app.jobs, self.app.publisher)
@@ -70,7 +71,7 @@ def test_several_watch_jobs_on_one_bucket_each_get_every_arrival():
 
 def test_closing_completes_the_job_once_its_images_are_done_and_announces_it_once():
     w = Watched()
-    job = w.app.create_job({"classes": ["tabby"], "watch": True, "callback_url": "http://127.0.0.1:9/done"})
+    job = w.app.create_job({"classes": ["tabby"], "watch": True, "callback_url": "https://receiver.example/done"})
     w.upload("all/a.jpg")
     w.arrived("images", "all/a.jpg")
 
@@ -128,7 +129,7 @@ def test_the_callback_is_signed_with_the_service_key():
 def test_a_failing_callback_is_retried_with_backoff_then_given_up_and_recorded(answers, outcome, attempts):
     w = Watched(RecordingCallbacks(*answers))
     w.upload("all/a.jpg")
-    job = w.app.create_job({"classes": ["tabby"], "callback_url": "http://127.0.0.1:9/hook"})
+    job = w.app.create_job({"classes": ["tabby"], "callback_url": "https://receiver.example/hook"})
     w.deliver_all()
 
     status = w.app.job_status(job["id"])

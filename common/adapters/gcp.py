@@ -21,7 +21,7 @@ from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentIm
 from common.domain.jobs import MAX_IMAGE_BYTES, JobRecord, JobSpec, collision_names, result_key, shard_for
 from common.domain.messages import ClassifyMessage
 from common.domain.results import Counters, ImageResult
-from common.ports import Copied, Listed
+from common.ports import Copied, Listed, Removal
 
 # The retry policy at the cloud boundary: Google's retryable API errors (and dropped connections) may pass, so they
 # become TransientError; a denied permission is an operator's to fix, so it becomes ConfigurationError. Everything
@@ -103,19 +103,19 @@ class GcsObjectStore:
                 yield from listed
 
     @translated("removing a copy")
-    def remove(self, bucket: str, name: str, content: str) -> str:
+    def remove(self, bucket: str, name: str, content: str) -> Removal:
         blob = self._client.bucket(bucket).get_blob(name)
         if blob is None:
-            return "missing"
+            return Removal.MISSING
         if f"md5:{blob.md5_hash}" != content:
-            return "changed"
+            return Removal.CHANGED
         try:
             blob.delete(if_generation_match=blob.generation)  # not a newer object written since the check
         except gexc.NotFound:
-            return "missing"
+            return Removal.MISSING
         except gexc.PreconditionFailed:
-            return "changed"
-        return "removed"
+            return Removal.CHANGED
+        return Removal.REMOVED
 
     @translated("reading an object")
     def read(self, bucket: str, name: str) -> bytes:
@@ -280,6 +280,11 @@ class FirestoreJobStore:
                                int(data.get("unmatched", 0)), int(data.get("from_store", 0)),
                                int(data.get("recomputed", 0)), int(data.get("arrived", 0))))
         return total
+
+    @translated("reading a result")
+    def result(self, job_id: str, name: str) -> ImageResult | None:
+        snapshot = self._result_ref(job_id, name).get()
+        return ImageResult.from_dict(snapshot.to_dict() or {}) if snapshot.exists else None
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
         with cloud_errors("reading a job's results"):

@@ -66,8 +66,17 @@ class PermanentImageError(ServiceError):
         self.reason = reason
 
 
+class TruncatedImage(PermanentImageError):
+    """The file ends before the image does: permanent for an object written whole (a bucket), possibly still
+    being written on a disk, where the embedded runner retries it."""
+
+
 class ObjectMissing(ServiceError):
     """The object named in a message no longer exists."""
+
+
+class CallbackRefused(ServiceError):
+    """A callback URL, or an address its host resolves to, that callbacks may not reach: never retried."""
 
 
 class TransientError(ServiceError):

@@ -9,9 +9,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
+from common.domain.callbacks import CallbackPolicy, url_refusal
 from common.domain.errors import InvalidRequest
 from common.domain.options import MatchMode, choices
 from common.domain.results import Counters
@@ -33,6 +34,20 @@ MAX_CALLBACK_URL_LENGTH = 2048
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
+
+
+class JobState(StrEnum):
+    LISTING = "listing"  # create_job is still listing (and publishing) the images
+    RUNNING = "running"
+    WATCHING = "watching"  # an open watch job: more images may arrive
+    STALLED = "stalled"  # its images hit an error an operator must fix (status says which)
+    COMPLETE = "complete"
+    FAILED = "failed"  # it cannot finish (status says why)
+
+    @property
+    def in_progress(self) -> bool:
+        """Still changing: copies may yet be made, so it cannot be undone or treated as finished."""
+        return self in (JobState.LISTING, JobState.RUNNING, JobState.WATCHING)
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,7 @@ class JobDefaults:
     top_k: int = 5
     min_score: float | None = None  # None: the tuned default of the job's match mode
     max_classes: int = 32
+    callbacks: CallbackPolicy = CallbackPolicy()  # where callback_url may point
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,13 @@ def check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise InvalidRequest("job id must be 32 lowercase hex characters", field="id")
     return job_id
+
+
+def is_plain_object_name(name: str) -> bool:
+    """A name as listings produce them: no '.', '..' or empty segment and no NUL, so it means the same object in
+    a bucket, on a disk and after any URL decoding."""
+    return bool(name) and "\x00" not in name and \
+        all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def shard_for(object_name: str, shards: int) -> int:
@@ -180,14 +203,14 @@ def _validate_prefix(raw: object) -> str:
     return raw if raw.endswith("/") else raw + "/"
 
 
-def _validate_callback_url(raw: object) -> str:
+def _validate_callback_url(raw: object, policy: CallbackPolicy) -> str:
     if raw == "":
         return ""
-    if not isinstance(raw, str) or len(raw) > MAX_CALLBACK_URL_LENGTH or _has_control(raw):
+    if not isinstance(raw, str) or len(raw) > MAX_CALLBACK_URL_LENGTH or _has_control(raw) or " " in raw:
         raise InvalidRequest("callback_url must be an http(s) URL", field="callback_url")
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest("callback_url must be an http:// or https:// URL with a host", field="callback_url")
+    refusal = url_refusal(raw, policy)
+    if refusal is not None:
+        raise InvalidRequest(f"callback_url {refusal}", field="callback_url")
     return raw
 
 
@@ -258,7 +281,7 @@ def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
     for name, value in (("dry_run", dry_run), ("watch", watch)):
         if not isinstance(value, bool):
             raise InvalidRequest(f"{name} must be true or false", field=name)
-    callback_url = _validate_callback_url(body.get("callback_url", ""))
+    callback_url = _validate_callback_url(body.get("callback_url", ""), defaults.callbacks)
 
     spec = JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=source_prefix, top_k=top_k,
                    min_score=float(min_score), match=match, dry_run=dry_run, watch=watch,
@@ -289,8 +312,8 @@ def status_view(job: JobRecord, counters: Counters, now: datetime | None = None)
             LISTING_DEADLINE_SECONDS:
         error = (f"listing did not finish within {LISTING_DEADLINE_SECONDS} s (the instance stopped); "
                  "retry the request with the same request_id to resume it")
-    state = "failed" if error else "listing" if listing else "complete" if complete else \
-        "stalled" if job.errors else "watching" if watching else "running"
+    state = JobState.FAILED if error else JobState.LISTING if listing else JobState.COMPLETE if complete else \
+        JobState.STALLED if job.errors else JobState.WATCHING if watching else JobState.RUNNING
     view: dict[str, Any] = {
         "id": job.id,
         "classes": list(job.spec.classes),

@@ -27,13 +27,14 @@ class ImageResult:
     written: tuple[str, ...] = ()  # the copies this job wrote: its manifest, what undo removes
     content: str = ""  # the photo's content fingerprint (md5) when classified: undo removes only copies still equal
     prediction: str = ""  # where the probabilities came from: "model", "store", or "recomputed" (a bad entry)
+    retryable: bool = False  # a failure that may pass (the disk was full): the next run of the job retries it
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "matched": list(self.matched), "reason": self.reason,
                 "scores": {k: round(v, 6) for k, v in self.scores.items()},
                 "labels": [{"index": l.index, "name": l.name, "score": round(l.score, 6)} for l in self.labels],
                 "copies": list(self.copies), "written": list(self.written), "content": self.content,
-                "prediction": self.prediction}
+                "prediction": self.prediction, **({"retryable": True} if self.retryable else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
@@ -42,11 +43,12 @@ class ImageResult:
                    labels=tuple(Label(int(l["index"]), str(l["name"]), float(l["score"]))
                                 for l in data.get("labels", ())),
                    copies=tuple(data.get("copies", ())), written=tuple(data.get("written", ())),
-                   content=str(data.get("content", "")), prediction=str(data.get("prediction", "")))
+                   content=str(data.get("content", "")), prediction=str(data.get("prediction", "")),
+                   retryable=bool(data.get("retryable", False)))
 
     @classmethod
-    def failure(cls, name: str, reason: str) -> ImageResult:
-        return cls(name, ok=False, reason=reason)
+    def failure(cls, name: str, reason: str, retryable: bool = False) -> ImageResult:
+        return cls(name, ok=False, reason=reason, retryable=retryable)
 
 
 @dataclass

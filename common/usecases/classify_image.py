@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentImageError, ServiceError,
-                                  TransientError)
+                                  TransientError, TruncatedImage)
 from common.domain.jobs import target_name
 from common.domain.matching import match_classes
 from common.domain.messages import ClassifyMessage
@@ -51,8 +51,11 @@ class StageTimer:
 class ClassifyImage:
     def __init__(self, objects: ObjectStore, results: ResultRecorder, classifier: Callable[[], Classifier],
                  decode: Decoder, predictions: PredictionStore | None = None, model_key: str | None = None,
-                 announce: Callable[[str], bool] | None = None) -> None:
+                 announce: Callable[[str], bool] | None = None, retry_truncated: bool = False) -> None:
         self._objects = objects
+        # On a disk a file may be read while it is still being written: a truncated read there may pass (the
+        # queue retries it, with backoff, a bounded number of times). A bucket's objects appear whole.
+        self._retry_truncated = retry_truncated
         self._announce = announce  # called after each recorded image: whoever records the last one announces
         self._results = results
         self._classifier = classifier
@@ -159,6 +162,10 @@ class ClassifyImage:
             probabilities, prediction, content = self._probabilities(message, timings)
         except ObjectMissing:
             return ImageResult.failure(message.name, "object no longer exists")
+        except TruncatedImage as exc:
+            if self._retry_truncated:
+                raise TransientError(f"{exc.reason} (still being written?)") from None
+            return ImageResult.failure(message.name, exc.reason)
         except PermanentImageError as exc:
             return ImageResult.failure(message.name, exc.reason)
         with timings.stage("match"):

@@ -16,7 +16,7 @@ from common.domain.jobs import JobDefaults, JobRecord, JobSpec, new_job_id, pars
 from common.domain.messages import ClassifyMessage
 from common.domain.taxonomy import describe_resolution
 from common.logs import get_logger
-from common.ports import JobWriter, Listed, ObjectLister, Publisher
+from common.ports import JobWriter, Listed, ObjectLister, Publisher, RetryableFailures
 from common.usecases.clock import utc_now_iso
 from common.usecases.lookup import existing_job
 
@@ -101,17 +101,22 @@ class CreateJob:
 
 
 class ResumeJob:
-    """Re-publish the images of a job that have no result yet (after an interrupted embedded run). The job's total
-    becomes what it will process: the images already done plus those published now."""
+    """Re-publish the images of a job that have no result yet (after an interrupted embedded run), and those whose
+    failure may pass now (the disk was full). The job's total becomes what it will process: the images already
+    done plus those published now."""
 
-    def __init__(self, objects: ObjectLister, jobs: JobWriter, publisher: Publisher) -> None:
+    def __init__(self, objects: ObjectLister, jobs: JobWriter, publisher: Publisher,
+                 retries: RetryableFailures | None = None) -> None:
         self._objects = objects
         self._jobs = jobs
         self._publisher = publisher
+        self._retries = retries
 
     def __call__(self, job_id: str) -> tuple[int, int]:
         """(already done, published now)."""
         job = existing_job(self._jobs, job_id)
+        if self._retries is not None:
+            self._retries.forget_retryable_failures(job_id)
         done = {result.name for result in self._jobs.results(job_id)}
         todo = [image for image in job_images(self._objects, job.spec) if image.name not in done]
         published = self._publisher.publish_all(ClassifyMessage(job.id, image.name, job.spec, image.content)

@@ -6,7 +6,8 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-from common.domain.errors import InvalidRequest, ObjectMissing, PermanentImageError, TransientError
+from common.domain.errors import InvalidRequest, NotFound, ObjectMissing, PermanentImageError, TransientError
+from common.domain.jobs import is_plain_object_name
 from common.ports import JobWriter, ObjectStore
 from common.report import export_csv, export_jsonl, render_report
 from common.usecases.job_status import JobStatus
@@ -53,8 +54,9 @@ class ReportJob:
         """A preview of one of the job's photos (served pages fetch them one by one, lazily). Only the job's record
         is read: a page of 300 photos asks 300 times, and the counters are not needed for a preview."""
         spec = existing_job(self._jobs, job_id).spec
-        if not name.startswith(spec.source_prefix):
-            raise InvalidRequest("name is not one of this job's photos", field="name")
+        if not is_plain_object_name(name) or not name.startswith(spec.source_prefix) or \
+                self._jobs.result(job_id, name) is None:
+            raise NotFound("name is not one of this job's photos", field="name")
         return self._preview(spec.bucket, name)
 
     def _preview(self, bucket: str, name: str) -> bytes | None:

@@ -1,5 +1,6 @@
 """Undo a job: remove exactly the copies it wrote, and only where the file is still what it wrote (content
-check). Anything else — a copy the user changed, replaced or already removed — is reported, never deleted."""
+check), never through a link. Anything else — a copy the user changed, replaced or already removed, a class folder
+turned into a link — is reported, never deleted."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,10 +8,14 @@ from typing import Any
 from common.domain.errors import Conflict
 from common.domain.jobs import status_view
 from common.logs import get_logger
+from common.ports import JobWriter, ObjectStore, Removal
 from common.usecases.lookup import existing_job
-from common.ports import JobWriter, ObjectStore
 
 log = get_logger("undo_job")
+
+KEPT_BECAUSE = {Removal.CHANGED: "changed since the job wrote it: kept",
+                Removal.UNSAFE: "a folder on its path is now a symbolic link or not a folder: nothing removed "
+                                "through it"}
 
 
 class UndoJob:
@@ -20,17 +25,20 @@ class UndoJob:
 
     def __call__(self, job_id: str) -> dict[str, Any]:
         job = existing_job(self._jobs, job_id)
-        if status_view(job, self._jobs.counters(job_id))["state"] in ("listing", "running"):
-            raise Conflict(f"job {job_id} is still running: undo it once it is complete", field="id")
+        state = status_view(job, self._jobs.counters(job_id))["state"]
+        if state.in_progress:
+            advice = "close it first (Ctrl-C its watch, or POST …/close)" if job.spec.watch and not job.closed else \
+                "undo it once it is complete"
+            raise Conflict(f"job {job_id} is still {state}: {advice}", field="id", state=str(state))
         removed, missing, kept = 0, 0, []
         for result in self._jobs.results(job_id):
             for name in result.written:
-                outcome = self._objects.remove(job.spec.bucket, name, result.content)
-                if outcome == "removed":
+                outcome = Removal(self._objects.remove(job.spec.bucket, name, result.content))
+                if outcome == Removal.REMOVED:
                     removed += 1
-                elif outcome == "missing":
+                elif outcome == Removal.MISSING:
                     missing += 1
                 else:
-                    kept.append({"name": name, "reason": "changed since the job wrote it: kept"})
+                    kept.append({"name": name, "reason": KEPT_BECAUSE[outcome]})
         log.info("job undone", extra={"job_id": job_id, "removed": removed, "missing": missing, "kept": len(kept)})
         return {"id": job_id, "removed": removed, "missing": missing, "kept": kept}

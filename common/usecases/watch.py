@@ -10,7 +10,7 @@ from common.domain.jobs import status_view
 from common.domain.messages import ClassifyMessage
 from common.logs import get_logger
 from common.usecases.lookup import existing_job
-from common.ports import JobWriter, Publisher
+from common.ports import JobWriter, Publisher, RetryableFailures
 
 log = get_logger("watch")
 
@@ -19,9 +19,10 @@ class ObjectArrived:
     """An object was written (a storage notification, a file event): every open watch job whose prefix holds it
     registers it once and has it classified."""
 
-    def __init__(self, jobs: JobWriter, publisher: Publisher) -> None:
+    def __init__(self, jobs: JobWriter, publisher: Publisher, retries: RetryableFailures | None = None) -> None:
         self._jobs = jobs
         self._publisher = publisher
+        self._retries = retries  # an object seen again after a failure that may pass is classified again
 
     def __call__(self, bucket: str, name: str, content: str | None = None) -> list[str]:
         """The ids of the jobs the object joined."""
@@ -29,7 +30,10 @@ class ObjectArrived:
             return []
         joined = []
         for job in self._jobs.watch_jobs(bucket):
-            if name.startswith(job.spec.source_prefix) and self._jobs.register_arrival(job.id, name):
+            if not name.startswith(job.spec.source_prefix):
+                continue
+            if self._jobs.register_arrival(job.id, name) or \
+                    (self._retries is not None and self._retries.forget_retryable_failures(job.id, [name])):
                 self._publisher.publish_all([ClassifyMessage(job.id, name, job.spec, content)])
                 joined.append(job.id)
         if joined:

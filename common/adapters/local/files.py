@@ -1,0 +1,319 @@
+"""A folder as the bucket: photos are read from the source folders, copies written (and removed) under the root.
+
+Every write and every removal walks the path one folder at a time from an open descriptor of the root, refusing
+to follow a symbolic link at any component (O_NOFOLLOW), so that replacing a class folder by a link after a job
+— to all/, or outside the folder — can never make undo delete, or a copy land, where the link points.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from common.domain.errors import ObjectMissing, PermanentImageError, TransientError
+from common.domain.jobs import MAX_IMAGE_BYTES, collision_names
+from common.domain.predictions import content_fingerprint
+from common.ports import Copied, Listed, Removal
+
+STATE_DIR = ".imgclassify"
+# Deeper folders are not listed: each is one failed entry saying why, and the job goes on.
+MAX_FOLDER_DEPTH = 64
+# The local equivalents of a cloud 503: the disk or the database is busy or full for now.
+TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ENOSPC, errno.EDQUOT, errno.EMFILE,
+                              errno.ENFILE, errno.ETIMEDOUT, errno.ESTALE, errno.ENOMEM})
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def file_errors(operation: str, name: str) -> Iterator[None]:
+    """The retry policy at the folder boundary: busy/full becomes TransientError, a missing file ObjectMissing,
+    anything else about this file (permissions, a loop, an undecodable name) its permanent failure."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ObjectMissing(name) from None
+    except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise TransientError(f"{operation} {name}: {exc.strerror}") from exc
+        raise PermanentImageError(f"{operation} {name}: {exc.strerror or exc}") from exc
+
+
+def name_parts(name: str) -> list[str]:
+    """An object name's folders and file; a name that could climb or alias ('..', '.', '//') names nothing."""
+    parts = name.split("/")
+    if any(part in ("", ".", "..") or "\x00" in part for part in parts):
+        raise ObjectMissing(name)
+    return parts
+
+
+def _links_to_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a loop: listed, and failed with its reason when read
+        return False
+
+
+class LinkInPath(PermanentImageError):
+    """A folder on the way is a symbolic link (or not a folder): nothing is written or removed through it."""
+
+
+class FolderPath:
+    """Open descriptors of the folders from root down to one folder, none reached through a link."""
+
+    def __init__(self, root: Path, parts: list[str], create: bool) -> None:
+        self.fds = [os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+        self.parts = parts
+        try:
+            for depth, part in enumerate(parts):
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, dir_fd=self.fds[-1])
+                try:
+                    self.fds.append(os.open(part, _DIRECTORY, dir_fd=self.fds[-1]))
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    relative = "/".join(parts[:depth + 1])
+                    is_link = stat.S_ISLNK(os.lstat(part, dir_fd=self.fds[-1]).st_mode)
+                    raise LinkInPath(f"{relative} is a symbolic link: nothing is written or removed through links "
+                                     "(make it a real folder)" if is_link else
+                                     f"{relative} exists and is not a folder: rename it or choose another class "
+                                     "name") from None
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def fd(self) -> int:
+        return self.fds[-1]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def __enter__(self) -> FolderPath:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def remove_empty_folders(self) -> None:
+        """rmdir each folder from the deepest up while it is empty; never the root (rmdir does not follow links)."""
+        for depth in range(len(self.parts), 0, -1):
+            try:
+                os.rmdir(self.parts[depth - 1], dir_fd=self.fds[depth - 1])
+            except OSError:
+                return
+
+
+class FolderObjectStore:
+    """Objects are files under root; names use '/' whatever the OS. The bucket name is ignored: root is the bucket.
+
+    `sources` maps a prefix to the folder its photos are read from (`all/` -> the folder `DIR/all` points to, or
+    the PHOTOS of `run PHOTOS --out SORTED`): photos may live behind a link or elsewhere, copies are only ever
+    written under root, never through a symbolic link, never into a source folder, and never over a file that
+    holds other bytes. Only regular files are listed and read; sizes are checked before reading.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], sources: Mapping[str, str | os.PathLike[str]] | None = None,
+                 max_bytes: int = MAX_IMAGE_BYTES) -> None:
+        self.root = Path(root).resolve()
+        self.sources = {prefix: Path(folder).resolve() for prefix, folder in (sources or {}).items()}
+        self.max_bytes = max_bytes
+        self._unlistable: dict[str, str] = {}  # folders the listing could not enter, and why
+        # Files are written here, then linked into place: a killed run leaves no half photo, and no stray
+        # temporary file, in the user's folders. Same filesystem as root, so the link is atomic.
+        self._tmp = self.root / STATE_DIR / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        stale = time.time() - 600  # older than any write in flight, even from another process on this folder
+        for leftover in self._tmp.iterdir():
+            if leftover.stat().st_mtime < stale:
+                leftover.unlink(missing_ok=True)
+
+    # --- reading --------------------------------------------------------------------------------------------
+    def _source(self, name: str) -> tuple[Path, Path]:
+        """(folder the name is read from, path of the name in it)."""
+        for prefix, folder in self.sources.items():
+            if name.startswith(prefix):
+                return folder, folder.joinpath(*name_parts(name[len(prefix):]))
+        return self.root, self.root.joinpath(*name_parts(name))
+
+    def _prefix_folder(self, prefix: str) -> Path:
+        for source_prefix, folder in self.sources.items():
+            if prefix.startswith(source_prefix):
+                rest = prefix[len(source_prefix):].strip("/")
+                return folder.joinpath(*name_parts(rest)) if rest else folder
+        rest = prefix.strip("/")
+        return self.root.joinpath(*name_parts(rest)) if rest else self.root
+
+    def _readable_path(self, name: str) -> Path:
+        base, path = self._source(name)
+        resolved = Path(os.path.realpath(path))  # a link loop resolves to itself here; opening it says why
+        if not (resolved.is_relative_to(base) or resolved.is_relative_to(self.root)) or resolved == self.root:
+            raise ObjectMissing(name)  # names come from messages: never let one point outside the folders
+        return path
+
+    def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
+        """Depth first, sorted, without recursion: any depth lists, folders past MAX_FOLDER_DEPTH fail as one
+        entry each. Regular files and links to them (a broken or looping link fails with its reason when read);
+        never pipes, sockets or devices, which would block or mean nothing; never folder links."""
+        try:
+            top = self._prefix_folder(prefix)
+        except ObjectMissing:
+            return
+        if not top.is_dir():
+            return
+        pending: list[tuple[Path, str, int]] = [(top, prefix, 0)]
+        while pending:
+            folder, name_prefix, depth = pending.pop()
+            try:
+                with os.scandir(folder) as scan:
+                    entries = sorted(scan, key=lambda entry: entry.name)
+            except OSError as error:
+                if depth == 0:
+                    return
+                self._unlistable[name_prefix.rstrip("/")] = error.strerror or str(error)
+                yield name_prefix.rstrip("/")
+                continue
+            folders = []
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry)
+                elif entry.is_file(follow_symlinks=False) or entry.is_symlink() and not _links_to_folder(entry):
+                    yield name_prefix + entry.name
+            for entry in reversed(folders):
+                if depth + 1 > MAX_FOLDER_DEPTH:
+                    self._unlistable[name_prefix + entry.name] = (f"nested more than {MAX_FOLDER_DEPTH} folders "
+                                                                  "deep: not listed")
+                    yield name_prefix + entry.name
+                else:
+                    pending.append((Path(entry.path), f"{name_prefix}{entry.name}/", depth + 1))
+
+    def list_objects(self, bucket: str, prefix: str) -> Iterator[Listed]:
+        # No fingerprint without reading: classify_image reads a local photo anyway, and hashes it then.
+        return (Listed(name) for name in self.list_names(bucket, prefix))
+
+    def read(self, bucket: str, name: str) -> bytes:
+        data, _ = self._read(name)
+        return data
+
+    def _read(self, name: str) -> tuple[bytes, os.stat_result]:
+        if name in self._unlistable:
+            raise PermanentImageError(f"folder {name} could not be listed: {self._unlistable[name]}")
+        path = self._readable_path(name)
+        with file_errors("cannot read", name):
+            # Non-blocking: opening a FIFO for reading must not wait for a writer.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as handle:
+                status = os.fstat(handle.fileno())
+                if stat.S_ISDIR(status.st_mode):
+                    raise PermanentImageError(f"{name} is a folder")
+                if not stat.S_ISREG(status.st_mode):
+                    raise PermanentImageError(f"{name} is not a regular file (a pipe, socket or device)")
+                if status.st_size > self.max_bytes:
+                    raise PermanentImageError(f"file is {status.st_size} bytes, above the {self.max_bytes}-byte "
+                                              "limit for an image")
+                data = handle.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:  # it grew while being read
+            raise PermanentImageError(f"file is larger than the {self.max_bytes}-byte limit for an image")
+        return data, status
+
+    # --- writing and removing -------------------------------------------------------------------------------
+    def _folder(self, name: str, create: bool) -> tuple[FolderPath, str]:
+        """The open folder that name's file goes in (no link on the way, not a source folder), and the file name."""
+        parts = name_parts(name)
+        folder = FolderPath(self.root, parts[:-1], create)
+        real = self.root.joinpath(*parts[:-1])  # no link was followed to reach it: this is where it is
+        if any(real.is_relative_to(source) for source in self.sources.values()):
+            folder.close()
+            raise LinkInPath(f"{name} would be written among the photos")
+        return folder, parts[-1]
+
+    def _create(self, folder: int, filename: str, data: bytes, like: os.stat_result | None) -> bool:
+        """Write the file only if nothing is there; False if something is. Mode and times follow `like`."""
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="partial-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            if like is not None:
+                os.chmod(tmp, stat.S_IMODE(like.st_mode))
+                os.utime(tmp, ns=(like.st_atime_ns, like.st_mtime_ns))
+            try:
+                # Atomic, and fails if the name exists (a link included): never replaces or follows anything.
+                os.link(tmp, filename, dst_dir_fd=folder, follow_symlinks=False)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    @staticmethod
+    def _holds(folder: int, filename: str, data: bytes) -> bool:
+        try:
+            fd = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+        except OSError:
+            return False  # a link, or gone
+        with os.fdopen(fd, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            return stat.S_ISREG(status.st_mode) and status.st_size == len(data) and handle.read() == data
+
+    def copy(self, bucket: str, source: str, target: str, content: str | None = None) -> Copied:
+        data, status = self._read(source)  # the bytes are needed to write the copy: the hint saves nothing here
+        with file_errors("cannot copy to", target):
+            folder, _ = self._folder(target, create=True)
+            with folder:
+                for candidate in collision_names(target):
+                    filename = candidate.rpartition("/")[2]
+                    if self._create(folder.fd, filename, data, status):
+                        return Copied(candidate, written=True)
+                    if self._holds(folder.fd, filename, data):  # this service's copy, from an earlier delivery
+                        return Copied(candidate, written=False)
+        raise PermanentImageError(f"{len(collision_names(target))} different files are already named like {target}:"
+                                  " none is replaced")
+
+    def write(self, bucket: str, name: str, data: bytes) -> None:
+        """Upload (tests, `emulate --upload`): replaces name, but never through a link."""
+        with file_errors("cannot write", name):
+            folder, filename = self._folder(name, create=True)
+            with folder:
+                fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="partial-")
+                try:
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(data)
+                    os.replace(tmp, filename, dst_dir_fd=folder.fd)  # replaces a link itself, never its target
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
+
+    def remove(self, bucket: str, name: str, content: str) -> Removal:
+        try:
+            folder, filename = self._folder(name, create=False)
+        except ObjectMissing:
+            return Removal.MISSING
+        except LinkInPath:
+            return Removal.UNSAFE
+        except FileNotFoundError:
+            return Removal.MISSING
+        with folder, file_errors("cannot remove", name):
+            try:
+                fd = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder.fd)
+            except FileNotFoundError:
+                return Removal.MISSING
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return Removal.UNSAFE
+                raise
+            with os.fdopen(fd, "rb") as handle:
+                status = os.fstat(handle.fileno())
+                if not stat.S_ISREG(status.st_mode) or content_fingerprint(handle.read()) != content:
+                    return Removal.CHANGED
+            os.unlink(filename, dir_fd=folder.fd)
+            folder.remove_empty_folders()  # the class folders the removal left empty go too
+        return Removal.REMOVED

@@ -1,0 +1,97 @@
+"""Pub/Sub's contract in one process: a thread pool delivering messages, retried with backoff."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from common.domain.errors import TransientError
+from common.domain.messages import ClassifyMessage
+from common.logs import get_logger
+
+log = get_logger("local")
+
+
+class InProcessQueue:
+    """Pub/Sub's contract in one process: at-least-once delivery to a handler, retried with backoff on
+    TransientError, like a push subscription retries a failing function. The handler decides what is transient
+    (the classify_image use case raises nothing else but ConfigurationError); anything else is dead-lettered."""
+
+    def __init__(self, workers: int = 2, max_attempts: int = 5, backoff: float = 0.2,
+                 on_give_up: Callable[[ClassifyMessage, str, bool], None] | None = None) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="classify")
+        self._handler: Callable[[ClassifyMessage], object] | None = None
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        # What to do with a message that cannot be delivered (the embedded runner records the image as failed
+        # with the reason, so its job still finishes and says why).
+        self._on_give_up = on_give_up
+        self._pending: set[Future[None]] = set()
+        self._lock = threading.Lock()
+        self.dead_letters: list[tuple[ClassifyMessage, str]] = []
+
+    def subscribe(self, handler: Callable[[ClassifyMessage], object]) -> None:
+        self._handler = handler
+
+    def _deliver(self, message: ClassifyMessage) -> None:
+        assert self._handler is not None, "no handler subscribed"
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                self._handler(message)
+                return
+            except TransientError as exc:
+                if attempt == self._max_attempts:
+                    self._give_up(message, f"gave up after {attempt} attempts: {exc}", retryable=True)
+                    return
+                time.sleep(self._backoff * 2 ** (attempt - 1))
+            except Exception as exc:  # misconfigured, or a bug: retrying cannot help
+                log.exception("message handler failed", extra={"job_id": message.job_id, "object": message.name})
+                self._give_up(message, str(exc) or repr(exc), retryable=False)
+                return
+
+    def _give_up(self, message: ClassifyMessage, reason: str, retryable: bool) -> None:
+        log.error("message dead-lettered", extra={"job_id": message.job_id, "object": message.name,
+                                                  "error": reason})
+        self.dead_letters.append((message, reason))
+        if self._on_give_up is not None:
+            try:
+                self._on_give_up(message, reason, retryable)
+            except Exception:
+                log.exception("could not record the dead-lettered image", extra={"job_id": message.job_id})
+
+    def publish_all(self, messages: Iterable[ClassifyMessage]) -> int:
+        count = 0
+        for message in messages:
+            future = self._pool.submit(self._deliver, message)
+            with self._lock:
+                self._pending.add(future)
+            future.add_done_callback(self._forget)
+            count += 1
+        return count
+
+    def backlog(self) -> int:
+        """Messages published and not yet handled."""
+        with self._lock:
+            return len(self._pending)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def join(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = list(self._pending)
+            if not pending:
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            try:
+                pending[0].exception(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return False
+
+    def shutdown(self, cancel: bool = True) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=cancel)

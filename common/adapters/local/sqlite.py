@@ -1,0 +1,90 @@
+"""One SQLite database per folder (DIR/.imgclassify/jobs.sqlite3): one connection setup, numbered migrations.
+
+The schema's version is SQLite's own `PRAGMA user_version`; each migration runs once, in order, inside one
+transaction with the version bump, so two processes opening an old database at once migrate it once.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from common.domain.errors import ConfigurationError, TransientError
+
+_JOBS_COLUMNS = ("id TEXT PRIMARY KEY, spec TEXT NOT NULL, number_of_files INTEGER, created_at TEXT NOT NULL, "
+                 "request_id TEXT, error TEXT, errors TEXT, closed INTEGER, callback TEXT")
+
+
+def _create_tables(db: sqlite3.Connection) -> None:
+    """1: the tables (databases from before versions were kept have some of them, and maybe fewer columns)."""
+    db.execute(f"CREATE TABLE IF NOT EXISTS jobs ({_JOBS_COLUMNS})")
+    db.execute("CREATE TABLE IF NOT EXISTS arrivals (job_id TEXT NOT NULL, name TEXT NOT NULL, "
+               "PRIMARY KEY (job_id, name))")
+    db.execute("CREATE TABLE IF NOT EXISTS completions (job_id TEXT PRIMARY KEY)")
+    db.execute("CREATE TABLE IF NOT EXISTS results (job_id TEXT NOT NULL, name TEXT NOT NULL, ok INTEGER NOT NULL, "
+               "payload TEXT NOT NULL, PRIMARY KEY (job_id, name))")
+    db.execute("CREATE TABLE IF NOT EXISTS predictions (model TEXT NOT NULL, content TEXT NOT NULL, "
+               "prediction BLOB NOT NULL, PRIMARY KEY (model, content))")
+
+
+def _jobs_columns_typed(db: sqlite3.Connection) -> None:
+    """2: every jobs column with its declared type. Earlier releases added the late columns as TEXT (`closed`
+    among them, which the schema says is INTEGER): the table is rebuilt with the right types."""
+    declared = {row[1]: row[2] for row in db.execute("PRAGMA table_info(jobs)")}
+    wanted = {part.split()[0]: part.split()[1] for part in _JOBS_COLUMNS.split(", ")}
+    if declared == wanted:
+        return
+    present = [name for name in wanted if name in declared]
+    db.execute(f"CREATE TABLE jobs_typed ({_JOBS_COLUMNS})")
+    closed = "CAST(closed AS INTEGER)" if "closed" in declared else "NULL"
+    columns = ", ".join(present)
+    selected = ", ".join(closed if name == "closed" else name for name in present)
+    db.execute(f"INSERT INTO jobs_typed ({columns}) SELECT {selected} FROM jobs")
+    db.execute("DROP TABLE jobs")
+    db.execute("ALTER TABLE jobs_typed RENAME TO jobs")
+
+
+MIGRATIONS = (_create_tables, _jobs_columns_typed)
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    if schema_version(db) >= len(MIGRATIONS):
+        return
+    db.execute("BEGIN IMMEDIATE")  # one migrating process at a time; the others wait, then find it done
+    try:
+        for number in range(schema_version(db), len(MIGRATIONS)):
+            MIGRATIONS[number](db)
+            db.execute(f"PRAGMA user_version = {number + 1}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A connection to the folder's database, migrated, or a ConfigurationError saying what to do."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        migrate(db)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise ConfigurationError(f"{path} is not a readable job database ({exc}): move it aside (the job history in "
+                                 "it is lost; photos and copies are not touched) and run again") from None
+    return db
+
+
+@contextlib.contextmanager
+def database_errors(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:  # locked or busy past the timeout: may pass
+        raise TransientError(f"{operation}: {exc}") from exc
