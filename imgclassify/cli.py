@@ -727,6 +727,7 @@ def _folder_jobs(args: argparse.Namespace) -> tuple[Path, Any]:
     db = local_db_path(root)
     if not db.exists():
         raise UsageError(f"no jobs in {root} yet: run `imgclassify run {args.dir} --classes ...` first")
+    _quiet_logs(root, args.verbose)  # the structured log goes to its file: stdout is the command's answer
     return root, SqliteJobStore(db)
 
 

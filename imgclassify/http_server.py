@@ -51,7 +51,8 @@ class DeadlineChannel(HTTPChannel):
         return result
 
     def owes_request(self) -> bool:
-        return self.waiting_since is not None and not self.requests and not self.total_outbufs_len
+        return self.waiting_since is not None and not self.requests and not self.total_outbufs_len and \
+            not self.will_close
 
 
 class GuardedServer(TcpWSGIServer):
@@ -67,13 +68,13 @@ class GuardedServer(TcpWSGIServer):
         cutoff = time.monotonic() - REQUEST_DEADLINE
         for channel in self._waiting():
             if (channel.waiting_since or 0.0) < cutoff:
-                channel.handle_close()
+                channel.will_close = True  # closed by the loop itself (closing here would pull fds from its select)
 
     def readable(self) -> bool:
         if self.accepting and len(self._map) >= self.adj.connection_limit:
             waiting = self._waiting()
             for channel in waiting[:max(1, len(waiting) // 4)]:  # the longest-waiting quarter makes room
-                channel.handle_close()
+                channel.will_close = True
         return super().readable()
 
 

@@ -82,12 +82,12 @@ def address_refusal(address: IPAddress, policy: CallbackPolicy) -> str | None:
         inner = embedded_ipv4(address)
         if inner is not None:
             return address_refusal(inner, policy)
-    if address in METADATA_ADDRESSES or address.is_link_local or address.is_multicast or address.is_unspecified or address.is_reserved or \
-            address == ipaddress.IPv4Address("255.255.255.255"):
-        return "a link-local, metadata, multicast or reserved address is never a callback's"
     if address.is_loopback:
         return None if policy.allow_loopback or policy.allow_private else \
             "a loopback address: callbacks go to a host other services can reach"
+    if address in METADATA_ADDRESSES or address.is_link_local or address.is_multicast or address.is_unspecified or \
+            address.is_reserved or address == ipaddress.IPv4Address("255.255.255.255"):
+        return "a link-local, metadata, multicast or reserved address is never a callback's"
     if not address.is_global:
         return None if policy.allow_private else \
             "a private address: the operator has not allowed callbacks into private networks"
