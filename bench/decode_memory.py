@@ -77,6 +77,7 @@ def make_images(folder: Path, side: int) -> dict[str, Path]:
         # The formats whose full size is over the budget, at a size a phone or camera makes (16 to 24 Mpx).
         "png-rgba-16mp": (small.convert("RGBA"), "png", {}),
         "webp-rgb-16mp": (small, "webp", {"quality": 80}),
+        "webp-rgb-8mp": (Image.fromarray(_textured(3400, 2400, 3)), "webp", {"quality": 80}),
         "jpeg-progressive-24mp": (Image.fromarray(_textured(6000, 4000, 3)), "jpg",
                                   {"quality": 85, "progressive": True}),
     }

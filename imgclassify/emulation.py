@@ -207,7 +207,9 @@ class LocalStack:
         self.gateway_port = self.gateway_port or free_port()
         env = {**os.environ, **self.emulators.env, "BUCKET": self.bucket, "CLASSIFY_TOPIC": self.topic,
                "JOB_EVENTS_TOPIC": self.job_events_topic, "STATUS_URL_BASE": self.gateway_url,
-               "PYTHONUNBUFFERED": "1", **self.function_env}
+               "PYTHONUNBUFFERED": "1",
+               # Everything runs on loopback here, the callback receivers a developer points jobs at included.
+               "CALLBACK_ALLOW_LOOPBACK": "true", **self.function_env}
         env.setdefault("THREADS", "4")
         self._create_resources()
         framework = str(Path(sys.executable).with_name("functions-framework"))

@@ -112,6 +112,12 @@ def test_uploads_before_during_and_after_listing_are_each_sorted_once_and_comple
         if response.received_messages:
             subscriber.acknowledge(subscription=events, ack_ids=[m.ack_id for m in response.received_messages])
     assert [(e["job_id"], e["state"], e["number_of_files"]) for e in received] == [(job["id"], "complete", 30)]
+    deadline = time.monotonic() + 60  # the callback is sent in the background once the job completes
+    while (sent := requests.get(job["status_url"], headers=headers, timeout=10).json()).get(
+            "callback", {}).get("status") in (None, "pending"):
+        assert time.monotonic() < deadline, sent
+        time.sleep(0.2)
+    assert sent["callback"]["status"] == "delivered", sent["callback"]
     [(callback_headers, body)] = receiver.posts
     expected = "sha256=" + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
     assert callback_headers[SIGNATURE_HEADER] == expected and json.loads(body)["complete"] is True

@@ -1,7 +1,7 @@
 """Turn untrusted image bytes into a model-sized RGB array, or a PermanentImageError saying why not.
 
 Memory is bounded per image, for every accepted pixel format: before anything is decoded, what the decode will
-hold (pixels × the bytes a pixel takes in its mode, twice for formats whose library decodes into a buffer of its
+hold (pixels × the bytes a pixel takes in its mode, more for formats whose library decodes into a buffer of its
 own that Pillow then copies) is checked against MAX_DECODED_BYTES. After the decode the image is reduced by an
 integer factor at once (Image.reduce, or a box filter for modes it does not take) and the full-size image freed:
 orientation, 16-bit and float scaling, transparency and colour conversion all work on the reduced image. JPEGs
@@ -39,8 +39,9 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # (Multi-picture JPEGs, MPO, open through the JPEG plugin.)
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "PPM")
 REDUCED_ON_LOAD = ("JPEG", "MPO")
-# libwebp and libheif decode into their own buffer, which Pillow copies: two full images at once.
-COPIED_ON_LOAD = ("WEBP", "HEIF")
+# Full-size images a decode holds at once, where the library decodes into its own buffer that Pillow copies (and,
+# for WebP, converts from RGBA): measured by bench/decode_memory.py.
+COPIES_ON_LOAD = {"WEBP": 4, "HEIF": 2}
 # The gap Image.resize keeps between a reduced image and the target (the project's preprocessing since issue 4).
 REDUCING_GAP = 3.0
 
@@ -80,7 +81,7 @@ def _progressive_coefficients(image: Image.Image) -> int:
 def decoded_bytes(image: Image.Image) -> int:
     """What decoding will hold at its peak, before it starts."""
     width, height = image.size
-    copies = 2 if image.format in COPIED_ON_LOAD else 1
+    copies = COPIES_ON_LOAD.get(image.format or "", 1)
     if image.mode in ("RGBA", "LA", "PA"):
         copies += 1  # reducing premultiplies the alpha: a full-size copy in RGBa
     return width * height * bytes_per_pixel(image.mode) * copies + _progressive_coefficients(image)
