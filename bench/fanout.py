@@ -31,7 +31,6 @@ def main() -> None:
     from common.adapters.gcp import GcsObjectStore, storage_client
     from common import bootstrap
     from common.config import Settings
-    from common.usecases.create_job import CreateJob
     from imgclassify.emulation import Emulators
 
     with Emulators() as emulators:
@@ -53,8 +52,7 @@ def main() -> None:
         subscriber.create_subscription(name=subscription, topic=topic)
 
         settings = Settings(project=emulators.project, bucket="fanout", topic="fanout")
-        create_job = CreateJob(store, bootstrap.gcp_job_store(settings), bootstrap.gcp_publisher(settings),
-                               settings.job_defaults)
+        create_job = bootstrap.cloud_app(settings, objects=store).create_job
         # A warm instance: the class index is loaded and the Firestore channel is open (cold start is apart).
         create_job({"classes": ["dog"], "source_prefix": "empty/"})
         started = time.perf_counter()

@@ -29,8 +29,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
     from bench.machine import describe
-    from common.adapters.local import FolderObjectStore, SqliteJobStore
-    from common.bootstrap import report_job
+    from common.adapters.local import SqliteJobStore
+    from common.bootstrap import folder_app
+    from common.pages import render_file
     from common.domain.jobs import JobRecord, JobSpec, new_job_id
     from common.domain.results import ImageResult, Label
 
@@ -51,7 +52,9 @@ def main() -> None:
                                                    (Label(1, "label", 0.9), Label(2, "other", 0.05)),
                                                    scores={"dogs": 0.9, "birds": 0.1, "food": 0.0}))
         started = time.perf_counter()
-        _, page = report_job(jobs, FolderObjectStore(root, sources={"all/": root / "all"}))(job.id)
+        app = folder_app(root)
+        report = app.report(job.id)
+        _, page = render_file(report.view, report.results, "html", lambda name: app.report.thumbnail(job.id, name))
         render_seconds = time.perf_counter() - started
         out = root / "report.html"
         out.write_text(page)

@@ -1,5 +1,7 @@
 """The HTTP layer, shared by the create_job and job_status functions and the embedded server: the only place that
-knows status codes. Every response is JSON, errors included: the status says what kind of problem, `field` where.
+knows status codes. Requests are matched against the one route table (common/routes.py) and handed to the use
+case for their action; every response is JSON, errors included: the status says what kind of problem, `field`
+where. Pages (the results page, the jobs index) are rendered here from what the use cases return.
 """
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import base64
 import functools
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import flask
 from werkzeug.exceptions import HTTPException
@@ -17,27 +20,18 @@ from common.config import Settings
 from common.domain.errors import (ClientError, ConfigurationError, Conflict, FanOutInterrupted, InvalidRequest,
                                   NotFound, Overloaded, TransientError)
 from common.logs import get_logger
+from common.routes import JOB_PATH, Action, MethodNotAllowed, match
 
 log = get_logger("http")
 
-JOB_PATH = "/classification-job"
 RETRY_AFTER_TRANSIENT = 5  # seconds: a dependency's 503 usually passes quickly
 RETRY_AFTER_MISCONFIGURED = 60  # an operator must act; do not hammer
 
-CreateJobHandler = Callable[[object], dict[str, Any]]
-JobStatusHandler = Callable[[str], dict[str, Any]]
-JobActionHandler = Callable[[str], dict[str, Any]]  # undo, close: POST /classification-job/<id>/<action>
-UndoJobHandler = JobActionHandler
-ACTIONS = ("undo", "close")
-Provider = Callable[[], Any]
+Handlers = Mapping[Action, Callable[[], Any]]  # each action's use case, built on first use
 
 
 class Unauthorized(ClientError):
     """No or the wrong service key."""
-
-
-class MethodNotAllowed(ClientError):
-    """The path exists; the method does not."""
 
 
 class PayloadTooLarge(ClientError):
@@ -54,7 +48,7 @@ def status_of(exc: ClientError) -> int:
     return next(status for kind, status in STATUS_OF if isinstance(exc, kind))
 
 
-def json_response(body: dict[str, Any], status: int) -> flask.Response:
+def json_response(body: Mapping[str, Any], status: int) -> flask.Response:
     return flask.Response(json.dumps(body), status=status, mimetype="application/json")
 
 
@@ -70,6 +64,8 @@ def client_error_response(exc: ClientError) -> flask.Response:
     response = json_response({"code": status, **exc.to_json()}, status)
     if isinstance(exc, Overloaded):
         response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, MethodNotAllowed):
+        response.headers["Allow"] = ", ".join(exc.details.get("allow", []))  # type: ignore[arg-type]
     if isinstance(exc, Unauthorized):
         # A browser asks for the key (as the password) and sends it with every later page and preview.
         response.headers["WWW-Authenticate"] = 'Basic realm="imgclassify", charset="UTF-8"'
@@ -143,7 +139,7 @@ def status_url(settings: Settings, job_id: str) -> str:
     return f"{settings.status_url_base.rstrip('/')}{JOB_PATH}/{job_id}"
 
 
-def job_response(view: dict[str, Any], status: int, settings: Settings) -> flask.Response:
+def job_response(view: Mapping[str, Any], status: int, settings: Settings) -> flask.Response:
     """A job's view as the old service answered it: `code` first, then the fields, then where to poll."""
     url = status_url(settings, view["id"])
     response = json_response({"code": status, **view, "status_url": url}, status)
@@ -152,66 +148,48 @@ def job_response(view: dict[str, Any], status: int, settings: Settings) -> flask
     return response
 
 
-@guarded
-def job_action_response(request: flask.Request, action: str, handler: Callable[[], JobActionHandler],
-                        settings: Callable[[], Settings], job_id: str) -> flask.Response:
-    if request.method != "POST":
-        raise MethodNotAllowed(f"use POST {JOB_PATH}/<id>/{action}", field="method")
-    config = settings()
-    check_auth(request, config.service_key)
-    answer = handler()(job_id)
-    if action == "close":  # the job's status, as GET answers it
-        return job_response(answer, 200, config)
-    return json_response({"code": 200, **answer}, 200)
+def _required_id(job_id: str | None) -> str:
+    if not job_id:
+        raise InvalidRequest("job id is required: GET /classification-job/<id> or ?id=<id>", field="id")
+    return job_id
 
 
-@guarded
-def create_job_response(request: flask.Request, handler: Callable[[], CreateJobHandler],
-                        settings: Callable[[], Settings],
-                        actions: dict[str, Callable[[], JobActionHandler]] | None = None) -> flask.Response:
-    path = request.path.rstrip("/")
-    job_id, action = _job_and_action(path)
-    if actions and action in actions:
-        return job_action_response(request, action, actions[action], settings, job_id)
-    if path not in ("", JOB_PATH):
-        raise NotFound(f"no such path {request.path}; POST {JOB_PATH}", field="path")
-    if request.method != "POST":
-        raise MethodNotAllowed(f"use POST {JOB_PATH}", field="method")
-    config = settings()
-    check_auth(request, config.service_key)
-    body = read_json_body(request, config.max_body_bytes)
-    return job_response(handler()(body), 201, config)
+# --- one responder per action ------------------------------------------------------------------------------------
+def _create(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
+    return job_response(handler(read_json_body(request, settings.max_body_bytes)), 201, settings)
 
 
-def _job_and_action(path: str) -> tuple[str, str]:
-    """"/classification-job/<id>/<action>" -> (id, action); ("", "") for any other path."""
-    job_id, _, action = path.removeprefix(JOB_PATH + "/").rpartition("/")
-    return (job_id, action) if path.startswith(JOB_PATH + "/") and job_id else ("", "")
+def _status(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
+    return job_response(handler(_required_id(job_id)), 200, settings)
 
 
-def report_response(request: flask.Request, report: Any, job_id: str) -> flask.Response:
+def _undo(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
+    return json_response({"code": 200, **handler(_required_id(job_id))}, 200)
+
+
+def _report(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
     """The results page (?format=html|csv|jsonl), with previews fetched through this same service."""
+    from common.pages import FORMATS, render
+
+    job_id = _required_id(job_id)
     fmt = request.args.get("format", "html")
-    content_type, body = report(job_id, fmt, thumbnail_url=lambda name: _thumbnail_url(request, job_id, name),
-                                live=True)
+    if fmt not in FORMATS:
+        raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}", field="format")
+    report = handler(job_id)
+    base = request.script_root + JOB_PATH
+    content_type, body = render(report.view, report.results, fmt,
+                                lambda name: f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}", live=True)
     response = flask.Response(body, status=200, content_type=content_type)
     if fmt != "html":
         response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{fmt}"'
     return response
 
 
-def _thumbnail_url(request: flask.Request, job_id: str, name: str) -> str:
-    from urllib.parse import quote
-
-    base = request.script_root + JOB_PATH
-    return f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}"
-
-
-def thumbnail_response(request: flask.Request, report: Any, job_id: str) -> flask.Response:
+def _thumbnail(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
     name = request.args.get("name", "")
     if not name:
         raise InvalidRequest("name is required", field="name")
-    preview = report.thumbnail(job_id, name)
+    preview = handler.thumbnail(_required_id(job_id), name)
     if preview is None:
         raise NotFound(f"no preview of {name}", field="name")
     response = flask.Response(preview, status=200, content_type="image/jpeg")
@@ -219,92 +197,57 @@ def thumbnail_response(request: flask.Request, report: Any, job_id: str) -> flas
     return response
 
 
+def _index(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
+    from common.pages import render_index
+
+    return flask.Response(render_index(handler()), status=200, content_type="text/html; charset=utf-8")
+
+
+RESPONDERS = {Action.CREATE: _create, Action.STATUS: _status, Action.CLOSE: _status, Action.UNDO: _undo,
+              Action.REPORT: _report, Action.THUMBNAIL: _thumbnail, Action.INDEX: _index}
+
+
 @guarded
-def job_status_response(request: flask.Request, handler: Callable[[], JobStatusHandler],
-                        settings: Callable[[], Settings], job_id: str | None = None,
-                        report: Callable[[], Any] | None = None) -> flask.Response:
-    if request.method not in ("GET", "HEAD"):
-        raise MethodNotAllowed(f"use GET {JOB_PATH}/<id>", field="method")
-    path = request.path.rstrip("/")
-    action_id, action = _job_and_action(path)
-    respond = {"report": report_response, "thumbnail": thumbnail_response}.get(action)
-    if report is not None and respond is not None:
-        check_auth(request, settings().service_key)
-        return respond(request, report(), action_id)
-    if job_id is None:
-        if path.startswith(JOB_PATH + "/"):
-            job_id = path[len(JOB_PATH) + 1:]
-        elif path in ("", JOB_PATH):
-            job_id = request.args.get("id")
-        else:
-            raise NotFound(f"no such path {request.path}; GET {JOB_PATH}/<id>", field="path")
-    if not job_id:
-        raise InvalidRequest("job id is required: GET /classification-job/<id> or ?id=<id>", field="id")
+def dispatch(request: flask.Request, handlers: Handlers, settings: Callable[[], Settings],
+             root_is_collection: bool = True) -> flask.Response:
+    """Answer a request with the use case its route names. A function's root ("/") is the job collection (a
+    function URL is POSTed to directly); the embedded server's root is its jobs index."""
+    path = JOB_PATH if root_is_collection and request.path.rstrip("/") == "" else request.path
+    found = match(request.method, path, request.args.get("id"), served=handlers.keys())
     config = settings()
     check_auth(request, config.service_key)
-    return job_response(handler()(job_id), 200, config)
+    return RESPONDERS[found.route.action](request, handlers[found.route.action](), config, found.job_id)
 
 
-def _action_view(action: str, handler: JobActionHandler, settings: Settings) -> Callable[[str], flask.Response]:
-    def view(job_id: str) -> flask.Response:
-        return job_action_response(flask.request, action, lambda: handler, lambda: settings, job_id)
-
-    return view
-
-
-def create_app(create_job: CreateJobHandler, job_status: JobStatusHandler, settings: Settings,
-               undo_job: JobActionHandler | None = None, close_job: JobActionHandler | None = None,
-               report: Any = None, index: Callable[[], str] | None = None) -> flask.Flask:
-    """The old Flask service's two routes (and undo, close) over any backend (used by `imgclassify serve`)."""
+def create_app(handlers: Handlers, settings: Settings) -> flask.Flask:
+    """Every route over one backend (used by `imgclassify serve`)."""
     app = flask.Flask("imgclassify")
 
     @app.before_request
     def options() -> flask.Response | None:
-        # Flask's automatic OPTIONS answer is an empty text/html page: answer in JSON like everything else.
+        # Flask's automatic OPTIONS answer is an empty text/html page: answer in JSON, from the route table.
         if flask.request.method != "OPTIONS":
             return None
-        adapter = app.url_map.bind_to_environ(flask.request.environ)
         try:
-            allowed = sorted(adapter.allowed_methods())
-        except HTTPException:
-            allowed = []
-        if not allowed:
-            return error_response(404, f"no such path {flask.request.path}", field="path")
-        response = json_response({"code": 200, "allow": allowed}, 200)
-        response.headers["Allow"] = ", ".join(allowed)
-        return response
+            match("OPTIONS", flask.request.path, served=handlers.keys())
+        except MethodNotAllowed as exc:
+            allowed = list(exc.details.get("allow", []))  # type: ignore[arg-type]
+            response = json_response({"code": 200, "allow": allowed}, 200)
+            response.headers["Allow"] = ", ".join(allowed)
+            return response
+        except ClientError as exc:
+            return client_error_response(exc)
+        return None
 
-    @app.route(JOB_PATH, methods=["POST"])
-    def post_job() -> flask.Response:
-        return create_job_response(flask.request, lambda: create_job, lambda: settings)
+    def serve(path: str = "") -> flask.Response:
+        return dispatch(flask.request, handlers, lambda: settings, root_is_collection=False)
 
-    @app.route(f"{JOB_PATH}/<path:job_id>", methods=["GET"])
-    def get_job(job_id: str) -> flask.Response:
-        return job_status_response(flask.request, lambda: job_status, lambda: settings, job_id)
-
-    if report is not None:
-        def view_report(job_id: str) -> flask.Response:
-            return job_status_response(flask.request, lambda: job_status, lambda: settings, job_id, lambda: report)
-
-        app.add_url_rule(f"{JOB_PATH}/<job_id>/report", "report", view_report, methods=["GET"])
-        app.add_url_rule(f"{JOB_PATH}/<job_id>/thumbnail", "thumbnail", view_report, methods=["GET"])
-    if index is not None:
-        @app.route("/", methods=["GET"])
-        @guarded
-        def jobs_index() -> flask.Response:
-            check_auth(flask.request, settings.service_key)
-            return flask.Response(index(), status=200, content_type="text/html; charset=utf-8")
-
-    for action, handler in (("undo", undo_job), ("close", close_job)):
-        if handler is not None:
-            app.add_url_rule(f"{JOB_PATH}/<job_id>/{action}", f"{action}_job", methods=["POST"],
-                             view_func=_action_view(action, handler, settings))
+    for rule in ("/", "/<path:path>"):
+        app.add_url_rule(rule, rule, serve, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> flask.Response:
-        field = "method" if exc.code == 405 else "path" if exc.code == 404 else None
-        extra = {"field": field} if field else {}
-        return error_response(exc.code or 500, exc.description or exc.name, **extra)
+        return error_response(exc.code or 500, exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> flask.Response:

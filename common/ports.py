@@ -1,4 +1,4 @@
-"""The I/O the use cases need, as small interfaces. Each has a GCP adapter and a local adapter
+"""The I/O the use cases need, as small interfaces split by who uses them. Each has a GCP adapter and a local adapter
 (common/adapters/), and tests/test_contract.py runs one suite against fakes and both adapters.
 
 Adapters translate their failures at this boundary: what may pass on retry becomes `TransientError`, what an
@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from common.domain.jobs import JobRecord
 from common.domain.messages import ClassifyMessage
 from common.domain.results import Counters, ImageResult
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Listed:
     content: str | None = None
 
 
+# --- objects ----------------------------------------------------------------------------------------------------
 class ObjectLister(Protocol):
     def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
         """Every object name under prefix, any count (paginated underneath), excluding 'directory' markers."""
@@ -51,11 +55,17 @@ class ObjectLister(Protocol):
         ...
 
 
-class ObjectStore(ObjectLister, Protocol):
+class ObjectReader(Protocol):
     def read(self, bucket: str, name: str) -> bytes:
         """Raises ObjectMissing when the object does not exist, PermanentImageError when it can never be read."""
         ...
 
+    def exists(self, bucket: str, name: str) -> bool:
+        """Whether a regular object (a file, not through a link) is there."""
+        ...
+
+
+class ObjectStore(ObjectLister, ObjectReader, Protocol):
     def copy(self, bucket: str, source: str, target: str, content: str | None = None) -> Copied:
         """Copy source to target, never replacing anything: when target holds other bytes (a user's file, another
         job's copy) the copy goes to the next of `collision_names(target)`. Idempotent: a candidate already holding
@@ -72,6 +82,7 @@ class ObjectStore(ObjectLister, Protocol):
         ...
 
 
+# --- jobs: each use case gets the parts it uses ------------------------------------------------------------------
 class JobReader(Protocol):
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
@@ -81,14 +92,12 @@ class JobReader(Protocol):
         """The job's result for one object (one lookup by key), None when it has none."""
         ...
 
-
-class JobCallbacks(Protocol):
-    def record_callback(self, job_id: str, outcome: dict[str, object]) -> None:
-        """How delivering the completion callback went (pending, delivered, failed and why)."""
-        ...
+    def results(self, job_id: str) -> Iterator[ImageResult]: ...
 
 
-class JobWriter(JobReader, JobCallbacks, Protocol):
+class JobRecorder(JobReader, Protocol):
+    """Creating jobs and fanning them out."""
+
     def create_job(self, job: JobRecord) -> bool:
         """Record a new job; False (nothing changed) when a job with this id already exists."""
         ...
@@ -101,11 +110,15 @@ class JobWriter(JobReader, JobCallbacks, Protocol):
         """Say why the job cannot finish (its fan-out was interrupted)."""
         ...
 
-    def results(self, job_id: str) -> Iterator[ImageResult]: ...
-
     def register_arrival(self, job_id: str, name: str) -> bool:
         """A watch job's object, listed or announced: counted once (True) however often it is seen."""
         ...
+
+
+class Arrivals(JobReader, Protocol):
+    """Watch jobs: what arrives joins them, until they are closed."""
+
+    def register_arrival(self, job_id: str, name: str) -> bool: ...
 
     def close_job(self, job_id: str) -> None:
         """A watch job takes no more arrivals."""
@@ -113,14 +126,6 @@ class JobWriter(JobReader, JobCallbacks, Protocol):
 
     def watch_jobs(self, bucket: str) -> list[JobRecord]:
         """The watch jobs on this bucket that are still open."""
-        ...
-
-    def results_count(self, job_id: str) -> int:
-        """How many images have a result (cheap: an aggregation, not the counters)."""
-        ...
-
-    def claim_completion(self, job_id: str) -> bool:
-        """True exactly once per job, for whoever announces its completion (a marker created once)."""
         ...
 
 
@@ -134,6 +139,32 @@ class ResultRecorder(Protocol):
         ...
 
 
+class JobCallbacks(Protocol):
+    def record_callback(self, job_id: str, outcome: dict[str, object]) -> None:
+        """How delivering the completion callback went (pending, delivered, failed and why)."""
+        ...
+
+
+class CompletionClaims(JobReader, JobCallbacks, Protocol):
+    """Who announces a job's completion, once."""
+
+    def results_count(self, job_id: str) -> int:
+        """How many images have a result (cheap: an aggregation, not the counters)."""
+        ...
+
+    def claim_completion(self, job_id: str) -> bool:
+        """True exactly once per job, for whoever announces its completion (a marker created once)."""
+        ...
+
+
+class JobListing(Protocol):
+    def job_ids(self) -> list[str]:
+        """Every job, oldest first."""
+        ...
+
+    def latest_job_id(self) -> str | None: ...
+
+
 class RetryableFailures(Protocol):
     """Failures that may pass on a later try (the disk was full, a file was still being written): the embedded
     runner forgets them so that the image is classified again. Only where such failures are recorded."""
@@ -143,10 +174,11 @@ class RetryableFailures(Protocol):
         ...
 
 
-class JobStore(JobWriter, ResultRecorder, Protocol):
-    def latest_job_id(self) -> str | None: ...
+class JobStore(JobRecorder, Arrivals, ResultRecorder, CompletionClaims, Protocol):
+    """Everything a job store adapter provides."""
 
 
+# --- messages, predictions, events, callbacks, the model ---------------------------------------------------------
 class Publisher(Protocol):
     def publish_all(self, messages: Iterable[ClassifyMessage]) -> int:
         """Publish every message and wait until each is accepted; raises PublishError if any failed."""
@@ -178,4 +210,12 @@ class CallbackSender(Protocol):
 class BackgroundWork(Protocol):
     def submit(self, task: Callable[[], object]) -> bool:
         """Run task later, off the caller's path; False (and nothing queued) when too much is waiting."""
+        ...
+
+
+class Classifier(Protocol):
+    description: str
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (N, 224, 224, 3) RGB -> float32 (N, 1000) ImageNet probabilities."""
         ...

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.domain.errors import ConfigurationError
+from common.domain.errors import ConfigurationError, NotFound
+from common.routes import Function, match
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SDK_ROOT = Path(os.environ.get("CLOUDSDK_ROOT", "/usr/lib/google-cloud-sdk"))
@@ -141,7 +142,7 @@ class Emulators:
         from google.api_core import exceptions as gexc
         from google.cloud import pubsub_v1
 
-        with _environ({"PUBSUB_EMULATOR_HOST": f"{LOOPBACK}:{self.ports['pubsub']}"}):
+        with environ({"PUBSUB_EMULATOR_HOST": f"{LOOPBACK}:{self.ports['pubsub']}"}):
             publisher = pubsub_v1.PublisherClient()
             try:
                 publisher.create_topic(name=publisher.topic_path(self.project, topic))
@@ -236,7 +237,7 @@ class LocalStack:
 
         from common.adapters.gcp import storage_client
 
-        with _environ(self.emulators.env):
+        with environ(self.emulators.env):
             client = storage_client(self.emulators.project)
             try:
                 client.create_bucket(self.bucket)
@@ -249,7 +250,7 @@ class LocalStack:
         from google.api_core import exceptions as gexc
         from google.cloud import pubsub_v1
 
-        with _environ(self.emulators.env):
+        with environ(self.emulators.env):
             subscriber = pubsub_v1.SubscriberClient()
             for name, topic, function in ((self.subscription, self.topic, "classify_image"),
                                           (f"{self.subscription}-objects", self.emulators.object_events_topic,
@@ -274,9 +275,10 @@ class LocalStack:
             def log_request(self, *args: object, **kwargs: object) -> None:
                 pass
 
-        server = make_server(LOOPBACK, self.gateway_port, gateway_app(self.function_url("create_job"),
-                                                                       self.function_url("job_status")),
-                             threaded=True, request_handler=QuietHandler)
+        urls = {Function.CREATE_JOB: self.function_url("create_job"),
+                Function.JOB_STATUS: self.function_url("job_status")}
+        server = make_server(LOOPBACK, self.gateway_port, gateway_app(urls), threaded=True,
+                             request_handler=QuietHandler)
         self._gateway = server
         self._gateway_thread = threading.Thread(target=server.serve_forever, name="gateway", daemon=True)
         self._gateway_thread.start()
@@ -286,7 +288,7 @@ class LocalStack:
         from google.api_core import exceptions as gexc
         from google.cloud import pubsub_v1
 
-        with _environ(self.emulators.env):
+        with environ(self.emulators.env):
             subscriber = pubsub_v1.SubscriberClient()
             for name in (self.subscription, f"{self.subscription}-objects"):
                 try:
@@ -313,7 +315,7 @@ class LocalStack:
         self.stop()
 
 
-class _environ:
+class environ:
     """Temporarily set environment variables for client construction (the clients read them)."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
@@ -333,15 +335,26 @@ class _environ:
                 os.environ[key] = value
 
 
-def gateway_app(create_job_url: str, job_status_url: str):  # type: ignore[no-untyped-def]
-    """The old service's two paths on one port, forwarded to the functions as an API gateway would."""
+def gateway_app(function_urls: dict[Function, str]):  # type: ignore[no-untyped-def]
+    """The old service's paths on one port, each forwarded to the function the route table names, as an API
+    gateway would."""
     import flask
     import requests
+
+    from common.domain.errors import ClientError
+    from common.http import client_error_response
 
     app = flask.Flask("gateway")
     session = requests.Session()
 
-    def forward(url: str) -> flask.Response:
+    def forward(path: str = "") -> flask.Response:
+        try:
+            route = match(flask.request.method, flask.request.path, flask.request.args.get("id")).route
+            if route.function not in function_urls:
+                raise NotFound(f"no such path {flask.request.path}", field="path")
+        except ClientError as exc:
+            return client_error_response(exc)
+        url = function_urls[route.function] + flask.request.path
         if flask.request.query_string:
             url += "?" + flask.request.query_string.decode("latin-1")
         upstream = session.request(flask.request.method, url, data=flask.request.get_data(),
@@ -351,23 +364,8 @@ def gateway_app(create_job_url: str, job_status_url: str):  # type: ignore[no-un
         return flask.Response(upstream.content, upstream.status_code,
                               [(k, v) for k, v in upstream.headers.items() if k.lower() not in excluded])
 
-    @app.errorhandler(404)
-    @app.errorhandler(405)
-    def not_routed(exc):  # type: ignore[no-untyped-def]
-        return flask.jsonify(code=exc.code, message=exc.description), exc.code
-
-    @app.route("/classification-job", methods=["POST"])
-    def post_job() -> flask.Response:
-        return forward(create_job_url + "/classification-job")
-
-    @app.route("/classification-job/<path:job_id>", methods=["GET"])
-    def get_job(job_id: str) -> flask.Response:
-        return forward(f"{job_status_url}/classification-job/{job_id}")
-
-    @app.route("/classification-job/<job_id>/<action>", methods=["POST"])
-    def act_on_job(job_id: str, action: str) -> flask.Response:
-        return forward(f"{create_job_url}/classification-job/{job_id}/{action}")
-
+    for rule in ("/", "/<path:path>"):
+        app.add_url_rule(rule, rule, forward, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
     return app
 
 

@@ -14,6 +14,18 @@ from common.domain.errors import ConfigurationError
 from common.domain.options import Model, choices
 
 
+def file_kind(path: str) -> str | None:
+    """"tflite" or "keras" from a weights file's first bytes, None when it is neither (the model may never load:
+    every photo known to the prediction store, so the file is checked now)."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if head == b"\x89HDF\r\n\x1a\n":
+        return "keras"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=choices(Model))

@@ -56,20 +56,14 @@ def fake_service() -> FakeApp:
 
 @pytest.fixture(scope="session")
 def emulators() -> Iterator[object]:
-    from imgclassify.emulation import Emulators
+    from imgclassify.emulation import Emulators, environ
 
     emu = Emulators().start()
-    saved = {k: os.environ.get(k) for k in emu.env}
-    os.environ.update(emu.env)
     try:
-        yield emu
+        with environ(emu.env):
+            yield emu
     finally:
         emu.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -15,14 +15,10 @@ from common.domain.errors import ObjectMissing, PermanentImageError
 from common.domain.jobs import JobRecord, collision_names
 from common.domain.results import Counters, ImageResult
 from common.domain.messages import ClassifyMessage
-from common.inference.decoding import decode_image
 from common.domain.predictions import content_fingerprint
 from common.ports import Copied, Listed, Removal
-from common.usecases.classify_image import ClassifyImage
-from common.usecases.create_job import CreateJob, ResumeJob
-from common.usecases.job_status import JobStatus
-from common.usecases.undo_job import UndoJob
-from common.usecases.watch import CloseJob
+from common.bootstrap import Application, handlers
+from common.routes import Action
 
 # Solid-colour test images stand for ImageNet classes: the fake model "sees" the dominant colour.
 COLOUR_LABELS = {"red": 281, "green": 207, "blue": 88}  # tabby, golden retriever, macaw
@@ -81,6 +77,9 @@ class MemoryObjectStore:
         if len(data) > self.max_bytes:
             raise PermanentImageError(f"object is larger than the {self.max_bytes}-byte limit for an image")
         return data
+
+    def exists(self, bucket: str, name: str) -> bool:
+        return (bucket, name) in self.objects
 
     def copy(self, bucket: str, source: str, target: str, content: str | None = None) -> Copied:
         data = self.read(bucket, source)
@@ -185,6 +184,9 @@ class MemoryJobStore:
                 del results[name]
             return names
 
+    def job_ids(self) -> list[str]:
+        return [job.id for job in sorted(self.jobs.values(), key=lambda j: j.created_at)]
+
     def latest_job_id(self) -> str | None:
         return max(self.jobs.values(), key=lambda j: j.created_at).id if self.jobs else None
 
@@ -233,36 +235,59 @@ class ListPublisher:
         return len(batch)
 
 
-@dataclasses.dataclass
-class FakeApp:
-    """Every use case over the in-memory fakes, with the fakes at hand for the test to inspect."""
+class MemoryPorts:
+    """The in-memory fakes as an application's ports."""
 
-    settings: Settings
-    objects: MemoryObjectStore
-    jobs: MemoryJobStore
-    publisher: ListPublisher
-    classifier: FakeClassifier
-    create_job: CreateJob
-    resume_job: ResumeJob
-    job_status: JobStatus
-    undo_job: UndoJob
-    classify_image: ClassifyImage
-    predictions: MemoryPredictionStore
-    close_job: CloseJob
+    def __init__(self, objects: MemoryObjectStore | None = None, publisher: ListPublisher | None = None) -> None:
+        self.objects = objects or MemoryObjectStore()
+        self.jobs = MemoryJobStore()
+        self.publisher = publisher or ListPublisher()
+        self.predictions = MemoryPredictionStore()
+        self.events = None
+        self.retries = self.jobs
+
+
+class FakeApp(Application):
+    """Every use case over the in-memory fakes, built by the composition root, with the fakes at hand for the test
+    to inspect."""
+
+    def __init__(self, settings: Settings, ports: MemoryPorts, **overrides) -> None:
+        self.classifier = FakeClassifier()
+        self.fakes = ports
+        overrides = {"classifier": lambda: self.classifier, "model_key": "fake-model", "background": InlineWork(),
+                     **overrides}
+        super().__init__(settings, ports, **overrides)  # type: ignore[arg-type]
+
+    @property
+    def objects(self) -> MemoryObjectStore:
+        return self.fakes.objects
+
+    @property
+    def jobs(self) -> MemoryJobStore:
+        return self.fakes.jobs
+
+    @property
+    def publisher(self) -> ListPublisher:
+        return self.fakes.publisher
+
+    @property
+    def predictions(self) -> MemoryPredictionStore:
+        return self.fakes.predictions
 
 
 def fake_app(settings: Settings | None = None, objects: MemoryObjectStore | None = None,
-             publisher: ListPublisher | None = None) -> FakeApp:
-    settings = settings or Settings(bucket="images")
-    objects = objects or MemoryObjectStore()
-    jobs, publisher, classifier = MemoryJobStore(), publisher or ListPublisher(), FakeClassifier()
-    predictions = MemoryPredictionStore()
-    return FakeApp(settings, objects, jobs, publisher, classifier,
-                   create_job=CreateJob(objects, jobs, publisher, settings.job_defaults),
-                   resume_job=ResumeJob(objects, jobs, publisher), job_status=JobStatus(jobs),
-                   undo_job=UndoJob(objects, jobs), classify_image=ClassifyImage(objects, jobs, lambda: classifier, decode_image, predictions,
-                                                model_key="fake-model"),
-                   predictions=predictions, close_job=CloseJob(jobs))
+             publisher: ListPublisher | None = None, **overrides) -> FakeApp:
+    return FakeApp(settings or Settings(bucket="images"), MemoryPorts(objects, publisher), **overrides)
+
+
+SERVED = (Action.CREATE, Action.STATUS, Action.UNDO, Action.CLOSE, Action.REPORT, Action.THUMBNAIL)
+
+
+def served(app: Application):  # type: ignore[no-untyped-def]
+    """`imgclassify serve`'s HTTP app over an application (a Flask test client)."""
+    from common.http import create_app
+
+    return create_app(handlers(*SERVED, application=lambda: app), app.settings).test_client()
 
 
 class InlineWork:

@@ -13,26 +13,53 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-PRODUCTION = ["common", "imgclassify"]
-# What each layer of common/ may import from the project (besides itself). The composition root sees everything.
+PRODUCTION = ["common", "imgclassify", "functions"]
+# What each layer may import from the project (besides itself). Only the composition root (common.bootstrap) sees
+# the adapters; the entry points (functions, the CLI) reach use cases through it.
+ENTRY = {"common.bootstrap", "common.config", "common.domain", "common.http", "common.logs", "common.pages",
+         "common.pubsub", "common.routes"}
 ALLOWED = {
     "common.domain": {"common.domain"},
     "common.logs": set(),
     "common.config": {"common.domain"},
     "common.ports": {"common.domain"},
-    "common.inference": {"common.domain", "common.inference", "common.logs"},
-    "common.usecases": {"common.domain", "common.ports", "common.inference", "common.logs", "common.usecases",
-                        "common.report"},
-    "common.report": {"common.domain"},
+    "common.routes": {"common.domain"},
+    "common.inference": {"common.domain", "common.inference", "common.logs", "common.ports"},
+    "common.usecases": {"common.domain", "common.ports", "common.logs", "common.usecases"},
+    "common.pages": {"common.domain"},
     "common.adapters": {"common.domain", "common.logs", "common.ports", "common.adapters"},
-    "common.http": {"common.domain", "common.config", "common.logs"},
+    "common.http": {"common.domain", "common.config", "common.logs", "common.routes", "common.pages"},
     "common.pubsub": {"common.domain", "common.logs"},
+    "functions": ENTRY,
+    "imgclassify.cli": ENTRY | {"imgclassify.cli", "imgclassify.emulation", "imgclassify.http_server",
+                                "imgclassify.litert_build", "imgclassify.weights"},
+    "imgclassify.emulation": {"common.domain", "common.http", "common.routes", "common.adapters.gcp"},  # clients
+    "imgclassify.http_server": set(),
+    "imgclassify.weights": {"common.domain", "common.inference"},
+    "imgclassify.litert_build": {"common.domain", "common.inference", "common.logs"},
 }
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(REPO_ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_every_production_module_belongs_to_a_layer():
+    unplaced = [name for name in project_modules() if layer_of(name) is None and name not in (
+        "common", "common.bootstrap", "imgclassify")]
+    assert unplaced == []
+
+
+def test_the_cli_never_touches_an_adapter_or_a_model_runtime():
+    reached = {f"{m} -> {t}" for m, ts in graph().items() if m.startswith("imgclassify.cli") for t in ts
+               if t.startswith(("common.adapters", "common.inference", "common.usecases"))}
+    assert reached == set()
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = {name: n for name, path in project_modules().items() if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
 
 
 def project_modules() -> dict[str, Path]:
@@ -53,7 +80,10 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            # `from common import bootstrap` imports the module common.bootstrap, not the package's contents
+            submodules = [f"{node.module}.{alias.name}" for alias in node.names
+                          if f"{node.module}.{alias.name}" in known]
+            names = submodules if len(submodules) == len(node.names) else [node.module, *submodules]
         else:
             continue
         found |= {name for name in names if name in known}

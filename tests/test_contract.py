@@ -128,6 +128,12 @@ def test_objects_list_recursively_under_a_prefix_only(object_store):
     assert sorted(store.list_names(bucket, "all/")) == ["all/a.jpg", "all/sub/b.png"]
 
 
+def test_exists_says_whether_an_object_is_there(object_store):
+    store, bucket = object_store
+    store.write(bucket, "dog/a.jpg", b"x")
+    assert store.exists(bucket, "dog/a.jpg") and not store.exists(bucket, "dog/b.jpg")
+
+
 def test_listing_an_empty_prefix_yields_nothing(object_store):
     store, bucket = object_store
     assert list(store.list_names(bucket, "all/")) == []
@@ -243,6 +249,7 @@ def test_a_result_is_counted_exactly_once(job_store):
     assert counters.matches == {"dog": 1, "musical instrument": 1}
     assert sorted(r.name for r in job_store.results(job.id)) == ["all/a.jpg", "all/b.jpg", "all/c.jpg"]
     assert [r for r in job_store.results(job.id) if r.name == "all/a.jpg"] == [result]
+    assert job_store.result(job.id, "all/a.jpg") == result and job_store.result(job.id, "all/zz.jpg") is None
 
 
 def test_concurrent_duplicate_results_count_once(job_store):

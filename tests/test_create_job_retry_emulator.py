@@ -57,12 +57,11 @@ def tiny_jpeg(i: int) -> bytes:
 def pipeline(emulators, shared):
     """The emulated pipeline (classify_image fed by a push subscription) and an in-process create_job whose
     publisher client can be made to fail."""
-    from common.adapters.gcp import FirestoreJobStore, GcsObjectStore, PubSubPublisher, storage_client
+    from common import bootstrap
+    from common.adapters.gcp import GcsObjectStore, PubSubPublisher, storage_client
     from common.config import Settings
     from common.http import create_app
-    from common.usecases.create_job import CreateJob
-    from common.usecases.job_status import JobStatus
-    from google.cloud import firestore
+    from common.routes import Action
     from imgclassify.emulation import LocalStack
 
     stack = LocalStack(emulators, bucket="retry-bucket", topic="classify-retry", subscription="classify-retry-push",
@@ -76,11 +75,11 @@ def pipeline(emulators, shared):
     settings = Settings(project=emulators.project, bucket=stack.bucket, topic=stack.topic)
     real = PubSubPublisher.make_client()
     flaky = FlakyPublisherClient(real, FAIL_FROM)
-    jobs = FirestoreJobStore(firestore.Client(project=emulators.project), settings.jobs_collection,
-                             settings.counter_shards)
-    create_job = CreateJob(store, jobs, PubSubPublisher(flaky, real.topic_path(emulators.project, stack.topic)),
-                           settings.job_defaults)
-    app = create_app(create_job, JobStatus(jobs), settings).test_client()
+    service = bootstrap.cloud_app(settings, objects=store,
+                                  publisher=PubSubPublisher(flaky, real.topic_path(emulators.project, stack.topic)))
+    jobs = service.port("jobs")
+    app = create_app(bootstrap.handlers(Action.CREATE, Action.STATUS, application=lambda: service),
+                     settings).test_client()
     yield app, flaky, jobs
     stack.stop()
 

@@ -19,9 +19,7 @@ FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
 def service(fake_service, monkeypatch):
     """The functions' composition root, pointed at the in-memory fakes."""
     monkeypatch.setattr(bootstrap, "settings", lambda: fake_service.settings)
-    monkeypatch.setattr(bootstrap, "create_job_handler", lambda: fake_service.create_job)
-    monkeypatch.setattr(bootstrap, "job_status_handler", lambda: fake_service.job_status)
-    monkeypatch.setattr(bootstrap, "classify_image_handler", lambda: fake_service.classify_image)
+    monkeypatch.setattr(bootstrap, "app", lambda: fake_service)
     return fake_service
 
 

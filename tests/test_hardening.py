@@ -23,17 +23,14 @@ from common.adapters.local import FolderInUse, FolderLock, FolderObjectStore
 from common.domain.callbacks import CallbackPolicy
 from common.domain.errors import CallbackRefused, Conflict, InvalidRequest, NotFound, PermanentImageError, \
     TransientError, TruncatedImage
-from common.domain.jobs import JobDefaults, parse_job_request
+from common.domain.jobs import JobDefaults
+from common.domain.requests import parse_job_request
 from common.domain.results import ImageResult
 from common.inference.decoding import MAX_DECODED_BYTES, decode_image
 from common.ports import Removal
-from common.report import export_csv
-from common.usecases.announce_completion import AnnounceCompletion
-from common.usecases.create_job import CreateJob
+from common.pages import export_csv
 from common.usecases.deliver_callback import DeliverCallback
 from common.usecases.report_job import ReportJob
-from common.usecases.undo_job import UndoJob
-from common.usecases.watch import CloseJob, ObjectArrived
 from tests.fakes import solid_jpeg
 from tests.test_real_folders import RED_CAT, Folder, put, snapshot
 
@@ -80,7 +77,7 @@ def test_undo_never_removes_through_a_link_at_any_component(tmp_path, relink):
     relink(root, outside)
     before, before_outside = snapshot(root / "all"), snapshot(outside)
 
-    report = UndoJob(folder.objects, folder.jobs)(job_id)
+    report = folder.app.undo_job(job_id)
 
     assert snapshot(root / "all") == before and snapshot(outside) == before_outside
     assert report["removed"] + report["missing"] + len(report["kept"]) == 2
@@ -117,7 +114,7 @@ def test_a_preview_is_only_of_a_photo_the_job_has_a_result_for(tmp_path, name):
     put(tmp_path / "all/cat.jpg")
     put(tmp_path / "private/secret.jpg")
     job_id = folder.run(["cat"])["id"]
-    report = ReportJob(folder.jobs, folder.objects, lambda data: data)
+    report = ReportJob(folder.jobs, folder.objects, lambda data: data)  # the preview is the photo itself
     assert report.thumbnail(job_id, "all/cat.jpg") == RED_CAT
     with pytest.raises(NotFound) as refused:
         report.thumbnail(job_id, name)
@@ -272,14 +269,9 @@ def test_an_unreachable_receiver_is_said_without_socket_detail():
 def test_classification_and_requests_never_wait_for_a_silent_receiver(tmp_path):
     silent, port = _silent_server()
     try:
-        folder = Folder(tmp_path)
-        deliver = DeliverCallback(folder.jobs, HttpCallbackSender(CallbackPolicy(allow_loopback=True)),
-                                  attempts=1, timeout=30.0)
-        background = BoundedWorkers(workers=1, max_pending=1)
-        announce = AnnounceCompletion(folder.jobs, None, deliver, background)
-        folder.classify._announce = announce  # noqa: SLF001 - wired as bootstrap wires it
-        folder.create = CreateJob(folder.objects, folder.jobs, folder.queue,
-                                  JobDefaults("local", callbacks=CallbackPolicy(allow_loopback=True)), announce=announce)
+        # One background worker and one place in its queue, as bootstrap would wire them with those sizes.
+        folder = Folder(tmp_path, settings={"callback_allow_loopback": True},
+                        background=BoundedWorkers(workers=1, max_pending=1))
         for n in range(6):
             put(tmp_path / f"all/{n}.jpg")
         first = folder.run(["cat"], callback_url=f"http://127.0.0.1:{port}/hook")
@@ -400,16 +392,15 @@ def test_undo_of_an_open_watch_job_is_refused_then_allowed_once_closed(tmp_path)
     job = folder.create({"classes": ["cat"], "watch": True})
     assert folder.queue.join(timeout=30)
     with pytest.raises(Conflict) as refused:
-        UndoJob(folder.objects, folder.jobs)(job["id"])
+        folder.app.undo_job(job["id"])
     assert refused.value.details["state"] == "watching"
-    CloseJob(folder.jobs)(job["id"])
-    assert UndoJob(folder.objects, folder.jobs)(job["id"])["removed"] == 1
+    folder.app.close_job(job["id"])
+    assert folder.app.undo_job(job["id"])["removed"] == 1
 
 
 def test_a_file_still_being_written_is_retried_and_classified_once_whole(tmp_path):
     folder = Folder(tmp_path)
-    folder.classify._retry_truncated = True  # noqa: SLF001 - bootstrap sets it for the local backend
-    arrived = ObjectArrived(folder.jobs, folder.queue, retries=folder.jobs)
+    arrived = folder.app.object_arrived
     job = folder.create({"classes": ["cat"], "watch": True})
     whole = solid_jpeg("red", (640, 480))
     put(tmp_path / "all/upload.jpg", whole[: len(whole) // 3])  # an upload paused a third of the way
@@ -427,7 +418,6 @@ def test_a_file_still_being_written_is_retried_and_classified_once_whole(tmp_pat
 
 def test_a_disk_full_failure_is_retried_by_the_next_run(tmp_path, monkeypatch):
     folder = Folder(tmp_path)
-    folder.resume = type(folder.resume)(folder.objects, folder.jobs, folder.queue, retries=folder.jobs)
     for n in range(3):
         put(tmp_path / f"all/{n}.jpg")
     real_copy = FolderObjectStore.copy

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from common.http import create_app
+from tests.fakes import served
 
 LONG = "x" * 65
 HOSTILE_BODIES = [
@@ -69,7 +69,7 @@ HOSTILE_IDS = [
 
 @pytest.fixture
 def http(fake_service):
-    return create_app(fake_service.create_job, fake_service.job_status, fake_service.settings).test_client()
+    return served(fake_service)
 
 
 @pytest.mark.parametrize("case, body, status, field", HOSTILE_BODIES, ids=[c[0] for c in HOSTILE_BODIES])

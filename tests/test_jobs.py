@@ -4,7 +4,9 @@ from common.domain.errors import InvalidRequest
 from datetime import datetime
 
 from common.domain.jobs import (HIERARCHY_MIN_SCORE, JobDefaults, JobRecord, JobSpec, check_job_id, new_job_id,
-                                parse_job_request, shard_for, status_view, target_name)
+                                shard_for, target_name)
+from common.domain.requests import parse_job_request
+from common.domain.status import status_view
 from common.domain.results import Counters
 
 DEFAULTS = JobDefaults(bucket="images")

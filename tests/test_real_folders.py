@@ -8,37 +8,34 @@ import threading
 
 import pytest
 
+from common import bootstrap
 from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore, file_errors
+from common.config import Settings
+from common.domain.options import Backend
 from common.domain.errors import ConfigurationError, PermanentImageError, TransientError
-from common.domain.jobs import JobDefaults
-from common.inference.decoding import decode_image
-from common.usecases.classify_image import ClassifyImage
-from common.usecases.create_job import CreateJob, ResumeJob
-from common.usecases.job_status import JobStatus
-from tests.fakes import FakeClassifier, solid_jpeg
+from tests.fakes import FakeClassifier, InlineWork, solid_jpeg
 
 RED_CAT = solid_jpeg("red")  # the fake model sees a tabby: "cat" matches
 
 
 class Folder:
-    """DIR with the embedded use cases over it, as `imgclassify run` wires them."""
+    """DIR with the embedded use cases over it, built by the composition root as `imgclassify run` builds them, with
+    a fake model, a quick queue and callbacks sent inline."""
 
-    def __init__(self, root, photos=None) -> None:
+    def __init__(self, root, photos=None, settings: dict | None = None, **overrides) -> None:
         self.root = root
-        self.objects = FolderObjectStore(root, sources={"all/": photos or root / "all"})
-        self.jobs = SqliteJobStore(root / ".imgclassify/jobs.sqlite3")
-        self.queue = InProcessQueue(workers=2, backoff=0.01, max_attempts=2, on_give_up=self._give_up)
-        classifier = FakeClassifier()
-        self.classify = ClassifyImage(self.objects, self.jobs, lambda: classifier, decode_image)
-        self.queue.subscribe(self.classify)
-        self.create = CreateJob(self.objects, self.jobs, self.queue, JobDefaults(bucket="local"))
-        self.resume = ResumeJob(self.objects, self.jobs, self.queue)
-        self.status = JobStatus(self.jobs)
-
-    def _give_up(self, message, reason, retryable):
-        from common.domain.results import ImageResult
-
-        self.jobs.record_result(message.job_id, ImageResult.failure(message.name, reason, retryable))
+        self.classifier = FakeClassifier()
+        self.queue = InProcessQueue(workers=2, backoff=0.01, max_attempts=2)
+        config = Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos or ""),
+                          bucket="local", **(settings or {}))
+        self.app = bootstrap.local_app(config, classifier=lambda: self.classifier, queue=self.queue,
+                                       background=overrides.pop("background", InlineWork()), **overrides)
+        self.objects = self.app.port("objects")
+        self.jobs = self.app.port("jobs")
+        self.classify = self.app.classify_image
+        self.create = self.app.create_job
+        self.resume = self.app.resume_job
+        self.status = self.app.job_status
 
     def run(self, classes, **body) -> dict:
         job = self.create({"classes": classes, **body})

@@ -3,36 +3,33 @@ watch jobs each get every arrival, closing completes, completion announced exact
 retried with backoff and given up without blocking, bad callback URLs refused."""
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import threading
 
 import pytest
 
 from common.domain.errors import InvalidRequest, TransientError
-from common.domain.jobs import JobDefaults, parse_job_request
+from common.domain.jobs import JobDefaults
+from common.domain.requests import parse_job_request
 from common.pubsub import handle_object_event
-from common.usecases.announce_completion import SIGNATURE_HEADER, AnnounceCompletion
-from common.usecases.watch import CloseJob, ObjectArrived
-from common.usecases.deliver_callback import DeliverCallback
-from tests.fakes import InlineWork, ListEvents, RecordingCallbacks, fake_app, solid_jpeg
+from common.usecases.announce_completion import SIGNATURE_HEADER, signature
+from common.config import Settings
+from tests.fakes import ListEvents, RecordingCallbacks, fake_app, solid_jpeg
 
 
 class Watched:
-    """The fakes, wired as bootstrap wires the cloud: announce after each recorded image and on close."""
+    """The fakes, built by the composition root as the cloud is: announce after each recorded image and on close,
+    with a job-events topic and a callback receiver that record what they get."""
 
     def __init__(self, callbacks: RecordingCallbacks | None = None, key: str = "") -> None:
-        self.app = fake_app()
         self.events = ListEvents()
         self.callbacks = callbacks or RecordingCallbacks(200)
         self.sleeps: list[float] = []
-        deliver = DeliverCallback(self.app.jobs, self.callbacks, key, sleep=self.sleeps.append)
-        self.announce = AnnounceCompletion(self.app.jobs, self.events, deliver, InlineWork())
-        self.app.classify_image._announce = self.announce  # noqa: SLF001 - the same wiring as bootstrap's
-        self.app.create_job._announce = self.announce  # noqa: SLF001
-        self.arrived = ObjectArrived(self.app.jobs, self.app.publisher)
-        self.close = CloseJob(self.app.jobs, self.announce)
+        self.app = fake_app(Settings(bucket="images", service_key=key), events=self.events, callbacks=self.callbacks,
+                            sleep=self.sleeps.append)
+        self.announce = self.app.announce
+        self.arrived = self.app.object_arrived
+        self.close = self.app.close_job
 
     def upload(self, name: str, colour: str = "red") -> None:
         self.app.objects.write("images", name, solid_jpeg(colour))
@@ -117,7 +114,13 @@ def test_the_callback_is_signed_with_the_service_key():
     w.deliver_all()
     [(url, body, headers)] = w.callbacks.posts
     assert url == "https://receiver.example/hook" and json.loads(body)["complete"] is True
-    assert headers[SIGNATURE_HEADER] == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert headers[SIGNATURE_HEADER] == signature(body, "s3cret")
+
+
+def test_the_signature_is_hmac_sha256_as_receivers_verify_it():
+    # RFC 4231, test case 2: a receiver's own HMAC-SHA256 gives this for key "Jefe".
+    assert signature(b"what do ya want for nothing?", "Jefe") == \
+        "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
 
 
 @pytest.mark.parametrize("answers, outcome, attempts", [

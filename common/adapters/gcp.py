@@ -117,6 +117,10 @@ class GcsObjectStore:
             return Removal.CHANGED
         return Removal.REMOVED
 
+    @translated("checking an object")
+    def exists(self, bucket: str, name: str) -> bool:
+        return bool(self._client.bucket(bucket).blob(name).exists())
+
     @translated("reading an object")
     def read(self, bucket: str, name: str) -> bytes:
         try:

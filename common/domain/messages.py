@@ -10,7 +10,6 @@ from typing import Any
 
 from common.domain.errors import BadMessage
 from common.domain.jobs import JobSpec
-from common.domain.options import MatchMode, choices
 
 SCHEMA_VERSION = 1
 PUBSUB_MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
@@ -43,28 +42,14 @@ class ClassifyMessage:
             raise BadMessage("message data must be a JSON object")
         if body.get("v") != SCHEMA_VERSION:
             raise BadMessage(f"unsupported message schema version {body.get('v')!r}")
+        job_id, name, content = body.get("job_id"), body.get("name"), body.get("content")
+        if not (isinstance(job_id, str) and job_id and isinstance(name, str) and name) or \
+                not (content is None or isinstance(content, str)):
+            raise BadMessage("message needs a job_id and a name (strings), and a content fingerprint or none")
         try:
-            job_id, name, classes = body["job_id"], body["name"], body["classes"]
-            bucket, prefix, top_k, min_score = body["bucket"], body["source_prefix"], body["top_k"], body["min_score"]
-        except (KeyError, TypeError) as exc:
-            raise BadMessage(f"message is missing a field: {exc}") from None
-        match = body.get("match", MatchMode.HIERARCHY.value)
-        content, dry_run = body.get("content"), body.get("dry_run", False)
-        checks = [
-            content is None or isinstance(content, str),
-            isinstance(dry_run, bool),
-            isinstance(job_id, str) and bool(job_id),
-            isinstance(name, str) and bool(name),
-            isinstance(classes, list) and all(isinstance(c, str) and c for c in classes),
-            isinstance(bucket, str) and isinstance(prefix, str),
-            isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0,
-            isinstance(min_score, (int, float)) and not isinstance(min_score, bool),
-            isinstance(match, str) and match in choices(MatchMode),
-        ]
-        if not all(checks):
-            raise BadMessage("message fields have the wrong types")
-        spec = JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=prefix, top_k=top_k,
-                       min_score=float(min_score), match=MatchMode(match), dry_run=dry_run)
+            spec = JobSpec.from_dict(body)  # the job's spec as JobSpec.to_dict wrote it, every field of it
+        except ValueError as exc:
+            raise BadMessage(f"message fields are wrong: {exc}") from None
         return cls(job_id=job_id, name=name, spec=spec, content=content or None)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 
@@ -11,6 +12,14 @@ class Label:
     index: int
     name: str
     score: float
+
+
+class PredictionSource(StrEnum):
+    """Where an image's probabilities came from."""
+
+    MODEL = "model"
+    STORE = "store"  # a stored prediction: no model run
+    RECOMPUTED = "recomputed"  # the stored one was unreadable, so the model ran again
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,7 @@ class ImageResult:
     copies: tuple[str, ...] = ()  # where the image's copies are (written now, or already there with its bytes)
     written: tuple[str, ...] = ()  # the copies this job wrote: its manifest, what undo removes
     content: str = ""  # the photo's content fingerprint (md5) when classified: undo removes only copies still equal
-    prediction: str = ""  # where the probabilities came from: "model", "store", or "recomputed" (a bad entry)
+    prediction: str = ""  # a PredictionSource ("" for a failure before any prediction)
     retryable: bool = False  # a failure that may pass (the disk was full): the next run of the job retries it
 
     def to_dict(self) -> dict[str, Any]:
@@ -34,7 +43,7 @@ class ImageResult:
                 "scores": {k: round(v, 6) for k, v in self.scores.items()},
                 "labels": [{"index": l.index, "name": l.name, "score": round(l.score, 6)} for l in self.labels],
                 "copies": list(self.copies), "written": list(self.written), "content": self.content,
-                "prediction": self.prediction, **({"retryable": True} if self.retryable else {})}
+                "prediction": str(self.prediction), **({"retryable": True} if self.retryable else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
@@ -64,8 +73,8 @@ class Counters:
     @classmethod
     def of(cls, result: ImageResult) -> Counters:
         return cls(processed=int(result.ok), failed=int(not result.ok), matches={m: 1 for m in result.matched},
-                   unmatched=int(result.ok and not result.matched), from_store=int(result.prediction == "store"),
-                   recomputed=int(result.prediction == "recomputed"))
+                   unmatched=int(result.ok and not result.matched), from_store=int(result.prediction == PredictionSource.STORE),
+                   recomputed=int(result.prediction == PredictionSource.RECOMPUTED))
 
     def add(self, other: Counters) -> None:
         self.processed += other.processed

@@ -14,12 +14,13 @@ from typing import Protocol
 
 import numpy as np
 
+from common import ports
 from common.domain.errors import ConfigurationError
 from common.domain.options import Model, Runtime
 
 NUM_CLASSES = 1000
 # Part of every stored prediction's key: bump it when decoding or preprocessing changes what the model sees.
-PREPROCESSING_VERSION = 1
+PREPROCESSING_VERSION = 2  # 2: reduced before orientation and colour conversion (the decode memory budget)
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
 NO_WEIGHTS_HELP = ("no model weights available: pass --weights PATH (a Keras .weights.h5/.h5 or a .tflite file) "
@@ -27,12 +28,7 @@ NO_WEIGHTS_HELP = ("no model weights available: pass --weights PATH (a Keras .we
                    "which needs internet access")
 
 
-class Classifier(Protocol):
-    description: str
-
-    def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (N, 224, 224, 3) RGB -> float32 (N, 1000) ImageNet probabilities."""
-        ...
+Classifier = ports.Classifier  # what every runtime's model is (the protocol lives with the other ports)
 
 
 def preprocess(model: Model, pixels: np.ndarray) -> np.ndarray:

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from common.domain.jobs import JobRecord, status_view
+from common.domain.jobs import JobRecord
+from common.domain.status import status_view
 from common.logs import get_logger
-from common.ports import BackgroundWork, EventPublisher, JobWriter
+from common.ports import BackgroundWork, CompletionClaims, EventPublisher
 from common.usecases.deliver_callback import SIGNATURE_HEADER, DeliverCallback, signature
 
 log = get_logger("announce_completion")
@@ -20,7 +21,7 @@ EVENT_FIELDS = ("job_id", "state", "number_of_files", "processed", "failed", "ma
 
 
 class AnnounceCompletion:
-    def __init__(self, jobs: JobWriter, events: EventPublisher | None, deliver: DeliverCallback | None,
+    def __init__(self, jobs: CompletionClaims, events: EventPublisher | None, deliver: DeliverCallback | None,
                  background: BackgroundWork | None) -> None:
         self._jobs = jobs
         self._events = events
@@ -43,7 +44,7 @@ class AnnounceCompletion:
         if not job.spec.watch and self._jobs.results_count(job_id) < job.number_of_files:
             return False
         view = status_view(job, self._jobs.counters(job_id))
-        if not view["complete"] or not self._jobs.claim_completion(job_id):
+        if not view.complete or not self._jobs.claim_completion(job_id):
             return False
         event = {"job_id": job_id, **{k: view[k] for k in EVENT_FIELDS if k != "job_id"}}
         if self._events is not None:
@@ -53,7 +54,7 @@ class AnnounceCompletion:
                 log.exception("job-events publish failed", extra={"job_id": job_id})
         log.info("job complete", extra=event)
         if job.spec.callback_url and self._deliver is not None and self._background is not None:
-            self._send_later(job_id, job.spec.callback_url, {**view, "code": 200})
+            self._send_later(job_id, job.spec.callback_url, {**view.to_dict(), "code": 200})
         return True
 
     def _send_later(self, job_id: str, url: str, status: dict[str, Any]) -> None:

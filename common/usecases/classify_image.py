@@ -19,10 +19,9 @@ from common.domain.matching import match_classes
 from common.domain.messages import ClassifyMessage
 from common.domain.predictions import (CorruptPrediction, content_fingerprint, decode_probabilities,
                                        encode_probabilities)
-from common.domain.results import ImageResult
-from common.inference.classifier import Classifier
+from common.domain.results import ImageResult, PredictionSource
 from common.logs import get_logger
-from common.ports import ObjectStore, PredictionStore, ResultRecorder
+from common.ports import Classifier, ObjectStore, PredictionStore, ResultRecorder
 
 log = get_logger("classify_image")
 
@@ -139,7 +138,7 @@ class ClassifyImage:
             with timings.stage("lookup"):
                 probabilities, corrupt = self._stored(message.content)
             if probabilities is not None:
-                return probabilities, "store", message.content
+                return probabilities, PredictionSource.STORE, message.content
         with timings.stage("download"):
             data = self._objects.read(message.spec.bucket, message.name)
         content = content_fingerprint(data)
@@ -148,13 +147,13 @@ class ClassifyImage:
                 probabilities, bad = self._stored(content)
             corrupt = corrupt or bad
             if probabilities is not None:
-                return probabilities, "store", content
+                return probabilities, PredictionSource.STORE, content
         with timings.stage("decode"):
             pixels = self._decode(data)
         with timings.stage("model"):
             probabilities = self._classifier().predict(pixels[None])[0]
         self._store(content, probabilities)
-        return probabilities, "recomputed" if corrupt else "model", content
+        return probabilities, PredictionSource.RECOMPUTED if corrupt else PredictionSource.MODEL, content
 
     def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer) -> ImageResult:
         spec = message.spec

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
 
 from common.domain.errors import Conflict, FanOutInterrupted, TransientError
-from common.domain.jobs import JobDefaults, JobRecord, JobSpec, new_job_id, parse_job_request, status_view
+from common.domain.jobs import JobDefaults, JobRecord, JobSpec, new_job_id
+from common.domain.requests import parse_job_request
+from common.domain.status import JobView, status_view
 from common.domain.messages import ClassifyMessage
 from common.domain.taxonomy import describe_resolution
 from common.logs import get_logger
-from common.ports import JobWriter, Listed, ObjectLister, Publisher, RetryableFailures
+from common.ports import JobRecorder, Listed, ObjectLister, Publisher, RetryableFailures
 from common.usecases.clock import utc_now_iso
 from common.usecases.lookup import existing_job
 
@@ -29,7 +30,7 @@ def job_images(objects: ObjectLister, spec: JobSpec) -> Iterator[Listed]:
 
 
 class CreateJob:
-    def __init__(self, objects: ObjectLister, jobs: JobWriter, publisher: Publisher, defaults: JobDefaults,
+    def __init__(self, objects: ObjectLister, jobs: JobRecorder, publisher: Publisher, defaults: JobDefaults,
                  clock: Callable[[], str] = utc_now_iso, announce: Callable[[str], bool] | None = None) -> None:
         self._objects = objects
         self._jobs = jobs
@@ -38,7 +39,7 @@ class CreateJob:
         self._clock = clock
         self._announce = announce  # an empty prefix completes at once: announced here
 
-    def __call__(self, body: object) -> dict[str, Any]:
+    def __call__(self, body: object) -> JobView:
         request = parse_job_request(body, self._defaults)
         spec = request.spec
         meaning = describe_resolution(spec.classes, spec.match)  # a class that means nothing is a 400 first
@@ -54,13 +55,13 @@ class CreateJob:
             job = existing
             if job.number_of_files is not None and job.error is None:
                 log.info("job request replayed", extra={"job_id": job.id, "request_id": job.request_id})
-                return {**status_view(job, self._jobs.counters(job.id)), **meaning}
+                return status_view(job, self._jobs.counters(job.id)).with_extra(**meaning)
             log.info("resuming an interrupted fan-out", extra={"job_id": job.id, "request_id": job.request_id})
         listed = self._fan_out(job)
         if self._announce is not None:
             self._announce(job.id)
         job = replace(job, number_of_files=listed, error=None)
-        return {**status_view(job, self._jobs.counters(job.id)), **meaning}
+        return status_view(job, self._jobs.counters(job.id)).with_extra(**meaning)
 
     def _fan_out(self, job: JobRecord) -> int:
         """List and publish at once (fan-out runs at the speed of the slower of the two, not of their sum); the
@@ -105,7 +106,7 @@ class ResumeJob:
     failure may pass now (the disk was full). The job's total becomes what it will process: the images already
     done plus those published now."""
 
-    def __init__(self, objects: ObjectLister, jobs: JobWriter, publisher: Publisher,
+    def __init__(self, objects: ObjectLister, jobs: JobRecorder, publisher: Publisher,
                  retries: RetryableFailures | None = None) -> None:
         self._objects = objects
         self._jobs = jobs

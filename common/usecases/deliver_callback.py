@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.domain.errors import CallbackRefused, TransientError
+from common.domain.retry import RetryPolicy
 from common.logs import get_logger
 from common.ports import CallbackSender, JobCallbacks
 
@@ -29,8 +30,7 @@ class DeliverCallback:
         self._jobs = jobs
         self._sender = sender
         self._key = service_key
-        self._attempts = attempts
-        self._backoff = backoff
+        self._retry = RetryPolicy(attempts, backoff)
         self._timeout = timeout  # per attempt, all of it: connecting, sending and the answer
         self._sleep = sleep
 
@@ -47,7 +47,7 @@ class DeliverCallback:
         if self._key:
             headers[SIGNATURE_HEADER] = signature(body, self._key)
         error = ""
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, self._retry.attempts + 1):
             try:
                 answer = self._sender.post(url, body, headers, self._timeout)
             except CallbackRefused as exc:
@@ -63,6 +63,7 @@ class DeliverCallback:
                 error = f"HTTP {answer}"
                 if 400 <= answer < 500 and answer not in (408, 429):
                     break  # the receiver refuses it: retrying the same body cannot help
-            if attempt < self._attempts:
-                self._sleep(self._backoff * 2 ** (attempt - 1))
+            delay = self._retry.delay_after(attempt)
+            if delay is not None:
+                self._sleep(delay)
         return {"status": "failed", "attempts": attempt, "error": error}

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from common.domain.errors import Conflict
-from common.domain.jobs import status_view
+from common.domain.status import status_view
 from common.logs import get_logger
-from common.ports import JobWriter, ObjectStore, Removal
+from common.ports import JobReader, ObjectStore, Removal
 from common.usecases.lookup import existing_job
 
 log = get_logger("undo_job")
@@ -19,13 +19,13 @@ KEPT_BECAUSE = {Removal.CHANGED: "changed since the job wrote it: kept",
 
 
 class UndoJob:
-    def __init__(self, objects: ObjectStore, jobs: JobWriter) -> None:
+    def __init__(self, objects: ObjectStore, jobs: JobReader) -> None:
         self._objects = objects
         self._jobs = jobs
 
     def __call__(self, job_id: str) -> dict[str, Any]:
         job = existing_job(self._jobs, job_id)
-        state = status_view(job, self._jobs.counters(job_id))["state"]
+        state = status_view(job, self._jobs.counters(job_id)).state
         if state.in_progress:
             advice = "close it first (Ctrl-C its watch, or POST …/close)" if job.spec.watch and not job.closed else \
                 "undo it once it is complete"

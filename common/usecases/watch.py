@@ -3,14 +3,13 @@ job is closed; closing completes it once the images in flight are done."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from common.domain.errors import InvalidRequest
-from common.domain.jobs import status_view
+from common.domain.status import JobView, status_view
 from common.domain.messages import ClassifyMessage
 from common.logs import get_logger
 from common.usecases.lookup import existing_job
-from common.ports import JobWriter, Publisher, RetryableFailures
+from common.ports import Arrivals, Publisher, RetryableFailures
 
 log = get_logger("watch")
 
@@ -19,7 +18,7 @@ class ObjectArrived:
     """An object was written (a storage notification, a file event): every open watch job whose prefix holds it
     registers it once and has it classified."""
 
-    def __init__(self, jobs: JobWriter, publisher: Publisher, retries: RetryableFailures | None = None) -> None:
+    def __init__(self, jobs: Arrivals, publisher: Publisher, retries: RetryableFailures | None = None) -> None:
         self._jobs = jobs
         self._publisher = publisher
         self._retries = retries  # an object seen again after a failure that may pass is classified again
@@ -44,11 +43,11 @@ class ObjectArrived:
 class CloseJob:
     """Stop a watch job taking arrivals; it completes (and is announced) once its images are done."""
 
-    def __init__(self, jobs: JobWriter, announce: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, jobs: Arrivals, announce: Callable[[str], bool] | None = None) -> None:
         self._jobs = jobs
         self._announce = announce
 
-    def __call__(self, job_id: str) -> dict[str, Any]:
+    def __call__(self, job_id: str) -> JobView:
         job = existing_job(self._jobs, job_id)
         if not job.spec.watch:
             raise InvalidRequest(f"job {job_id} is not a watch job: it completes by itself", field="id")

@@ -4,10 +4,12 @@ import functions_framework
 import flask
 
 from common import bootstrap
-from common.http import create_job_response
+from common.http import dispatch
+from common.routes import Action
+
+HANDLERS = bootstrap.handlers(Action.CREATE, Action.UNDO, Action.CLOSE)
 
 
 @functions_framework.http
 def create_job(request: flask.Request) -> flask.Response:
-    return create_job_response(request, bootstrap.create_job_handler, bootstrap.settings,
-                               {"undo": bootstrap.undo_job_handler, "close": bootstrap.close_job_handler})
+    return dispatch(request, HANDLERS, bootstrap.settings)

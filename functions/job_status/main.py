@@ -4,10 +4,12 @@ import functions_framework
 import flask
 
 from common import bootstrap
-from common.http import job_status_response
+from common.http import dispatch
+from common.routes import Action
+
+HANDLERS = bootstrap.handlers(Action.STATUS, Action.REPORT, Action.THUMBNAIL)
 
 
 @functions_framework.http
 def job_status(request: flask.Request) -> flask.Response:
-    return job_status_response(request, bootstrap.job_status_handler, bootstrap.settings,
-                               report=bootstrap.report_handler)
+    return dispatch(request, HANDLERS, bootstrap.settings)

@@ -75,10 +75,9 @@ class CrashingResults:
 @functools.lru_cache(maxsize=1)
 def handler() -> ClassifyImage:
     settings = bootstrap.settings()
-    jobs = bootstrap.gcp_job_store(settings)
-    return bootstrap.classify_image(ObservedObjects(bootstrap.gcp_object_store(settings)), CrashingResults(jobs),
-                                    settings, bootstrap.gcp_prediction_store(settings),
-                                    bootstrap.announcer(jobs, bootstrap.gcp_events(settings), settings))
+    ports = bootstrap.CloudPorts(settings)
+    return bootstrap.Application(settings, ports, objects=ObservedObjects(ports.objects),
+                                 results=CrashingResults(ports.jobs)).classify_image
 
 
 @functions_framework.cloud_event

@@ -16,11 +16,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from common.domain.errors import ObjectMissing, PermanentImageError, TransientError
-from common.domain.jobs import MAX_IMAGE_BYTES, collision_names
+from common.domain.jobs import MAX_IMAGE_BYTES, STATE_DIR, collision_names
 from common.domain.predictions import content_fingerprint
 from common.ports import Copied, Listed, Removal
 
-STATE_DIR = ".imgclassify"
 # Deeper folders are not listed: each is one failed entry saying why, and the job goes on.
 MAX_FOLDER_DEPTH = 64
 # The local equivalents of a cloud 503: the disk or the database is busy or full for now.
@@ -127,14 +126,22 @@ class FolderObjectStore:
         self.sources = {prefix: Path(folder).resolve() for prefix, folder in (sources or {}).items()}
         self.max_bytes = max_bytes
         self._unlistable: dict[str, str] = {}  # folders the listing could not enter, and why
-        # Files are written here, then linked into place: a killed run leaves no half photo, and no stray
-        # temporary file, in the user's folders. Same filesystem as root, so the link is atomic.
-        self._tmp = self.root / STATE_DIR / "tmp"
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        stale = time.time() - 600  # older than any write in flight, even from another process on this folder
-        for leftover in self._tmp.iterdir():
-            if leftover.stat().st_mtime < stale:
-                leftover.unlink(missing_ok=True)
+        self._tmp_ready = False
+
+    @property
+    def _tmp(self) -> Path:
+        """Files are written here, then linked into place: a killed run leaves no half photo, and no stray
+        temporary file, in the user's folders. Same filesystem as root, so the link is atomic. Made on the first
+        write (a folder only read from, such as `emulate --upload`'s, is left as it is)."""
+        tmp = self.root / STATE_DIR / "tmp"
+        if not self._tmp_ready:
+            tmp.mkdir(parents=True, exist_ok=True)
+            stale = time.time() - 600  # older than any write in flight, even from another process on this folder
+            for leftover in tmp.iterdir():
+                if leftover.stat().st_mtime < stale:
+                    leftover.unlink(missing_ok=True)
+            self._tmp_ready = True
+        return tmp
 
     # --- reading --------------------------------------------------------------------------------------------
     def _source(self, name: str) -> tuple[Path, Path]:
@@ -204,6 +211,17 @@ class FolderObjectStore:
     def read(self, bucket: str, name: str) -> bytes:
         data, _ = self._read(name)
         return data
+
+    def exists(self, bucket: str, name: str) -> bool:
+        try:
+            folder, filename = self._folder(name, create=False)
+        except (ObjectMissing, LinkInPath, OSError):
+            return False
+        with folder:
+            try:
+                return stat.S_ISREG(os.stat(filename, dir_fd=folder.fd, follow_symlinks=False).st_mode)
+            except OSError:
+                return False
 
     def _read(self, name: str) -> tuple[bytes, os.stat_result]:
         if name in self._unlistable:

@@ -8,9 +8,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from common.domain.errors import TransientError
 from common.domain.messages import ClassifyMessage
+from common.domain.retry import RetryPolicy
 from common.logs import get_logger
 
 log = get_logger("local")
+
+GiveUp = Callable[[ClassifyMessage, str, bool], None]  # (message, reason, whether a later try may pass)
 
 
 class InProcessQueue:
@@ -19,11 +22,10 @@ class InProcessQueue:
     (the classify_image use case raises nothing else but ConfigurationError); anything else is dead-lettered."""
 
     def __init__(self, workers: int = 2, max_attempts: int = 5, backoff: float = 0.2,
-                 on_give_up: Callable[[ClassifyMessage, str, bool], None] | None = None) -> None:
+                 on_give_up: GiveUp | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="classify")
         self._handler: Callable[[ClassifyMessage], object] | None = None
-        self._max_attempts = max_attempts
-        self._backoff = backoff
+        self._retry = RetryPolicy(max_attempts, backoff)
         # What to do with a message that cannot be delivered (the embedded runner records the image as failed
         # with the reason, so its job still finishes and says why).
         self._on_give_up = on_give_up
@@ -31,20 +33,23 @@ class InProcessQueue:
         self._lock = threading.Lock()
         self.dead_letters: list[tuple[ClassifyMessage, str]] = []
 
-    def subscribe(self, handler: Callable[[ClassifyMessage], object]) -> None:
+    def subscribe(self, handler: Callable[[ClassifyMessage], object], on_give_up: GiveUp | None = None) -> None:
         self._handler = handler
+        if on_give_up is not None:
+            self._on_give_up = on_give_up
 
     def _deliver(self, message: ClassifyMessage) -> None:
         assert self._handler is not None, "no handler subscribed"
-        for attempt in range(1, self._max_attempts + 1):
+        for attempt in range(1, self._retry.attempts + 1):
             try:
                 self._handler(message)
                 return
             except TransientError as exc:
-                if attempt == self._max_attempts:
+                delay = self._retry.delay_after(attempt)
+                if delay is None:
                     self._give_up(message, f"gave up after {attempt} attempts: {exc}", retryable=True)
                     return
-                time.sleep(self._backoff * 2 ** (attempt - 1))
+                time.sleep(delay)
             except Exception as exc:  # misconfigured, or a bug: retrying cannot help
                 log.exception("message handler failed", extra={"job_id": message.job_id, "object": message.name})
                 self._give_up(message, str(exc) or repr(exc), retryable=False)

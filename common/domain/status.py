@@ -1,0 +1,146 @@
+"""A job's status: its state and counts, derived once from the job record and its counters. Every caller — the
+HTTP answer, the terminal, the results page, the completion event, undo's check — reads this one view."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import cached_property
+from typing import Any
+
+from common.domain.jobs import JobRecord
+from common.domain.results import Counters
+
+# create_job lists and publishes within its function timeout (540 s); a job still listing long after that was
+# abandoned by an instance that died, and says so instead of looking busy forever.
+LISTING_DEADLINE_SECONDS = 900
+
+
+class JobState(StrEnum):
+    LISTING = "listing"  # create_job is still listing (and publishing) the images
+    RUNNING = "running"
+    WATCHING = "watching"  # an open watch job: more images may arrive
+    STALLED = "stalled"  # its images hit an error an operator must fix (status says which)
+    COMPLETE = "complete"
+    FAILED = "failed"  # it cannot finish (status says why)
+
+    @property
+    def in_progress(self) -> bool:
+        """Still changing: copies may yet be made, so it cannot be undone or treated as finished."""
+        return self in (JobState.LISTING, JobState.RUNNING, JobState.WATCHING)
+
+
+def _age_seconds(created_at: str, now: datetime) -> float:
+    try:
+        return (now - datetime.fromisoformat(created_at)).total_seconds()
+    except ValueError:
+        return 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class JobView(Mapping[str, Any]):
+    """Typed, and read as the JSON body (a Mapping of it) where a body is wanted."""
+
+    job: JobRecord
+    counters: Counters
+    now: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # what the class words mean (resolved, warnings)
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def done(self) -> int:
+        """Images with a result: classified or failed."""
+        return self.counters.processed + self.counters.failed
+
+    @property
+    def listing(self) -> bool:
+        return self.job.number_of_files is None
+
+    @property
+    def number_of_files(self) -> int:
+        if self.job.spec.watch:  # everything listed or announced so far, each object once
+            return max(self.counters.arrived, self.done)
+        return self.done if self.job.number_of_files is None else self.job.number_of_files
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.number_of_files - self.done)
+
+    @property
+    def watching(self) -> bool:
+        return self.job.spec.watch and not self.job.closed
+
+    @property
+    def error(self) -> str | None:
+        if self.job.error or not self.listing:
+            return self.job.error
+        if _age_seconds(self.job.created_at, self.now or datetime.now(UTC)) > LISTING_DEADLINE_SECONDS:
+            return (f"listing did not finish within {LISTING_DEADLINE_SECONDS} s (the instance stopped); "
+                    "retry the request with the same request_id to resume it")
+        return None
+
+    @property
+    def complete(self) -> bool:
+        return not self.listing and not self.watching and self.done >= self.number_of_files and \
+            self.job.error is None
+
+    @property
+    def state(self) -> JobState:
+        if self.error:
+            return JobState.FAILED
+        if self.listing:
+            return JobState.LISTING
+        if self.complete:
+            return JobState.COMPLETE
+        return JobState.STALLED if self.job.errors else JobState.WATCHING if self.watching else JobState.RUNNING
+
+    @property
+    def percentage(self) -> int:
+        if self.listing:
+            return 0
+        if self.complete:
+            return 100
+        return min(99, (100 * self.done) // self.number_of_files) if self.number_of_files else 0
+
+    def with_extra(self, **fields: Any) -> JobView:
+        return replace(self, extra={**self.extra, **fields})
+
+    @cached_property
+    def body(self) -> dict[str, Any]:
+        """The job_status body: the old service's fields first, then the richer ones."""
+        job, counters, spec = self.job, self.counters, self.job.spec
+        view: dict[str, Any] = {
+            "id": job.id, "classes": list(spec.classes), "complete": self.complete, "percentage": self.percentage,
+            "number_of_files": self.number_of_files, "processed": counters.processed, "failed": counters.failed,
+            "remaining": self.remaining, "matches": {name: counters.matches.get(name, 0) for name in spec.classes},
+            "unmatched": counters.unmatched, "state": self.state.value, "created_at": job.created_at,
+            "bucket": spec.bucket, "source_prefix": spec.source_prefix, "top_k": spec.top_k,
+            "min_score": spec.min_score, "match": spec.match.value, "from_store": counters.from_store,
+        }
+        optional = {"dry_run": spec.dry_run or None, "watch": spec.watch or None,
+                    "callback_url": spec.callback_url or None, "callback": job.callback,
+                    "predictions_recomputed": counters.recomputed or None, "request_id": job.request_id,
+                    "error": self.error, "errors": list(job.errors) or None}
+        view.update({key: value for key, value in optional.items() if value is not None})
+        view.update(self.extra)
+        return view
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.body)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.body[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.body)
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+
+def status_view(job: JobRecord, counters: Counters, now: datetime | None = None) -> JobView:
+    return JobView(job, counters, now)

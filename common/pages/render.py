@@ -1,0 +1,95 @@
+"""The HTML pages, from the Jinja2 templates beside this module (autoescape on: names and classes are data)."""
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+
+import jinja2
+from markupsafe import Markup
+
+from common.domain.results import ImageResult
+from common.domain.status import JobState, JobView
+from common.pages.exports import export_csv, export_jsonl, relative
+
+FORMATS = {"html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8",
+           "jsonl": "application/x-ndjson; charset=utf-8"}
+FIRST_PAGE = 120  # photos rendered per section at load; the rest wait in <template>s until asked for
+PAGE = 240
+REFRESH_SECONDS = 3  # a served page of a running job reloads itself
+
+ThumbnailSource = Callable[[str], str | None]  # object name -> <img src> (data: URI or URL), None when unavailable
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("common.pages", "templates"),
+                              autoescape=jinja2.select_autoescape(default=True), trim_blocks=False)
+
+
+def _top_labels(result: ImageResult) -> str:
+    return ", ".join(f"{label.name} {label.score:.2f}" for label in result.labels[:3])
+
+
+def _score_line(result: ImageResult, class_name: str) -> Markup:
+    if not result.scores:
+        return Markup("")
+    return Markup('<div class="score">score {:.2f}</div>').format(result.scores.get(class_name, 0))
+
+
+def _closest_line(result: ImageResult) -> Markup:
+    if result.scores:
+        name, score = max(result.scores.items(), key=lambda item: item[1])
+        return Markup('<div class="score">closest: {} {:.2f}</div>').format(name, score)
+    return Markup('<div class="score">top: {}</div>').format(result.labels[0].name if result.labels else "?")
+
+
+def render_report(view: JobView, results: Iterable[ImageResult], thumbnail: ThumbnailSource,
+                  refresh_seconds: int | None = None) -> str:
+    ordered = sorted(results, key=lambda r: r.name)
+    resolved = view.get("resolved", {})
+    classes = [(name, [r for r in ordered if r.ok and name in r.matched],
+                "; ".join(resolved.get(name, [])) or f"match rule: {view['match']}") for name in view["classes"]]
+    where = view["source_prefix"] if view["bucket"] == "local" else f'gs://{view["bucket"]}/{view["source_prefix"]}'
+    return _environment().get_template("report.html").render(
+        view=view, classes=classes, unmatched=[r for r in ordered if r.ok and not r.matched],
+        failed=[r for r in ordered if not r.ok], where=where,
+        warnings=list(view.get("warnings", [])) + list(view.get("errors", [])), refresh_seconds=refresh_seconds,
+        thumbnail=thumbnail, relative=lambda name: relative(name, view["source_prefix"]), top_labels=_top_labels,
+        score_line=_score_line, closest_line=_closest_line,
+        reason_line=lambda r: Markup('<div class="reason">{}</div>').format(r.reason),
+        first_page=FIRST_PAGE, page_size=PAGE)
+
+
+def render(view: JobView, results: Iterable[ImageResult], fmt: str, thumbnail: ThumbnailSource,
+           live: bool = False) -> tuple[str, str]:
+    """(content type, body) of a job's page or export; a served page of a job in progress refreshes itself."""
+    if fmt == "csv":
+        return FORMATS[fmt], export_csv(view, results)
+    if fmt == "jsonl":
+        return FORMATS[fmt], export_jsonl(view, results)
+    refresh = REFRESH_SECONDS if live and JobState(view["state"]).in_progress else None
+    return FORMATS[fmt], render_report(view, results, thumbnail, refresh)
+
+
+MAX_INLINE_PREVIEWS = 3000  # a file carries previews inline (~5 KB each): past this, names only (a quick file)
+
+
+def render_file(view: JobView, results: Iterable[ImageResult], fmt: str,
+                preview: Callable[[str], bytes | None]) -> tuple[str, str]:
+    """A page to keep as a file: previews inline as data URIs, so it opens from disk with no server."""
+    inlined = 0
+
+    def inline(name: str) -> str | None:
+        nonlocal inlined
+        inlined += 1
+        data = preview(name) if inlined <= MAX_INLINE_PREVIEWS else None
+        return None if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+    return render(view, results, fmt, inline)
+
+
+def render_index(views: Iterable[JobView]) -> str:
+    """The jobs of a served folder, newest first, each linking to its page."""
+    ordered = sorted(views, key=lambda v: v["created_at"], reverse=True)
+    return _environment().get_template("index.html").render(views=ordered)

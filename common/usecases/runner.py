@@ -1,0 +1,128 @@
+"""What a runner decides about the jobs it keeps (the embedded CLI and server): which job a rerun resumes, which
+jobs a restarted server picks up again, whether there is room for another job, and the list of a folder's jobs."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from common.domain.errors import NotFound, Overloaded
+from common.domain.jobs import JobDefaults
+from common.domain.requests import parse_job_request
+from common.domain.status import JobView, status_view
+from common.ports import JobListing, JobReader, ObjectReader
+from common.usecases.create_job import CreateJob, ResumeJob
+
+
+class KeptJobs(JobReader, JobListing, Protocol):
+    """A runner's job store: read, and listed."""
+
+
+class PickJob:
+    """The job a command names, or else the latest one."""
+
+    def __init__(self, jobs: KeptJobs) -> None:
+        self._jobs = jobs
+
+    def __call__(self, job_id: str | None = None) -> str:
+        chosen = job_id or self._jobs.latest_job_id()
+        if chosen is None:
+            raise NotFound("no jobs here yet", field="id")
+        return chosen
+
+
+class FindResumableJob:
+    """The job a rerun of the same command continues: the latest one, asking for the same thing, that did not
+    complete or has failures that may pass now."""
+
+    def __init__(self, jobs: KeptJobs, defaults: JobDefaults) -> None:
+        self._jobs = jobs
+        self._defaults = defaults
+
+    def __call__(self, body: object) -> str | None:
+        job_id = self._jobs.latest_job_id()
+        job = None if job_id is None else self._jobs.get_job(job_id)
+        if job is None or job.spec != parse_job_request(body, self._defaults).spec:
+            return None
+        if not status_view(job, self._jobs.counters(job.id)).complete:
+            return job.id
+        retryable = any(not result.ok and result.retryable for result in self._jobs.results(job.id))
+        return job.id if retryable else None
+
+
+class ResumeUnfinished:
+    """Jobs an earlier server left running (stopped or killed): their images without a result published again."""
+
+    def __init__(self, jobs: KeptJobs, resume: ResumeJob) -> None:
+        self._jobs = jobs
+        self._resume = resume
+
+    def __call__(self) -> list[str]:
+        resumed = []
+        for job_id in self._jobs.job_ids():
+            job = self._jobs.get_job(job_id)
+            view = None if job is None else status_view(job, self._jobs.counters(job_id))
+            if view is not None and not view.complete and view.error is None:
+                self._resume(job_id)
+                resumed.append(job_id)
+        return resumed
+
+
+class AdmitJob:
+    """Bounded work in flight: past `max_queued` waiting images a new job is told when to come back (429) instead
+    of queueing without limit."""
+
+    def __init__(self, create: CreateJob, backlog: Callable[[], int], max_queued: int) -> None:
+        self._create = create
+        self._backlog = backlog
+        self._max_queued = max_queued
+
+    def __call__(self, body: object) -> JobView:
+        queued = self._backlog()
+        if queued >= self._max_queued:
+            raise Overloaded(f"{queued} images are waiting to be classified (limit {self._max_queued}); retry later",
+                             retry_after=max(1, min(60, queued // 100)))
+        return self._create(body)
+
+
+@dataclass(frozen=True)
+class KeptJob:
+    view: JobView
+    copies_made: int
+    copies_present: int  # of those, still where the job put them
+
+
+class ListJobs:
+    def __init__(self, jobs: KeptJobs, objects: ObjectReader) -> None:
+        self._jobs = jobs
+        self._objects = objects
+
+    def __call__(self) -> list[KeptJob]:
+        kept = []
+        for job_id in self._jobs.job_ids():
+            job = self._jobs.get_job(job_id)
+            if job is None:
+                continue
+            written = [name for result in self._jobs.results(job_id) for name in result.written]
+            present = sum(self._objects.exists(job.spec.bucket, name) for name in written)
+            kept.append(KeptJob(status_view(job, self._jobs.counters(job_id)), len(written), present))
+        return kept
+
+
+class RecentJobListing(JobReader, Protocol):
+    def recent_job_ids(self, limit: int) -> list[str]: ...
+
+
+class RecentJobs:
+    """The newest jobs' views (what `emulate` shows as they progress)."""
+
+    def __init__(self, jobs: RecentJobListing) -> None:
+        self._jobs = jobs
+
+    def __call__(self, limit: int = 5) -> list[JobView]:
+        views = []
+        for job_id in self._jobs.recent_job_ids(limit):
+            job = self._jobs.get_job(job_id)
+            if job is not None:
+                views.append(status_view(job, self._jobs.counters(job_id)))
+        return views

@@ -1,0 +1,90 @@
+"""`imgclassify emulate`: the serverless pipeline on the official emulators, the functions under
+functions-framework, one gateway port for the old paths; progress shown until Ctrl-C."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from common.domain.options import Runtime
+from imgclassify.cli.model import check_model_options, choose_weights
+from imgclassify.cli.options import UsageError, add_job_options, add_model_options, port
+from imgclassify.cli.output import progress_line
+from imgclassify.cli.signals import interrupt_like_ctrl_c
+
+NAME = "emulate"
+HELP = "run the serverless pipeline on the local emulators"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=port, default=8080, help="port serving the two API paths")
+    parser.add_argument("--upload", type=Path, help="upload this folder's files under all/ in the bucket")
+    parser.add_argument("--keep", action="store_true", help="keep the emulators' folder (logs, bucket) on exit")
+    add_model_options(parser)
+    add_job_options(parser, with_match=False)
+
+
+def function_env(args: argparse.Namespace, weights: str, runtime: Runtime) -> dict[str, str]:
+    """What the functions get: the same model options `run` and `serve` take."""
+    env = {"MODEL": args.model.value, "MODEL_WEIGHTS": weights, "MODEL_RUNTIME": runtime.value,
+           "THREADS": str(args.workers), "DEFAULT_TOP_K": str(args.top_k)}
+    if args.min_score is not None:
+        env["DEFAULT_MIN_SCORE"] = str(args.min_score)
+    return env
+
+
+def execute(args: argparse.Namespace) -> int:
+    from common import bootstrap
+    from common.config import Settings
+    from imgclassify.emulation import Emulators, LocalStack, environ
+
+    check_model_options(args)
+    if args.weights not in ("imagenet", "none"):
+        args.weights = str(Path(args.weights).resolve())  # the functions run elsewhere: paths are the user's
+    if args.upload is not None and not args.upload.is_dir():
+        raise UsageError(f"--upload {args.upload} is not a folder")
+    weights, runtime = choose_weights(args, args.upload.resolve() if args.upload else None)
+    # The model must load before anything says "pipeline up": a wrong file is one line here, not a silent hang.
+    logging.getLogger("imgclassify").setLevel(logging.WARNING)
+    model = bootstrap.cloud_app(Settings(model=args.model, weights=weights, runtime=runtime)).load_model().description
+    emulators = Emulators().start()
+    stack = LocalStack(emulators, gateway_port=args.port, function_env=function_env(args, weights, runtime))
+    try:
+        try:
+            stack.start()
+        except RuntimeError as exc:
+            raise UsageError(f"the functions did not start: {str(exc).splitlines()[-1]} (logs: "
+                             f"{emulators.log_dir})") from None
+        with environ(emulators.env):
+            app = bootstrap.cloud_app(Settings(project=emulators.project, bucket=stack.bucket))
+            if args.upload:
+                uploaded = app.upload_folder(bootstrap.folder_objects(args.upload.resolve()))(stack.bucket, "all/")
+                print(f"uploaded {uploaded} files under gs://{stack.bucket}/all/", file=sys.stderr)
+        print(f"pipeline up ({model}, {args.workers} at once): POST {stack.gateway_url}/classification-job, "
+              f"GET {stack.gateway_url}/classification-job/<id>", file=sys.stderr)
+        print("emulator environment (export to use the official clients against it):", file=sys.stderr)
+        for key, value in {**emulators.env, "BUCKET": stack.bucket}.items():
+            print(f"  export {key}={value}", file=sys.stderr)
+        print(f"logs: {emulators.log_dir}; Ctrl-C stops everything", file=sys.stderr, flush=True)
+        interrupt_like_ctrl_c()
+        shown: dict[str, str] = {}
+        while True:
+            time.sleep(1)
+            with environ(emulators.env):
+                for view in app.recent_jobs(5):
+                    line = progress_line(view)
+                    if shown.get(view.id) != line:
+                        shown[view.id] = line
+                        print(line, file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+        emulators.stop()
+        if args.keep:
+            print(f"kept {emulators.log_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(emulators.log_dir, ignore_errors=True)

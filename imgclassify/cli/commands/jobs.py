@@ -1,0 +1,36 @@
+"""`imgclassify jobs DIR`: the folder's jobs, with how many of their copies are still there."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from imgclassify.cli.folder import existing_folder
+from imgclassify.cli.options import add_folder
+
+NAME = "jobs"
+HELP = "list the folder's jobs"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_folder(parser)
+    parser.add_argument("--json", action="store_true")
+
+
+def execute(args: argparse.Namespace) -> int:
+    with existing_folder(args) as app:
+        kept = app.list_jobs()
+    rows = [{"id": job.view.id, "created_at": job.view["created_at"], "classes": job.view["classes"],
+             "state": str(job.view.state) + (" (dry run)" if job.view.get("dry_run") else ""),
+             "processed": job.view["processed"], "failed": job.view["failed"],
+             "number_of_files": job.view.number_of_files, "copies_present": job.copies_present,
+             "copies_made": job.copies_made} for job in kept]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'job':32}  {'created':19}  {'state':18}  {'done':>9}  {'copies':>9}  classes")
+    for job, row in zip(kept, rows):
+        done = f"{job.view.done}/{row['number_of_files']}"
+        copies = f"{row['copies_present']}/{row['copies_made']}"
+        print(f"{row['id']:32}  {row['created_at'][:19]:19}  {row['state']:18}  {done:>9}  {copies:>9}  "
+              f"{', '.join(row['classes'])}")
+    return 0

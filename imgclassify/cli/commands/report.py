@@ -1,0 +1,51 @@
+"""`imgclassify report DIR [JOB_ID]`: a job's results page as one HTML file (previews inline), or CSV / JSON Lines."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from common.pages import render_file
+from imgclassify.cli.folder import existing_folder
+from imgclassify.cli.options import add_folder
+
+NAME = "report"
+HELP = "write a job's results page (one HTML file with previews) or its per-photo results as CSV / JSON Lines"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_folder(parser, job=True)
+    parser.add_argument("--out", help="where to write it (default DIR/report-<job>.<format>; - for stdout)")
+    parser.add_argument("--format", default="html", choices=["html", "csv", "jsonl"])
+    parser.add_argument("--photos", type=Path, help="where the photos are when the job was run with --out")
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Write a new file beside path, then rename it over path: whatever was at path (a link included) is
+    replaced, never written through."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # O_CREAT | O_EXCL
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def execute(args: argparse.Namespace) -> int:
+    with existing_folder(args) as app:
+        job_id = app.pick_job(args.job_id)
+        report = app.report(job_id)
+        _, body = render_file(report.view, report.results, args.format,
+                              lambda name: app.report.thumbnail(job_id, name))
+    if args.out == "-":
+        sys.stdout.write(body)
+        return 0
+    out = Path(args.out) if args.out else app.root / f"report-{job_id[:8]}.{args.format}"
+    data = body.encode("utf-8")
+    write_new_file(out, data)
+    print(f"{out}  ({len(data) // 1024} KB; open it in a browser)" if args.format == "html" else str(out))
+    return 0

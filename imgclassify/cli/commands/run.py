@@ -1,0 +1,92 @@
+"""`imgclassify run DIR --classes …`: sort DIR/all/** into DIR/<class>/, resuming the same job if it was stopped."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from imgclassify.cli.folder import embedded_app
+from imgclassify.cli.options import add_job_options, add_model_options, check_request, job_request
+from imgclassify.cli.output import Progress, meanings, summary, table
+from imgclassify.cli.signals import interrupt_like_ctrl_c
+
+NAME = "run"
+HELP = "sort DIR/all/** into DIR/<class>/ (copies; originals stay)"
+CALLBACK_WAIT_SECONDS = 30.0  # what an exiting run gives its completion callback (sent in the background)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", type=Path, help="the folder whose all/ holds the photos (or, with --out, the photos)")
+    parser.add_argument("--classes", nargs="+", required=True, metavar="CLASS")
+    parser.add_argument("--out", type=Path, help="sort the photos in DIR itself (no all/ needed) into this folder")
+    add_model_options(parser)
+    add_job_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the final job status object instead of a table")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="the whole job (counts, matches, per-photo results) without making any copy")
+    parser.add_argument("--callback-url", help="POST the final status here when the job completes")
+
+
+def execute(args: argparse.Namespace) -> int:
+    body = job_request(args, **({"dry_run": True} if args.dry_run else {}))
+    check_request(body)
+    with embedded_app(args, load_model=False) as (app, model):
+        return _run(args, app, model, body)
+
+
+def _run(args: argparse.Namespace, app, model: str, body: dict) -> int:  # type: ignore[no-untyped-def]
+    resumable = app.find_resumable(body)
+    resumed: dict[str, int] | None = None
+    progress = Progress(sys.stderr.isatty() and not args.json)
+    job_id = resumable
+    interrupt_like_ctrl_c()
+    try:
+        if resumable:
+            if not args.json:
+                print(f"resuming job {job_id}", file=sys.stderr)
+            already_done, published = app.resume_job(resumable)
+            resumed = {"already_done": already_done, "published": published}
+        else:
+            job_id = app.create_job(body)["id"]
+        while not app.wait(timeout=0.2):
+            progress.show(app.job_status(job_id))
+    except KeyboardInterrupt:
+        progress.end()
+        print("stopping: finishing the images in progress...", file=sys.stderr)
+        app.stop(cancel=True)
+        if job_id is None:
+            print("interrupted while listing the photos. Run the same command again to resume.", file=sys.stderr)
+            return 130
+        view = app.job_status(job_id)
+        print(f"interrupted: {view.done} of {view.number_of_files} images done. "
+              f"Run the same command again to resume job {job_id}.", file=sys.stderr)
+        return 130
+    view = app.job_status(job_id)
+    progress.show(view)
+    progress.end()
+    app.stop()
+    written = sum(len(result.written) for result in app.report(job_id).results)
+    answer = {**view.to_dict(), "model": model, "copies_written": written}
+    if resumed is not None:
+        answer["resumed"] = resumed
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(meanings(view))
+        print(table(view))
+        print(summary(view, written))
+        if view["failed"]:
+            print(f"failed images and reasons: imgclassify status {app.settings.local_root} {job_id}",
+                  file=sys.stderr)
+    if view.get("callback_url") and not app.wait_for_callbacks(CALLBACK_WAIT_SECONDS):
+        print(f"imgclassify: the completion callback was not answered within {CALLBACK_WAIT_SECONDS:.0f} s; "
+              "not waiting longer", file=sys.stderr)
+    if view.get("errors"):
+        print(f"imgclassify: error: {view['errors'][0]}", file=sys.stderr)
+        return 2
+    if not view.complete:
+        reason = view.error or f"{view.remaining} images were neither classified nor failed"
+        print(f"imgclassify: job {job_id} did not complete: {reason}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,36 @@
+"""`imgclassify status DIR [JOB_ID]`: a job's state, what its classes meant, counts and failures."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from imgclassify.cli.folder import existing_folder
+from imgclassify.cli.options import add_folder
+from imgclassify.cli.output import meanings, table
+
+NAME = "status"
+HELP = "print a job's status (the latest job without JOB_ID)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_folder(parser, job=True)
+    parser.add_argument("--json", action="store_true", help="the raw status object, as the HTTP API returns it")
+
+
+def execute(args: argparse.Namespace) -> int:
+    with existing_folder(args) as app:
+        job_id = app.pick_job(args.job_id)
+        report = app.report(job_id)
+    view = report.view
+    failures = [{"name": r.name, "reason": r.reason} for r in report.results if not r.ok]
+    if args.json:
+        print(json.dumps({**view.to_dict(), "failures": failures}, indent=2))
+        return 0
+    print(f"job {job_id} ({view['created_at'][:19]}): {view.state}, {view.done} of {view.number_of_files} photos "
+          f"({view.percentage}%)")
+    print(meanings(view))
+    print(table(view))
+    for failure in failures:
+        print(f"  failed {failure['name']}: {failure['reason']}")
+    print(f"results page: imgclassify report {args.dir} {job_id}")
+    return 0

@@ -1,0 +1,93 @@
+"""The folder a command works on: where the photos are and where copies go, its use cases (one writer at a time),
+its log file."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from common import bootstrap
+from common.config import Settings
+from common.domain.options import Backend
+from common.logs import CloudLoggingFormatter, get_logger
+from imgclassify.cli.model import check_model_options, choose_weights, model_name
+from imgclassify.cli.options import UsageError
+
+
+def folders(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(root: where copies and state go, photos: the folder sorted)."""
+    out = getattr(args, "out", None)
+    if out is None:
+        root = args.dir.resolve()
+        photos = root / "all"
+        if not photos.is_dir():
+            raise UsageError(f"{photos} not found: put the photos to sort under {root}/all/, or sort any folder "
+                             f"with `imgclassify run PHOTOS --out SORTED`")
+        return root, photos
+    photos, root = args.dir.resolve(), out.resolve()
+    if not photos.is_dir():
+        raise UsageError(f"{args.dir} is not a folder of photos")
+    if root.is_relative_to(photos):
+        raise UsageError(f"--out {out} is inside {args.dir}: the copies would be sorted again next time; "
+                         "choose a folder outside it")
+    root.mkdir(parents=True, exist_ok=True)
+    return root, photos
+
+
+def log_to_file(root: Path, verbose: bool = False) -> None:
+    """Send the structured logs to DIR/.imgclassify/log.jsonl (and, with --verbose, the terminal too): stdout is
+    the command's answer."""
+    get_logger("cli")
+    handler = logging.FileHandler(bootstrap.log_path(root))
+    handler.setFormatter(CloudLoggingFormatter())
+    logger = logging.getLogger("imgclassify")
+    terminal = [h for h in logger.handlers if isinstance(h, logging.StreamHandler) and
+                not isinstance(h, logging.FileHandler)] if verbose else []
+    logger.handlers[:] = [handler, *terminal]
+    logger.setLevel(logging.DEBUG)
+
+
+@contextlib.contextmanager
+def embedded_app(args: argparse.Namespace, load_model: bool) -> Iterator[tuple[bootstrap.LocalApplication, str]]:
+    """The folder's use cases, held by this command alone while it runs, and which model build they use. The model
+    loads on the first photo the prediction store does not know (a job over known photos never imports TensorFlow
+    or LiteRT); `load_model` loads it now, so a weights problem fails before anything else (serve, and Keras' own
+    downloads)."""
+    root, photos = folders(args)
+    check_model_options(args)
+    lock = bootstrap.lock_folder(root, args.command)
+    try:
+        log_to_file(root, args.verbose)
+        weights, runtime = choose_weights(args, photos)
+        settings = Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos), model=args.model,
+                            weights=weights, runtime=runtime, bucket="local",
+                            service_key=os.environ.get("SERVICE_KEY", ""), default_top_k=args.top_k,
+                            default_min_score=args.min_score,
+                            # A local user's own webhook on this machine is theirs to call; private networks only
+                            # where they say so, as an operator would.
+                            callback_allow_loopback=True,
+                            callback_allow_private=os.environ.get("CALLBACK_ALLOW_PRIVATE", "") in ("1", "true"))
+        app = bootstrap.local_app(settings, workers=args.workers)
+        if load_model or args.weights == "imagenet":
+            app.load_model()
+        yield app, model_name(settings)
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def existing_folder(args: argparse.Namespace, writer: bool = False) -> Iterator[bootstrap.LocalApplication]:
+    """The use cases of a folder that already has jobs (status, report, undo, jobs); a writer holds the lock."""
+    root = args.dir.resolve()
+    if not bootstrap.has_jobs(root):
+        raise UsageError(f"no jobs in {root} yet: run `imgclassify run {args.dir} --classes ...` first")
+    lock = bootstrap.lock_folder(root, args.command) if writer else None
+    try:
+        log_to_file(root, args.verbose)
+        yield bootstrap.folder_app(root, getattr(args, "photos", None))
+    finally:
+        if lock is not None:
+            lock.release()

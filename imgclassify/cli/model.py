@@ -1,0 +1,90 @@
+"""Which model build a command uses: the options checked, and the fastest LiteRT build that passed the accuracy
+guard (compiled and cached on first use), with the converter's native chatter kept off the terminal."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from common.domain.options import Model, Runtime, choices
+from imgclassify.cli.options import UsageError
+from imgclassify.weights import file_kind
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    if args.model not in choices(Model):
+        raise UsageError(f"unknown model {args.model!r}: choose one of {', '.join(choices(Model))}")
+    args.model = Model(args.model)
+    if args.weights not in ("imagenet", "none"):
+        if not Path(args.weights).is_file():
+            raise UsageError(f"weights file not found: {args.weights}")
+        if file_kind(args.weights) is None:
+            raise UsageError(f"cannot load {args.weights}: neither a LiteRT .tflite model nor a Keras .h5 file")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+
+
+@contextlib.contextmanager
+def native_output_silenced(silence: bool) -> Iterator[TextIO]:
+    """TensorFlow's converter and LiteRT print from native code ("fully_quantize: 0 …", "Created TensorFlow Lite
+    XNNPACK delegate"), past Python's logging: point file descriptors 1 and 2 at /dev/null while they work. Yields
+    where our own lines go meanwhile: a copy of the terminal's stderr."""
+    if not silence:
+        yield sys.stderr
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    terminal = os.fdopen(os.dup(saved[2]), "w", buffering=1)
+    try:
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        yield terminal
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+        terminal.close()
+
+
+def choose_weights(args: argparse.Namespace, photos: Path | None) -> tuple[str, Runtime]:
+    """(weights, runtime): a cached LiteRT build that passed the guard, compiling one on first use."""
+    if args.weights.endswith(".tflite"):
+        return args.weights, Runtime.LITERT
+    if args.runtime == Runtime.KERAS or args.weights == "none":
+        return args.weights, Runtime.KERAS
+    from imgclassify.litert_build import default_cache_dir, describe_builds, ensure_build, weights_key
+
+    cache = default_cache_dir()
+    compiled: list[bool] = []
+    with native_output_silenced(not getattr(args, "verbose", False)) as terminal:
+        def announce() -> None:
+            compiled.append(True)
+            print(f"compiling {args.model} for LiteRT, the fast runtime (first run only, a minute or two; cached "
+                  f"in {cache}): int8, checked against the Keras model on half of your photos...", file=terminal,
+                  flush=True)
+
+        artifact = ensure_build(args.model, args.weights, [photos] if photos else [], cache, on_first_build=announce)
+    if compiled:
+        print(describe_builds(cache, weights_key(args.model, args.weights)), file=sys.stderr, flush=True)
+    if artifact is None:
+        if args.runtime == Runtime.LITERT:
+            raise UsageError("no LiteRT build of these weights passed the accuracy guard; use --runtime keras")
+        return args.weights, Runtime.KERAS
+    return str(artifact), Runtime.LITERT
+
+
+def model_name(settings: object) -> str:
+    """How the terminal names the build in use: runtime:model:weights file."""
+    from common.bootstrap import model_config
+
+    config = model_config(settings)  # type: ignore[arg-type]
+    return f"{config.effective_runtime}:{config.model}:{os.path.basename(config.weights)}"

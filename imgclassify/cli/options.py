@@ -1,0 +1,82 @@
+"""Options several commands share (pip's cmdoptions), the request a command line makes, and the usage error."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from common.domain.options import MatchMode, Model, Runtime, choices
+
+DEFAULT_WEIGHTS = "imagenet"  # Keras downloads ImageNet weights on first use (needs internet)
+
+EXAMPLES = """examples:
+  imgclassify run ~/Pictures/trip --classes dogs cats food       # sorts ~/Pictures/trip/all/** into dogs/ cats/ food/
+  imgclassify run ~/Pictures/trip --classes terriers --dry-run   # try a class: no copy made, answers from the store
+  imgclassify report ~/Pictures/trip                             # the results page of the latest job
+  imgclassify undo ~/Pictures/trip                               # remove the copies the latest job made
+  imgclassify run ~/Phone --out ~/Sorted --classes people        # any folder, no all/ needed
+  imgclassify watch ~/Dropbox/photos --classes dogs              # sort photos as they land in all/
+  imgclassify serve ~/Pictures/trip --port 8080                  # the HTTP API (and pages at /)
+
+DIR is a folder whose all/ holds the photos; copies go to DIR/<class>/, state to DIR/.imgclassify/."""
+
+
+class UsageError(Exception):
+    """A problem the user fixes by changing the command line: printed as one line, exit code 2."""
+
+
+def port(raw: str) -> int:
+    number = int(raw)
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw} is not a port (1 to 65535)")
+    return number
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=os.environ.get("MODEL", Model.RESNET50.value),
+                        help=f"one of {', '.join(choices(Model))} (default: resnet50)")
+    parser.add_argument("--weights", default=os.environ.get("MODEL_WEIGHTS", DEFAULT_WEIGHTS),
+                        help="weights file (.weights.h5/.h5 for Keras, .tflite for LiteRT); default 'imagenet' "
+                             "lets Keras download them, which needs internet")
+    parser.add_argument("--runtime", default="auto", choices=["auto", *choices(Runtime)],
+                        help="auto (default): the fastest LiteRT build that passed the accuracy guard, compiled "
+                             "and cached on first use; keras: TensorFlow, the reference")
+    parser.add_argument("--workers", type=int, default=2, help="images classified at once (default 2)")
+
+
+def add_job_options(parser: argparse.ArgumentParser, with_match: bool = True) -> None:
+    parser.add_argument("--top-k", type=int, default=5, help="labels considered per image (default 5)")
+    parser.add_argument("--min-score", type=float, default=None,
+                        help="probability mass needed to match (default: the tuned value of the match rule)")
+    if not with_match:  # a server's default thresholds; each job chooses its own match rule
+        return
+    parser.add_argument("--match", default=MatchMode.HIERARCHY.value, choices=choices(MatchMode),
+                        help="hierarchy (default): the class's meaning in WordNet; label: an exact top-k label; "
+                             "substring: the old service's rule")
+
+
+def add_folder(parser: argparse.ArgumentParser, job: bool = False) -> None:
+    parser.add_argument("dir", type=Path, help="the folder whose all/ holds the photos")
+    if job:
+        parser.add_argument("job_id", nargs="?", help="the job (the latest one without it)")
+
+
+def job_request(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """The create-job body a command line asks for: the same request the HTTP API takes."""
+    body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match, **extra}
+    if args.min_score is not None:
+        body["min_score"] = args.min_score
+    if getattr(args, "callback_url", None):
+        body["callback_url"] = args.callback_url
+    return body
+
+
+def check_request(body: dict[str, Any]) -> None:
+    """A misspelled class is a one-line error before anything slow (a model build) starts."""
+    from common.domain.jobs import JobDefaults
+    from common.domain.requests import parse_job_request
+    from common.domain.taxonomy import describe_resolution
+
+    spec = parse_job_request(body, JobDefaults(bucket="local")).spec
+    describe_resolution(spec.classes, spec.match)

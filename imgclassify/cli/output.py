@@ -1,0 +1,82 @@
+"""What the terminal shows: progress, the result table, what classes meant, where predictions came from."""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from common.domain.status import JobView
+
+
+class Progress:
+    """One line on stderr: done/total, rate, ETA. Only on a terminal."""
+
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.start = time.monotonic()
+        self.first_done: int | None = None
+
+    def show(self, view: JobView) -> None:
+        if not self.enabled:
+            return
+        total, done = view.number_of_files, view.done
+        if self.first_done is None:
+            self.first_done = done
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        rate = (done - self.first_done) / elapsed
+        eta = f"{(total - done) / rate:5.0f}s" if rate > 0 else "    ?"
+        width = 30
+        filled = int(width * done / total) if total else width
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {rate:6.1f} img/s  ETA {eta} ")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+
+def table(view: Mapping[str, Any]) -> str:
+    rows = [(name, count) for name, count in view["matches"].items()]
+    rows += [("(no class)", view["unmatched"]), ("(failed)", view["failed"])]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'class'.ljust(width)}  images", f"{'-' * width}  ------"]
+    lines += [f"{name.ljust(width)}  {count:6d}" for name, count in rows]
+    lines.append(f"{view['number_of_files']} images, {view['processed']} classified, {view['failed']} failed")
+    return "\n".join(lines)
+
+
+def summary(view: JobView, written: int) -> str:
+    """Where the answers came from and what changed on disk, in one line."""
+    done = view.done
+    from_model = view["processed"] - view["from_store"]
+    line = f"predictions: {view['from_store']} from the store, {from_model} from the model"
+    if view.get("dry_run"):
+        return line + "; dry run: no copy made"
+    line += f"; {written} new copies"
+    if done and from_model == 0 and written == 0:
+        line += " — nothing new"
+    return line
+
+
+def meanings(view: Mapping[str, Any]) -> str:
+    """What each class was taken to mean, and the warnings, in plain words."""
+    lines = []
+    for query, meaning in view.get("resolved", {}).items():
+        lines.append(f"  {query}: " + ("; ".join(meaning) if meaning else "matches nothing in ImageNet"))
+    lines += [f"  warning: {warning}" for warning in list(view.get("warnings", [])) + list(view.get("errors", []))]
+    if view.get("match") and view["match"] != "hierarchy":
+        lines.append(f"  match rule: {view['match']} (min score {view['min_score']})")
+    return "\n".join(lines) if lines else "  (no class resolution for this match rule)"
+
+
+def progress_line(view: JobView) -> str:
+    """A job's progress in one line (emulate's running account)."""
+    line = (f"job {view.id}: {view.state} {view.done}/{view.number_of_files} ({view.percentage}%)  "
+            + ", ".join(f"{c} {n}" for c, n in view["matches"].items()))
+    if view.complete:
+        line += f"  — copies under gs://{view['bucket']}/<class>/"
+    for error in view.get("errors", []):
+        line += f"\n  error: {error}"
+    return line
