@@ -63,6 +63,9 @@ class Settings:
     status_url_base: str = ""
     service_key: str = field(default="", repr=False)
     weights_cache_dir: str = "/tmp/imgclassify-weights"
+    # The object detector (a LiteRT file, path or gs:// URI, built by imgclassify.detector_build): jobs whose
+    # classes ImageNet lacks (people, horses) use it. "" = none: those classes are the classifier's alone.
+    detector_model: str = ""
     # Callbacks into private networks (or this machine) only where the operator allows them; the embedded server
     # allows loopback: a local user's own webhook.
     callback_allow_private: bool = False
@@ -97,6 +100,7 @@ class Settings:
             status_url_base=env.get("STATUS_URL_BASE", cls.status_url_base),
             service_key=env.get("SERVICE_KEY", cls.service_key),
             weights_cache_dir=env.get("WEIGHTS_CACHE_DIR", cls.weights_cache_dir),
+            detector_model=env.get("DETECTOR_MODEL", cls.detector_model),
             callback_allow_private=_bool(env, "CALLBACK_ALLOW_PRIVATE"),
             callback_allow_loopback=_bool(env, "CALLBACK_ALLOW_LOOPBACK"),
         )

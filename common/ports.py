@@ -213,6 +213,14 @@ class BackgroundWork(Protocol):
         ...
 
 
+class Detector(Protocol):
+    description: str
+
+    def detect(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (416, 416, 3) RGB -> float32 (80, 5): per COCO class, its best score and box."""
+        ...
+
+
 class Classifier(Protocol):
     description: str
 

@@ -92,7 +92,7 @@ def test_first_deploy_creates_everything_and_deploys_three_functions(fake_gcloud
         assert "--gen2" in call and _flag(call, "--runtime") == ["python311"]
         assert _flag(call, "--entry-point") == [name.replace("-", "_")]
         source = Path(_flag(call, "--source")[0])
-        assert (source / "main.py").exists() and (source / "common" / "bootstrap.py").exists()
+        assert (source / "main.py").exists() and (source / "common" / "bootstrap" / "__init__.py").exists()
         # common/ ships whole and the local tooling not at all
         assert (source / "common/usecases/create_job.py").exists() and not (source / "imgclassify").exists()
     for name in ("create-job", "job-status"):

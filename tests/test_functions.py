@@ -166,7 +166,7 @@ def test_create_job_shows_what_each_class_resolved_to_and_warns_on_weak_ones(ser
     body = client("create_job").post("/", json={"classes": ["trucks", "people"]}).get_json()
     assert body["resolved"]["trucks"] == ["truck.n.01 (8 ImageNet classes)"]
     assert body["resolved"]["people"] == ["person.n.01 (3 ImageNet classes)"]
-    assert len(body["warnings"]) == 1 and "'people'" in body["warnings"][0]
+    assert len(body["warnings"]) == 1 and "'people'" in body["warnings"][0]  # no detector in this service
 
 
 def test_create_job_rejects_a_class_that_means_nothing_with_suggestions(service):

@@ -20,6 +20,33 @@ DATA = Path(__file__).resolve().parent.parent / "common" / "data"
 # English irregular plurals that WordNet's noun.exc lacks but users type: "people" means persons, not
 # people.n.01 ("a group of human beings collectively", which has no ImageNet descendants).
 EXTRA_EXCEPTIONS = {"people": ["person"]}
+# COCO's 80 detector classes, in the detector's output order, each as (WordNet lemma, sense): the sense whose gloss
+# is what COCO annotates (checked against data.noun's glosses: kite 3 is the toy, mouse 4 the device, cake 3 the
+# baked good). COCO's "cow" is cattle; its "stop sign" a street sign.
+COCO_CLASSES = (
+    ("person", "person", 1), ("bicycle", "bicycle", 1), ("car", "car", 1), ("motorcycle", "motorcycle", 1),
+    ("airplane", "airplane", 1), ("bus", "bus", 1), ("train", "train", 1), ("truck", "truck", 1),
+    ("boat", "boat", 1), ("traffic light", "traffic_light", 1), ("fire hydrant", "fire_hydrant", 1),
+    ("stop sign", "street_sign", 1), ("parking meter", "parking_meter", 1), ("bench", "bench", 1),
+    ("bird", "bird", 1), ("cat", "cat", 1), ("dog", "dog", 1), ("horse", "horse", 1), ("sheep", "sheep", 1),
+    ("cow", "cattle", 1), ("elephant", "elephant", 1), ("bear", "bear", 1), ("zebra", "zebra", 1),
+    ("giraffe", "giraffe", 1), ("backpack", "backpack", 1), ("umbrella", "umbrella", 1),
+    ("handbag", "handbag", 1), ("tie", "tie", 1), ("suitcase", "suitcase", 1), ("frisbee", "frisbee", 1),
+    ("skis", "ski", 1), ("snowboard", "snowboard", 1), ("sports ball", "ball", 1), ("kite", "kite", 3),
+    ("baseball bat", "baseball_bat", 1), ("baseball glove", "baseball_glove", 1),
+    ("skateboard", "skateboard", 1), ("surfboard", "surfboard", 1), ("tennis racket", "tennis_racket", 1),
+    ("bottle", "bottle", 1), ("wine glass", "wineglass", 1), ("cup", "cup", 1), ("fork", "fork", 1),
+    ("knife", "knife", 1), ("spoon", "spoon", 1), ("bowl", "bowl", 1), ("banana", "banana", 2),
+    ("apple", "apple", 1), ("sandwich", "sandwich", 1), ("orange", "orange", 1), ("broccoli", "broccoli", 2),
+    ("carrot", "carrot", 1), ("hot dog", "hotdog", 2), ("pizza", "pizza", 1), ("donut", "doughnut", 2),
+    ("cake", "cake", 3), ("chair", "chair", 1), ("couch", "sofa", 1), ("potted plant", "pot_plant", 1),
+    ("bed", "bed", 1), ("dining table", "dining_table", 1), ("toilet", "toilet", 2),
+    ("tv", "television_receiver", 1), ("laptop", "laptop", 1), ("mouse", "mouse", 4),
+    ("remote", "remote_control", 1), ("keyboard", "keyboard", 1), ("cell phone", "cellular_telephone", 1),
+    ("microwave", "microwave", 2), ("oven", "oven", 1), ("toaster", "toaster", 2), ("sink", "sink", 1),
+    ("refrigerator", "refrigerator", 1), ("book", "book", 2), ("clock", "clock", 1), ("vase", "vase", 1),
+    ("scissors", "scissors", 1), ("teddy bear", "teddy", 1), ("hair drier", "hair_dryer", 1),
+    ("toothbrush", "toothbrush", 1))
 
 
 def parse_data_noun(path: Path) -> tuple[dict[int, list[str]], dict[int, list[int]]]:
@@ -70,8 +97,9 @@ def build(wordnet_dir: Path) -> tuple[dict[str, object], list[str]]:
     imagenet = json.loads((DATA / "imagenet_classes.json").read_text())["classes"]
     leaves = [int(c["wnid"][1:]) for c in imagenet]
 
+    coco = [senses[lemma][sense - 1] for _, lemma, sense in COCO_CLASSES]
     closure: set[int] = set()
-    stack = list(leaves)
+    stack = list(leaves) + coco
     while stack:
         offset = stack.pop()
         if offset not in closure:
@@ -95,9 +123,11 @@ def build(wordnet_dir: Path) -> tuple[dict[str, object], list[str]]:
     known = set(senses)
     kept_exceptions = {k: [b for b in v if b in known] for k, v in exceptions.items()}
     kept_exceptions = {k: v for k, v in kept_exceptions.items() if (v and k not in known) or k in EXTRA_EXCEPTIONS}
-    data = {"source": "WordNet 3.0 (Princeton; Debian wordnet-base), hypernym closure of the ImageNet-1k classes",
+    data = {"source": "WordNet 3.0 (Princeton; Debian wordnet-base), hypernym closure of the ImageNet-1k classes "
+                      "and of COCO's 80 detector classes",
             "synsets": synsets, "imagenet": [index[o] for o in leaves], "senses": lemma_senses,
-            "exceptions": kept_exceptions}
+            "exceptions": kept_exceptions,
+            "coco": [{"name": name, "synset": index[o]} for (name, _, _), o in zip(COCO_CLASSES, coco)]}
     return data, sorted(known)
 
 
@@ -108,7 +138,7 @@ def main() -> None:
     # mtime=0: the same input gives the same bytes, so regenerating shows no spurious diff.
     with gzip.GzipFile(DATA / "wordnet_noun_lemmas.txt.gz", "wb", mtime=0) as handle:
         handle.write(("\n".join(all_lemmas) + "\n").encode("utf-8"))
-    print(f"{len(data['synsets'])} synsets in the ImageNet closure, {len(data['senses'])} lemmas reach it, "
+    print(f"{len(data['coco'])} COCO classes; {len(data['synsets'])} synsets in the closure, {len(data['senses'])} lemmas reach it, "
           f"{len(all_lemmas)} noun lemmas, {len(data['exceptions'])} plural exceptions")
 
 

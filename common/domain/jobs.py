@@ -18,6 +18,9 @@ from common.domain.options import MatchMode, choices
 # bench/quality.py (see README, "Classification quality"). label/substring compare single labels: no threshold.
 HIERARCHY_MIN_SCORE = 0.35
 DEFAULT_MIN_SCORES = {MatchMode.HIERARCHY: HIERARCHY_MIN_SCORE, MatchMode.LABEL: 0.0, MatchMode.SUBSTRING: 0.0}
+# The object detector's score needed for a class to match (its COCO classes); tuned on the dev photos with
+# bench/detector_quality.py (docs/quality.md, "People, horses: the detector"). A job may set its own.
+DETECTOR_MIN_SCORE = 0.6
 DEFAULT_SOURCE_PREFIX = "all/"
 STATE_DIR = ".imgclassify"  # a folder's own state (embedded): jobs, predictions, logs, the writer's lock
 MAX_CLASS_NAME_LENGTH = 64
@@ -40,6 +43,7 @@ class JobSpec:
     dry_run: bool = False  # the whole job, results and counts, with no copy made
     watch: bool = False  # also sort every object that lands under the prefix later, until the job is closed
     callback_url: str = ""  # POSTed the final status once the job completes
+    detector_min_score: float = DETECTOR_MIN_SCORE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "match", MatchMode(self.match))  # accept the plain string too
@@ -54,6 +58,8 @@ class JobSpec:
             data["watch"] = True
         if self.callback_url:
             data["callback_url"] = self.callback_url
+        if self.detector_min_score != DETECTOR_MIN_SCORE:
+            data["detector_min_score"] = self.detector_min_score
         return data
 
     @classmethod
@@ -70,6 +76,7 @@ class JobSpec:
         match = data.get("match", MatchMode.HIERARCHY.value)
         dry_run, watch, callback_url = data.get("dry_run", False), data.get("watch", False), \
             data.get("callback_url", "")
+        detector_min_score = data.get("detector_min_score", DETECTOR_MIN_SCORE)
         wrong = [name for name, ok in (
             ("classes", isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)),
             ("bucket", isinstance(bucket, str)), ("source_prefix", isinstance(prefix, str)),
@@ -78,12 +85,14 @@ class JobSpec:
              and math.isfinite(min_score)),
             ("match", isinstance(match, str) and match in choices(MatchMode)),
             ("dry_run", isinstance(dry_run, bool)), ("watch", isinstance(watch, bool)),
-            ("callback_url", isinstance(callback_url, str))) if not ok]
+            ("callback_url", isinstance(callback_url, str)),
+            ("detector_min_score", isinstance(detector_min_score, (int, float)) and
+             not isinstance(detector_min_score, bool) and math.isfinite(detector_min_score))) if not ok]
         if wrong:
             raise ValueError(f"a job spec's {', '.join(wrong)} has the wrong type")
         return cls(classes=tuple(classes), bucket=bucket, source_prefix=prefix, top_k=top_k,
                    min_score=float(min_score), match=MatchMode(match), dry_run=dry_run, watch=watch,
-                   callback_url=callback_url)
+                   callback_url=callback_url, detector_min_score=float(detector_min_score))
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,7 @@ class JobDefaults:
     min_score: float | None = None  # None: the tuned default of the job's match mode
     max_classes: int = 32
     callbacks: CallbackPolicy = CallbackPolicy()  # where callback_url may point
+    detector_min_score: float = DETECTOR_MIN_SCORE
 
 
 @dataclass(frozen=True)

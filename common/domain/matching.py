@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from common.domain.detections import Detection, best_detection
 from common.domain.jobs import JobSpec
 from common.domain.labels import ImageNetClass, imagenet_classes
 from common.domain.options import MatchMode
@@ -27,6 +28,7 @@ class MatchOutcome:
     matched: tuple[str, ...]
     labels: tuple[Label, ...]
     scores: dict[str, float] = field(default_factory=dict)
+    detections: dict[str, Detection] = field(default_factory=dict)
 
 
 def top_labels(probabilities: np.ndarray, k: int, classes: Sequence[ImageNetClass] | None = None) -> tuple[Label, ...]:
@@ -63,7 +65,10 @@ def hierarchy_scores(classes: Sequence[str], probabilities: np.ndarray) -> dict[
     return {requested: float(probabilities[class_indices(requested)].sum()) for requested in classes}
 
 
-def match_classes(spec: JobSpec, probabilities: np.ndarray) -> MatchOutcome:
+def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarray | None = None) -> MatchOutcome:
+    """Hierarchy matching takes the detector's word too, when it ran: a class matches when the classifier's mass
+    under it or the detector's best score for it passes its threshold (multi-label: a person walking a dog is
+    both)."""
     classes = imagenet_classes()
     if spec.match == MatchMode.SUBSTRING:
         labels = top_labels(probabilities, max(spec.top_k, 5), classes)
@@ -72,5 +77,8 @@ def match_classes(spec: JobSpec, probabilities: np.ndarray) -> MatchOutcome:
     if spec.match == MatchMode.LABEL:
         return MatchOutcome(match_by_label(spec, labels, classes), labels)
     scores = hierarchy_scores(spec.classes, probabilities)
-    matched = tuple(c for c in spec.classes if scores[c] >= spec.min_score and scores[c] > 0.0)
-    return MatchOutcome(matched, labels, scores)
+    found = {} if detections is None else {c: d for c in spec.classes
+                                           if (d := best_detection(c, detections)) is not None}
+    matched = tuple(c for c in spec.classes if (scores[c] >= spec.min_score and scores[c] > 0.0) or
+                    (c in found and found[c].score >= spec.detector_min_score))
+    return MatchOutcome(matched, labels, scores, found)

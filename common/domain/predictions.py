@@ -28,16 +28,21 @@ def content_fingerprint(data: bytes) -> str:
 
 
 def encode_probabilities(probabilities: np.ndarray) -> bytes:
-    raw = np.ascontiguousarray(probabilities, dtype="<f4").tobytes()
-    return _HEADER.pack(_MAGIC, len(probabilities), zlib.crc32(raw)) + zlib.compress(raw, 6)
+    raw = np.ascontiguousarray(probabilities, dtype="<f4").ravel().tobytes()
+    return _HEADER.pack(_MAGIC, len(raw) // 4, zlib.crc32(raw)) + zlib.compress(raw, 6)
 
 
 def decode_probabilities(blob: bytes) -> np.ndarray:
+    return decode_vector(blob, NUM_CLASSES)
+
+
+def decode_vector(blob: bytes, expected: int) -> np.ndarray:
+    """A stored vector of `expected` floats (the classifier's 1000, the detector's 400)."""
     try:
         magic, count, crc = _HEADER.unpack_from(blob)
         raw = zlib.decompress(blob[_HEADER.size:])
     except (struct.error, zlib.error, TypeError) as exc:
         raise CorruptPrediction(f"stored prediction unreadable: {exc}") from None
-    if magic != _MAGIC or count != NUM_CLASSES or len(raw) != 4 * count or zlib.crc32(raw) != crc:
+    if magic != _MAGIC or count != expected or len(raw) != 4 * count or zlib.crc32(raw) != crc:
         raise CorruptPrediction("stored prediction fails its checks (truncated, altered or another format)")
     return np.frombuffer(raw, dtype="<f4").astype(np.float32)

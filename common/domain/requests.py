@@ -40,6 +40,7 @@ REQUEST_FIELDS: dict[str, Field] = {
     "dry_run": Field("boolean"),
     "watch": Field("boolean"),
     "callback_url": Field("string", max_length=MAX_CALLBACK_URL_LENGTH),
+    "detector_min_score": Field("number", minimum=0, maximum=1),
 }
 REQUIRED_FIELDS = ("classes",)
 ALLOWED_FIELDS = frozenset(REQUEST_FIELDS)
@@ -99,6 +100,12 @@ def _validate_request_id(raw: object) -> str | None:
     return raw
 
 
+def _score(raw: object, name: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or not 0.0 <= raw <= 1.0:
+        raise InvalidRequest(f"{name} must be a number from 0 to 1", field=name)
+    return float(raw)
+
+
 def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
     """Validate a create-job body. Raises InvalidRequest naming the offending field."""
     if not isinstance(body, dict):
@@ -148,10 +155,8 @@ def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
 
     fallback = defaults.min_score if defaults.min_score is not None and match == MatchMode.HIERARCHY else \
         DEFAULT_MIN_SCORES[match]
-    min_score = body.get("min_score", fallback)
-    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not math.isfinite(min_score) \
-            or not 0.0 <= min_score <= 1.0:
-        raise InvalidRequest("min_score must be a number from 0 to 1", field="min_score")
+    min_score = _score(body.get("min_score", fallback), "min_score")
+    detector_min_score = _score(body.get("detector_min_score", defaults.detector_min_score), "detector_min_score")
 
     dry_run, watch = body.get("dry_run", False), body.get("watch", False)
     for name, value in (("dry_run", dry_run), ("watch", watch)):
@@ -160,8 +165,8 @@ def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
     callback_url = _validate_callback_url(body.get("callback_url", ""), defaults.callbacks)
 
     spec = JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=source_prefix, top_k=top_k,
-                   min_score=float(min_score), match=match, dry_run=dry_run, watch=watch,
-                   callback_url=callback_url)
+                   min_score=min_score, match=match, dry_run=dry_run, watch=watch,
+                   callback_url=callback_url, detector_min_score=detector_min_score)
     return JobRequest(spec, _validate_request_id(body.get("request_id")))
 
 

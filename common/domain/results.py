@@ -37,13 +37,16 @@ class ImageResult:
     content: str = ""  # the photo's content fingerprint (md5) when classified: undo removes only copies still equal
     prediction: str = ""  # a PredictionSource ("" for a failure before any prediction)
     retryable: bool = False  # a failure that may pass (the disk was full): the next run of the job retries it
+    # Per requested class, the object detector's best detection under it (label, score, box), when it ran.
+    detections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "matched": list(self.matched), "reason": self.reason,
                 "scores": {k: round(v, 6) for k, v in self.scores.items()},
                 "labels": [{"index": l.index, "name": l.name, "score": round(l.score, 6)} for l in self.labels],
                 "copies": list(self.copies), "written": list(self.written), "content": self.content,
-                "prediction": str(self.prediction), **({"retryable": True} if self.retryable else {})}
+                "prediction": str(self.prediction), **({"retryable": True} if self.retryable else {}),
+                **({"detections": self.detections} if self.detections else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
@@ -53,7 +56,7 @@ class ImageResult:
                                 for l in data.get("labels", ())),
                    copies=tuple(data.get("copies", ())), written=tuple(data.get("written", ())),
                    content=str(data.get("content", "")), prediction=str(data.get("prediction", "")),
-                   retryable=bool(data.get("retryable", False)))
+                   retryable=bool(data.get("retryable", False)), detections=dict(data.get("detections", {})))
 
     @classmethod
     def failure(cls, name: str, reason: str, retryable: bool = False) -> ImageResult:

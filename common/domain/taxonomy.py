@@ -1,4 +1,5 @@
-"""What a user's class name means: WordNet noun synsets, and the ImageNet classes that descend from them.
+"""What a user's class name means: WordNet noun synsets, and the ImageNet classes (the classifier's vocabulary) and
+COCO classes (the detector's) that descend from them.
 
 Reads the generated data in common/data (tools/gen_wordnet_data.py); no WordNet install, no download.
 """
@@ -30,14 +31,28 @@ class Resolution:
     synsets: tuple[str, ...]
     classes: frozenset[int]
     warning: str | None = None
-
-    def describe(self) -> list[str]:
-        return [f"{name} ({count} ImageNet classes)" for name, count in zip(self.synsets, self._counts)]
+    detector_classes: frozenset[int] = frozenset()  # COCO classes under the synsets
 
     @property
-    def _counts(self) -> list[int]:
+    def needs_detector(self) -> bool:
+        """The detector adds what ImageNet lacks: people (3 ImageNet classes), horses (1), giraffes (0)…"""
+        return bool(self.detector_classes) and len(self.classes) < WEAK_CLASS_LIMIT
+
+    def describe(self, detector: bool = False) -> list[str]:
+        """What the class means, in words: its synsets, how many ImageNet classes (and, where the service has the
+        detector, which COCO classes) it covers."""
         taxonomy = load_taxonomy()
-        return [len(taxonomy.cover[taxonomy.by_name[name]]) for name in self.synsets]
+        described = []
+        for name in self.synsets:
+            node = taxonomy.by_name[name]
+            coco = sorted(taxonomy.coco[i]["name"] for i in taxonomy.coco_cover[node]) if detector else []
+            text = f"{name} ({len(taxonomy.cover[node])} ImageNet classes"
+            described.append(text + (f"; detector: {', '.join(coco[:6])}{'…' if len(coco) > 6 else ''})" if coco
+                                     else ")"))
+        return described
+
+    def warning_with(self, detector: bool) -> str | None:
+        return None if detector and self.needs_detector else self.warning
 
 
 class UnknownClass(InvalidRequest):
@@ -63,6 +78,11 @@ class Taxonomy:
         for imagenet_index, leaf in enumerate(self.leaves):
             for node in ancestors_of(leaf):
                 self.cover[node].add(imagenet_index)
+        self.coco: list[dict[str, Any]] = data.get("coco", [])
+        self.coco_cover: list[set[int]] = [set() for _ in self.synsets]
+        for coco_index, entry in enumerate(self.coco):
+            for node in ancestors_of(entry["synset"]):
+                self.coco_cover[node].add(coco_index)
         self._is_imagenet_class = set(self.leaves)
         self._lemma_list = sorted(self.senses)
 
@@ -81,9 +101,9 @@ class Taxonomy:
         return list(dict.fromkeys(f for f in forms if f in self.all_lemmas or f in self.senses))
 
     def _best_sense(self, lemma: str) -> int | None:
-        """The most frequent sense that has ImageNet descendants (WordNet lists senses by frequency)."""
+        """The most frequent sense that has ImageNet or COCO descendants (WordNet lists senses by frequency)."""
         for sense in self.senses.get(lemma, []):
-            if sense >= 0 and self.cover[sense]:
+            if sense >= 0 and (self.cover[sense] or self.coco_cover[sense]):
                 return sense
         return None
 
@@ -101,15 +121,17 @@ class Taxonomy:
 
     def _resolution(self, query: str, nodes: list[int]) -> Resolution:
         classes = frozenset().union(*(self.cover[n] for n in nodes)) if nodes else frozenset()
+        detected = frozenset().union(*(self.coco_cover[n] for n in nodes)) if nodes else frozenset()
         names = tuple(self.synsets[n]["name"] for n in nodes)
         warning = None
         if not classes:
-            warning = f"{query!r} is a WordNet noun but no ImageNet class descends from it: it will match nothing"
+            warning = f"{query!r} is a WordNet noun but no ImageNet class descends from it: it will match nothing" + (
+                " unless the service has the object detector" if detected else "")
         elif len(classes) < WEAK_CLASS_LIMIT and not set(nodes) <= self._is_imagenet_class:
             # A query naming an ImageNet class itself ("tabby") is precise, not weak.
             labels = ", ".join(imagenet_classes()[i].name for i in sorted(classes))
             warning = f"{query!r} ({', '.join(names)}) covers only {len(classes)} ImageNet classes: {labels}"
-        return Resolution(query, names, classes, warning)
+        return Resolution(query, names, classes, warning, detected)
 
     def suggest(self, word: str) -> list[str]:
         close = difflib.get_close_matches(word, self._lemma_list, n=3, cutoff=0.7)
@@ -131,17 +153,24 @@ def resolve(query: str) -> Resolution:
 
 
 @lru_cache(maxsize=1024)
-def _resolve_all(classes: tuple[str, ...]) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
+def _resolve_all(classes: tuple[str, ...], detector: bool
+                 ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
     # Cached: job_status shows the resolution on every poll, and a job's classes never change.
     taxonomy = load_taxonomy()
     resolutions = [taxonomy.resolve(c, i) for i, c in enumerate(classes)]
-    return (tuple((r.query, tuple(r.describe())) for r in resolutions),
-            tuple(r.warning for r in resolutions if r.warning))
+    return (tuple((r.query, tuple(r.describe(detector))) for r in resolutions),
+            tuple(w for r in resolutions if (w := r.warning_with(detector))))
 
 
-def describe_resolution(classes: tuple[str, ...], match: MatchMode) -> dict[str, Any]:
-    """What each class means, and warnings; raises UnknownClass (a 400 with suggestions) for a non-word."""
+def needs_detector(classes: tuple[str, ...], match: MatchMode) -> bool:
+    """Whether a job's classes need the object detector (hierarchy matching only)."""
+    return match == MatchMode.HIERARCHY and any(resolve(c).needs_detector for c in classes)
+
+
+def describe_resolution(classes: tuple[str, ...], match: MatchMode, detector: bool = False) -> dict[str, Any]:
+    """What each class means, and warnings (for a service with or without the object detector); raises
+    UnknownClass (a 400 with suggestions) for a non-word."""
     if match != MatchMode.HIERARCHY:
         return {}
-    resolved, warnings = _resolve_all(classes)
+    resolved, warnings = _resolve_all(classes, detector)
     return {"resolved": {query: list(meaning) for query, meaning in resolved}, "warnings": list(warnings)}

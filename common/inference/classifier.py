@@ -81,7 +81,7 @@ def _fetch_from_gcs(uri: str, target: Path) -> None:
 _file_digests: dict[tuple[str, int, int], str] = {}
 
 
-def _file_digest(path: str) -> str:
+def file_digest(path: str) -> str:
     status = os.stat(path)
     key = (path, status.st_size, status.st_mtime_ns)  # size and mtime: a shortcut to skip rehashing
     if key not in _file_digests:
@@ -105,7 +105,7 @@ def model_fingerprint(config: ModelConfig) -> str | None:
         content = weights  # deploy.sh names uploaded weights by their content hash
     else:
         try:
-            content = _file_digest(weights)[:24]
+            content = file_digest(weights)[:24]
         except OSError:
             return None
     return f"{config.model}/{config.effective_runtime}/{os.path.basename(weights)}/{content}/p{PREPROCESSING_VERSION}"

@@ -5,7 +5,10 @@ from functools import lru_cache
 
 from common.domain.errors import ConfigurationError
 from common.domain.options import Runtime
-from common.inference.classifier import Classifier, ModelConfig, resolve_weights
+import os
+
+from common.inference.classifier import Classifier, ModelConfig, file_digest, resolve_weights
+from common.ports import Detector
 from common.logs import get_logger
 
 log = get_logger("model")
@@ -30,3 +33,23 @@ def load_classifier(config: ModelConfig) -> Classifier:
         classifier = BatchingClassifier(KerasClassifier(config.model, path))
     log.info("model loaded", extra={"model": classifier.description})
     return classifier
+
+
+@lru_cache(maxsize=2)
+def load_detector(path: str, cache_dir: str) -> Detector:
+    """Build (once per process) the object detector: a LiteRT file, local or gs://."""
+    from common.inference.detector import LiteRTDetector
+
+    detector = LiteRTDetector(resolve_weights(path, cache_dir))
+    log.info("detector loaded", extra={"model": detector.description})
+    return detector
+
+
+def detector_fingerprint(path: str) -> str | None:
+    """Which detector build made a stored detection (its file's content), None when it cannot be read here."""
+    if path.startswith("gs://"):
+        return f"nanodet/{path}"  # deploy.sh names uploaded artifacts by their content hash
+    try:
+        return f"nanodet/{os.path.basename(path)}/{file_digest(path)[:24]}/p1"
+    except OSError:
+        return None

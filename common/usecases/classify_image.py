@@ -17,15 +17,18 @@ from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentIm
 from common.domain.jobs import target_name
 from common.domain.matching import match_classes
 from common.domain.messages import ClassifyMessage
+from common.domain.detections import DETECTION_WIDTH, NUM_DETECTOR_CLASSES
 from common.domain.predictions import (CorruptPrediction, content_fingerprint, decode_probabilities,
-                                       encode_probabilities)
+                                       decode_vector, encode_probabilities)
+from common.domain.taxonomy import needs_detector
 from common.domain.results import ImageResult, PredictionSource
 from common.logs import get_logger
-from common.ports import Classifier, ObjectStore, PredictionStore, ResultRecorder
+from common.ports import Classifier, Detector, ObjectStore, PredictionStore, ResultRecorder
 
 log = get_logger("classify_image")
 
-Decoder = Callable[[bytes], np.ndarray]
+Decoder = Callable[..., np.ndarray]  # (bytes, size=224) -> uint8 (size, size, 3)
+DETECTOR_INPUT = 416
 
 
 class StageTimer:
@@ -50,11 +53,16 @@ class StageTimer:
 class ClassifyImage:
     def __init__(self, objects: ObjectStore, results: ResultRecorder, classifier: Callable[[], Classifier],
                  decode: Decoder, predictions: PredictionStore | None = None, model_key: str | None = None,
-                 announce: Callable[[str], bool] | None = None, retry_truncated: bool = False) -> None:
+                 announce: Callable[[str], bool] | None = None, retry_truncated: bool = False,
+                 detector: Callable[[], Detector] | None = None, detector_key: str | None = None) -> None:
         self._objects = objects
         # On a disk a file may be read while it is still being written: a truncated read there may pass (the
         # queue retries it, with backoff, a bounded number of times). A bucket's objects appear whole.
         self._retry_truncated = retry_truncated
+        # The object detector, for jobs whose classes it adds to ImageNet (people, horses); its answers are stored
+        # under its own fingerprint, like the classifier's.
+        self._detector = detector
+        self._detector_key = detector_key or ""
         self._announce = announce  # called after each recorded image: whoever records the last one announces
         self._results = results
         self._classifier = classifier
@@ -129,16 +137,17 @@ class ClassifyImage:
         except ServiceError as exc:
             log.warning("prediction not stored", extra={"content": content, "error": str(exc)})
 
-    def _probabilities(self, message: ClassifyMessage, timings: StageTimer) -> tuple[np.ndarray, str, str]:
-        """(probabilities, where they came from, the photo's content fingerprint). A stored prediction keyed by
-        the listing's fingerprint needs no download at all; otherwise the bytes are read, fingerprinted, looked up,
-        and only a miss reaches the decoder and the model."""
+    def _probabilities(self, message: ClassifyMessage, timings: StageTimer
+                       ) -> tuple[np.ndarray, str, str, bytes | None]:
+        """(probabilities, where they came from, the photo's content fingerprint, its bytes when they were read).
+        A stored prediction keyed by the listing's fingerprint needs no download at all; otherwise the bytes are
+        read, fingerprinted, looked up, and only a miss reaches the decoder and the model."""
         corrupt = False
         if message.content:
             with timings.stage("lookup"):
                 probabilities, corrupt = self._stored(message.content)
             if probabilities is not None:
-                return probabilities, PredictionSource.STORE, message.content
+                return probabilities, PredictionSource.STORE, message.content, None
         with timings.stage("download"):
             data = self._objects.read(message.spec.bucket, message.name)
         content = content_fingerprint(data)
@@ -147,18 +156,46 @@ class ClassifyImage:
                 probabilities, bad = self._stored(content)
             corrupt = corrupt or bad
             if probabilities is not None:
-                return probabilities, PredictionSource.STORE, content
+                return probabilities, PredictionSource.STORE, content, data
         with timings.stage("decode"):
             pixels = self._decode(data)
         with timings.stage("model"):
             probabilities = self._classifier().predict(pixels[None])[0]
         self._store(content, probabilities)
-        return probabilities, PredictionSource.RECOMPUTED if corrupt else PredictionSource.MODEL, content
+        return probabilities, PredictionSource.RECOMPUTED if corrupt else PredictionSource.MODEL, content, data
+
+    def _detections(self, message: ClassifyMessage, content: str, data: bytes | None,
+                    timings: StageTimer) -> np.ndarray | None:
+        """The detector's answer for the photo: stored, or computed (reading the photo if it was not read)."""
+        if self._detector is None:
+            return None
+        if self._predictions is not None and self._detector_key:
+            try:
+                blob = self._predictions.get(self._detector_key, content)
+                if blob is not None:
+                    return decode_vector(blob, NUM_DETECTOR_CLASSES * DETECTION_WIDTH)
+            except (ServiceError, CorruptPrediction) as exc:
+                log.warning("stored detections ignored", extra={"content": content, "error": str(exc)})
+        if data is None:
+            with timings.stage("download"):
+                data = self._objects.read(message.spec.bucket, message.name)
+        with timings.stage("decode"):
+            pixels = self._decode(data, DETECTOR_INPUT)
+        with timings.stage("detector"):
+            detections = self._detector().detect(pixels)
+        if self._predictions is not None and self._detector_key:
+            try:
+                self._predictions.put(self._detector_key, content, encode_probabilities(detections))
+            except ServiceError as exc:
+                log.warning("detections not stored", extra={"content": content, "error": str(exc)})
+        return detections
 
     def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer) -> ImageResult:
         spec = message.spec
         try:
-            probabilities, prediction, content = self._probabilities(message, timings)
+            probabilities, prediction, content, data = self._probabilities(message, timings)
+            detections = self._detections(message, content, data, timings) if \
+                needs_detector(spec.classes, spec.match) else None
         except ObjectMissing:
             return ImageResult.failure(message.name, "object no longer exists")
         except TruncatedImage as exc:
@@ -168,7 +205,7 @@ class ClassifyImage:
         except PermanentImageError as exc:
             return ImageResult.failure(message.name, exc.reason)
         with timings.stage("match"):
-            outcome = match_classes(spec, probabilities)
+            outcome = match_classes(spec, probabilities, detections)
         copies: list[str] = []
         written: list[str] = []
         for class_name in () if spec.dry_run else outcome.matched:
@@ -189,4 +226,5 @@ class ClassifyImage:
                                content=content, prediction=prediction)
         return ImageResult(message.name, ok=True, matched=outcome.matched, labels=outcome.labels,
                            scores=outcome.scores, copies=tuple(copies), written=tuple(written), content=content,
-                           prediction=prediction)
+                           prediction=prediction,
+                           detections={c: d.to_dict() for c, d in outcome.detections.items()})

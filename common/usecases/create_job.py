@@ -31,18 +31,21 @@ def job_images(objects: ObjectLister, spec: JobSpec) -> Iterator[Listed]:
 
 class CreateJob:
     def __init__(self, objects: ObjectLister, jobs: JobRecorder, publisher: Publisher, defaults: JobDefaults,
-                 clock: Callable[[], str] = utc_now_iso, announce: Callable[[str], bool] | None = None) -> None:
+                 clock: Callable[[], str] = utc_now_iso, announce: Callable[[str], bool] | None = None,
+                 detector: bool = False) -> None:
         self._objects = objects
         self._jobs = jobs
         self._publisher = publisher
         self._defaults = defaults
         self._clock = clock
         self._announce = announce  # an empty prefix completes at once: announced here
+        self._detector = detector  # whether the service has the object detector (what a class means depends)
 
     def __call__(self, body: object) -> JobView:
         request = parse_job_request(body, self._defaults)
         spec = request.spec
-        meaning = describe_resolution(spec.classes, spec.match)  # a class that means nothing is a 400 first
+        # A class that means nothing is a 400 first.
+        meaning = describe_resolution(spec.classes, spec.match, self._detector)
         job = JobRecord(id=new_job_id(request.request_id), spec=spec, number_of_files=None,
                         created_at=self._clock(), request_id=request.request_id)
         if not self._jobs.create_job(job):

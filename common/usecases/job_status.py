@@ -8,10 +8,11 @@ from common.usecases.lookup import existing_job
 
 
 class JobStatus:
-    def __init__(self, jobs: JobReader) -> None:
+    def __init__(self, jobs: JobReader, detector: bool = False) -> None:
         self._jobs = jobs
+        self._detector = detector  # whether the service has the object detector (what a class means depends)
 
     def __call__(self, job_id: str) -> JobView:
         job = existing_job(self._jobs, job_id)
         return status_view(job, self._jobs.counters(job_id)).with_extra(
-            **describe_resolution(job.spec.classes, job.spec.match))
+            **describe_resolution(job.spec.classes, job.spec.match, self._detector))

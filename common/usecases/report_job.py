@@ -22,9 +22,10 @@ class JobReport:
 
 
 class ReportJob:
-    def __init__(self, jobs: JobReader, objects: ObjectReader, thumbnail: Callable[[bytes], bytes | None]) -> None:
+    def __init__(self, jobs: JobReader, objects: ObjectReader, thumbnail: Callable[[bytes], bytes | None],
+                 status: JobStatus | None = None) -> None:
         self._jobs = jobs
-        self._status = JobStatus(jobs)
+        self._status = status or JobStatus(jobs)
         self._objects = objects
         self._thumbnail = thumbnail
 

@@ -1,0 +1,102 @@
+"""The composition root: the only module that knows which adapter serves which port.
+
+An `Application` is every use case, built on first use from a set of ports: `CloudPorts` (Cloud Storage,
+Firestore, Pub/Sub, or their emulators) or `LocalPorts` (a folder, SQLite, a thread pool). Any port can be
+replaced by a keyword (`objects=`, `jobs=`, `results=`, `publisher=`, `predictions=`, `events=`, `classifier=`,
+`callbacks=`, `background=`, `queue=`, `model_key=`): the tests and the test-only function target build through
+here. Nothing imports a cloud SDK, NumPy or a model runtime until a use case that needs it is first asked for.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common.bootstrap.application import Application, background_workers, model_config
+from common.bootstrap.local import LocalApplication
+from common.bootstrap.ports import CloudPorts, LocalPorts, database_path
+from common.config import Settings
+from common.domain.jobs import STATE_DIR
+from common.domain.options import Backend
+from common.routes import Action
+
+if TYPE_CHECKING:
+    from common.adapters.local import FolderLock
+    from common.usecases.classify_image import ClassifyImage
+    from common.usecases.watch import ObjectArrived
+
+__all__ = ["Application", "CloudPorts", "LocalApplication", "LocalPorts", "background_workers", "cloud_app",
+           "database_path", "folder_app", "handlers", "local_app", "model_config", "settings"]
+
+
+def has_jobs(root: str | Path) -> bool:
+    return database_path(root).exists()
+
+
+def log_path(root: str | Path) -> Path:
+    path = Path(root) / STATE_DIR / "log.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def lock_folder(root: str | Path, command: str) -> FolderLock:
+    """One writer per folder: held until released or the process ends (the kernel drops it then)."""
+    from common.adapters.local import FolderLock
+
+    return FolderLock(Path(root) / STATE_DIR, command).acquire()
+
+
+def local_app(settings: Settings, workers: int = 2, **overrides: Any) -> LocalApplication:
+    return LocalApplication(settings, workers, **overrides).start()
+
+
+def folder_app(root: Path, photos: Path | None = None) -> LocalApplication:
+    """A folder's use cases for commands that read or undo jobs (no model options needed)."""
+    return local_app(Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos or ""),
+                              bucket="local"))
+
+
+def folder_objects(folder: Path) -> Any:
+    """The files of a folder, as an object store to read them from (`emulate --upload`)."""
+    from common.adapters.local import FolderObjectStore
+
+    return FolderObjectStore(folder)
+
+
+def cloud_app(settings: Settings, **overrides: Any) -> Application:
+    return Application(settings, CloudPorts(settings), **overrides)
+
+
+# --- The functions: one application per process, from the environment -------------------------------------------
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@lru_cache(maxsize=1)
+def app() -> Application:
+    config = settings()
+    return local_app(config) if config.backend == Backend.LOCAL else cloud_app(config)
+
+
+USE_CASE_OF = {Action.CREATE: "create_job", Action.STATUS: "job_status", Action.UNDO: "undo_job",
+               Action.CLOSE: "close_job", Action.REPORT: "report", Action.THUMBNAIL: "report"}
+
+
+def handlers(*actions: Action, application: Callable[[], Application] | None = None
+             ) -> Mapping[Action, Callable[[], Any]]:
+    """The use case of each action, asked of the application on first use (so a function builds only its own);
+    the process's application unless another is given."""
+    def current() -> Application:
+        return application() if application is not None else app()
+
+    return {action: (lambda name=USE_CASE_OF[action]: getattr(current(), name)) for action in actions}
+
+
+def classify_image_handler() -> ClassifyImage:
+    return app().classify_image
+
+
+def object_arrived_handler() -> ObjectArrived:
+    return app().object_arrived

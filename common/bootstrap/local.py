@@ -1,0 +1,85 @@
+"""The embedded runner's application: the use cases over one folder, its in-process queue, its lifecycle."""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common.bootstrap.application import Application, background_workers
+from common.bootstrap.ports import LocalPorts
+from common.config import Settings
+from common.domain.messages import ClassifyMessage
+from common.domain.results import ImageResult
+from common.usecases.runner import AdmitJob, FindResumableJob, ListJobs, PickJob, ResumeUnfinished
+
+if TYPE_CHECKING:
+    from common.adapters.local import InProcessQueue
+    from common.adapters.local.arrivals import FolderArrivals
+
+
+class LocalApplication(Application):
+    """The embedded runner: the use cases over one folder, its queue delivering to classify_image in-process."""
+
+    def __init__(self, settings: Settings, workers: int = 2, **overrides: Any) -> None:
+        super().__init__(settings, LocalPorts(settings, workers), **overrides)
+        self.root = Path(settings.local_root)
+
+    @cached_property
+    def queue(self) -> InProcessQueue:
+        queue = self.port("queue") if "queue" in self._overrides else self.port("publisher")
+        queue.subscribe(self.classify_image, on_give_up=self._record_give_up)
+        return queue
+
+    def port(self, name: str) -> Any:
+        if name == "publisher" and "queue" in self._overrides:
+            return self._overrides["queue"]
+        return super().port(name)
+
+    def _record_give_up(self, message: ClassifyMessage, reason: str, retryable: bool) -> None:
+        """A message the queue could not deliver: its image is failed with the reason, so its job finishes."""
+        if self.port("results").record_result(message.job_id, ImageResult.failure(message.name, reason, retryable)):
+            self.announce(message.job_id)
+
+    @cached_property
+    def find_resumable(self) -> FindResumableJob:
+        return FindResumableJob(self.port("jobs"), self.settings.job_defaults)
+
+    @cached_property
+    def resume_unfinished(self) -> ResumeUnfinished:
+        return ResumeUnfinished(self.port("jobs"), self.resume_job)
+
+    @cached_property
+    def pick_job(self) -> PickJob:
+        return PickJob(self.port("jobs"))
+
+    @cached_property
+    def list_jobs(self) -> ListJobs:
+        return ListJobs(self.port("jobs"), self.port("objects"))
+
+    def admit(self, max_queued: int) -> AdmitJob:
+        return AdmitJob(self.create_job, self.queue.backlog, max_queued)
+
+    # --- the runner's lifecycle: its queue and its background work -------------------------------------------
+    def start(self) -> LocalApplication:
+        """Subscribe the queue before anything is published."""
+        self.queue  # noqa: B018 - building it subscribes classify_image
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every published image is handled (at most timeout seconds); True if they are."""
+        return self.queue.join(timeout=timeout)
+
+    def stop(self, cancel: bool = False) -> None:
+        """Stop the workers: after the images in hand, dropping the queued ones when cancel (a resume gets them)."""
+        self.queue.shutdown(cancel=cancel)
+
+    def wait_for_callbacks(self, timeout: float) -> bool:
+        background = self._overrides.get("background") or background_workers()
+        drain = getattr(background, "drain", None)
+        return drain(timeout) if drain is not None else True
+
+    def arrivals(self, photos: Path) -> FolderArrivals:
+        """Files landing under photos (filesystem events, each once it stops changing) join the watch jobs."""
+        from common.adapters.local.arrivals import FolderArrivals
+
+        return FolderArrivals(photos, lambda name: self.object_arrived("local", name))
