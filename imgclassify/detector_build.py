@@ -111,6 +111,12 @@ def convert(model: dict[str, Any], weights: bytes) -> bytes:
     return tf.lite.TFLiteConverter.from_concrete_functions([function]).convert()
 
 
+def cached_detector(cache_dir: Path | None = None) -> Path | None:
+    """The detector already built on this machine, if any."""
+    target = (cache_dir or default_cache_dir()) / ARTIFACT
+    return target if target.is_file() else None
+
+
 def ensure_detector(cache_dir: Path | None = None, on_build: Any = None) -> Path:
     """The cached detector artifact, built on first use."""
     cache = cache_dir or default_cache_dir()

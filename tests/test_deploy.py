@@ -44,7 +44,10 @@ def fake_gcloud(tmp_path):
     log.touch()
     weights = tmp_path / "model.weights.h5"
     weights.write_bytes(b"weights")
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GCLOUD_LOG": str(log)}
+    detector = tmp_path / "detector.tflite"
+    detector.write_bytes(b"TFL3detector")  # a prebuilt detector: the stand-in never runs it
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GCLOUD_LOG": str(log),
+           "DETECTOR_FILE": str(detector)}
     env.pop("GOOGLE_CLOUD_PROJECT", None)
 
     def deploy(*args: str, existing: bool = False, **extra_env: str) -> tuple[subprocess.CompletedProcess[str],

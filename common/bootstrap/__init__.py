@@ -51,10 +51,10 @@ def local_app(settings: Settings, workers: int = 2, **overrides: Any) -> LocalAp
     return LocalApplication(settings, workers, **overrides).start()
 
 
-def folder_app(root: Path, photos: Path | None = None) -> LocalApplication:
+def folder_app(root: Path, photos: Path | None = None, detector_model: str = "") -> LocalApplication:
     """A folder's use cases for commands that read or undo jobs (no model options needed)."""
     return local_app(Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos or ""),
-                              bucket="local"))
+                              bucket="local", detector_model=detector_model))
 
 
 def folder_objects(folder: Path) -> Any:

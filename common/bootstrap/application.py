@@ -92,10 +92,10 @@ class Application:
 
     @cached_property
     def report(self) -> ReportJob:
-        def thumbnail(data: bytes) -> bytes | None:
+        def thumbnail(data: bytes, box: tuple[float, float, float, float] | None = None) -> bytes | None:
             from common.inference.thumbnails import make_thumbnail  # Pillow only when a page asks for previews
 
-            return make_thumbnail(data)
+            return make_thumbnail(data, box)
 
         return ReportJob(self.port("jobs"), self.port("objects"), thumbnail, self.job_status)
 

@@ -120,6 +120,7 @@ class JobView(Mapping[str, Any]):
             "unmatched": counters.unmatched, "state": self.state.value, "created_at": job.created_at,
             "bucket": spec.bucket, "source_prefix": spec.source_prefix, "top_k": spec.top_k,
             "min_score": spec.min_score, "match": spec.match.value, "from_store": counters.from_store,
+            "detector_min_score": spec.detector_min_score,
         }
         optional = {"dry_run": spec.dry_run or None, "watch": spec.watch or None,
                     "callback_url": spec.callback_url or None, "callback": job.callback,

@@ -9,13 +9,21 @@ from common.domain.errors import PermanentImageError
 THUMBNAIL_SIZE = 160  # 2x the grid's cell height on a phone; ~5 KB as JPEG
 
 
-def make_thumbnail(data: bytes, size: int = THUMBNAIL_SIZE) -> bytes | None:
-    """JPEG bytes of a preview, or None when the photo cannot be shown (the page says "no preview")."""
+def make_thumbnail(data: bytes, box: tuple[float, float, float, float] | None = None,
+                   size: int = THUMBNAIL_SIZE) -> bytes | None:
+    """JPEG bytes of a preview, with the detector's box drawn (fractions of the photo), or None when the photo
+    cannot be shown (the page says "no preview")."""
+    from PIL import ImageDraw
+
     from common.inference.decoding import load_reduced
 
     try:
         image = load_reduced(data, size)
         image.thumbnail((size, size))
+        if box is not None:
+            w, h = image.size
+            ImageDraw.Draw(image).rectangle([box[0] * w, box[1] * h, box[2] * w, box[3] * h], outline=(0, 200, 80),
+                                            width=max(2, w // 60))
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=65, optimize=True)
         return out.getvalue()

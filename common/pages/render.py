@@ -18,7 +18,9 @@ FIRST_PAGE = 120  # photos rendered per section at load; the rest wait in <templ
 PAGE = 240
 REFRESH_SECONDS = 3  # a served page of a running job reloads itself
 
-ThumbnailSource = Callable[[str], str | None]  # object name -> <img src> (data: URI or URL), None when unavailable
+Box = tuple[float, float, float, float]  # the detector's box, fractions of the photo: x0, y0, x1, y1
+# (object name, a box to draw on it or None) -> <img src> (data: URI or URL), None when unavailable
+ThumbnailSource = Callable[[str, Box | None], str | None]
 
 
 @lru_cache(maxsize=1)
@@ -31,10 +33,20 @@ def _top_labels(result: ImageResult) -> str:
     return ", ".join(f"{label.name} {label.score:.2f}" for label in result.labels[:3])
 
 
-def _score_line(result: ImageResult, class_name: str) -> Markup:
-    if not result.scores:
-        return Markup("")
-    return Markup('<div class="score">score {:.2f}</div>').format(result.scores.get(class_name, 0))
+def _detected(result: ImageResult, class_name: str, min_score: float) -> dict | None:  # type: ignore[type-arg]
+    detection = result.detections.get(class_name)
+    return detection if detection and detection["score"] >= min_score else None
+
+
+def _score_line(result: ImageResult, class_name: str, min_score: float) -> Markup:
+    """Why the photo is in the class: the classifier's mass, and the detector's class and score when it matched."""
+    line = Markup('<div class="score">score {:.2f}</div>').format(result.scores.get(class_name, 0)) \
+        if result.scores else Markup("")
+    detection = _detected(result, class_name, min_score)
+    if detection:
+        line += Markup('<div class="detected" data-detected="{}">detector: {} {:.2f}</div>').format(
+            detection["label"], detection["label"], detection["score"])
+    return line
 
 
 def _closest_line(result: ImageResult) -> Markup:
@@ -56,7 +68,8 @@ def render_report(view: JobView, results: Iterable[ImageResult], thumbnail: Thum
         failed=[r for r in ordered if not r.ok], where=where,
         warnings=list(view.get("warnings", [])) + list(view.get("errors", [])), refresh_seconds=refresh_seconds,
         thumbnail=thumbnail, relative=lambda name: relative(name, view["source_prefix"]), top_labels=_top_labels,
-        score_line=_score_line, closest_line=_closest_line,
+        score_line=lambda r, c: _score_line(r, c, view["detector_min_score"]), closest_line=_closest_line,
+        matched_box=lambda r, c: tuple(d["box"]) if (d := _detected(r, c, view["detector_min_score"])) else None,
         reason_line=lambda r: Markup('<div class="reason">{}</div>').format(r.reason),
         first_page=FIRST_PAGE, page_size=PAGE)
 
@@ -76,14 +89,14 @@ MAX_INLINE_PREVIEWS = 3000  # a file carries previews inline (~5 KB each): past 
 
 
 def render_file(view: JobView, results: Iterable[ImageResult], fmt: str,
-                preview: Callable[[str], bytes | None]) -> tuple[str, str]:
+                preview: Callable[[str, Box | None], bytes | None]) -> tuple[str, str]:
     """A page to keep as a file: previews inline as data URIs, so it opens from disk with no server."""
     inlined = 0
 
-    def inline(name: str) -> str | None:
+    def inline(name: str, box: Box | None = None) -> str | None:
         nonlocal inlined
         inlined += 1
-        data = preview(name) if inlined <= MAX_INLINE_PREVIEWS else None
+        data = preview(name, box) if inlined <= MAX_INLINE_PREVIEWS else None
         return None if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
     return render(view, results, fmt, inline)

@@ -22,7 +22,7 @@ class JobReport:
 
 
 class ReportJob:
-    def __init__(self, jobs: JobReader, objects: ObjectReader, thumbnail: Callable[[bytes], bytes | None],
+    def __init__(self, jobs: JobReader, objects: ObjectReader, thumbnail: Callable[..., bytes | None],
                  status: JobStatus | None = None) -> None:
         self._jobs = jobs
         self._status = status or JobStatus(jobs)
@@ -32,7 +32,7 @@ class ReportJob:
     def __call__(self, job_id: str) -> JobReport:
         return JobReport(self._status(job_id), list(self._jobs.results(job_id)))
 
-    def thumbnail(self, job_id: str, name: str) -> bytes | None:
+    def thumbnail(self, job_id: str, name: str, box: tuple[float, float, float, float] | None = None) -> bytes | None:
         """A preview of one of the job's photos: a name that is plain, under the job's prefix and one of its
         results (one keyed lookup; a page of 300 photos asks 300 times, so the counters are not read)."""
         spec = existing_job(self._jobs, job_id).spec
@@ -40,6 +40,7 @@ class ReportJob:
                 self._jobs.result(job_id, name) is None:
             raise NotFound("name is not one of this job's photos", field="name")
         try:
-            return self._thumbnail(self._objects.read(spec.bucket, name))
+            data = self._objects.read(spec.bucket, name)
+            return self._thumbnail(data, box)
         except (ObjectMissing, PermanentImageError, TransientError):
             return None

@@ -13,7 +13,7 @@ from common import bootstrap
 from common.config import Settings
 from common.domain.options import Backend
 from common.logs import CloudLoggingFormatter, get_logger
-from imgclassify.cli.model import check_model_options, choose_weights, model_name
+from imgclassify.cli.model import check_model_options, choose_detector, choose_weights, model_name
 from imgclassify.cli.options import UsageError
 
 
@@ -62,6 +62,7 @@ def embedded_app(args: argparse.Namespace, load_model: bool) -> Iterator[tuple[b
     try:
         log_to_file(root, args.verbose)
         weights, runtime = choose_weights(args, photos)
+        detector = choose_detector(args, needed=_needs_detector(args))
         settings = Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos), model=args.model,
                             weights=weights, runtime=runtime, bucket="local",
                             service_key=os.environ.get("SERVICE_KEY", ""), default_top_k=args.top_k,
@@ -69,13 +70,31 @@ def embedded_app(args: argparse.Namespace, load_model: bool) -> Iterator[tuple[b
                             # A local user's own webhook on this machine is theirs to call; private networks only
                             # where they say so, as an operator would.
                             callback_allow_loopback=True,
-                            callback_allow_private=os.environ.get("CALLBACK_ALLOW_PRIVATE", "") in ("1", "true"))
+                            callback_allow_private=os.environ.get("CALLBACK_ALLOW_PRIVATE", "") in ("1", "true"),
+                            detector_model=detector)
         app = bootstrap.local_app(settings, workers=args.workers)
         if load_model or args.weights == "imagenet":
             app.load_model()
         yield app, model_name(settings)
     finally:
         lock.release()
+
+
+def _built_detector() -> str:
+    """What a folder's jobs were sorted with, as far as this machine knows: DETECTOR_MODEL or the cached build."""
+    from imgclassify.detector_build import cached_detector
+
+    configured = os.environ.get("DETECTOR_MODEL", "")
+    return "" if configured == "none" else configured or str(cached_detector() or "")
+
+
+def _needs_detector(args: argparse.Namespace) -> bool:
+    from common.domain.options import MatchMode
+    from common.domain.taxonomy import needs_detector
+
+    if not hasattr(args, "classes"):  # serve: its jobs are not known yet
+        return True
+    return needs_detector(tuple(args.classes), MatchMode(getattr(args, "match", MatchMode.HIERARCHY)))
 
 
 @contextlib.contextmanager
@@ -87,7 +106,7 @@ def existing_folder(args: argparse.Namespace, writer: bool = False) -> Iterator[
     lock = bootstrap.lock_folder(root, args.command) if writer else None
     try:
         log_to_file(root, args.verbose)
-        yield bootstrap.folder_app(root, getattr(args, "photos", None))
+        yield bootstrap.folder_app(root, getattr(args, "photos", None), _built_detector())
     finally:
         if lock is not None:
             lock.release()

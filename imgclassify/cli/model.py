@@ -82,6 +82,29 @@ def choose_weights(args: argparse.Namespace, photos: Path | None) -> tuple[str, 
     return str(artifact), Runtime.LITERT
 
 
+def choose_detector(args: argparse.Namespace, needed: bool) -> str:
+    """The object detector's file when the job's classes need it (people, horses…; any class for serve, which
+    does not know its jobs yet): DETECTOR_MODEL, or the cached build, made on first use. A build that cannot be
+    made (no npm here) is said in one line, and the classifier answers alone."""
+    configured = os.environ.get("DETECTOR_MODEL", "")
+    if configured or not needed:
+        return configured if configured != "none" else ""
+    from common.domain.errors import ConfigurationError
+    from imgclassify.detector_build import ensure_detector
+
+    with native_output_silenced(not getattr(args, "verbose", False)) as terminal:
+        def announce() -> None:
+            print("building the object detector for people, horses and COCO's other classes (first run only, "
+                  "a minute; cached)...", file=terminal, flush=True)
+
+        try:
+            return str(ensure_detector(on_build=announce))
+        except ConfigurationError as exc:
+            print(f"imgclassify: the object detector is not available ({exc}): its classes are matched by the "
+                  "classifier alone", file=terminal, flush=True)
+            return ""
+
+
 def model_name(settings: object) -> str:
     """How the terminal names the build in use: runtime:model:weights file."""
     from common.bootstrap import model_config

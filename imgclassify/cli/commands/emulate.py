@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from common.domain.options import Runtime
-from imgclassify.cli.model import check_model_options, choose_weights
+from imgclassify.cli.model import check_model_options, choose_detector, choose_weights
 from imgclassify.cli.options import UsageError, add_job_options, add_model_options, port
 from imgclassify.cli.output import progress_line
 from imgclassify.cli.signals import interrupt_like_ctrl_c
@@ -47,11 +47,13 @@ def execute(args: argparse.Namespace) -> int:
     if args.upload is not None and not args.upload.is_dir():
         raise UsageError(f"--upload {args.upload} is not a folder")
     weights, runtime = choose_weights(args, args.upload.resolve() if args.upload else None)
+    detector = choose_detector(args, needed=True)
     # The model must load before anything says "pipeline up": a wrong file is one line here, not a silent hang.
     logging.getLogger("imgclassify").setLevel(logging.WARNING)
     model = bootstrap.cloud_app(Settings(model=args.model, weights=weights, runtime=runtime)).load_model().description
     emulators = Emulators().start()
-    stack = LocalStack(emulators, gateway_port=args.port, function_env=function_env(args, weights, runtime))
+    env = {**function_env(args, weights, runtime), **({"DETECTOR_MODEL": detector} if detector else {})}
+    stack = LocalStack(emulators, gateway_port=args.port, function_env=env)
     try:
         try:
             stack.start()

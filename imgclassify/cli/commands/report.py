@@ -40,7 +40,7 @@ def execute(args: argparse.Namespace) -> int:
         job_id = app.pick_job(args.job_id)
         report = app.report(job_id)
         _, body = render_file(report.view, report.results, args.format,
-                              lambda name: app.report.thumbnail(job_id, name))
+                              lambda name, box: app.report.thumbnail(job_id, name, box))
     if args.out == "-":
         sys.stdout.write(body)
         return 0

@@ -1,0 +1,123 @@
+"""People, horses and COCO's other classes by name (issue 19): the object detector built from its pinned package,
+run on real photos, through `imgclassify run` and on the emulated pipeline."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from common.domain.detections import best_detection, coco_names
+from common.domain.jobs import JobSpec
+from common.domain.matching import match_classes
+from common.domain.taxonomy import needs_detector, resolve
+from common.domain.options import MatchMode
+from tests.conftest import MOBILENET_TFLITE, PHOTOS
+from tests.test_cli import imgclassify
+
+PEOPLE = ["coral/grace_hopper.bmp", "coral/face.jpg", "coral/squat.bmp", "coral/kite_and_cold.jpg",
+          "skimage/astronaut.png", "skimage/camera.png"]
+NOT_PEOPLE = ["coral/bird.bmp", "coral/parrot.jpg", "coral/hot_dog.jpg", "coral/cat.bmp", "skimage/coffee.png",
+              "coral/imprinting_dog_test_0.bmp"]
+
+
+def test_people_horses_cows_and_giraffes_resolve_to_the_detectors_classes_too():
+    assert {coco_names()[i] for i in resolve("people").detector_classes} == {"person"}
+    assert {coco_names()[i] for i in resolve("horses").detector_classes} == {"horse"}
+    assert {coco_names()[i] for i in resolve("cows").detector_classes} == {"cow"}
+    assert not resolve("giraffes").classes and resolve("giraffes").detector_classes  # ImageNet has none
+    assert {"horse", "cow", "dog", "cat", "bird"} <= {coco_names()[i] for i in resolve("animals").detector_classes}
+    assert {"car", "truck", "bicycle"} <= {coco_names()[i] for i in resolve("vehicles").detector_classes}
+    assert needs_detector(("dogs", "people"), MatchMode.HIERARCHY) and not needs_detector(("dogs",), MatchMode.HIERARCHY)
+    assert not needs_detector(("people",), MatchMode.LABEL)
+
+
+def test_a_class_matches_on_the_detectors_score_or_the_classifiers_mass():
+    probabilities = np.full(1000, 1 / 1000, dtype=np.float32)
+    detections = np.zeros((80, 5), dtype=np.float32)
+    person = coco_names().index("person")
+    detections[person] = (0.83, 0.1, 0.2, 0.5, 0.9)
+    spec = JobSpec(("people", "dogs"), "b")
+    outcome = match_classes(spec, probabilities, detections)
+    assert outcome.matched == ("people",) and outcome.detections["people"].box == pytest.approx((0.1, 0.2, 0.5, 0.9))
+    assert match_classes(JobSpec(("people",), "b", detector_min_score=0.9), probabilities, detections).matched == ()
+    assert best_detection("people", detections).label == "person"
+
+
+@pytest.fixture(scope="session")
+def detector(model_cache):
+    from imgclassify.detector_build import cached_detector, ensure_detector
+
+    built: list[bool] = []
+    artifact = ensure_detector(on_build=lambda: built.append(True))
+    assert built == [True] and cached_detector() == artifact  # built from the pinned package, then cached
+    assert ensure_detector(on_build=lambda: built.append(True)) == artifact and built == [True]
+    return artifact
+
+
+@pytest.mark.slow
+def test_the_detector_finds_the_people_in_real_photos_and_not_elsewhere(detector):
+    from common.inference.decoding import decode_image
+    from common.inference.detector import LiteRTDetector
+
+    run = LiteRTDetector(str(detector))
+    person = coco_names().index("person")
+    scores = {name: float(run.detect(decode_image((PHOTOS / name).read_bytes(), 416))[person, 0])
+              for name in PEOPLE + NOT_PEOPLE}
+    assert min(scores[n] for n in PEOPLE) >= 0.6 > max(scores[n] for n in NOT_PEOPLE), scores
+    box = run.detect(decode_image((PHOTOS / "coral/grace_hopper.bmp").read_bytes(), 416))[person, 1:]
+    assert box[0] < 0.3 and box[2] > 0.7 and box[1] < 0.2  # she fills the frame
+
+
+@pytest.mark.slow
+def test_run_sorts_people_by_name_and_a_second_question_runs_no_model(detector, tmp_path, monkeypatch):
+    monkeypatch.setenv("DETECTOR_MODEL", str(detector))
+    root = tmp_path / "photos"
+    (root / "all").mkdir(parents=True)
+    for name in PEOPLE + NOT_PEOPLE:
+        shutil.copy(PHOTOS / name, root / "all" / Path(name).name)
+    args = ("--classes", "people", "dogs", "--model", "mobilenet_v2", "--weights", str(MOBILENET_TFLITE), "--json")
+    first = imgclassify("run", str(root), *args)
+    assert first.returncode == 0, first.stderr
+    view = json.loads(first.stdout)
+    assert sorted(p.name for p in (root / "people").iterdir()) == sorted(Path(n).name for n in PEOPLE)
+    assert "detector: person" in view["resolved"]["people"][0] and not view["warnings"]
+
+    again = imgclassify("run", str(root), *args[:-1], "--dry-run", "--json")  # a new job over known photos
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["from_store"] == second["processed"] == len(PEOPLE + NOT_PEOPLE)  # classifier and detector stored
+    assert second["matches"]["people"] == len(PEOPLE)
+
+    report = imgclassify("report", str(root), view["id"], "--out", "-")
+    assert report.stdout.count('data-detected="person"') == len(PEOPLE)
+
+
+@pytest.mark.emulator
+@pytest.mark.slow
+def test_the_emulated_pipeline_sorts_people_with_the_detector(emulators, detector):
+    from common.adapters.gcp import GcsObjectStore, storage_client
+    from imgclassify.emulation import LocalStack
+
+    stack = LocalStack(emulators, bucket="people-bucket", topic="classify-people", subscription="classify-people-push",
+                       function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(MOBILENET_TFLITE),
+                                     "DETECTOR_MODEL": str(detector)})
+    stack.start()
+    try:
+        store = GcsObjectStore(storage_client(emulators.project))
+        for name in PEOPLE + NOT_PEOPLE:
+            store.write(stack.bucket, f"all/{Path(name).name}", (PHOTOS / name).read_bytes())
+        job = requests.post(f"{stack.gateway_url}/classification-job", json={"classes": ["people"]}, timeout=60).json()
+        deadline = time.monotonic() + 180
+        while not (status := requests.get(job["status_url"], timeout=10).json())["complete"]:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+        copied = sorted(n.split("/", 1)[1] for n in store.list_names(stack.bucket, "people/"))
+        assert copied == sorted(Path(n).name for n in PEOPLE) and status["matches"]["people"] == len(PEOPLE)
+        assert "detector: person" in status["resolved"]["people"][0]
+    finally:
+        stack.stop()
