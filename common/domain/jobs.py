@@ -20,7 +20,7 @@ HIERARCHY_MIN_SCORE = 0.35
 DEFAULT_MIN_SCORES = {MatchMode.HIERARCHY: HIERARCHY_MIN_SCORE, MatchMode.LABEL: 0.0, MatchMode.SUBSTRING: 0.0}
 # The object detector's score needed for a class to match (its COCO classes); tuned on the dev photos with
 # bench/detector_quality.py (docs/quality.md, "People, horses: the detector"). A job may set its own.
-DETECTOR_MIN_SCORE = 0.6
+DETECTOR_MIN_SCORE = 0.65
 DEFAULT_SOURCE_PREFIX = "all/"
 STATE_DIR = ".imgclassify"  # a folder's own state (embedded): jobs, predictions, logs, the writer's lock
 MAX_CLASS_NAME_LENGTH = 64

@@ -56,14 +56,13 @@ class LiteRTDetector:
     """A pool of interpreters (one is not thread-safe), like the classifier's."""
 
     def __init__(self, path: str, threads: int = 1, interpreters: int | None = None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         count = interpreters or max(1, (os.cpu_count() or 1) // threads)
         self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for _ in range(count):
             try:
-                interpreter = Interpreter(model_path=path, num_threads=threads)
-                interpreter.allocate_tensors()
+                interpreter = self._interpreter(Interpreter, OpResolverType, path, threads)
             except (ValueError, RuntimeError) as exc:
                 raise ConfigurationError(f"cannot load the detector {path} with LiteRT: {exc}") from None
             self._pool.put(interpreter)
@@ -74,6 +73,19 @@ class LiteRTDetector:
         if list(self._input["shape"]) != [1, 3, INPUT_SIZE, INPUT_SIZE]:
             raise ConfigurationError(f"{path} is not the NanoDet 416×416 detector (input {self._input['shape']})")
         self.description = f"litert:nanodet:{os.path.basename(path)}"
+
+    @staticmethod
+    def _interpreter(interpreter_class: Any, resolvers: Any, path: str, threads: int) -> Any:
+        """With XNNPACK where it takes the whole graph (the fp32 build); the int8 build's PadV2 it refuses, so that
+        one runs on LiteRT's own int8 kernels."""
+        try:
+            interpreter = interpreter_class(model_path=path, num_threads=threads)
+            interpreter.allocate_tensors()
+        except RuntimeError:
+            interpreter = interpreter_class(model_path=path, num_threads=threads,
+                                            experimental_op_resolver_type=resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            interpreter.allocate_tensors()
+        return interpreter
 
     def detect(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (416, 416, 3) RGB -> float32 (80, 5): per COCO class, its best score and box."""

@@ -1,0 +1,116 @@
+"""What the object detector costs on the classify path: throughput and peak memory per image with and without it,
+ResNet50 (the design's default; int8 LiteRT of random weights, the real cost) and MobileNetV2, measured in one run.
+
+Each variant runs in a fresh process on the same photos held in memory (storage excluded), two workers as
+classify_image's instance runs them: bytes -> decode -> classifier [-> decode 416 -> detector] -> matches.
+Trials are interleaved; medians. Prints JSON.
+
+  .venv/bin/python bench/detector_cost.py --photos ../shared/photos/imagenet-dev --images 120 --trials 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+VARIANTS = ("resnet50", "resnet50+detector", "mobilenet_v2", "mobilenet_v2+detector", "detector_only")
+
+
+def peak_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def child(variant: str, photos: list[bytes], artifacts: dict[str, str]) -> dict[str, float]:
+    from common.domain.jobs import JobSpec
+    from common.domain.matching import match_classes
+    from common.domain.options import Model
+    from common.inference.decoding import decode_image
+    from common.inference.detector import LiteRTDetector
+    from common.inference.litert import LiteRTClassifier
+
+    model = variant.split("+")[0]
+    classifier = None if variant == "detector_only" else LiteRTClassifier(Model(model), artifacts[model], threads=1,
+                                                                          interpreters=2)
+    detector = LiteRTDetector(artifacts["detector"], threads=1, interpreters=2) if "detector" in variant else None
+    spec = JobSpec(("people", "horses", "dogs", "cats"), "b")
+
+    def one(data: bytes) -> None:
+        probabilities = classifier.predict(decode_image(data)[None])[0] if classifier else None
+        detections = detector.detect(decode_image(data, 416)) if detector else None
+        if probabilities is not None:
+            match_classes(spec, probabilities, detections)
+
+    one(photos[0])  # warm
+    queue = list(photos)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                data = queue.pop()
+            one(data)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    return {"images_per_second": round(len(photos) / seconds, 2), "peak_rss_mb": round(peak_mb(), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, default=REPO.parent / "shared/photos/imagenet-dev")
+    parser.add_argument("--images", type=int, default=120)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--artifacts-json", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    from bench.classify import build_artifacts, load_photos
+
+    photos = load_photos(args.photos, args.images)
+    if args.child:
+        print(json.dumps(child(args.child, photos, json.loads(args.artifacts_json))))
+        return
+    from bench.machine import describe
+    from imgclassify.detector_build import ensure_detector
+
+    artifacts = {"resnet50": build_artifacts("resnet50", args.photos, REPO / "build/bench-models")["int8"],
+                 "mobilenet_v2": str(REPO.parent / "shared/models/mobilenet_v2/tf2_mobilenet_v2_1.0_224_ptq.tflite"),
+                 "detector": str(ensure_detector())}
+    runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
+    for _ in range(args.trials):
+        for variant in VARIANTS:
+            done = subprocess.run([sys.executable, __file__, "--child", variant, "--photos", str(args.photos),
+                                   "--images", str(args.images), "--artifacts-json", json.dumps(artifacts)],
+                                  capture_output=True, text=True, check=True, cwd=REPO)
+            runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    medians = {variant: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+               for variant, rows in runs.items()}
+    ratio = {model: round(medians[f"{model}+detector"]["images_per_second"] / medians[model]["images_per_second"], 3)
+             for model in ("resnet50", "mobilenet_v2")}
+    result = {"benchmark": "detector_cost", "machine": describe(), "images": len(photos), "trials": args.trials,
+              "workers": 2, "medians": medians, "throughput_with_detector_over_without": ratio, "runs": runs}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
