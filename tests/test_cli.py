@@ -37,8 +37,10 @@ def files_under(root: Path, folder: str) -> set[str]:
 
 
 def test_run_sorts_real_photos_into_class_folders(photo_folder):
+    # The classifier alone (the reference below is the classifier): the detector's part is tests/test_detector.py.
     result = imgclassify("run", str(photo_folder), "--classes", *CLASSES, "--model", "mobilenet_v2",
-                         "--weights", str(MOBILENET_H5), "--runtime", "keras", "--json")
+                         "--weights", str(MOBILENET_H5), "--runtime", "keras", "--json",
+                         env={**os.environ, "DETECTOR_MODEL": "none"})
 
     assert result.returncode == 0, result.stderr
     view = json.loads(result.stdout)

@@ -114,7 +114,7 @@ def test_a_preview_is_only_of_a_photo_the_job_has_a_result_for(tmp_path, name):
     put(tmp_path / "all/cat.jpg")
     put(tmp_path / "private/secret.jpg")
     job_id = folder.run(["cat"])["id"]
-    report = ReportJob(folder.jobs, folder.objects, lambda data: data)  # the preview is the photo itself
+    report = ReportJob(folder.jobs, folder.objects, lambda data, box=None: data)  # the preview: the photo itself
     assert report.thumbnail(job_id, "all/cat.jpg") == RED_CAT
     with pytest.raises(NotFound) as refused:
         report.thumbnail(job_id, name)

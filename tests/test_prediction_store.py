@@ -46,7 +46,9 @@ class Folder:
         self.objects = FolderObjectStore(root, sources={"all/": root / "all"})
         self.jobs = SqliteJobStore(root / ".imgclassify/jobs.sqlite3")
         self.predictions = SqlitePredictionStore(root / ".imgclassify/jobs.sqlite3")
-        self.queue = InProcessQueue(workers=2)
+        # One worker: Keras batches concurrent deliveries, and a batch's floats differ in the last bits from a
+        # single image's, which can flip a score sitting on a threshold between a stored and a fresh run.
+        self.queue = InProcessQueue(workers=1)
         self.queue.subscribe(ClassifyImage(self.objects, self.jobs, model, decode_image, self.predictions,
                                            model_key or model_fingerprint(CONFIG)))
         self.create = CreateJob(self.objects, self.jobs, self.queue, JobDefaults(bucket="local"))
