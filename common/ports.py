@@ -94,6 +94,10 @@ class JobReader(Protocol):
 
     def results(self, job_id: str) -> Iterator[ImageResult]: ...
 
+    def job_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """At most `limit` ids of jobs starting with prefix (a shortened id), in id order."""
+        ...
+
 
 class JobRecorder(JobReader, Protocol):
     """Creating jobs and fanning them out."""

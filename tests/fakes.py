@@ -184,6 +184,9 @@ class MemoryJobStore:
                 del results[name]
             return names
 
+    def job_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return sorted(i for i in self.jobs if i.startswith(prefix))[:limit]
+
     def job_ids(self) -> list[str]:
         return [job.id for job in sorted(self.jobs.values(), key=lambda j: j.created_at)]
 

@@ -284,6 +284,15 @@ def test_counters_of_a_job_without_results_are_zero(job_store):
     assert (counters.processed, counters.failed, counters.unmatched, counters.matches) == (0, 0, 0, {})
 
 
+def test_jobs_are_found_by_a_shortened_id(job_store):
+    first, second = _job(), _job()
+    for job in (first, second):
+        job_store.create_job(job)
+    assert job_store.job_ids_with_prefix(first.id[:6], limit=2) == [first.id]
+    assert job_store.job_ids_with_prefix(first.id, limit=2) == [first.id]
+    assert job_store.job_ids_with_prefix("g" * 6, limit=2) == []
+
+
 def test_latest_job_is_the_newest(job_store):
     first, second = _job(), _job()
     job_store.create_job(first)

@@ -146,7 +146,7 @@ def test_job_status_unknown_and_malformed_ids(service):
     response = status.get(f"/classification-job/{unknown}")
     assert response.status_code == 404
     assert response.get_json() == {"code": 404, "message": f"Job {unknown} not found", "field": "id"}
-    assert status.get("/classification-job/..%2F..%2Fetc").status_code == 400
+    assert status.get("/classification-job/..%2F..%2Fetc").status_code == 404
     assert status.get("/").status_code == 400
     assert status.post(f"/classification-job/{unknown}").status_code == 405
 

@@ -56,13 +56,15 @@ HOSTILE_BODIES = [
      "classes"),
     ("oversized body", json.dumps({"classes": ["dog"] * 20000}).encode(), 413, "body"),
 ]
+# Whatever its shape, an id that names no job is a 404 "Job <id> not found", as the old service answered.
 HOSTILE_IDS = [
-    ("traversal", "..%2F..%2Fetc%2Fpasswd", 400),
-    ("too short", "abc", 400),
-    ("uppercase hex", "A" * 32, 400),
-    ("too long", "a" * 33, 400),
-    ("sql", "1%27%20OR%20%271%27%3D%271", 400),
-    ("unicode", "%E2%80%AE" * 4, 400),
+    ("traversal", "..%2F..%2Fetc%2Fpasswd", 404),
+    ("too short", "abc", 404),
+    ("uppercase hex", "A" * 32, 404),
+    ("too long", "a" * 33, 404),
+    ("sql", "1%27%20OR%20%271%27%3D%271", 404),
+    ("unicode", "%E2%80%AE" * 4, 404),
+    ("the old service's own test", "256", 404),
     ("unknown", "0123456789abcdef0123456789abcdef", 404),
 ]
 
@@ -90,6 +92,33 @@ def test_hostile_job_ids_are_4xx_json(http, case, job_id, status):
     response = http.get(f"/classification-job/{job_id}")
     assert response.status_code == status and response.is_json
     assert response.get_json()["code"] == status
+
+
+def test_the_old_services_own_test_of_an_unknown_job_passes(http):
+    answer = http.get("/classification-job/256")
+    assert answer.status_code == 404 and answer.get_json()["message"] == "Job 256 not found"
+
+
+def test_a_job_is_named_by_any_unique_prefix_of_4_or_more_characters(http, fake_service):
+    fake_service.objects.write("images", "all/a.jpg", b"x")
+    job = http.post("/classification-job", json={"classes": ["dog"]}).get_json()
+    for length in (4, 8, 31):
+        answer = http.get(f"/classification-job/{job['id'][:length]}")
+        assert answer.status_code == 200 and answer.get_json()["id"] == job["id"]
+    assert http.get(f"/classification-job/{job['id'][:3]}").status_code == 404
+
+
+def test_a_prefix_naming_several_jobs_is_a_conflict_listing_them(fake_service):
+    from common.domain.errors import Conflict
+    from common.domain.jobs import JobRecord, JobSpec
+    from common.usecases.lookup import existing_job
+
+    for suffix in ("0" * 28, "1" * 28):
+        fake_service.jobs.create_job(JobRecord("abcd" + suffix, JobSpec(("dog",), "images"), 0, "2026-01-01"))
+    with pytest.raises(Conflict) as several:
+        existing_job(fake_service.jobs, "abcd")
+    assert len(several.value.details["candidates"]) == 2
+    assert existing_job(fake_service.jobs, "abcd1").id == "abcd" + "1" * 28
 
 
 def test_duplicate_classes_are_merged_not_rejected(http, fake_service):

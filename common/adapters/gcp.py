@@ -296,6 +296,15 @@ class FirestoreJobStore:
         for snapshot in snapshots:
             yield ImageResult.from_dict(snapshot.to_dict() or {})
 
+    @translated("finding a job by a shortened id")
+    def job_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        # Document ids in a range: every id that starts with prefix sorts between prefix and prefix + "g" (ids are
+        # lowercase hex, and "g" follows every hex digit).
+        start, end = self._jobs.document(prefix), self._jobs.document(prefix + "g")
+        query = self._jobs.where(filter=firestore.FieldFilter("__name__", ">=", start)).where(
+            filter=firestore.FieldFilter("__name__", "<", end)).limit(limit)
+        return [snapshot.id for snapshot in query.stream()]
+
     @translated("listing recent jobs")
     def recent_job_ids(self, limit: int) -> list[str]:
         query = self._jobs.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)

@@ -135,6 +135,19 @@ def new_job_id(request_id: str | None = None) -> str:
     return hashlib.sha256(f"request_id:{request_id}".encode("utf-8")).hexdigest()[:32]
 
 
+MIN_JOB_ID_PREFIX = 4
+_JOB_ID_PREFIX = re.compile(r"^[0-9a-f]{%d,31}$" % MIN_JOB_ID_PREFIX)
+
+
+def is_job_id(text: object) -> bool:
+    return isinstance(text, str) and bool(_JOB_ID.fullmatch(text))
+
+
+def is_job_id_prefix(text: object) -> bool:
+    """A shortened id, as git shortens commits (the report's file name carries the first 8)."""
+    return isinstance(text, str) and bool(_JOB_ID_PREFIX.fullmatch(text))
+
+
 def check_job_id(job_id: str) -> str:
     """Job ids are 32 hex characters; anything else cannot name a job, so it is rejected before any lookup."""
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):

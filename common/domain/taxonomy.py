@@ -25,6 +25,10 @@ _NOUN_SUFFIXES = (("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("sh
                   ("ies", "y"), ("s", ""))
 
 
+def imagenet_classes_phrase(count: int) -> str:
+    return f"{count} ImageNet class" + ("" if count == 1 else "es")
+
+
 @dataclass(frozen=True)
 class Resolution:
     query: str
@@ -46,7 +50,7 @@ class Resolution:
         for name in self.synsets:
             node = taxonomy.by_name[name]
             coco = sorted(taxonomy.coco[i]["name"] for i in taxonomy.coco_cover[node]) if detector else []
-            text = f"{name} ({len(taxonomy.cover[node])} ImageNet classes"
+            text = f"{name} ({imagenet_classes_phrase(len(taxonomy.cover[node]))}"
             described.append(text + (f"; detector: {', '.join(coco[:6])}{'…' if len(coco) > 6 else ''})" if coco
                                      else ")"))
         return described
@@ -130,7 +134,7 @@ class Taxonomy:
         elif len(classes) < WEAK_CLASS_LIMIT and not set(nodes) <= self._is_imagenet_class:
             # A query naming an ImageNet class itself ("tabby") is precise, not weak.
             labels = ", ".join(imagenet_classes()[i].name for i in sorted(classes))
-            warning = f"{query!r} ({', '.join(names)}) covers only {len(classes)} ImageNet classes: {labels}"
+            warning = f"{query!r} ({', '.join(names)}) covers only {imagenet_classes_phrase(len(classes))}: {labels}"
         return Resolution(query, names, classes, warning, detected)
 
     def suggest(self, word: str) -> list[str]:

@@ -30,14 +30,16 @@ class ReportJob:
         self._thumbnail = thumbnail
 
     def __call__(self, job_id: str) -> JobReport:
-        return JobReport(self._status(job_id), list(self._jobs.results(job_id)))
+        view = self._status(job_id)
+        return JobReport(view, list(self._jobs.results(view.id)))
 
     def thumbnail(self, job_id: str, name: str, box: tuple[float, float, float, float] | None = None) -> bytes | None:
         """A preview of one of the job's photos: a name that is plain, under the job's prefix and one of its
         results (one keyed lookup; a page of 300 photos asks 300 times, so the counters are not read)."""
-        spec = existing_job(self._jobs, job_id).spec
+        job = existing_job(self._jobs, job_id)
+        spec = job.spec
         if not is_plain_object_name(name) or not name.startswith(spec.source_prefix) or \
-                self._jobs.result(job_id, name) is None:
+                self._jobs.result(job.id, name) is None:
             raise NotFound("name is not one of this job's photos", field="name")
         try:
             data = self._objects.read(spec.bucket, name)

@@ -25,13 +25,13 @@ class UndoJob:
 
     def __call__(self, job_id: str) -> dict[str, Any]:
         job = existing_job(self._jobs, job_id)
-        state = status_view(job, self._jobs.counters(job_id)).state
+        state = status_view(job, self._jobs.counters(job.id)).state
         if state.in_progress:
             advice = "close it first (Ctrl-C its watch, or POST …/close)" if job.spec.watch and not job.closed else \
                 "undo it once it is complete"
             raise Conflict(f"job {job_id} is still {state}: {advice}", field="id", state=str(state))
         removed, missing, kept = 0, 0, []
-        for result in self._jobs.results(job_id):
+        for result in self._jobs.results(job.id):
             for name in result.written:
                 outcome = Removal(self._objects.remove(job.spec.bucket, name, result.content))
                 if outcome == Removal.REMOVED:
@@ -40,5 +40,5 @@ class UndoJob:
                     missing += 1
                 else:
                     kept.append({"name": name, "reason": KEPT_BECAUSE[outcome]})
-        log.info("job undone", extra={"job_id": job_id, "removed": removed, "missing": missing, "kept": len(kept)})
-        return {"id": job_id, "removed": removed, "missing": missing, "kept": kept}
+        log.info("job undone", extra={"job_id": job.id, "removed": removed, "missing": missing, "kept": len(kept)})
+        return {"id": job.id, "removed": removed, "missing": missing, "kept": kept}

@@ -49,6 +49,7 @@ class CloseJob:
 
     def __call__(self, job_id: str) -> JobView:
         job = existing_job(self._jobs, job_id)
+        job_id = job.id
         if not job.spec.watch:
             raise InvalidRequest(f"job {job_id} is not a watch job: it completes by itself", field="id")
         if not job.closed:  # closing twice (a retried request) is the same as closing once

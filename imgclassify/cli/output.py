@@ -71,6 +71,18 @@ def meanings(view: Mapping[str, Any]) -> str:
     return "\n".join(lines) if lines else "  (no class resolution for this match rule)"
 
 
+def next_steps(root: str, view: JobView) -> str:
+    """What happened and what to do next: the job, where its copies are, how to look at them or take them back."""
+    short = view.id[:8]
+    where = "no copy made (dry run)" if view.get("dry_run") else \
+        "copies under " + ", ".join(f"{root}/{c}/" for c, n in view["matches"].items() if n) if \
+        any(view["matches"].values()) else "no photo matched"
+    lines = [f"job {short}: {where}", f"  results page: imgclassify report {root} {short}"]
+    if not view.get("dry_run") and any(view["matches"].values()):
+        lines.append(f"  take the copies back: imgclassify undo {root} {short}")
+    return "\n".join(lines)
+
+
 def progress_line(view: JobView) -> str:
     """A job's progress in one line (emulate's running account)."""
     line = (f"job {view.id}: {view.state} {view.done}/{view.number_of_files} ({view.percentage}%)  "

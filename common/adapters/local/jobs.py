@@ -121,6 +121,11 @@ class SqliteJobStore:
         for (payload,) in rows:
             yield ImageResult.from_dict(json.loads(payload))
 
+    def job_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        with self._lock, database_errors("finding a job by a shortened id"):
+            return [row[0] for row in self._db.execute(
+                "SELECT id FROM jobs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT ?", (len(prefix), prefix, limit))]
+
     def job_ids(self) -> list[str]:
         """Every job, oldest first."""
         with self._lock, database_errors("listing jobs"):

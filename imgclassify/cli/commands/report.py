@@ -37,8 +37,8 @@ def write_new_file(path: Path, data: bytes) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     with existing_folder(args) as app:
-        job_id = app.pick_job(args.job_id)
-        report = app.report(job_id)
+        report = app.report(app.pick_job(args.job_id))
+        job_id = report.view.id  # the full id, whatever prefix named it
         _, body = render_file(report.view, report.results, args.format,
                               lambda name, box: app.report.thumbnail(job_id, name, box))
     if args.out == "-":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from imgclassify.cli.folder import embedded_app
 from imgclassify.cli.options import add_job_options, add_model_options, check_request, job_request
-from imgclassify.cli.output import Progress, meanings, summary, table
+from imgclassify.cli.output import Progress, meanings, next_steps, summary, table
 from imgclassify.cli.signals import interrupt_like_ctrl_c
 
 NAME = "run"
@@ -76,6 +76,7 @@ def _run(args: argparse.Namespace, app, model: str, body: dict) -> int:  # type:
         print(meanings(view))
         print(table(view))
         print(summary(view, written))
+        print(next_steps(app.settings.local_root, view))
         if view["failed"]:
             print(f"failed images and reasons: imgclassify status {app.settings.local_root} {job_id}",
                   file=sys.stderr)

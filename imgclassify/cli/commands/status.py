@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     with existing_folder(args) as app:
-        job_id = app.pick_job(args.job_id)
-        report = app.report(job_id)
+        report = app.report(app.pick_job(args.job_id))
     view = report.view
+    job_id = view.id  # the full id, whatever prefix named it
     failures = [{"name": r.name, "reason": r.reason} for r in report.results if not r.ok]
     if args.json:
         print(json.dumps({**view.to_dict(), "failures": failures}, indent=2))

@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     with existing_folder(args, writer=True) as app:
-        job_id = app.pick_job(args.job_id)
-        report = app.undo_job(job_id)
+        report = app.undo_job(app.pick_job(args.job_id))
+        job_id = report["id"]
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

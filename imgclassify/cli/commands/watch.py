@@ -37,12 +37,17 @@ def execute(args: argparse.Namespace) -> int:
         print(f"watching {photos} (job {job_id}, {model}): {job['number_of_files']} photos there now; "
               "new ones are sorted as they land. Ctrl-C stops.", file=sys.stderr, flush=True)
         interrupt_like_ctrl_c()
-        shown = ""
+        shown, failures_shown = "", set()
         try:
             while True:
                 time.sleep(0.25)
                 view = app.job_status(job_id)
-                line = (f"{view.done}/{view.number_of_files} sorted  "
+                if view["failed"] > len(failures_shown):  # each failed file once, with its reason
+                    for result in app.report(job_id).results:
+                        if not result.ok and result.name not in failures_shown:
+                            failures_shown.add(result.name)
+                            print(f"failed {result.name}: {result.reason}", file=sys.stderr, flush=True)
+                line = (f"{view['processed']}/{view.number_of_files} sorted, {view['failed']} failed  "
                         + ", ".join(f"{c} {n}" for c, n in view["matches"].items()))
                 if line != shown:
                     shown = line
