@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, emit  # noqa: E402
 
 CHILD = r"""
 import sys, json
@@ -127,10 +127,7 @@ def main() -> None:
     peak = max(max(r["decode"]["peak_mb"], r["thumbnail"]["peak_mb"]) for r in rows.values())
     result = {"benchmark": "decode_memory", "machine": describe(), "side": args.side,
               "budget_mb": round(budget / 2**20), "max_peak_mb": peak, "formats": rows}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

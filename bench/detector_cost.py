@@ -87,7 +87,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, photos, json.loads(args.artifacts_json))))
         return
-    from bench.machine import describe
+    from bench.machine import describe, emit
     from imgclassify.detector_build import ensure_detector
 
     artifacts = {"resnet50": build_artifacts("resnet50", args.photos, REPO / "build/bench-models")["int8"],
@@ -106,10 +106,7 @@ def main() -> None:
              for model in ("resnet50", "mobilenet_v2")}
     result = {"benchmark": "detector_cost", "machine": describe(), "images": len(photos), "trials": args.trials,
               "workers": 2, "medians": medians, "throughput_with_detector_over_without": ratio, "runs": runs}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ folders holds a horse but skimage's silhouette). Prints JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, emit  # noqa: E402
 
 PEOPLE = {"coral/grace_hopper.bmp", "coral/face.jpg", "coral/squat.bmp", "coral/kite_and_cold.jpg",
           "skimage/astronaut.png", "skimage/camera.png"}
@@ -88,10 +87,7 @@ def main() -> None:
               "default_threshold": DETECTOR_MIN_SCORE,
               "claims_at_default": {label: {"count": len(found), "photos": found[:12]}
                                     for label, found in claims.items()}}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -18,3 +18,13 @@ def describe() -> dict[str, object]:
             elif line.startswith("flags") and not flags:
                 flags = set(line.split(":", 1)[1].split())
     return {"cpu": model, "cpus": os.cpu_count(), "vector_flags": [f for f in VECTOR_FLAGS if f in flags]}
+
+
+def emit(result: dict[str, object], out: Path | None) -> None:
+    """A benchmark's result: printed as JSON, and kept in `out` when given (bench/results/)."""
+    import json
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
