@@ -169,6 +169,16 @@ class JobListing(Protocol):
     def latest_job_id(self) -> str | None: ...
 
 
+class UndoRecords(Protocol):
+    """Which jobs were undone, and when (so "the latest job" of undo means the latest not undone yet)."""
+
+    def record_undo(self, job_id: str, at: str) -> None: ...
+
+    def undone_jobs(self) -> dict[str, str]:
+        """job id -> when it was undone."""
+        ...
+
+
 class RetryableFailures(Protocol):
     """Failures that may pass on a later try (the disk was full, a file was still being written): the embedded
     runner forgets them so that the image is classified again. Only where such failures are recorded."""

@@ -103,6 +103,7 @@ class MemoryJobStore:
         self.results_by_job: dict[str, dict[str, ImageResult]] = {}
         self.arrivals: dict[str, set[str]] = {}
         self.completed: set[str] = set()
+        self.undone: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def create_job(self, job: JobRecord) -> bool:
@@ -183,6 +184,12 @@ class MemoryJobStore:
             for name in names:
                 del results[name]
             return names
+
+    def record_undo(self, job_id: str, at: str) -> None:
+        self.undone[job_id] = at
+
+    def undone_jobs(self) -> dict[str, str]:
+        return dict(self.undone)
 
     def job_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
         return sorted(i for i in self.jobs if i.startswith(prefix))[:limit]

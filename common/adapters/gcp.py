@@ -296,6 +296,15 @@ class FirestoreJobStore:
         for snapshot in snapshots:
             yield ImageResult.from_dict(snapshot.to_dict() or {})
 
+    @translated("recording an undo")
+    def record_undo(self, job_id: str, at: str) -> None:
+        self._jobs.document(job_id).update({"undone_at": at})
+
+    @translated("listing undone jobs")
+    def undone_jobs(self) -> dict[str, str]:
+        query = self._jobs.where(filter=firestore.FieldFilter("undone_at", ">", ""))
+        return {snapshot.id: str((snapshot.to_dict() or {}).get("undone_at")) for snapshot in query.stream()}
+
     @translated("finding a job by a shortened id")
     def job_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
         # Document ids in a range: every id that starts with prefix sorts between prefix and prefix + "g" (ids are

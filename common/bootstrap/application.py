@@ -80,7 +80,7 @@ class Application:
 
     @cached_property
     def undo_job(self) -> UndoJob:
-        return UndoJob(self.port("objects"), self.port("jobs"))
+        return UndoJob(self.port("objects"), self.port("jobs"), self.port("jobs"))
 
     @cached_property
     def close_job(self) -> CloseJob:

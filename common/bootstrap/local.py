@@ -50,11 +50,11 @@ class LocalApplication(Application):
 
     @cached_property
     def pick_job(self) -> PickJob:
-        return PickJob(self.port("jobs"))
+        return PickJob(self.port("jobs"), self.port("jobs"))
 
     @cached_property
     def list_jobs(self) -> ListJobs:
-        return ListJobs(self.port("jobs"), self.port("objects"))
+        return ListJobs(self.port("jobs"), self.port("objects"), self.port("jobs"))
 
     def admit(self, max_queued: int) -> AdmitJob:
         return AdmitJob(self.create_job, self.queue.backlog, max_queued)

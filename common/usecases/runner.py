@@ -10,7 +10,7 @@ from common.domain.errors import NotFound, Overloaded
 from common.domain.jobs import JobDefaults
 from common.domain.requests import parse_job_request
 from common.domain.status import JobView, status_view
-from common.ports import JobListing, JobReader, ObjectReader
+from common.ports import JobListing, JobReader, ObjectReader, UndoRecords
 from common.usecases.create_job import CreateJob, ResumeJob
 
 
@@ -19,13 +19,22 @@ class KeptJobs(JobReader, JobListing, Protocol):
 
 
 class PickJob:
-    """The job a command names, or else the latest one."""
+    """The job a command names, or else the latest one (for undo: the latest one not undone yet)."""
 
-    def __init__(self, jobs: KeptJobs) -> None:
+    def __init__(self, jobs: KeptJobs, undone: UndoRecords | None = None) -> None:
         self._jobs = jobs
+        self._undone = undone
 
-    def __call__(self, job_id: str | None = None) -> str:
-        chosen = job_id or self._jobs.latest_job_id()
+    def __call__(self, job_id: str | None = None, not_undone: bool = False) -> str:
+        if job_id:
+            return job_id
+        if not_undone and self._undone is not None:
+            undone = self._undone.undone_jobs()
+            left = [i for i in self._jobs.job_ids() if i not in undone]
+            if not left:
+                raise NotFound("every job here is undone already", field="id")
+            return left[-1]
+        chosen = self._jobs.latest_job_id()
         if chosen is None:
             raise NotFound("no jobs here yet", field="id")
         return chosen
@@ -90,22 +99,26 @@ class KeptJob:
     view: JobView
     copies_made: int
     copies_present: int  # of those, still where the job put them
+    undone_at: str | None = None
 
 
 class ListJobs:
-    def __init__(self, jobs: KeptJobs, objects: ObjectReader) -> None:
+    def __init__(self, jobs: KeptJobs, objects: ObjectReader, undone: UndoRecords | None = None) -> None:
         self._jobs = jobs
         self._objects = objects
+        self._undone = undone
 
     def __call__(self) -> list[KeptJob]:
         kept = []
+        undone = self._undone.undone_jobs() if self._undone is not None else {}
         for job_id in self._jobs.job_ids():
             job = self._jobs.get_job(job_id)
             if job is None:
                 continue
             written = [name for result in self._jobs.results(job_id) for name in result.written]
             present = sum(self._objects.exists(job.spec.bucket, name) for name in written)
-            kept.append(KeptJob(status_view(job, self._jobs.counters(job_id)), len(written), present))
+            kept.append(KeptJob(status_view(job, self._jobs.counters(job_id)), len(written), present,
+                                undone.get(job_id)))
         return kept
 
 

@@ -3,12 +3,14 @@ check), never through a link. Anything else — a copy the user changed, replace
 turned into a link — is reported, never deleted."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from common.domain.errors import Conflict
 from common.domain.status import status_view
 from common.logs import get_logger
-from common.ports import JobReader, ObjectStore, Removal
+from common.ports import JobReader, ObjectStore, Removal, UndoRecords
+from common.usecases.clock import utc_now_iso
 from common.usecases.lookup import existing_job
 
 log = get_logger("undo_job")
@@ -19,9 +21,12 @@ KEPT_BECAUSE = {Removal.CHANGED: "changed since the job wrote it: kept",
 
 
 class UndoJob:
-    def __init__(self, objects: ObjectStore, jobs: JobReader) -> None:
+    def __init__(self, objects: ObjectStore, jobs: JobReader, undone: UndoRecords | None = None,
+                 clock: Callable[[], str] = utc_now_iso) -> None:
         self._objects = objects
         self._jobs = jobs
+        self._undone = undone
+        self._clock = clock
 
     def __call__(self, job_id: str) -> dict[str, Any]:
         job = existing_job(self._jobs, job_id)
@@ -40,5 +45,7 @@ class UndoJob:
                     missing += 1
                 else:
                     kept.append({"name": name, "reason": KEPT_BECAUSE[outcome]})
+        if self._undone is not None:
+            self._undone.record_undo(job.id, self._clock())
         log.info("job undone", extra={"job_id": job.id, "removed": removed, "missing": missing, "kept": len(kept)})
         return {"id": job.id, "removed": removed, "missing": missing, "kept": kept}

@@ -121,6 +121,14 @@ class SqliteJobStore:
         for (payload,) in rows:
             yield ImageResult.from_dict(json.loads(payload))
 
+    def record_undo(self, job_id: str, at: str) -> None:
+        with self._lock, database_errors("recording an undo"):
+            self._db.execute("INSERT OR REPLACE INTO undone VALUES (?, ?)", (job_id, at))
+
+    def undone_jobs(self) -> dict[str, str]:
+        with self._lock, database_errors("listing undone jobs"):
+            return dict(self._db.execute("SELECT job_id, at FROM undone").fetchall())
+
     def job_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
         with self._lock, database_errors("finding a job by a shortened id"):
             return [row[0] for row in self._db.execute(

@@ -46,7 +46,12 @@ def _jobs_columns_typed(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE jobs_typed RENAME TO jobs")
 
 
-MIGRATIONS = (_create_tables, _jobs_columns_typed)
+def _undone_jobs(db: sqlite3.Connection) -> None:
+    """3: when each undone job was undone."""
+    db.execute("CREATE TABLE IF NOT EXISTS undone (job_id TEXT PRIMARY KEY, at TEXT NOT NULL)")
+
+
+MIGRATIONS = (_create_tables, _jobs_columns_typed, _undone_jobs)
 
 
 def schema_version(db: sqlite3.Connection) -> int:

@@ -8,7 +8,7 @@ from imgclassify.cli.folder import existing_folder
 from imgclassify.cli.options import add_folder
 
 NAME = "jobs"
-HELP = "list the folder's jobs"
+HELP = "list the folder's jobs (watching and undone ones said)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,8 @@ def execute(args: argparse.Namespace) -> int:
     with existing_folder(args) as app:
         kept = app.list_jobs()
     rows = [{"id": job.view.id, "created_at": job.view["created_at"], "classes": job.view["classes"],
-             "state": str(job.view.state) + (" (dry run)" if job.view.get("dry_run") else ""),
+             "state": str(job.view.state) + (" (dry run)" if job.view.get("dry_run") else "") +
+             (" (undone)" if job.undone_at else ""), "undone_at": job.undone_at,
              "processed": job.view["processed"], "failed": job.view["failed"],
              "number_of_files": job.view.number_of_files, "copies_present": job.copies_present,
              "copies_made": job.copies_made} for job in kept]

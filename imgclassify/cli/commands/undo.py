@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     with existing_folder(args, writer=True) as app:
-        report = app.undo_job(app.pick_job(args.job_id))
+        report = app.undo_job(app.pick_job(args.job_id, not_undone=True))
         job_id = report["id"]
     if args.json:
         print(json.dumps(report, indent=2))
