@@ -26,6 +26,33 @@ def file_kind(path: str) -> str | None:
     return None
 
 
+# Parameters in each model's ImageNet weights (Keras applications): 3.5 M for MobileNetV2, 25.6 M for ResNet50.
+PARAMETERS = {Model.MOBILENET_V2: 3_538_984, Model.RESNET50: 25_636_712}
+
+
+def infer_model(path: str) -> Model | None:
+    """Which model a Keras weights file is for, from how many parameters it holds (the layer names in a Keras 3
+    .weights.h5 are generic); None when it is neither or cannot be read."""
+    try:
+        import h5py
+    except ImportError:
+        return None
+    total = 0
+
+    def count(_: str, item: object) -> None:
+        nonlocal total
+        if isinstance(item, h5py.Dataset):
+            total += int(item.size)
+
+    try:
+        with h5py.File(path, "r") as weights:
+            weights.visititems(count)
+    except OSError:
+        return None
+    close = [model for model, parameters in PARAMETERS.items() if abs(total - parameters) <= 0.02 * parameters]
+    return close[0] if close else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=choices(Model))

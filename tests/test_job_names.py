@@ -31,3 +31,38 @@ def test_a_shortened_id_names_the_job_everywhere_a_job_is_named(tmp_path):
     assert app.job_status(short).id == job["id"]
     assert app.report(short).view.id == job["id"]
     assert app.undo_job(short)["id"] == job["id"]
+
+
+def test_a_keras_weights_file_names_its_model_and_a_wrong_model_is_one_line(tmp_path, shared):
+    import argparse
+
+    import pytest
+
+    from common.domain.options import Model
+    from imgclassify.cli.model import check_model_options
+    from imgclassify.cli.options import UsageError
+    from tests.conftest import MOBILENET_H5
+
+    left_out = argparse.Namespace(model=None, weights=str(MOBILENET_H5), runtime=None, workers=2)
+    check_model_options(left_out, tmp_path)
+    assert left_out.model == Model.MOBILENET_V2
+    wrong = argparse.Namespace(model="resnet50", weights=str(MOBILENET_H5), runtime=None, workers=2)
+    with pytest.raises(UsageError, match="--model mobilenet_v2"):
+        check_model_options(wrong, tmp_path)
+
+
+def test_a_folder_remembers_how_it_was_sorted_and_a_flag_given_again_wins(tmp_path, monkeypatch):
+    import argparse
+
+    from imgclassify.cli.remembered import fill_in, remember, remembered
+
+    monkeypatch.delenv("MODEL", raising=False)
+    first = argparse.Namespace(model="mobilenet_v2", weights="none", runtime="keras")
+    remember(first, tmp_path)
+    later = argparse.Namespace(model=None, weights=None, runtime=None)
+    assert fill_in(later, tmp_path) == {}
+    assert (later.model, later.weights, later.runtime) == ("mobilenet_v2", "none", "keras")
+    again = argparse.Namespace(model="resnet50", weights=None, runtime=None)
+    assert fill_in(again, tmp_path) == {"model": "resnet50"} and again.model == "resnet50"
+    remember(again, tmp_path)
+    assert remembered(tmp_path)["model"] == "resnet50"

@@ -15,6 +15,7 @@ from common.domain.options import Backend
 from common.logs import CloudLoggingFormatter, get_logger
 from imgclassify.cli.model import check_model_options, choose_detector, choose_weights, model_name
 from imgclassify.cli.options import UsageError
+from imgclassify.cli.remembered import remember
 
 
 def folders(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -57,7 +58,7 @@ def embedded_app(args: argparse.Namespace, load_model: bool) -> Iterator[tuple[b
     or LiteRT); `load_model` loads it now, so a weights problem fails before anything else (serve, and Keras' own
     downloads)."""
     root, photos = folders(args)
-    check_model_options(args)
+    check_model_options(args, root)
     lock = bootstrap.lock_folder(root, args.command)
     try:
         log_to_file(root, args.verbose)
@@ -75,6 +76,7 @@ def embedded_app(args: argparse.Namespace, load_model: bool) -> Iterator[tuple[b
         app = bootstrap.local_app(settings, workers=args.workers)
         if load_model or args.weights == "imagenet":
             app.load_model()
+        remember(args, root)
         yield app, model_name(settings)
     finally:
         lock.release()

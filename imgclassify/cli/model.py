@@ -12,18 +12,29 @@ from typing import TextIO
 
 from common.domain.options import Model, Runtime, choices
 from imgclassify.cli.options import UsageError
-from imgclassify.weights import file_kind
+from imgclassify.cli.remembered import fill_in
+from imgclassify.weights import file_kind, infer_model
 
 
-def check_model_options(args: argparse.Namespace) -> None:
+def check_model_options(args: argparse.Namespace, root: Path | None = None) -> None:
+    """The model options, filled in from the folder's remembered ones (then the environment, the defaults) and
+    checked; a Keras weights file names its own model when --model is left out."""
+    given = fill_in(args, root)
     if args.model not in choices(Model):
         raise UsageError(f"unknown model {args.model!r}: choose one of {', '.join(choices(Model))}")
     args.model = Model(args.model)
     if args.weights not in ("imagenet", "none"):
         if not Path(args.weights).is_file():
             raise UsageError(f"weights file not found: {args.weights}")
-        if file_kind(args.weights) is None:
+        kind = file_kind(args.weights)
+        if kind is None:
             raise UsageError(f"cannot load {args.weights}: neither a LiteRT .tflite model nor a Keras .h5 file")
+        inferred = infer_model(args.weights) if kind == "keras" else None
+        if inferred is not None and inferred != args.model:
+            if "model" in given:
+                raise UsageError(f"{args.weights} holds {inferred}'s weights, not {args.model}'s: pass --model "
+                                 f"{inferred} (or leave --model out)")
+            args.model = inferred
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
 

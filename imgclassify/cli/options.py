@@ -34,12 +34,14 @@ def port(raw: str) -> int:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=os.environ.get("MODEL", Model.RESNET50.value),
-                        help=f"one of {', '.join(choices(Model))} (default: resnet50)")
-    parser.add_argument("--weights", default=os.environ.get("MODEL_WEIGHTS", DEFAULT_WEIGHTS),
-                        help="weights file (.weights.h5/.h5 for Keras, .tflite for LiteRT); default 'imagenet' "
-                             "lets Keras download them, which needs internet")
-    parser.add_argument("--runtime", default="auto", choices=["auto", *choices(Runtime)],
+    # No defaults here: a flag left out takes what the folder remembers, then MODEL / MODEL_WEIGHTS, then the
+    # built-in default (imgclassify/cli/remembered.py).
+    parser.add_argument("--model", help=f"one of {', '.join(choices(Model))} (default: what the folder was sorted "
+                                        "with, else MODEL, else resnet50; a Keras weights file names its own)")
+    parser.add_argument("--weights", help="weights file (.weights.h5/.h5 for Keras, .tflite for LiteRT); default: what "
+                                          "the folder was sorted with, else MODEL_WEIGHTS, else 'imagenet' (Keras "
+                                          "downloads them, which needs internet)")
+    parser.add_argument("--runtime", choices=["auto", *choices(Runtime)],
                         help="auto (default): the fastest LiteRT build that passed the accuracy guard, compiled "
                              "and cached on first use; keras: TensorFlow, the reference")
     parser.add_argument("--workers", type=int, default=2, help="images classified at once (default 2)")

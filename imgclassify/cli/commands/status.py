@@ -7,6 +7,7 @@ import json
 from imgclassify.cli.folder import existing_folder
 from imgclassify.cli.options import add_folder
 from imgclassify.cli.output import meanings, table
+from imgclassify.cli.remembered import remembered
 
 NAME = "status"
 HELP = "print a job's status (the latest job without JOB_ID)"
@@ -28,6 +29,9 @@ def execute(args: argparse.Namespace) -> int:
         return 0
     print(f"job {job_id} ({view['created_at'][:19]}): {view.state}, {view.done} of {view.number_of_files} photos "
           f"({view.percentage}%)")
+    kept = remembered(app.root)
+    if kept:
+        print("  sorted with: " + ", ".join(f"{key} {value}" for key, value in kept.items()))
     print(meanings(view))
     print(table(view))
     for failure in failures:
