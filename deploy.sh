@@ -366,8 +366,10 @@ else
 fi
 run gcloud pubsub topics add-iam-policy-binding "$UPLOADS_TOPIC" --member="$GCS_AGENT" \
   --role=roles/pubsub.publisher --project "$PROJECT"
+# Each listed configuration nests its topic under "Notification Configuration" (gcloud 528's list.py): read the
+# JSON, where the topic's full name ends the string; a value() of a top-level key would always be empty.
 if $DRY_RUN || ! gcloud storage buckets notifications list "gs://$BUCKET" --project "$PROJECT" \
-    --format='value(topic)' 2>/dev/null | grep -q "/topics/$UPLOADS_TOPIC\$"; then
+    --format=json 2>/dev/null | grep -q "/topics/$UPLOADS_TOPIC\""; then
   run gcloud storage buckets notifications create "gs://$BUCKET" --topic="$UPLOADS_TOPIC" \
     --event-types=OBJECT_FINALIZE --object-prefix=all/ --payload-format=json --project "$PROJECT"
 fi

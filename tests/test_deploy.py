@@ -14,7 +14,16 @@ printf '%s\x1f' "$@" >> "$GCLOUD_LOG"; printf '\n' >> "$GCLOUD_LOG"
 case "$*" in
   "storage service-agent"*) echo service-424242@gs-project-accounts.iam.gserviceaccount.com; exit 0 ;;
   "storage buckets notifications list"*)
-    [[ ${FAKE_GCLOUD_EXISTING:-0} == 1 ]] && echo "//pubsub.googleapis.com/projects/proj/topics/classify-image-uploads"
+    # What gcloud 528 prints (surface/storage/buckets/notifications/list.py): one resource per configuration,
+    # {"Bucket URL": ..., "Notification Configuration": {... "topic": ...}}; a top-level key it lacks is empty.
+    [[ ${FAKE_GCLOUD_EXISTING:-0} == 1 ]] || { [[ "$*" == *--format=json* ]] && echo "[]"; exit 0; }
+    case "$*" in
+      *--format=json*) printf '%s\n' '[{"Bucket URL": "gs://proj-images/", "Notification Configuration": {"etag": "1",' \
+          ' "event_types": ["OBJECT_FINALIZE"], "id": "1", "kind": "storage#notification", "object_name_prefix": "all/",' \
+          ' "payload_format": "JSON_API_V1", "topic": "//pubsub.googleapis.com/projects/proj/topics/classify-image-uploads"}}]' ;;
+      *"--format=value("*) echo ;;
+      *) printf 'Bucket URL: gs://proj-images/\nNotification Configuration:\n  topic: //pubsub.googleapis.com/projects/proj/topics/classify-image-uploads\n' ;;
+    esac
     exit 0 ;;
   "storage ls gs://"*) for i in $(seq 1 "${FAKE_PHOTOS:-0}"); do echo "gs://b/all/p$i.jpg"; done; exit 0 ;;
   "storage cp -I "*) while read -r url; do echo photo > "$4/$(basename "$url")"; done; exit 0 ;;
