@@ -66,3 +66,31 @@ def test_a_folder_remembers_how_it_was_sorted_and_a_flag_given_again_wins(tmp_pa
     assert fill_in(again, tmp_path) == {"model": "resnet50"} and again.model == "resnet50"
     remember(again, tmp_path)
     assert remembered(tmp_path)["model"] == "resnet50"
+
+
+def test_a_dry_run_says_per_photo_what_would_be_copied_where():
+    from common.domain.results import ImageResult
+    from imgclassify.cli.output import plan_lines, planned_copies
+
+    plan = planned_copies([ImageResult("all/pets/a.jpg", True, ("cats", "pets")), ImageResult("all/b.jpg", True),
+                           ImageResult("all/c.txt", False, reason="not a recognised image format")], "all/")
+    assert plan == [{"photo": "b.jpg", "to": []},
+                    {"photo": "c.txt", "to": [], "failed": "not a recognised image format"},
+                    {"photo": "pets/a.jpg", "to": ["cats/pets/a.jpg", "pets/pets/a.jpg"]}]
+    assert plan_lines(plan).splitlines()[2] == "  pets/a.jpg -> cats/pets/a.jpg, pets/pets/a.jpg"
+
+
+def test_the_finished_progress_line_says_how_long_it_took():
+    import io
+
+    from imgclassify.cli.output import Progress
+    from tests.fakes import fake_app
+
+    app = fake_app()
+    app.objects.write("images", "all/a.jpg", b"x")
+    view = app.create_job({"classes": ["dog"]})
+    for message in app.publisher.messages:
+        app.classify_image(message)
+    stream = io.StringIO()
+    Progress(True, stream).show(app.job_status(view["id"]))
+    assert "done in" in stream.getvalue() and "ETA" not in stream.getvalue()

@@ -4,8 +4,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any, TextIO
 
+from common.domain.results import ImageResult
 from common.domain.status import JobView
 
 
@@ -26,10 +28,13 @@ class Progress:
             self.first_done = done
         elapsed = max(time.monotonic() - self.start, 1e-6)
         rate = (done - self.first_done) / elapsed
-        eta = f"{(total - done) / rate:5.0f}s" if rate > 0 else "    ?"
         width = 30
         filled = int(width * done / total) if total else width
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {rate:6.1f} img/s  ETA {eta} ")
+        if done >= total:  # finished: how long it took, not a rate of nothing and an unknown ETA
+            tail = f"done in {elapsed:.1f}s" + (f" ({rate:.1f} img/s)" if rate > 0 else "")
+        else:
+            tail = f"{rate:6.1f} img/s  ETA " + (f"{(total - done) / rate:5.0f}s" if rate > 0 else "    ?")
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {tail} ")
         self.stream.flush()
 
     def end(self) -> None:
@@ -69,6 +74,22 @@ def meanings(view: Mapping[str, Any]) -> str:
     if view.get("match") and view["match"] != "hierarchy":
         lines.append(f"  match rule: {view['match']} (min score {view['min_score']})")
     return "\n".join(lines) if lines else "  (no class resolution for this match rule)"
+
+
+def planned_copies(results: Iterable[ImageResult], source_prefix: str) -> list[dict[str, Any]]:
+    """A dry run's answer per photo: which class folders it would be copied to (none: it matches no class)."""
+    plan = []
+    for result in sorted(results, key=lambda r: r.name):
+        relative = result.name[len(source_prefix):] if result.name.startswith(source_prefix) else result.name
+        plan.append({"photo": relative, "to": [f"{c}/{relative}" for c in result.matched] if result.ok else [],
+                     **({"failed": result.reason} if not result.ok else {})})
+    return plan
+
+
+def plan_lines(plan: list[dict[str, Any]]) -> str:
+    return "\n".join(f"  {p['photo']} -> {', '.join(p['to'])}" if p["to"] else
+                     f"  {p['photo']}: failed, {p['failed']}" if "failed" in p else f"  {p['photo']}: no class"
+                     for p in plan)
 
 
 def next_steps(root: str, view: JobView) -> str:

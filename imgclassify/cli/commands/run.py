@@ -8,7 +8,7 @@ from pathlib import Path
 
 from imgclassify.cli.folder import embedded_app
 from imgclassify.cli.options import add_job_options, add_model_options, check_request, job_request
-from imgclassify.cli.output import Progress, meanings, next_steps, summary, table
+from imgclassify.cli.output import Progress, meanings, next_steps, plan_lines, planned_copies, summary, table
 from imgclassify.cli.signals import interrupt_like_ctrl_c
 
 NAME = "run"
@@ -66,14 +66,20 @@ def _run(args: argparse.Namespace, app, model: str, body: dict) -> int:  # type:
     progress.show(view)
     progress.end()
     app.stop()
-    written = sum(len(result.written) for result in app.report(job_id).results)
+    results = app.report(job_id).results
+    written = sum(len(result.written) for result in results)
     answer = {**view.to_dict(), "model": model, "copies_written": written}
+    plan = planned_copies(results, view["source_prefix"]) if view.get("dry_run") else None
+    if plan is not None:
+        answer["would_copy"] = plan
     if resumed is not None:
         answer["resumed"] = resumed
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
         print(meanings(view))
+        if plan is not None:
+            print("what would be copied where (dry run):\n" + plan_lines(plan))
         print(table(view))
         print(summary(view, written))
         print(next_steps(app.settings.local_root, view))
