@@ -78,7 +78,32 @@ class GuardedServer(TcpWSGIServer):
         return super().readable()
 
 
+def logged(app: Any) -> Any:
+    """One structured log line per request (method, path, status, milliseconds), in DIR/.imgclassify/log.jsonl
+    with everything else; never the query string (a preview's name) or a header (the key)."""
+    from common.logs import get_logger
+
+    log = get_logger("serve")
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        started = time.monotonic()
+        status: list[str] = []
+
+        def recording(code: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(code)
+            return start_response(code, headers, exc_info)
+
+        try:
+            return app(environ, recording)
+        finally:
+            log.info("request", extra={"method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO"),
+                                       "status": int(status[0].split()[0]) if status else 500,
+                                       "ms": round((time.monotonic() - started) * 1000, 1)})
+
+    return wsgi
+
+
 def create_server(app: Any, port: int, connection_limit: int, max_body_bytes: int) -> GuardedServer:
-    return GuardedServer(app, host="127.0.0.1", port=port, threads=8, connection_limit=connection_limit,
+    return GuardedServer(logged(app), host="127.0.0.1", port=port, threads=8, connection_limit=connection_limit,
                          channel_timeout=30, cleanup_interval=2, max_request_header_size=16 * 1024,
                          max_request_body_size=max_body_bytes, ident="imgclassify")

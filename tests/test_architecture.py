@@ -34,7 +34,7 @@ ALLOWED = {
     "imgclassify.cli": ENTRY | {"imgclassify.cli", "imgclassify.emulation", "imgclassify.http_server",
                                 "imgclassify.litert_build", "imgclassify.weights", "imgclassify.detector_build"},
     "imgclassify.emulation": {"common.domain", "common.http", "common.routes", "common.adapters.gcp"},  # clients
-    "imgclassify.http_server": set(),
+    "imgclassify.http_server": {"common.logs"},
     "imgclassify.weights": {"common.domain", "common.inference"},
     "imgclassify.litert_build": {"common.domain", "common.inference", "common.logs"},
     "imgclassify.detector_build": {"common.domain", "imgclassify.litert_build"},

@@ -168,3 +168,19 @@ def test_the_servers_own_errors_are_json(served):
     assert huge.status_code == 431 and huge.headers["Content-Type"] == "application/json"
     long_url = requests.get(f"{base}/classification-job/{'0' * 20000}", headers=KEY, timeout=10)
     assert long_url.status_code in (414, 431) and long_url.json()["code"] == long_url.status_code
+
+
+def test_serve_logs_one_structured_line_per_request_without_queries_or_keys(served, photo_folder):
+    base, job_id = served
+    requests.get(f"{base}/classification-job/{job_id}/thumbnail", params={"name": "all/pets/cat.bmp"}, headers=KEY,
+                 timeout=10)
+    requests.get(f"{base}/classification-job/{job_id}", timeout=10)  # no key: 401
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in (photo_folder / ".imgclassify/log.jsonl").read_text().splitlines()]
+        logged = [line for line in lines if line.get("message") == "request"]
+        if len(logged) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [(line["method"], line["status"]) for line in logged[-2:]] == [("GET", 200), ("GET", 401)]
+    assert all("name=" not in line["path"] and "k3y" not in json.dumps(line) for line in logged)
