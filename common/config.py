@@ -31,7 +31,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
+def env_flag(env: Mapping[str, str], name: str) -> bool:
     raw = env.get(name, "").strip().lower()
     if raw in ("", "0", "false", "no"):
         return False
@@ -101,8 +101,8 @@ class Settings:
             service_key=env.get("SERVICE_KEY", cls.service_key),
             weights_cache_dir=env.get("WEIGHTS_CACHE_DIR", cls.weights_cache_dir),
             detector_model=env.get("DETECTOR_MODEL", cls.detector_model),
-            callback_allow_private=_bool(env, "CALLBACK_ALLOW_PRIVATE"),
-            callback_allow_loopback=_bool(env, "CALLBACK_ALLOW_LOOPBACK"),
+            callback_allow_private=env_flag(env, "CALLBACK_ALLOW_PRIVATE"),
+            callback_allow_loopback=env_flag(env, "CALLBACK_ALLOW_LOOPBACK"),
         )
         settings.validate()
         return settings

@@ -112,10 +112,14 @@ class Application:
         extra = {"sleep": self._overrides["sleep"]} if "sleep" in self._overrides else {}
         return DeliverCallback(self.port("jobs"), sender, self.settings.service_key, **extra)
 
+    @property
+    def background(self) -> Any:
+        """Where work off the request path runs: the process's pool unless a test gives its own."""
+        return self._overrides["background"] if "background" in self._overrides else background_workers()
+
     @cached_property
     def announce(self) -> AnnounceCompletion:
-        background = self._overrides["background"] if "background" in self._overrides else background_workers()
-        return AnnounceCompletion(self.port("jobs"), self.port("events"), self.deliver_callback, background)
+        return AnnounceCompletion(self.port("jobs"), self.port("events"), self.deliver_callback, self.background)
 
     @cached_property
     def classify_image(self) -> ClassifyImage:

@@ -5,7 +5,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.bootstrap.application import Application, background_workers
+from common.bootstrap.application import Application
 from common.bootstrap.ports import LocalPorts
 from common.config import Settings
 from common.domain.messages import ClassifyMessage
@@ -26,7 +26,7 @@ class LocalApplication(Application):
 
     @cached_property
     def queue(self) -> InProcessQueue:
-        queue = self.port("queue") if "queue" in self._overrides else self.port("publisher")
+        queue = self.port("publisher")
         queue.subscribe(self.classify_image, on_give_up=self._record_give_up)
         return queue
 
@@ -74,8 +74,7 @@ class LocalApplication(Application):
         self.queue.shutdown(cancel=cancel)
 
     def wait_for_callbacks(self, timeout: float) -> bool:
-        background = self._overrides.get("background") or background_workers()
-        drain = getattr(background, "drain", None)
+        drain = getattr(self.background, "drain", None)
         return drain(timeout) if drain is not None else True
 
     def arrivals(self, photos: Path) -> FolderArrivals:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.domain.callbacks import CallbackPolicy
-from common.domain.errors import InvalidRequest
 from common.domain.options import MatchMode, choices
 
 # Probability mass under a class's synset needed to match; tuned on ../shared/photos/imagenet-dev with
@@ -146,13 +145,6 @@ def is_job_id(text: object) -> bool:
 def is_job_id_prefix(text: object) -> bool:
     """A shortened id, as git shortens commits (the report's file name carries the first 8)."""
     return isinstance(text, str) and bool(_JOB_ID_PREFIX.fullmatch(text))
-
-
-def check_job_id(job_id: str) -> str:
-    """Job ids are 32 hex characters; anything else cannot name a job, so it is rejected before any lookup."""
-    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
-        raise InvalidRequest("job id must be 32 lowercase hex characters", field="id")
-    return job_id
 
 
 def is_plain_object_name(name: str) -> bool:

@@ -32,10 +32,6 @@ def encode_probabilities(probabilities: np.ndarray) -> bytes:
     return _HEADER.pack(_MAGIC, len(raw) // 4, zlib.crc32(raw)) + zlib.compress(raw, 6)
 
 
-def decode_probabilities(blob: bytes) -> np.ndarray:
-    return decode_vector(blob, NUM_CLASSES)
-
-
 def decode_vector(blob: bytes, expected: int) -> np.ndarray:
     """A stored vector of `expected` floats (the classifier's 1000, the detector's 400)."""
     try:

@@ -66,7 +66,7 @@ def bytes_per_pixel(mode: str) -> int:
     return 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
 
 
-def _progressive_coefficients(image: Image.Image) -> int:
+def _progressive_coefficients(image: Image.Image, full_size: tuple[int, int]) -> int:
     """A progressive JPEG is decoded from all of its DCT coefficients, held at full size whatever the scale:
     2 bytes per sample of each component, at its sampling."""
     layers = getattr(image, "layer", None) or []
@@ -74,17 +74,18 @@ def _progressive_coefficients(image: Image.Image) -> int:
         return 0
     h_max = max(layer[1] for layer in layers)
     v_max = max(layer[2] for layer in layers)
-    width, height = getattr(image, "_size_before_draft", image.size)
+    width, height = full_size
     return sum(2 * width * height * layer[1] * layer[2] // (h_max * v_max) for layer in layers)
 
 
-def decoded_bytes(image: Image.Image) -> int:
-    """What decoding will hold at its peak, before it starts."""
+def decoded_bytes(image: Image.Image, full_size: tuple[int, int] | None = None) -> int:
+    """What decoding will hold at its peak, before it starts (full_size: the photo's before a JPEG draft)."""
     width, height = image.size
     copies = COPIES_ON_LOAD.get(image.format or "", 1)
     if image.mode in ("RGBA", "LA", "PA"):
         copies += 1  # reducing premultiplies the alpha: a full-size copy in RGBa
-    return width * height * bytes_per_pixel(image.mode) * copies + _progressive_coefficients(image)
+    return width * height * bytes_per_pixel(image.mode) * copies + _progressive_coefficients(image,
+                                                                                             full_size or image.size)
 
 
 @contextlib.contextmanager
@@ -128,8 +129,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _opened(data: bytes, size: int) -> Image.Image:
-    """Opened and checked, not yet decoded: JPEGs set to decode reduced."""
+def _opened(data: bytes, size: int) -> tuple[Image.Image, int]:
+    """Opened and checked, not yet decoded (JPEGs set to decode reduced), and what its decode will hold."""
     if not data:
         raise PermanentImageError("empty file")
     if len(data) > MAX_BYTES:
@@ -141,9 +142,8 @@ def _opened(data: bytes, size: int) -> Image.Image:
         raise PermanentImageError(f"image declares {width}x{height} pixels, above the {MAX_PIXELS} limit")
     if image.format in REDUCED_ON_LOAD:
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: most of the decode cost (and memory) for big photos.
-        image._size_before_draft = image.size  # type: ignore[attr-defined]
         image.draft(image.mode if image.mode in ("L", "RGB", "CMYK") else "RGB", (size, size))
-    estimate = decoded_bytes(image)
+    estimate = decoded_bytes(image, (width, height))
     if estimate > MAX_DECODED_BYTES:
         raise PermanentImageError(f"{image.format} image of {width}x{height} pixels ({image.mode}) would take "
                                   f"{estimate // 2**20} MB to decode, above the {MAX_DECODED_BYTES // 2**20} MB "
@@ -151,7 +151,7 @@ def _opened(data: bytes, size: int) -> Image.Image:
     if pixels > 1_000_000 and len(data) < pixels / 1000 * MIN_BYTES_PER_KILOPIXEL:
         raise PermanentImageError(f"image declares {width}x{height} pixels in only {len(data)} bytes: "
                                   "a corrupt header or a decompression bomb")
-    return image
+    return image, estimate
 
 
 def load_reduced(data: bytes, size: int) -> Image.Image:
@@ -160,8 +160,8 @@ def load_reduced(data: bytes, size: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = _opened(data, size)
-            with _decode_slot(decoded_bytes(image)):
+            image, estimate = _opened(data, size)
+            with _decode_slot(estimate):
                 image.load()
                 image = _reduced(image, size)
             return _to_rgb(ImageOps.exif_transpose(image))

@@ -4,7 +4,7 @@ Whoever records a job's last image calls this; the sharded counters cannot say w
 marker created once (a precondition) decides who announces."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import Any
 
 from common.domain.jobs import JobRecord
@@ -58,8 +58,8 @@ class AnnounceCompletion:
         return True
 
     def _send_later(self, job_id: str, url: str, status: dict[str, Any]) -> None:
-        deliver: Callable[[], object] = lambda: self._deliver(job_id, url, status)  # type: ignore[misc]  # noqa: E731
+        assert self._deliver is not None and self._background is not None
         self._jobs.record_callback(job_id, {"status": "pending", "attempts": 0})
-        if not self._background.submit(deliver):  # type: ignore[union-attr]
+        if not self._background.submit(functools.partial(self._deliver, job_id, url, status)):
             self._jobs.record_callback(job_id, {"status": "failed", "attempts": 0,
                                                 "error": "too many callbacks waiting to be sent: not sent"})

@@ -18,8 +18,8 @@ from common.domain.jobs import target_name
 from common.domain.matching import match_classes
 from common.domain.messages import ClassifyMessage
 from common.domain.detections import DETECTION_WIDTH, NUM_DETECTOR_CLASSES
-from common.domain.predictions import (CorruptPrediction, content_fingerprint, decode_probabilities,
-                                       decode_vector, encode_probabilities)
+from common.domain.predictions import (NUM_CLASSES, CorruptPrediction, content_fingerprint, decode_vector,
+                                       encode_probabilities)
 from common.domain.taxonomy import needs_detector
 from common.domain.results import ImageResult, PredictionSource
 from common.logs import get_logger
@@ -112,28 +112,32 @@ class ClassifyImage:
             log.warning("image failed", extra={**context, "reason": result.reason})
         return result
 
-    def _stored(self, content: str) -> tuple[np.ndarray | None, bool]:
-        """(probabilities, whether a stored entry was unreadable). A store that fails is a miss, never an error."""
-        if self._predictions is None:
+    def _stored(self, content: str, key: str | None = None, size: int = NUM_CLASSES
+                ) -> tuple[np.ndarray | None, bool]:
+        """(the stored vector — the classifier's probabilities, or under another key the detector's answer —,
+        whether a stored entry was unreadable). A store that fails is a miss, never an error."""
+        key = self._model_key if key is None else key
+        if self._predictions is None or not key:
             return None, False
         try:
-            blob = self._predictions.get(self._model_key, content)
+            blob = self._predictions.get(key, content)
         except ServiceError as exc:
             log.warning("prediction store unavailable; using the model", extra={"error": str(exc)})
             return None, False
         if blob is None:
             return None, False
         try:
-            return decode_probabilities(blob), False
+            return decode_vector(blob, size), False
         except CorruptPrediction as exc:
             log.warning("stored prediction ignored", extra={"content": content, "error": str(exc)})
             return None, True
 
-    def _store(self, content: str, probabilities: np.ndarray) -> None:
-        if self._predictions is None:
+    def _store(self, content: str, vector: np.ndarray, key: str | None = None) -> None:
+        key = self._model_key if key is None else key
+        if self._predictions is None or not key:
             return
         try:
-            self._predictions.put(self._model_key, content, encode_probabilities(probabilities))
+            self._predictions.put(key, content, encode_probabilities(vector))
         except ServiceError as exc:
             log.warning("prediction not stored", extra={"content": content, "error": str(exc)})
 
@@ -169,13 +173,9 @@ class ClassifyImage:
         """The detector's answer for the photo: stored, or computed (reading the photo if it was not read)."""
         if self._detector is None:
             return None
-        if self._predictions is not None and self._detector_key:
-            try:
-                blob = self._predictions.get(self._detector_key, content)
-                if blob is not None:
-                    return decode_vector(blob, NUM_DETECTOR_CLASSES * DETECTION_WIDTH)
-            except (ServiceError, CorruptPrediction) as exc:
-                log.warning("stored detections ignored", extra={"content": content, "error": str(exc)})
+        stored, _ = self._stored(content, self._detector_key, NUM_DETECTOR_CLASSES * DETECTION_WIDTH)
+        if stored is not None:
+            return stored
         if data is None:
             with timings.stage("download"):
                 data = self._objects.read(message.spec.bucket, message.name)
@@ -183,11 +183,7 @@ class ClassifyImage:
             pixels = self._decode(data, DETECTOR_INPUT)
         with timings.stage("detector"):
             detections = self._detector().detect(pixels)
-        if self._predictions is not None and self._detector_key:
-            try:
-                self._predictions.put(self._detector_key, content, encode_probabilities(detections))
-            except ServiceError as exc:
-                log.warning("detections not stored", extra={"content": content, "error": str(exc)})
+        self._store(content, detections, self._detector_key)
         return detections
 
     def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer) -> ImageResult:

@@ -2,7 +2,7 @@
 jobs a restarted server picks up again, whether there is room for another job, and the list of a folder's jobs."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +16,14 @@ from common.usecases.create_job import CreateJob, ResumeJob
 
 class KeptJobs(JobReader, JobListing, Protocol):
     """A runner's job store: read, and listed."""
+
+
+def views_of(jobs: JobReader, job_ids: Iterable[str]) -> Iterator[JobView]:
+    """The status view of each job that exists, in the order given."""
+    for job_id in job_ids:
+        job = jobs.get_job(job_id)
+        if job is not None:
+            yield status_view(job, jobs.counters(job_id))
 
 
 class PickJob:
@@ -68,12 +76,10 @@ class ResumeUnfinished:
 
     def __call__(self) -> list[str]:
         resumed = []
-        for job_id in self._jobs.job_ids():
-            job = self._jobs.get_job(job_id)
-            view = None if job is None else status_view(job, self._jobs.counters(job_id))
-            if view is not None and not view.complete and view.error is None:
-                self._resume(job_id)
-                resumed.append(job_id)
+        for view in views_of(self._jobs, self._jobs.job_ids()):
+            if not view.complete and view.error is None:
+                self._resume(view.id)
+                resumed.append(view.id)
         return resumed
 
 
@@ -111,14 +117,10 @@ class ListJobs:
     def __call__(self) -> list[KeptJob]:
         kept = []
         undone = self._undone.undone_jobs() if self._undone is not None else {}
-        for job_id in self._jobs.job_ids():
-            job = self._jobs.get_job(job_id)
-            if job is None:
-                continue
-            written = [name for result in self._jobs.results(job_id) for name in result.written]
-            present = sum(self._objects.exists(job.spec.bucket, name) for name in written)
-            kept.append(KeptJob(status_view(job, self._jobs.counters(job_id)), len(written), present,
-                                undone.get(job_id)))
+        for view in views_of(self._jobs, self._jobs.job_ids()):
+            written = [name for result in self._jobs.results(view.id) for name in result.written]
+            present = sum(self._objects.exists(view.job.spec.bucket, name) for name in written)
+            kept.append(KeptJob(view, len(written), present, undone.get(view.id)))
         return kept
 
 
@@ -133,9 +135,4 @@ class RecentJobs:
         self._jobs = jobs
 
     def __call__(self, limit: int = 5) -> list[JobView]:
-        views = []
-        for job_id in self._jobs.recent_job_ids(limit):
-            job = self._jobs.get_job(job_id)
-            if job is not None:
-                views.append(status_view(job, self._jobs.counters(job_id)))
-        return views
+        return list(views_of(self._jobs, self._jobs.recent_job_ids(limit)))

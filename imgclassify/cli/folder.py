@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from common import bootstrap
-from common.config import Settings
+from common.config import Settings, env_flag
 from common.domain.options import Backend
 from common.logs import CloudLoggingFormatter, get_logger
-from imgclassify.cli.model import check_model_options, choose_detector, choose_weights, model_name
+from imgclassify.cli.model import (check_model_options, choose_detector, choose_weights, configured_detector,
+                                   model_name)
 from imgclassify.cli.options import UsageError
 from imgclassify.cli.remembered import remember
 
@@ -71,7 +72,7 @@ def embedded_app(args: argparse.Namespace, load_model: bool) -> Iterator[tuple[b
                             # A local user's own webhook on this machine is theirs to call; private networks only
                             # where they say so, as an operator would.
                             callback_allow_loopback=True,
-                            callback_allow_private=os.environ.get("CALLBACK_ALLOW_PRIVATE", "") in ("1", "true"),
+                            callback_allow_private=env_flag(os.environ, "CALLBACK_ALLOW_PRIVATE"),
                             detector_model=detector)
         app = bootstrap.local_app(settings, workers=args.workers)
         if load_model or args.weights == "imagenet":
@@ -86,8 +87,8 @@ def _built_detector() -> str:
     """What a folder's jobs were sorted with, as far as this machine knows: DETECTOR_MODEL or the cached build."""
     from imgclassify.detector_build import cached_detector
 
-    configured = os.environ.get("DETECTOR_MODEL", "")
-    return "" if configured == "none" else configured or str(cached_detector() or "")
+    configured = configured_detector()
+    return configured if configured is not None else str(cached_detector() or "")
 
 
 def _needs_detector(args: argparse.Namespace) -> bool:

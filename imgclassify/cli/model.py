@@ -93,13 +93,19 @@ def choose_weights(args: argparse.Namespace, photos: Path | None) -> tuple[str, 
     return str(artifact), Runtime.LITERT
 
 
+def configured_detector() -> str | None:
+    """DETECTOR_MODEL: a path, "" for none (`none`), or None when it is not set."""
+    configured = os.environ.get("DETECTOR_MODEL", "")
+    return None if not configured else "" if configured == "none" else configured
+
+
 def choose_detector(args: argparse.Namespace, needed: bool) -> str:
     """The object detector's file when the job's classes need it (people, horses…; any class for serve, which
     does not know its jobs yet): DETECTOR_MODEL, or the cached build, made on first use. A build that cannot be
     made (no npm here) is said in one line, and the classifier answers alone."""
-    configured = os.environ.get("DETECTOR_MODEL", "")
-    if configured or not needed:
-        return configured if configured != "none" else ""
+    configured = configured_detector()
+    if configured is not None or not needed:
+        return configured or ""
     from common.domain.errors import ConfigurationError
     from imgclassify.detector_build import ensure_detector
 

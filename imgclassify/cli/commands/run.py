@@ -62,11 +62,11 @@ def _run(args: argparse.Namespace, app, model: str, body: dict) -> int:  # type:
         print(f"interrupted: {view.done} of {view.number_of_files} images done. "
               f"Run the same command again to resume job {job_id}.", file=sys.stderr)
         return 130
-    view = app.job_status(job_id)
+    report = app.report(job_id)  # the final view and every result, read once
+    view, results = report.view, report.results
     progress.show(view)
     progress.end()
     app.stop()
-    results = app.report(job_id).results
     written = sum(len(result.written) for result in results)
     answer = {**view.to_dict(), "model": model, "copies_written": written}
     plan = planned_copies(results, view["source_prefix"]) if view.get("dry_run") else None
