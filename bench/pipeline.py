@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-DEFAULT_WEIGHTS = REPO / "build/bench-models/resnet50-none-int8.tflite"
+DEFAULT_WEIGHTS = REPO / "build/bench-models/resnet50-none-b2-int8.tflite"
 
 
 def run_job(gateway: str, classes: list[str]) -> dict:

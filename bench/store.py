@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared/photos/imagenet-dev")
     parser.add_argument("--h5", type=Path,
                         default=REPO.parent / "shared/models/mobilenet_v2/mobilenet_v2_imagenet.weights.h5")
-    parser.add_argument("--pipeline-weights", type=Path, default=REPO / "build/bench-models/resnet50-none-int8.tflite")
+    parser.add_argument("--pipeline-weights", type=Path, default=REPO / "build/bench-models/resnet50-none-b2-int8.tflite")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--default-model", default="mobilenet_v2")
     parser.add_argument("--default-weights", type=Path, help="weights for the default-runtime runs (default: --h5)")

@@ -49,6 +49,8 @@ class Settings:
     backend: Backend = Backend.GCP
     local_root: str = "."
     local_photos: str = ""  # embedded: read all/ from this folder instead of LOCAL_ROOT/all (run PHOTOS --out DIR)
+    # embedded: more prefixes read from folders anywhere (run --examples roses=FOLDER: examples/roses/ -> FOLDER)
+    local_sources: tuple[tuple[str, str], ...] = ()
     model: Model = Model.RESNET50
     runtime: Runtime = Runtime.KERAS
     # A local path, a gs:// URI, "imagenet" (let Keras download on first use) or "" (none configured).

@@ -241,3 +241,7 @@ class Classifier(Protocol):
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, 224, 224, 3) RGB -> float32 (N, 1000) ImageNet probabilities."""
         ...
+
+    def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the probabilities, the penultimate features (N, 2048 or 1280), or None when this build has none)."""
+        ...

@@ -74,14 +74,18 @@ def disjoint_halves(photos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return photos[::2], photos[1::2]
 
 
+# Part of every artifact's name: 2 = with the features output (builds without it are rebuilt once).
+BUILD_FORMAT = 2
+
+
 def weights_key(model: Model, weights: str) -> str:
     if weights in ("imagenet", "none"):
-        return f"{model}-{weights}"
+        return f"{model}-{weights}-b{BUILD_FORMAT}"
     digest = hashlib.sha256()
     with open(weights, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return f"{model}-{digest.hexdigest()[:16]}"
+    return f"{model}-{digest.hexdigest()[:16]}-b{BUILD_FORMAT}"
 
 
 def default_cache_dir() -> Path:
@@ -95,7 +99,8 @@ def artifact_path(cache_dir: Path, key: str, kind: str) -> Path:
 def _converter(keras_classifier: KerasClassifier, kind: str, calibration: np.ndarray | None) -> tuple[Any, Any]:
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_classifier.net)
+    # Two outputs: the probabilities and the penultimate features (classes defined by examples use those).
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_classifier.with_features)
     if kind == "fp32":
         return converter, None
     if calibration is None or not len(calibration):

@@ -17,6 +17,9 @@ class RecordingClassifier:
         out[np.arange(len(pixels)), pixels[:, 0, 0, 0].astype(int)] = 1.0  # echo each image's marker
         return out
 
+    def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.predict(pixels), pixels[:, 0, 0, :1].astype(np.float32)  # the marker again
+
 
 def image(marker: int) -> np.ndarray:
     pixels = np.zeros((1, 224, 224, 3), dtype=np.uint8)
@@ -30,9 +33,13 @@ def test_concurrent_callers_share_batches_and_each_gets_its_own_rows():
     results: dict[int, int] = {}
     barrier = threading.Barrier(16)
 
+    features: dict[int, float] = {}
+
     def call(marker: int) -> None:
         barrier.wait()
-        results[marker] = int(batching.predict(image(marker))[0].argmax())
+        probabilities, rows = batching.predict_with_features(image(marker))
+        results[marker] = int(probabilities[0].argmax())
+        features[marker] = float(rows[0, 0])
 
     threads = [threading.Thread(target=call, args=(m,)) for m in range(16)]
     for thread in threads:
@@ -40,7 +47,7 @@ def test_concurrent_callers_share_batches_and_each_gets_its_own_rows():
     for thread in threads:
         thread.join()
 
-    assert results == {m: m for m in range(16)}
+    assert results == {m: m for m in range(16)} and features == {m: float(m) for m in range(16)}
     assert sum(inner.batch_sizes) == 16 and len(inner.batch_sizes) < 16 and max(inner.batch_sizes) <= 8
 
 
@@ -54,7 +61,7 @@ def test_errors_reach_every_caller_in_the_batch():
     class Failing:
         description = "failing"
 
-        def predict(self, pixels):
+        def predict_with_features(self, pixels):
             raise RuntimeError("model exploded")
 
     batching = BatchingClassifier(Failing(), max_batch=2, max_wait=0.5)

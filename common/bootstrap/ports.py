@@ -86,7 +86,7 @@ class LocalPorts:
         from common.domain.jobs import DEFAULT_SOURCE_PREFIX
 
         photos = self.settings.local_photos or str(self.root / DEFAULT_SOURCE_PREFIX)
-        return FolderObjectStore(self.root, sources={DEFAULT_SOURCE_PREFIX: photos})
+        return FolderObjectStore(self.root, sources={DEFAULT_SOURCE_PREFIX: photos, **dict(self.settings.local_sources)})
 
     @cached_property
     def jobs(self) -> Any:

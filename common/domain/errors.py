@@ -95,3 +95,8 @@ class FanOutInterrupted(TransientError):
         super().__init__(message)
         self.job_id = job_id
         self.resumable = resumable
+
+
+class InvalidExamples(PermanentImageError):
+    """A job's example photos cannot define its classes (too few readable, or the model gives no features): every
+    image of the job fails with this reason, which names the class and what to do."""

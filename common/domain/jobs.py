@@ -21,6 +21,8 @@ DEFAULT_MIN_SCORES = {MatchMode.HIERARCHY: HIERARCHY_MIN_SCORE, MatchMode.LABEL:
 # bench/detector_quality.py (docs/quality.md, "People, horses: the detector"). A job may set its own.
 DETECTOR_MIN_SCORE = 0.65
 DEFAULT_SOURCE_PREFIX = "all/"
+MIN_EXAMPLES = 2  # per class taught by examples: its threshold is calibrated from their agreement
+MAX_EXAMPLES = 200  # per class: beyond this, more examples add cost, not accuracy
 STATE_DIR = ".imgclassify"  # a folder's own state (embedded): jobs, predictions, logs, the writer's lock
 MAX_CLASS_NAME_LENGTH = 64
 MAX_TOP_K = 20
@@ -43,9 +45,16 @@ class JobSpec:
     watch: bool = False  # also sort every object that lands under the prefix later, until the job is closed
     callback_url: str = ""  # POSTed the final status once the job completes
     detector_min_score: float = DETECTOR_MIN_SCORE
+    # Classes taught by example photos: (class as typed, where its examples are: a prefix in the bucket).
+    examples: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "match", MatchMode(self.match))  # accept the plain string too
+
+    @property
+    def taught(self) -> frozenset[str]:
+        """The classes that have example photos."""
+        return frozenset(name for name, _ in self.examples)
 
     def to_dict(self) -> dict[str, Any]:
         data = {"classes": list(self.classes), "bucket": self.bucket, "source_prefix": self.source_prefix,
@@ -59,6 +68,8 @@ class JobSpec:
             data["callback_url"] = self.callback_url
         if self.detector_min_score != DETECTOR_MIN_SCORE:
             data["detector_min_score"] = self.detector_min_score
+        if self.examples:
+            data["examples"] = dict(self.examples)
         return data
 
     @classmethod
@@ -76,6 +87,7 @@ class JobSpec:
         dry_run, watch, callback_url = data.get("dry_run", False), data.get("watch", False), \
             data.get("callback_url", "")
         detector_min_score = data.get("detector_min_score", DETECTOR_MIN_SCORE)
+        examples = data.get("examples", {})
         wrong = [name for name, ok in (
             ("classes", isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)),
             ("bucket", isinstance(bucket, str)), ("source_prefix", isinstance(prefix, str)),
@@ -86,12 +98,15 @@ class JobSpec:
             ("dry_run", isinstance(dry_run, bool)), ("watch", isinstance(watch, bool)),
             ("callback_url", isinstance(callback_url, str)),
             ("detector_min_score", isinstance(detector_min_score, (int, float)) and
-             not isinstance(detector_min_score, bool) and math.isfinite(detector_min_score))) if not ok]
+             not isinstance(detector_min_score, bool) and math.isfinite(detector_min_score)),
+            ("examples", isinstance(examples, Mapping) and all(isinstance(k, str) and isinstance(v, str)
+                                                             for k, v in examples.items()))) if not ok]
         if wrong:
             raise ValueError(f"a job spec's {', '.join(wrong)} has the wrong type")
         return cls(classes=tuple(classes), bucket=bucket, source_prefix=prefix, top_k=top_k,
                    min_score=float(min_score), match=MatchMode(match), dry_run=dry_run, watch=watch,
-                   callback_url=callback_url, detector_min_score=float(detector_min_score))
+                   callback_url=callback_url, detector_min_score=float(detector_min_score),
+                   examples=tuple(examples.items()))
 
 
 @dataclass(frozen=True)

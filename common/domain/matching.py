@@ -16,11 +16,12 @@ from functools import lru_cache
 import numpy as np
 
 from common.domain.detections import Detection, best_detection
+from common.domain.examples import ExampleModel
 from common.domain.jobs import JobSpec
 from common.domain.labels import ImageNetClass, imagenet_classes
 from common.domain.options import MatchMode
 from common.domain.results import Label
-from common.domain.taxonomy import resolve
+from common.domain.taxonomy import UnknownClass, resolve
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class MatchOutcome:
     labels: tuple[Label, ...]
     scores: dict[str, float] = field(default_factory=dict)
     detections: dict[str, Detection] = field(default_factory=dict)
+    similarities: dict[str, float] = field(default_factory=dict)  # classes with examples: to their prototype
 
 
 def top_labels(probabilities: np.ndarray, k: int, classes: Sequence[ImageNetClass] | None = None) -> tuple[Label, ...]:
@@ -61,14 +63,27 @@ def class_indices(requested: str) -> np.ndarray:
     return np.array(sorted(resolve(requested).classes), dtype=np.intp)
 
 
-def hierarchy_scores(classes: Sequence[str], probabilities: np.ndarray) -> dict[str, float]:
-    return {requested: float(probabilities[class_indices(requested)].sum()) for requested in classes}
+def hierarchy_scores(classes: Sequence[str], probabilities: np.ndarray,
+                     taught: Sequence[str] = ()) -> dict[str, float]:
+    """Mass under each class; a class taught by examples that is no WordNet noun has none (0.0)."""
+    return {requested: 0.0 if requested in taught and not known_word(requested) else
+            float(probabilities[class_indices(requested)].sum()) for requested in classes}
 
 
-def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarray | None = None) -> MatchOutcome:
+@lru_cache(maxsize=4096)
+def known_word(requested: str) -> bool:
+    try:
+        resolve(requested)
+    except UnknownClass:
+        return False
+    return True
+
+
+def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarray | None = None,
+                  examples: ExampleModel | None = None, features: np.ndarray | None = None) -> MatchOutcome:
     """Hierarchy matching takes the detector's word too, when it ran: a class matches when the classifier's mass
     under it or the detector's best score for it passes its threshold (multi-label: a person walking a dog is
-    both)."""
+    both). A class with examples also matches when its examples say so (common/domain/examples.py)."""
     classes = imagenet_classes()
     if spec.match == MatchMode.SUBSTRING:
         labels = top_labels(probabilities, max(spec.top_k, 5), classes)
@@ -76,9 +91,12 @@ def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarr
     labels = top_labels(probabilities, spec.top_k, classes)
     if spec.match == MatchMode.LABEL:
         return MatchOutcome(match_by_label(spec, labels, classes), labels)
-    scores = hierarchy_scores(spec.classes, probabilities)
-    found = {} if detections is None else {c: d for c in spec.classes
+    taught = examples.classes if examples is not None and features is not None else ()
+    scores = hierarchy_scores(spec.classes, probabilities, taught)
+    found = {} if detections is None else {c: d for c in spec.classes if c not in taught or known_word(c)
                                            if (d := best_detection(c, detections)) is not None}
+    by_examples = examples.matches(features) if taught else ()
     matched = tuple(c for c in spec.classes if (scores[c] >= spec.min_score and scores[c] > 0.0) or
-                    (c in found and found[c].score >= spec.detector_min_score))
-    return MatchOutcome(matched, labels, scores, found)
+                    (c in found and found[c].score >= spec.detector_min_score) or c in by_examples)
+    similarities = {c: round(v, 4) for c, v in examples.similarities(features).items()} if taught else {}
+    return MatchOutcome(matched, labels, scores, found, similarities)

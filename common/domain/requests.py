@@ -41,6 +41,7 @@ REQUEST_FIELDS: dict[str, Field] = {
     "watch": Field("boolean"),
     "callback_url": Field("string", max_length=MAX_CALLBACK_URL_LENGTH),
     "detector_min_score": Field("number", minimum=0, maximum=1),
+    "examples": Field("object"),
 }
 REQUIRED_FIELDS = ("classes",)
 ALLOWED_FIELDS = frozenset(REQUEST_FIELDS)
@@ -68,16 +69,33 @@ def validate_class_name(raw: object, position: int) -> str:
     return name
 
 
-def _validate_prefix(raw: object) -> str:
+def _validate_prefix(raw: object, field: str = "source_prefix", example: str = "all/") -> str:
     if not isinstance(raw, str):
-        raise InvalidRequest("source_prefix must be a string", field="source_prefix")
+        raise InvalidRequest(f"{field} must be a string", field=field.split(".")[0])
     if not raw or len(raw) > 512 or _has_control(raw) or raw.startswith("/") or "\\" in raw:
-        raise InvalidRequest("source_prefix must be a relative prefix such as 'all/'", field="source_prefix")
+        raise InvalidRequest(f"{field} must be a relative prefix such as {example!r}", field=field.split(".")[0])
     if any(part in ("..", ".") or part.startswith(".") for part in raw.split("/")):
         # Hidden folders hold the service's own state (DIR/.imgclassify/): never photos to sort.
-        raise InvalidRequest("source_prefix may not contain '.' or '..' segments or hidden folders",
-                             field="source_prefix")
+        raise InvalidRequest(f"{field} may not contain '.' or '..' segments or hidden folders",
+                             field=field.split(".")[0])
     return raw if raw.endswith("/") else raw + "/"
+
+
+def _validate_examples(raw: object, classes: list[str]) -> tuple[tuple[str, str], ...]:
+    """{class: prefix} -> ((class as it appears in classes, prefix), ...)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise InvalidRequest("examples must be an object mapping a class to the prefix of its example photos, "
+                             "such as {\"roses\": \"examples/roses/\"}", field="examples")
+    by_fold = {name.casefold(): name for name in classes}
+    taught: dict[str, str] = {}
+    for key, prefix in raw.items():
+        name = by_fold.get(key.strip().casefold()) if isinstance(key, str) else None
+        if name is None:
+            raise InvalidRequest(f"examples names {key!r}, which is not one of classes", field="examples")
+        taught[name] = _validate_prefix(prefix, f"examples.{name}", "examples/roses/")
+    return tuple(taught.items())
 
 
 def _validate_callback_url(raw: object, policy: CallbackPolicy) -> str:
@@ -163,10 +181,13 @@ def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
         if not isinstance(value, bool):
             raise InvalidRequest(f"{name} must be true or false", field=name)
     callback_url = _validate_callback_url(body.get("callback_url", ""), defaults.callbacks)
+    examples = _validate_examples(body.get("examples"), classes)
+    if examples and match != MatchMode.HIERARCHY:
+        raise InvalidRequest("examples need match 'hierarchy' (the default)", field="examples")
 
     spec = JobSpec(classes=tuple(classes), bucket=bucket, source_prefix=source_prefix, top_k=top_k,
                    min_score=min_score, match=match, dry_run=dry_run, watch=watch,
-                   callback_url=callback_url, detector_min_score=detector_min_score)
+                   callback_url=callback_url, detector_min_score=detector_min_score, examples=examples)
     return JobRequest(spec, _validate_request_id(body.get("request_id")))
 
 

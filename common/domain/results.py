@@ -39,6 +39,8 @@ class ImageResult:
     retryable: bool = False  # a failure that may pass (the disk was full): the next run of the job retries it
     # Per requested class, the object detector's best detection under it (label, score, box), when it ran.
     detections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per class taught by example photos, the photo's similarity to the examples' prototype.
+    similarities: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "matched": list(self.matched), "reason": self.reason,
@@ -46,7 +48,8 @@ class ImageResult:
                 "labels": [{"index": l.index, "name": l.name, "score": round(l.score, 6)} for l in self.labels],
                 "copies": list(self.copies), "written": list(self.written), "content": self.content,
                 "prediction": str(self.prediction), **({"retryable": True} if self.retryable else {}),
-                **({"detections": self.detections} if self.detections else {})}
+                **({"detections": self.detections} if self.detections else {}),
+                **({"similarities": self.similarities} if self.similarities else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
@@ -56,7 +59,8 @@ class ImageResult:
                                 for l in data.get("labels", ())),
                    copies=tuple(data.get("copies", ())), written=tuple(data.get("written", ())),
                    content=str(data.get("content", "")), prediction=str(data.get("prediction", "")),
-                   retryable=bool(data.get("retryable", False)), detections=dict(data.get("detections", {})))
+                   retryable=bool(data.get("retryable", False)), detections=dict(data.get("detections", {})),
+                   similarities=dict(data.get("similarities", {})))
 
     @classmethod
     def failure(cls, name: str, reason: str, retryable: bool = False) -> ImageResult:

@@ -125,7 +125,8 @@ class JobView(Mapping[str, Any]):
         optional = {"dry_run": spec.dry_run or None, "watch": spec.watch or None,
                     "callback_url": spec.callback_url or None, "callback": job.callback,
                     "predictions_recomputed": counters.recomputed or None, "request_id": job.request_id,
-                    "error": self.error, "errors": list(job.errors) or None}
+                    "error": self.error, "errors": list(job.errors) or None,
+                    "examples": dict(spec.examples) or None}
         view.update({key: value for key, value in optional.items() if value is not None})
         view.update(self.extra)
         return view

@@ -156,25 +156,47 @@ def resolve(query: str) -> Resolution:
     return load_taxonomy().resolve(query)
 
 
+TAUGHT = "its example photos"  # what a class taught by examples means, beside any WordNet meaning
+
+
 @lru_cache(maxsize=1024)
-def _resolve_all(classes: tuple[str, ...], detector: bool
+def _resolve_all(classes: tuple[str, ...], detector: bool, taught: frozenset[str] = frozenset()
                  ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
     # Cached: job_status shows the resolution on every poll, and a job's classes never change.
     taxonomy = load_taxonomy()
-    resolutions = [taxonomy.resolve(c, i) for i, c in enumerate(classes)]
-    return (tuple((r.query, tuple(r.describe(detector))) for r in resolutions),
-            tuple(w for r in resolutions if (w := r.warning_with(detector))))
+    meanings, warnings = [], []
+    for i, c in enumerate(classes):
+        try:
+            resolution = taxonomy.resolve(c, i)
+        except UnknownClass:
+            if c not in taught:
+                raise
+            meanings.append((c, (TAUGHT,)))  # any word may name a class its examples define
+            continue
+        meanings.append((c, tuple(resolution.describe(detector)) + ((TAUGHT,) if c in taught else ())))
+        warning = resolution.warning_with(detector)
+        if warning and c not in taught:  # "matches nothing" is not true of a class with examples
+            warnings.append(warning)
+    return tuple(meanings), tuple(warnings)
+
+
+def _needs(query: str) -> bool:
+    try:
+        return resolve(query).needs_detector
+    except UnknownClass:  # a word only its example photos define
+        return False
 
 
 def needs_detector(classes: tuple[str, ...], match: MatchMode) -> bool:
     """Whether a job's classes need the object detector (hierarchy matching only)."""
-    return match == MatchMode.HIERARCHY and any(resolve(c).needs_detector for c in classes)
+    return match == MatchMode.HIERARCHY and any(_needs(c) for c in classes)
 
 
-def describe_resolution(classes: tuple[str, ...], match: MatchMode, detector: bool = False) -> dict[str, Any]:
+def describe_resolution(classes: tuple[str, ...], match: MatchMode, detector: bool = False,
+                        taught: frozenset[str] = frozenset()) -> dict[str, Any]:
     """What each class means, and warnings (for a service with or without the object detector); raises
-    UnknownClass (a 400 with suggestions) for a non-word."""
+    UnknownClass (a 400 with suggestions) for a non-word without example photos (`taught`)."""
     if match != MatchMode.HIERARCHY:
         return {}
-    resolved, warnings = _resolve_all(classes, detector)
+    resolved, warnings = _resolve_all(classes, detector, taught)
     return {"resolved": {query: list(meaning) for query, meaning in resolved}, "warnings": list(warnings)}

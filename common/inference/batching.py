@@ -18,7 +18,7 @@ from common.inference.classifier import Classifier
 class _Batch:
     inputs: list[np.ndarray] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
-    outputs: np.ndarray | None = None
+    outputs: tuple[np.ndarray, np.ndarray | None] | None = None
     error: BaseException | None = None
     full: threading.Event = field(default_factory=threading.Event)
 
@@ -33,6 +33,9 @@ class BatchingClassifier:
         self.description = f"batched({max_batch}):{inner.description}"
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return self.predict_with_features(pixels)[0]
+
+    def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         with self._lock:
             batch = self._forming
             leader = batch is None or batch.full.is_set()
@@ -48,7 +51,7 @@ class BatchingClassifier:
                 if self._forming is batch:
                     self._forming = None  # later callers start the next batch
             try:
-                batch.outputs = self._inner.predict(np.concatenate(batch.inputs))
+                batch.outputs = self._inner.predict_with_features(np.concatenate(batch.inputs))
             except BaseException as exc:  # every caller must hear about it, not only the leader
                 batch.error = exc
             batch.done.set()
@@ -57,5 +60,7 @@ class BatchingClassifier:
         if batch.error is not None:
             raise batch.error
         assert batch.outputs is not None
-        return batch.outputs[start:start + len(pixels)]
+        probabilities, features = batch.outputs
+        end = start + len(pixels)
+        return probabilities[start:end], None if features is None else features[start:end]
 

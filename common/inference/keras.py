@@ -23,12 +23,18 @@ class KerasClassifier:
         except Exception as exc:  # Keras raises bare Exceptions for failed downloads and mismatched files
             raise ConfigurationError(f"cannot load {model} weights {weights!r}: {exc}. {NO_WEIGHTS_HELP}") from None
         self.model = Model(model)
+        # Probabilities and the penultimate features (the pooled layer before the classifier), in one pass.
+        self.with_features = keras.Model(self.net.input, [self.net.output, self.net.layers[-2].output])
         # One trace for every batch size: no retracing in the hot loop.
-        self._call = tf.function(lambda x: self.net(x, training=False), reduce_retracing=True,
+        self._call = tf.function(lambda x: self.with_features(x, training=False), reduce_retracing=True,
                                  input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)])
         self.description = f"keras:{model}:{os.path.basename(weights)}"
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(self._call(preprocess(self.model, pixels)), dtype=np.float32)
+        return self.predict_with_features(pixels)[0]
+
+    def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities, features = self._call(preprocess(self.model, pixels))
+        return np.asarray(probabilities, dtype=np.float32), np.asarray(features, dtype=np.float32)
 
 

@@ -32,8 +32,12 @@ class LiteRTClassifier:
             self._pool.put(interpreter)
         probe = self._pool.get()
         self._input = probe.get_input_details()[0]
-        self._output = probe.get_output_details()[0]
+        details = probe.get_output_details()
         self._pool.put(probe)
+        # A build made here has a second output, the penultimate features; a file from elsewhere may not.
+        self._output = next((d for d in details if int(d["shape"][-1]) in (NUM_CLASSES, NUM_CLASSES + 1)),
+                            details[0])
+        self._features = next((d for d in details if d is not self._output and len(d["shape"]) == 2), None)
         outputs = int(self._output["shape"][-1])
         if outputs not in (NUM_CLASSES, NUM_CLASSES + 1):
             raise ConfigurationError(f"{path} has {outputs} outputs; expected 1000 ImageNet classes (or 1001)")
@@ -48,25 +52,33 @@ class LiteRTClassifier:
         info = np.iinfo(dtype)
         return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
-    def _dequantize(self, y: np.ndarray) -> np.ndarray:
-        if self._output["dtype"] == np.float32:
+    @staticmethod
+    def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+        if detail["dtype"] == np.float32:
             return y
-        scale, zero = self._output["quantization"]
+        scale, zero = detail["quantization"]
         return (y.astype(np.float32) - zero) * scale
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return self.predict_with_features(pixels)[0]
+
+    def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         x = self._quantize(preprocess(self.model, pixels))
         interpreter = self._pool.get()
         try:
-            rows = []
+            rows, features = [], []
             for image in x:
                 interpreter.set_tensor(self._input["index"], image[None])
                 interpreter.invoke()
-                rows.append(self._dequantize(interpreter.get_tensor(self._output["index"])[0]))
+                rows.append(self._dequantize(interpreter.get_tensor(self._output["index"])[0], self._output))
+                if self._features is not None:
+                    features.append(self._dequantize(interpreter.get_tensor(self._features["index"])[0],
+                                                     self._features))
         finally:
             self._pool.put(interpreter)
         probs = np.stack(rows)[:, self._offset:]
         total = probs.sum(axis=1, keepdims=True)
-        return (probs / np.where(total > 0, total, 1.0)).astype(np.float32)
+        return ((probs / np.where(total > 0, total, 1.0)).astype(np.float32),
+                np.stack(features).astype(np.float32) if features else None)
 
 

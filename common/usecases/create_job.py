@@ -7,11 +7,12 @@ interrupted fan-out marks its job failed with the reason, so no job stays in `li
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-from common.domain.errors import Conflict, FanOutInterrupted, TransientError
-from common.domain.jobs import JobDefaults, JobRecord, JobSpec, new_job_id
+from common.domain.errors import Conflict, FanOutInterrupted, InvalidRequest, TransientError
+from common.domain.jobs import MAX_EXAMPLES, MIN_EXAMPLES, JobDefaults, JobRecord, JobSpec, new_job_id
 from common.domain.requests import parse_job_request
 from common.domain.status import JobView, status_view
 from common.domain.messages import ClassifyMessage
@@ -27,6 +28,12 @@ log = get_logger("create_job")
 def job_images(objects: ObjectLister, spec: JobSpec) -> Iterator[Listed]:
     """The objects a job covers: everything under its prefix but "folder" placeholder objects."""
     return (o for o in objects.list_objects(spec.bucket, spec.source_prefix) if not o.name.endswith("/"))
+
+
+def example_photos(objects: ObjectLister, bucket: str, prefix: str) -> list[Listed]:
+    """A class's example photos: the first MAX_EXAMPLES objects under its prefix."""
+    return list(itertools.islice((o for o in objects.list_objects(bucket, prefix) if not o.name.endswith("/")),
+                                 MAX_EXAMPLES))
 
 
 class CreateJob:
@@ -45,7 +52,9 @@ class CreateJob:
         request = parse_job_request(body, self._defaults)
         spec = request.spec
         # A class that means nothing is a 400 first.
-        meaning = describe_resolution(spec.classes, spec.match, self._detector)
+        meaning = describe_resolution(spec.classes, spec.match, self._detector, spec.taught)
+        if spec.examples:
+            meaning["example_photos"] = self._count_examples(spec)
         job = JobRecord(id=new_job_id(request.request_id), spec=spec, number_of_files=None,
                         created_at=self._clock(), request_id=request.request_id)
         if not self._jobs.create_job(job):
@@ -65,6 +74,17 @@ class CreateJob:
             self._announce(job.id)
         job = replace(job, number_of_files=listed, error=None)
         return status_view(job, self._jobs.counters(job.id)).with_extra(**meaning)
+
+    def _count_examples(self, spec: JobSpec) -> dict[str, int]:
+        """How many files each class's example prefix holds (up to MAX_EXAMPLES are used); too few is a 400.
+        Whether they are images is found when they are read: an unreadable one is skipped."""
+        counts = {}
+        for name, prefix in spec.examples:
+            counts[name] = len(example_photos(self._objects, spec.bucket, prefix))
+            if counts[name] < MIN_EXAMPLES:
+                raise InvalidRequest(f"examples.{name}: {prefix!r} holds {counts[name]} files; at least "
+                                     f"{MIN_EXAMPLES} example photos are needed", field="examples")
+        return counts
 
     def _fan_out(self, job: JobRecord) -> int:
         """List and publish at once (fan-out runs at the speed of the slower of the two, not of their sum); the

@@ -15,4 +15,4 @@ class JobStatus:
     def __call__(self, job_id: str) -> JobView:
         job = existing_job(self._jobs, job_id)
         return status_view(job, self._jobs.counters(job.id)).with_extra(
-            **describe_resolution(job.spec.classes, job.spec.match, self._detector))
+            **describe_resolution(job.spec.classes, job.spec.match, self._detector, job.spec.taught))

@@ -15,7 +15,7 @@ from common.domain.options import Backend
 from common.logs import CloudLoggingFormatter, get_logger
 from imgclassify.cli.model import (check_model_options, choose_detector, choose_weights, configured_detector,
                                    model_name)
-from imgclassify.cli.options import UsageError
+from imgclassify.cli.options import UsageError, example_sources
 from imgclassify.cli.remembered import remember
 
 
@@ -65,7 +65,8 @@ def embedded_app(args: argparse.Namespace, load_model: bool) -> Iterator[tuple[b
         log_to_file(root, args.verbose)
         weights, runtime = choose_weights(args, photos)
         detector = choose_detector(args, needed=_needs_detector(args))
-        settings = Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos), model=args.model,
+        settings = Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos),
+                            local_sources=example_sources(args), model=args.model,
                             weights=weights, runtime=runtime, bucket="local",
                             service_key=os.environ.get("SERVICE_KEY", ""), default_top_k=args.top_k,
                             default_min_score=args.min_score,

@@ -53,6 +53,9 @@ def add_job_options(parser: argparse.ArgumentParser, with_match: bool = True) ->
                         help="probability mass needed to match (default: the tuned value of the match rule)")
     if not with_match:  # a server's default thresholds; each job chooses its own match rule
         return
+    parser.add_argument("--examples", action="append", default=[], metavar="CLASS=FOLDER", type=example_folder,
+                        help="teach CLASS by the photos in FOLDER (anywhere; at least 2): any word becomes a class "
+                             "(roses, receipts, our cat); repeat for each class")
     parser.add_argument("--match", default=MatchMode.HIERARCHY.value, choices=choices(MatchMode),
                         help="hierarchy (default): the class's meaning in WordNet; label: an exact top-k label; "
                              "substring: the old service's rule")
@@ -64,9 +67,29 @@ def add_folder(parser: argparse.ArgumentParser, job: bool = False) -> None:
         parser.add_argument("job_id", nargs="?", help="the job (the latest one without it)")
 
 
+EXAMPLES_PREFIX = "examples/"  # where a command line's example folders appear to the job: examples/<class>/
+
+
+def example_folder(raw: str) -> tuple[str, Path]:
+    name, equals, folder = raw.partition("=")
+    if not equals or not name.strip() or not folder:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not CLASS=FOLDER (such as roses=~/examples/roses)")
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{folder} is not a folder")
+    return name.strip(), path
+
+
+def example_sources(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """Each --examples folder as the prefix the job reads it under."""
+    return tuple((f"{EXAMPLES_PREFIX}{name}/", str(folder)) for name, folder in getattr(args, "examples", []))
+
+
 def job_request(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """The create-job body a command line asks for: the same request the HTTP API takes."""
     body: dict[str, Any] = {"classes": args.classes, "top_k": args.top_k, "match": args.match, **extra}
+    if getattr(args, "examples", None):
+        body["examples"] = {name: f"{EXAMPLES_PREFIX}{name}/" for name, _ in args.examples}
     if args.min_score is not None:
         body["min_score"] = args.min_score
     if getattr(args, "callback_url", None):
@@ -81,4 +104,4 @@ def check_request(body: dict[str, Any]) -> None:
     from common.domain.taxonomy import describe_resolution
 
     spec = parse_job_request(body, JobDefaults(bucket="local")).spec
-    describe_resolution(spec.classes, spec.match)
+    describe_resolution(spec.classes, spec.match, taught=spec.taught)

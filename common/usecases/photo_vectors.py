@@ -1,0 +1,148 @@
+"""What the models say about one photo — the classifier's probabilities and features, the detector's answer —
+from the prediction store when it has them, else from the model (and then stored). Shared by classifying a
+photo and by learning a job's example photos."""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.domain.detections import DETECTION_WIDTH, NUM_DETECTOR_CLASSES
+from common.domain.errors import ServiceError
+from common.domain.predictions import NUM_CLASSES, CorruptPrediction, content_fingerprint, decode_stored, \
+    encode_probabilities
+from common.domain.results import PredictionSource
+from common.logs import get_logger
+from common.ports import Classifier, Detector, ObjectReader, PredictionStore
+
+log = get_logger("classify_image")
+
+Decoder = Callable[..., np.ndarray]  # (bytes, size=224) -> uint8 (size, size, 3)
+DETECTOR_INPUT = 416
+
+
+class StageTimer:
+    """Wall time per named stage of one delivery (stages that repeat, like copies, add up)."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._seconds[name] = self._seconds.get(name, 0.0) + time.perf_counter() - started
+
+    @property
+    def milliseconds(self) -> dict[str, float]:
+        return {name: round(seconds * 1000, 2) for name, seconds in self._seconds.items()}
+
+
+@dataclass(frozen=True)
+class Vectors:
+    probabilities: np.ndarray
+    features: np.ndarray | None  # None when the entry was stored without them and they were not asked for
+    source: str  # a PredictionSource
+    content: str  # the photo's content fingerprint
+    data: bytes | None  # the photo's bytes, when they were read
+
+
+class PhotoVectors:
+    def __init__(self, objects: ObjectReader, classifier: Callable[[], Classifier], decode: Decoder,
+                 predictions: PredictionStore | None = None, model_key: str | None = None,
+                 detector: Callable[[], Detector] | None = None, detector_key: str | None = None) -> None:
+        self._objects = objects
+        self._classifier = classifier
+        self._decode = decode
+        # Stored predictions, by the model build's fingerprint: without both, every image goes to the model.
+        self._predictions = predictions if model_key else None
+        self._model_key = model_key or ""
+        self._detector = detector
+        self._detector_key = detector_key or ""
+
+    @property
+    def has_detector(self) -> bool:
+        return self._detector is not None
+
+    def _stored(self, content: str, key: str, size: int) -> tuple[tuple[np.ndarray, np.ndarray | None] | None, bool]:
+        """(the stored vector and the features beside it, whether a stored entry was unreadable). A store that
+        fails is a miss, never an error."""
+        if self._predictions is None or not key:
+            return None, False
+        try:
+            blob = self._predictions.get(key, content)
+        except ServiceError as exc:
+            log.warning("prediction store unavailable; using the model", extra={"error": str(exc)})
+            return None, False
+        if blob is None:
+            return None, False
+        try:
+            return decode_stored(blob, size), False
+        except CorruptPrediction as exc:
+            log.warning("stored prediction ignored", extra={"content": content, "error": str(exc)})
+            return None, True
+
+    def _store(self, content: str, key: str, vector: np.ndarray, features: np.ndarray | None = None) -> None:
+        if self._predictions is None or not key:
+            return
+        try:
+            self._predictions.put(key, content, encode_probabilities(vector, features))
+        except ServiceError as exc:
+            log.warning("prediction not stored", extra={"content": content, "error": str(exc)})
+
+    def _lookup(self, content: str, features: bool, timings: StageTimer) -> tuple[Vectors | None, bool]:
+        with timings.stage("lookup"):
+            stored, corrupt = self._stored(content, self._model_key, NUM_CLASSES)
+        if stored is None or (features and stored[1] is None):  # features wanted, stored without: a miss
+            return None, corrupt
+        return Vectors(stored[0], stored[1], PredictionSource.STORE, content, None), corrupt
+
+    def classifier(self, bucket: str, name: str, listed_content: str | None, timings: StageTimer,
+                   features: bool = False) -> Vectors:
+        """The classifier's answer. A stored prediction keyed by the listing's fingerprint needs no download at
+        all; otherwise the bytes are read, fingerprinted, looked up, and only a miss reaches the decoder and the
+        model. `features`: the penultimate features are needed too (a stored entry without them is a miss)."""
+        corrupt = False
+        if listed_content:
+            found, corrupt = self._lookup(listed_content, features, timings)
+            if found is not None:
+                return found
+        with timings.stage("download"):
+            data = self._objects.read(bucket, name)
+        content = content_fingerprint(data)
+        if content != listed_content:  # no fingerprint listed, or the object changed since listing
+            found, bad = self._lookup(content, features, timings)
+            corrupt = corrupt or bad
+            if found is not None:
+                return Vectors(found.probabilities, found.features, found.source, content, data)
+        with timings.stage("decode"):
+            pixels = self._decode(data)
+        with timings.stage("model"):
+            probabilities, vectors = self._classifier().predict_with_features(pixels[None])
+        computed = None if vectors is None else vectors[0]
+        self._store(content, self._model_key, probabilities[0], computed)
+        source = PredictionSource.RECOMPUTED if corrupt else PredictionSource.MODEL
+        return Vectors(probabilities[0], computed, source, content, data)
+
+    def detections(self, bucket: str, name: str, content: str, data: bytes | None,
+                   timings: StageTimer) -> np.ndarray | None:
+        """The detector's answer for the photo: stored, or computed (reading the photo if it was not read)."""
+        if self._detector is None:
+            return None
+        stored, _ = self._stored(content, self._detector_key, NUM_DETECTOR_CLASSES * DETECTION_WIDTH)
+        if stored is not None:
+            return stored[0]
+        if data is None:
+            with timings.stage("download"):
+                data = self._objects.read(bucket, name)
+        with timings.stage("decode"):
+            pixels = self._decode(data, DETECTOR_INPUT)
+        with timings.stage("detector"):
+            detections = self._detector().detect(pixels)
+        self._store(content, self._detector_key, detections)
+        return detections
