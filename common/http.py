@@ -167,6 +167,11 @@ def _undo(request: flask.Request, handler: Any, settings: Settings, job_id: str 
     return json_response({"code": 200, **handler(_required_id(job_id))}, 200)
 
 
+def _correct(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
+    return json_response({"code": 200, **handler(_required_id(job_id), read_json_body(request,
+                                                                                       settings.max_body_bytes))}, 200)
+
+
 def _report(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
     """The results page (?format=html|csv|jsonl), with previews fetched through this same service."""
     from common.pages import FORMATS, render
@@ -220,7 +225,7 @@ def _index(request: flask.Request, handler: Any, settings: Settings, job_id: str
 
 
 RESPONDERS = {Action.CREATE: _create, Action.STATUS: _status, Action.CLOSE: _status, Action.UNDO: _undo,
-              Action.REPORT: _report, Action.THUMBNAIL: _thumbnail, Action.INDEX: _index}
+              Action.REPORT: _report, Action.THUMBNAIL: _thumbnail, Action.INDEX: _index, Action.CORRECT: _correct}
 
 
 @guarded

@@ -208,6 +208,23 @@ class PredictionStore(Protocol):
     def put(self, model: str, content: str, prediction: bytes) -> None: ...
 
 
+class Corrections(Protocol):
+    """What people said a photo is or is not, per bucket (a folder) and class word (casefolded), by the photo's
+    content fingerprint: later jobs there learn from it."""
+
+    def record_correction(self, bucket: str, word: str, content: str, belongs: bool) -> None:
+        """The latest word on (bucket, word, content) wins."""
+        ...
+
+    def corrections(self, bucket: str, word: str) -> dict[str, bool]:
+        """content -> belongs, for this class word in this bucket."""
+        ...
+
+    def forget_correction(self, bucket: str, word: str, content: str) -> bool: ...
+
+    def corrected_words(self, bucket: str) -> list[str]: ...
+
+
 class EventPublisher(Protocol):
     def publish_event(self, event: dict[str, object]) -> None:
         """Announce a job event (its completion) on the job-events topic."""

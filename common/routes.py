@@ -18,6 +18,7 @@ class Action(StrEnum):
     THUMBNAIL = "thumbnail"
     UNDO = "undo"
     CLOSE = "close"
+    CORRECT = "correct"
     INDEX = "index"
 
 
@@ -56,6 +57,7 @@ ROUTES = (
     Route("GET", Action.THUMBNAIL, Function.JOB_STATUS, "thumbnail"),
     Route("POST", Action.UNDO, Function.CREATE_JOB, "undo"),
     Route("POST", Action.CLOSE, Function.CREATE_JOB, "close"),
+    Route("POST", Action.CORRECT, Function.CREATE_JOB, "corrections"),
     Route("GET", Action.INDEX, Function.NONE),
 )
 _SUFFIXES = {route.suffix for route in ROUTES if route.suffix}

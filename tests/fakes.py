@@ -217,6 +217,23 @@ class MemoryPredictionStore:
         self.entries[(model, content)] = prediction
 
 
+class MemoryCorrections:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, str], bool] = {}
+
+    def record_correction(self, bucket: str, word: str, content: str, belongs: bool) -> None:
+        self.rows[(bucket, word, content)] = bool(belongs)
+
+    def corrections(self, bucket: str, word: str) -> dict[str, bool]:
+        return dict(sorted((c, b) for (bk, w, c), b in self.rows.items() if (bk, w) == (bucket, word)))
+
+    def forget_correction(self, bucket: str, word: str, content: str) -> bool:
+        return self.rows.pop((bucket, word, content), None) is not None
+
+    def corrected_words(self, bucket: str) -> list[str]:
+        return sorted({w for (bk, w, _) in self.rows if bk == bucket})
+
+
 class ListEvents:
     def __init__(self) -> None:
         self.events: list[dict] = []
@@ -258,6 +275,7 @@ class MemoryPorts:
         self.jobs = MemoryJobStore()
         self.publisher = publisher or ListPublisher()
         self.predictions = MemoryPredictionStore()
+        self.corrections = MemoryCorrections()
         self.events = None
         self.retries = self.jobs
 
@@ -295,7 +313,7 @@ def fake_app(settings: Settings | None = None, objects: MemoryObjectStore | None
     return FakeApp(settings or Settings(bucket="images"), MemoryPorts(objects, publisher), **overrides)
 
 
-SERVED = (Action.CREATE, Action.STATUS, Action.UNDO, Action.CLOSE, Action.REPORT, Action.THUMBNAIL)
+SERVED = (Action.CREATE, Action.STATUS, Action.UNDO, Action.CLOSE, Action.REPORT, Action.THUMBNAIL, Action.CORRECT)
 
 
 def served(app: Application):  # type: ignore[no-untyped-def]

@@ -328,6 +328,40 @@ def test_predictions_round_trip_by_model_and_content(prediction_store):
     assert prediction_store.get("resnet50/litert/a.tflite/abc/p1", "md5:y") is None
 
 
+@pytest.fixture(params=BACKENDS)
+def corrections(request, tmp_path) -> Iterator[object]:
+    if request.param == "memory":
+        from tests.fakes import MemoryCorrections
+
+        yield MemoryCorrections()
+    elif request.param == "local":
+        from common.adapters.local import SqlitePredictionStore
+
+        yield SqlitePredictionStore(tmp_path / "jobs.sqlite3")
+    else:
+        request.getfixturevalue("emulators")
+        from google.cloud import firestore
+
+        from common.adapters.gcp_corrections import FirestoreCorrections
+
+        yield FirestoreCorrections(firestore.Client(project="local-project"), _unique("corrections"))
+
+
+def test_corrections_are_kept_per_bucket_and_word_and_the_latest_wins(corrections):
+    corrections.record_correction("b", "roses", "md5:1", True)
+    corrections.record_correction("b", "roses", "md5:2", False)
+    corrections.record_correction("b", "tulips", "md5:1", False)
+    corrections.record_correction("other", "roses", "md5:3", True)
+    corrections.record_correction("b", "roses", "md5:2", True)  # changed their mind
+    assert corrections.corrections("b", "roses") == {"md5:1": True, "md5:2": True}
+    assert corrections.corrections("b", "tulips") == {"md5:1": False}
+    assert corrections.corrections("b", "daisy") == {}
+    assert corrections.corrected_words("b") == ["roses", "tulips"]
+    assert corrections.forget_correction("b", "roses", "md5:1") and not corrections.forget_correction(
+        "b", "roses", "md5:1")
+    assert corrections.corrections("b", "roses") == {"md5:2": True}
+
+
 def test_removing_a_copy_checks_its_content_first(object_store):
     from common.domain.predictions import content_fingerprint
 

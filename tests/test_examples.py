@@ -158,3 +158,78 @@ def test_examples_that_cannot_teach_fail_the_jobs_images_with_the_reason(app):
     assert status["complete"] and status["failed"] == 6
     reasons = {r.reason for r in app.jobs.results(job["id"])}
     assert len(reasons) == 1 and "'glorp' has 1 usable example photos" in reasons.pop()
+
+
+# --- corrections ---------------------------------------------------------------------------------------------
+def correct(client, job_id: str, *items: tuple[str, str, bool]):
+    return client.post(f"/classification-job/{job_id}/corrections", json={"corrections": [
+        {"name": name, "class": class_name, "belongs": belongs} for name, class_name, belongs in items]})
+
+
+def copies(app, prefix: str) -> list[str]:
+    return sorted(app.objects.list_names("images", prefix))
+
+
+def test_a_correction_fixes_the_jobs_copies_at_once_and_later_jobs_follow_it(app):
+    client = served(app)
+    job = client.post("/classification-job", json={"classes": ["tabby"]}).get_json()
+    deliver_all(app)
+    assert copies(app, "tabby/") == ["tabby/r1.jpg", "tabby/r2.jpg"]
+
+    response = correct(client, job["id"], ("all/r1.jpg", "tabby", False), ("all/b1.jpg", "Tabby", True))
+    assert response.status_code == 200, response.get_json()
+    done = response.get_json()["corrections"]
+    assert done[0]["removed"] == ["tabby/r1.jpg"] and done[1]["copy"] == "Tabby/b1.jpg"
+    assert copies(app, "tabby/") == ["tabby/r2.jpg"]
+
+    later = client.post("/classification-job", json={"classes": ["tabby"], "dry_run": True}).get_json()
+    deliver_all(app)
+    assert {r.name for r in app.jobs.results(later["id"]) if r.matched} == {"all/r2.jpg", "all/b1.jpg"}
+
+
+def test_a_correction_never_removes_a_copy_someone_changed(app):
+    client = served(app)
+    job = client.post("/classification-job", json={"classes": ["tabby"]}).get_json()
+    deliver_all(app)
+    app.objects.write("images", "tabby/r1.jpg", b"the user's own file now")
+    done = correct(client, job["id"], ("all/r1.jpg", "tabby", False)).get_json()["corrections"]
+    assert done[0]["kept"] == ["tabby/r1.jpg"] and app.objects.read("images", "tabby/r1.jpg") == b"the user's own file now"
+
+
+def test_corrections_teach_a_word_wordnet_lacks_to_later_jobs_in_the_bucket(app):
+    app.objects.write("images", "all/g3.jpg", solid_jpeg("green", (90, 60)))
+    client = served(app)
+    assert client.post("/classification-job", json={"classes": ["glorp"]}).status_code == 400  # not yet a class
+    job = client.post("/classification-job", json={"classes": ["tabby"]}).get_json()
+    deliver_all(app)
+    correct(client, job["id"], ("all/g1.jpg", "glorp", True), ("all/g2.jpg", "glorp", True),
+            ("all/r1.jpg", "glorp", False))
+
+    taught = client.post("/classification-job", json={"classes": ["glorp"]})
+    assert taught.status_code == 201, taught.get_json()
+    assert taught.get_json()["resolved"] == {"glorp": ["its example photos"]}
+    deliver_all(app)
+    matched = {r.name for r in app.jobs.results(taught.get_json()["id"]) if r.matched}
+    assert matched == {"all/g1.jpg", "all/g2.jpg", "all/g3.jpg"}  # g3: learned from the two, not corrected
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"corrections": [{"name": "all/nope.jpg", "class": "tabby", "belongs": True}]}, "not a photo this job"),
+    ({"corrections": [{"name": "all/r1.jpg", "class": "a/b", "belongs": True}]}, "may not contain '/'"),
+    ({"corrections": [{"name": "all/r1.jpg", "class": "all", "belongs": True}]}, "inside source_prefix"),
+    ({"corrections": [{"name": "all/r1.jpg", "class": "tabby", "belongs": "yes"}]}, "true or false"),
+    ({"corrections": []}, "1 to 500"),
+    ({"fixes": []}, "the body must be"),
+])
+def test_corrections_are_checked_and_change_nothing_when_refused(app, body, words):
+    client = served(app)
+    job = client.post("/classification-job", json={"classes": ["tabby"]}).get_json()
+    deliver_all(app)
+    response = client.post(f"/classification-job/{job['id']}/corrections", json=body)
+    assert response.status_code == 400 and words in response.get_json()["message"]
+    assert response.get_json()["field"] == "corrections" and not app.fakes.corrections.rows
+    assert copies(app, "tabby/") == ["tabby/r1.jpg", "tabby/r2.jpg"]
+
+
+def test_correcting_a_job_that_does_not_exist_is_a_404(app):
+    assert correct(served(app), "0" * 32, ("all/r1.jpg", "tabby", True)).status_code == 404

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from common.config import Settings
 from common.domain.options import Backend
 from common.usecases.announce_completion import AnnounceCompletion
+from common.usecases.correct_job import CorrectJob
 from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
 from common.usecases.report_job import ReportJob
@@ -68,7 +69,7 @@ class Application:
     @cached_property
     def create_job(self) -> CreateJob:
         return CreateJob(self.port("objects"), self.port("jobs"), self.port("publisher"), self.settings.job_defaults,
-                         announce=self.announce, detector=self.has_detector)
+                         announce=self.announce, detector=self.has_detector, corrections=self.port("corrections"))
 
     @cached_property
     def resume_job(self) -> ResumeJob:
@@ -81,6 +82,10 @@ class Application:
     @cached_property
     def undo_job(self) -> UndoJob:
         return UndoJob(self.port("objects"), self.port("jobs"), self.port("jobs"))
+
+    @cached_property
+    def correct_job(self) -> CorrectJob:
+        return CorrectJob(self.port("objects"), self.port("jobs"), self.port("corrections"))
 
     @cached_property
     def close_job(self) -> CloseJob:
@@ -133,7 +138,7 @@ class Application:
         return ClassifyImage(self.port("objects"), self.port("results"), self.load_model,
                              self._overrides.get("decode", decode_image), self.port("predictions"), model_key,
                              self.announce, retry_truncated=self.settings.backend == Backend.LOCAL,
-                             detector=detector, detector_key=detector_key)
+                             detector=detector, detector_key=detector_key, corrections=self.port("corrections"))
 
     @property
     def has_detector(self) -> bool:

@@ -56,6 +56,12 @@ class CloudPorts:
         return FirestorePredictionStore(self._firestore, self.settings.predictions_collection)
 
     @cached_property
+    def corrections(self) -> Any:
+        from common.adapters.gcp_corrections import FirestoreCorrections
+
+        return FirestoreCorrections(self._firestore)
+
+    @cached_property
     def publisher(self) -> Any:
         from common.adapters.gcp import PubSubPublisher
 
@@ -99,6 +105,10 @@ class LocalPorts:
         from common.adapters.local import SqlitePredictionStore
 
         return SqlitePredictionStore(database_path(self.root))
+
+    @property
+    def corrections(self) -> Any:
+        return self.predictions  # the same database: one connection
 
     @cached_property
     def publisher(self) -> InProcessQueue:

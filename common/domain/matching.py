@@ -21,7 +21,7 @@ from common.domain.jobs import JobSpec
 from common.domain.labels import ImageNetClass, imagenet_classes
 from common.domain.options import MatchMode
 from common.domain.results import Label
-from common.domain.taxonomy import UnknownClass, resolve
+from common.domain.taxonomy import is_word, resolve
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,7 @@ def hierarchy_scores(classes: Sequence[str], probabilities: np.ndarray,
 
 @lru_cache(maxsize=4096)
 def known_word(requested: str) -> bool:
-    try:
-        resolve(requested)
-    except UnknownClass:
-        return False
-    return True
+    return is_word(requested)
 
 
 def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarray | None = None,

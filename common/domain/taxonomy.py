@@ -180,6 +180,15 @@ def _resolve_all(classes: tuple[str, ...], detector: bool, taught: frozenset[str
     return tuple(meanings), tuple(warnings)
 
 
+def is_word(query: str) -> bool:
+    """Whether a class names a WordNet noun."""
+    try:
+        resolve(query)
+    except UnknownClass:
+        return False
+    return True
+
+
 def _needs(query: str) -> bool:
     try:
         return resolve(query).needs_detector

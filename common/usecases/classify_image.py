@@ -10,15 +10,16 @@ from collections.abc import Callable
 
 from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentImageError, TransientError,
                                   TruncatedImage)
-from common.domain.examples import ExampleModel
-from common.domain.jobs import JobSpec, target_name
+from common.domain.corrections import corrected_matches
+from common.domain.jobs import target_name
 from common.domain.matching import match_classes
 from common.domain.messages import ClassifyMessage
+from common.domain.options import MatchMode
 from common.domain.taxonomy import needs_detector
 from common.domain.results import ImageResult
 from common.logs import get_logger
-from common.ports import Classifier, Detector, ObjectStore, PredictionStore, ResultRecorder
-from common.usecases.learn_examples import LearnExamples
+from common.ports import Classifier, Corrections, Detector, ObjectStore, PredictionStore, ResultRecorder
+from common.usecases.learn_examples import LearnExamples, Taught
 from common.usecases.photo_vectors import Decoder, PhotoVectors, StageTimer
 
 log = get_logger("classify_image")
@@ -28,7 +29,8 @@ class ClassifyImage:
     def __init__(self, objects: ObjectStore, results: ResultRecorder, classifier: Callable[[], Classifier],
                  decode: Decoder, predictions: PredictionStore | None = None, model_key: str | None = None,
                  announce: Callable[[str], bool] | None = None, retry_truncated: bool = False,
-                 detector: Callable[[], Detector] | None = None, detector_key: str | None = None) -> None:
+                 detector: Callable[[], Detector] | None = None, detector_key: str | None = None,
+                 corrections: Corrections | None = None) -> None:
         self._objects = objects
         # On a disk a file may be read while it is still being written: a truncated read there may pass (the
         # queue retries it, with backoff, a bounded number of times). A bucket's objects appear whole.
@@ -40,7 +42,8 @@ class ClassifyImage:
         self._results = results
         self._classifier = classifier
         # What a job's example photos teach, learned from the same store and model once per job and instance.
-        self._examples = LearnExamples(objects, self.vectors)
+        # What people said of photos (corrections) refines every later job in their bucket.
+        self._examples = LearnExamples(objects, self.vectors, corrections)
 
     def load_model(self) -> Classifier:
         return self._classifier()
@@ -86,9 +89,9 @@ class ClassifyImage:
     def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer) -> ImageResult:
         spec = message.spec
         try:
-            learned = self._learned(spec)
+            taught = self._examples(spec) if spec.match == MatchMode.HIERARCHY else Taught(None)
             vectors = self.vectors.classifier(spec.bucket, message.name, message.content, timings,
-                                              features=learned is not None)
+                                              features=taught.model is not None)
             content = vectors.content
             detections = self.vectors.detections(spec.bucket, message.name, content, vectors.data, timings) if \
                 needs_detector(spec.classes, spec.match) else None
@@ -101,10 +104,11 @@ class ClassifyImage:
         except PermanentImageError as exc:
             return ImageResult.failure(message.name, exc.reason)
         with timings.stage("match"):
-            outcome = match_classes(spec, vectors.probabilities, detections, learned, vectors.features)
+            outcome = match_classes(spec, vectors.probabilities, detections, taught.model, vectors.features)
+            matched = corrected_matches(spec.classes, outcome.matched, content, taught.said)
         copies: list[str] = []
         written: list[str] = []
-        for class_name in () if spec.dry_run else outcome.matched:
+        for class_name in () if spec.dry_run else matched:
             target = target_name(class_name, message.name, spec.source_prefix)
             try:
                 with timings.stage("copy"):
@@ -120,11 +124,8 @@ class ClassifyImage:
                 continue
             return ImageResult(message.name, ok=False, reason=reason, copies=tuple(copies), written=tuple(written),
                                content=content, prediction=vectors.source)
-        return ImageResult(message.name, ok=True, matched=outcome.matched, labels=outcome.labels,
+        return ImageResult(message.name, ok=True, matched=matched, labels=outcome.labels,
                            scores=outcome.scores, copies=tuple(copies), written=tuple(written), content=content,
                            prediction=vectors.source,
                            detections={c: d.to_dict() for c, d in outcome.detections.items()},
                            similarities=outcome.similarities)
-
-    def _learned(self, spec: JobSpec) -> ExampleModel | None:
-        return self._examples(spec) if spec.examples else None

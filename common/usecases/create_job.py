@@ -16,9 +16,10 @@ from common.domain.jobs import MAX_EXAMPLES, MIN_EXAMPLES, JobDefaults, JobRecor
 from common.domain.requests import parse_job_request
 from common.domain.status import JobView, status_view
 from common.domain.messages import ClassifyMessage
-from common.domain.taxonomy import describe_resolution
+from common.domain.options import MatchMode
+from common.domain.taxonomy import describe_resolution, is_word
 from common.logs import get_logger
-from common.ports import JobRecorder, Listed, ObjectLister, Publisher, RetryableFailures
+from common.ports import Corrections, JobRecorder, Listed, ObjectLister, Publisher, RetryableFailures
 from common.usecases.clock import utc_now_iso
 from common.usecases.lookup import existing_job
 
@@ -39,7 +40,7 @@ def example_photos(objects: ObjectLister, bucket: str, prefix: str) -> list[List
 class CreateJob:
     def __init__(self, objects: ObjectLister, jobs: JobRecorder, publisher: Publisher, defaults: JobDefaults,
                  clock: Callable[[], str] = utc_now_iso, announce: Callable[[str], bool] | None = None,
-                 detector: bool = False) -> None:
+                 detector: bool = False, corrections: Corrections | None = None) -> None:
         self._objects = objects
         self._jobs = jobs
         self._publisher = publisher
@@ -47,10 +48,11 @@ class CreateJob:
         self._clock = clock
         self._announce = announce  # an empty prefix completes at once: announced here
         self._detector = detector  # whether the service has the object detector (what a class means depends)
+        self._corrections = corrections  # a word WordNet lacks is a class once people showed it on 2 photos
 
     def __call__(self, body: object) -> JobView:
         request = parse_job_request(body, self._defaults)
-        spec = request.spec
+        spec = self._taught_by_corrections(request.spec)
         # A class that means nothing is a 400 first.
         meaning = describe_resolution(spec.classes, spec.match, self._detector, spec.taught)
         if spec.examples:
@@ -75,11 +77,27 @@ class CreateJob:
         job = replace(job, number_of_files=listed, error=None)
         return status_view(job, self._jobs.counters(job.id)).with_extra(**meaning)
 
+    def _taught_by_corrections(self, spec: JobSpec) -> JobSpec:
+        """A class no WordNet noun names, without example photos, is taught by its corrections in this bucket
+        when they show it on MIN_EXAMPLES photos (recorded as examples without a prefix)."""
+        if self._corrections is None or spec.match != MatchMode.HIERARCHY:
+            return spec
+        taught = []
+        for name in spec.classes:
+            if name in spec.taught or is_word(name):
+                continue
+            shown = sum(self._corrections.corrections(spec.bucket, name.casefold()).values())
+            if shown >= MIN_EXAMPLES:
+                taught.append((name, ""))
+        return replace(spec, examples=spec.examples + tuple(taught)) if taught else spec
+
     def _count_examples(self, spec: JobSpec) -> dict[str, int]:
         """How many files each class's example prefix holds (up to MAX_EXAMPLES are used); too few is a 400.
         Whether they are images is found when they are read: an unreadable one is skipped."""
         counts = {}
         for name, prefix in spec.examples:
+            if not prefix:  # taught by corrections
+                continue
             counts[name] = len(example_photos(self._objects, spec.bucket, prefix))
             if counts[name] < MIN_EXAMPLES:
                 raise InvalidRequest(f"examples.{name}: {prefix!r} holds {counts[name]} files; at least "

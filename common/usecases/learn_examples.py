@@ -5,14 +5,15 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.domain.errors import InvalidExamples, ObjectMissing, PermanentImageError
+from common.domain.errors import InvalidExamples, ObjectMissing, PermanentImageError, ServiceError
 from common.domain.examples import BACKGROUND_SAMPLE, ExampleModel, background_sample, learn
-from common.domain.jobs import JobSpec
+from common.domain.jobs import MIN_EXAMPLES, JobSpec
 from common.logs import get_logger
-from common.ports import Listed, ObjectLister
+from common.ports import Corrections, Listed, ObjectLister
 from common.usecases.create_job import example_photos, job_images
 from common.usecases.photo_vectors import PhotoVectors, StageTimer
 
@@ -21,25 +22,37 @@ BACKGROUND_LISTING = 8 * BACKGROUND_SAMPLE  # listed to sample from: bounded, wh
 KEPT_JOBS = 16
 
 
+@dataclass(frozen=True)
+class Taught:
+    """What a job learns before its first image: its example model (None when no class has examples) and what
+    people said of photos under its classes (class -> content -> belongs)."""
+
+    model: ExampleModel | None
+    said: dict[str, dict[str, bool]] = field(default_factory=dict)
+
+
 class LearnExamples:
-    def __init__(self, objects: ObjectLister, vectors: PhotoVectors) -> None:
+    def __init__(self, objects: ObjectLister, vectors: PhotoVectors, corrections: Corrections | None = None) -> None:
         self._objects = objects
         self._vectors = vectors
+        self._corrections = corrections
         # A job whose examples cannot teach fails every image with the same reason: kept too, not learned again.
-        self._learned: OrderedDict[JobSpec, ExampleModel | InvalidExamples] = OrderedDict()
+        self._learned: OrderedDict[tuple[object, ...], Taught | InvalidExamples] = OrderedDict()
         self._lock = threading.Lock()  # one learning at a time: concurrent deliveries of a job wait for it
 
-    def __call__(self, spec: JobSpec) -> ExampleModel:
+    def __call__(self, spec: JobSpec) -> Taught:
+        # Per job: a later job sees examples added since (a long-running serve), at the cost of learning again.
+        key = (spec,)
         with self._lock:
-            if spec not in self._learned:
+            if key not in self._learned:
                 try:
-                    self._learned[spec] = self._learn(spec)
+                    self._learned[key] = self._learn(spec)
                 except InvalidExamples as exc:
-                    self._learned[spec] = exc
+                    self._learned[key] = exc
                 while len(self._learned) > KEPT_JOBS:
                     self._learned.popitem(last=False)
-            self._learned.move_to_end(spec)
-            learned = self._learned[spec]
+            self._learned.move_to_end(key)
+            learned = self._learned[key]
         if isinstance(learned, InvalidExamples):
             raise InvalidExamples(learned.reason)
         return learned
@@ -58,17 +71,42 @@ class LearnExamples:
             rows.append(vectors.features)
         return rows
 
-    def _learn(self, spec: JobSpec) -> ExampleModel:
-        examples = {}
+    def _said(self, spec: JobSpec) -> dict[str, dict[str, bool]]:
+        if self._corrections is None:
+            return {}
+        try:
+            return {c: found for c in spec.classes if (found := self._corrections.corrections(spec.bucket,
+                                                                                              c.casefold()))}
+        except ServiceError as exc:  # corrections refine a job; a store that fails leaves it as it was asked
+            log.warning("corrections unavailable", extra={"error": str(exc)})
+            return {}
+
+    def _corrected(self, contents: list[str]) -> list[np.ndarray]:
+        """The stored features of corrected photos (a correction names a photo some job already classified)."""
+        return [f for c in contents if (f := self._vectors.stored_features(c)) is not None]
+
+    def _learn(self, spec: JobSpec) -> Taught:
+        said = self._said(spec)
+        examples, negatives = {}, {}
         for name, prefix in spec.examples:
-            rows = self._features(spec, example_photos(self._objects, spec.bucket, prefix))
+            rows = self._features(spec, example_photos(self._objects, spec.bucket, prefix)) if prefix else []
+            rows += self._corrected([c for c, belongs in said.get(name, {}).items() if belongs])
             examples[name] = np.stack(rows) if rows else np.zeros((0, 1), np.float32)
+        for name in spec.classes:
+            positives = self._corrected([c for c, belongs in said.get(name, {}).items() if belongs])
+            if name not in examples and len(positives) >= MIN_EXAMPLES:  # taught by corrections alone
+                examples[name] = np.stack(positives)
+            wrong = self._corrected([c for c, belongs in said.get(name, {}).items() if not belongs])
+            if wrong:
+                negatives[name] = np.stack(wrong)
+        if not examples:
+            return Taught(None, said)
         listed = {o.name: o for o in itertools.islice(job_images(self._objects, spec), BACKGROUND_LISTING)}
         background = self._features(spec, [listed[n] for n in background_sample(list(listed))])
         try:
-            model = learn(examples, np.stack(background) if background else np.zeros((0, 1), np.float32))
+            model = learn(examples, np.stack(background) if background else np.zeros((0, 1), np.float32), negatives)
         except ValueError as exc:
             raise InvalidExamples(f"examples: {exc}") from None
         log.info("examples learned", extra={"classes": list(model.classes), "background": len(background),
                                             "examples": {c: len(r) for c, r in examples.items()}})
-        return model
+        return Taught(model, said)

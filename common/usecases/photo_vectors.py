@@ -102,6 +102,11 @@ class PhotoVectors:
             return None, corrupt
         return Vectors(stored[0], stored[1], PredictionSource.STORE, content, None), corrupt
 
+    def stored_features(self, content: str) -> np.ndarray | None:
+        """A photo's stored features, by its content alone (a correction names a photo, not where it is now)."""
+        stored, _ = self._stored(content, self._model_key, NUM_CLASSES)
+        return None if stored is None else stored[1]
+
     def classifier(self, bucket: str, name: str, listed_content: str | None, timings: StageTimer,
                    features: bool = False) -> Vectors:
         """The classifier's answer. A stored prediction keyed by the listing's fingerprint needs no download at

@@ -1,4 +1,4 @@
-"""Stored predictions on SQLite, beside the jobs."""
+"""Stored predictions on SQLite, beside the jobs, and the corrections people made."""
 from __future__ import annotations
 
 import os
@@ -23,6 +23,28 @@ class SqlitePredictionStore:
     def put(self, model: str, content: str, prediction: bytes) -> None:
         with self._lock, database_errors("storing a prediction"):
             self._db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?)", (model, content, prediction))
+
+    # --- corrections (the same database; few rows) ---------------------------------------------------------------
+    def record_correction(self, bucket: str, word: str, content: str, belongs: bool) -> None:
+        with self._lock, database_errors("storing a correction"):
+            self._db.execute("INSERT OR REPLACE INTO corrections VALUES (?, ?, ?, ?)",
+                             (bucket, word, content, int(belongs)))
+
+    def corrections(self, bucket: str, word: str) -> dict[str, bool]:
+        with self._lock, database_errors("reading corrections"):
+            rows = self._db.execute("SELECT content, belongs FROM corrections WHERE bucket = ? AND word = ? "
+                                    "ORDER BY content", (bucket, word)).fetchall()
+        return {content: bool(belongs) for content, belongs in rows}
+
+    def forget_correction(self, bucket: str, word: str, content: str) -> bool:
+        with self._lock, database_errors("removing a correction"):
+            return self._db.execute("DELETE FROM corrections WHERE bucket = ? AND word = ? AND content = ?",
+                                    (bucket, word, content)).rowcount > 0
+
+    def corrected_words(self, bucket: str) -> list[str]:
+        with self._lock, database_errors("reading corrections"):
+            return [row[0] for row in self._db.execute(
+                "SELECT DISTINCT word FROM corrections WHERE bucket = ? ORDER BY word", (bucket,))]
 
     def close(self) -> None:
         with self._lock:

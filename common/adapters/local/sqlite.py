@@ -51,7 +51,13 @@ def _undone_jobs(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS undone (job_id TEXT PRIMARY KEY, at TEXT NOT NULL)")
 
 
-MIGRATIONS = (_create_tables, _jobs_columns_typed, _undone_jobs)
+def _corrections(db: sqlite3.Connection) -> None:
+    """4: what people said photos are or are not (a correction, kept for later jobs in this folder)."""
+    db.execute("CREATE TABLE IF NOT EXISTS corrections (bucket TEXT NOT NULL, word TEXT NOT NULL, "
+               "content TEXT NOT NULL, belongs INTEGER NOT NULL, PRIMARY KEY (bucket, word, content))")
+
+
+MIGRATIONS = (_create_tables, _jobs_columns_typed, _undone_jobs, _corrections)
 
 
 def schema_version(db: sqlite3.Connection) -> int:
