@@ -5,7 +5,8 @@ example photos in examples/<class>/ and the class's other photos in all/, with t
 as distractors. One job asks for the five flower classes with their examples; macro F1 over the classes is
 computed from the job's own results (a photo is a `<class>` when it came from that class's folder). Then the
 same question is asked again (another threshold, so another job) over the now-known photos: no model runs.
-Several seeds choose the examples; medians. Prints JSON.
+Several seeds choose the examples; medians. Then corrections: `tulips` (no ImageNet class) asked over a folder of all
+the photos, 5 of its photos corrected as tulips, asked again; F1 on the photos nobody corrected. Prints JSON.
 
   .venv/bin/python bench/examples.py --flowers ../shared/photos/flowers-dev --distractors \
       ../shared/photos/imagenet-dev --weights build/mobilenet_v2-int8.tflite --model mobilenet_v2 --seeds 3
@@ -88,6 +89,40 @@ def trial(args: argparse.Namespace, seed: int) -> dict[str, object]:
             "second_from_store": views[1]["from_store"], "speedup": round(timings[0] / timings[1], 1)}
 
 
+def corrections_trial(args: argparse.Namespace, seed: int, word: str = "tulips", shown: int = 5) -> dict[str, object]:
+    """A class ImageNet lacks (tulips: a WordNet noun with no ImageNet class under it) asked over the folder (F1 0),
+    then `shown` of its photos corrected as belonging to it over HTTP's use case, then asked again: F1 on the
+    photos nobody corrected."""
+    from common import bootstrap
+    from common.config import Settings
+    from common.domain.options import Backend, Model, Runtime
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "dir"
+        truth = build_folder(root, args.flowers, args.distractors, 0, seed)
+        runtime = Runtime.LITERT if str(args.weights).endswith(".tflite") else Runtime.KERAS
+        app = bootstrap.local_app(Settings(backend=Backend.LOCAL, local_root=str(root), bucket="local",
+                                           model=Model(args.model), weights=str(args.weights), runtime=runtime),
+                                  workers=2)
+        jobs = app.port("jobs")
+
+        def ask() -> dict[str, tuple[str, ...]]:
+            job = app.create_job({"classes": [word], "dry_run": True})
+            assert app.wait(timeout=3600)
+            return {r.name: r.matched for r in jobs.results(job["id"])}, job["id"]
+
+        before, job_id = ask()
+        rng = random.Random(seed)
+        corrected = rng.sample(sorted(n for n, c in truth.items() if c == word), shown)
+        app.correct_job(job_id, {"corrections": [{"name": n, "class": word, "belongs": True} for n in corrected]})
+        after, _ = ask()
+        app.stop()
+    remaining = {n: c for n, c in truth.items() if n not in corrected}
+    return {"seed": seed, "shown": shown, "f1_before": macro_f1(before, truth, [word])[word],
+            "f1_after_on_the_rest": macro_f1({n: m for n, m in after.items() if n in remaining}, remaining,
+                                             [word])[word]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flowers", type=Path, default=REPO.parent / "shared/photos/flowers-dev")
@@ -106,12 +141,15 @@ def main() -> None:
     send_logs_to_stderr()
     logging.getLogger("imgclassify").setLevel(logging.WARNING)
     trials = [trial(args, seed) for seed in range(args.seeds)]
+    corrections = [corrections_trial(args, seed) for seed in range(args.seeds)]
     emit({"benchmark": "examples", "machine": describe(), "model": args.model, "weights": args.weights.name,
-          "shots": args.shots, "trials": trials,
+          "shots": args.shots, "trials": trials, "corrections": corrections,
           "medians": {"macro_f1": statistics.median(t["f1"]["macro"] for t in trials),  # type: ignore[index]
                       "first_seconds": statistics.median(t["first_seconds"] for t in trials),
                       "second_seconds": statistics.median(t["second_seconds"] for t in trials),
-                      "speedup": statistics.median(t["speedup"] for t in trials)}}, args.out)
+                      "speedup": statistics.median(t["speedup"] for t in trials),
+                      "corrections_f1_after": statistics.median(c["f1_after_on_the_rest"] for c in corrections)}},
+         args.out)
 
 
 if __name__ == "__main__":

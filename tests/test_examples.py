@@ -187,6 +187,17 @@ def test_a_correction_fixes_the_jobs_copies_at_once_and_later_jobs_follow_it(app
     assert {r.name for r in app.jobs.results(later["id"]) if r.matched} == {"all/r2.jpg", "all/b1.jpg"}
 
 
+def test_the_same_question_asked_again_after_a_correction_follows_it(app):
+    client = served(app)
+    body = {"classes": ["tabby"], "dry_run": True}
+    first = client.post("/classification-job", json=body).get_json()
+    deliver_all(app)
+    correct(client, first["id"], ("all/r1.jpg", "tabby", False))
+    again = client.post("/classification-job", json=body).get_json()
+    deliver_all(app)
+    assert {r.name for r in app.jobs.results(again["id"]) if r.matched} == {"all/r2.jpg"}
+
+
 def test_a_correction_never_removes_a_copy_someone_changed(app):
     client = served(app)
     job = client.post("/classification-job", json={"classes": ["tabby"]}).get_json()

@@ -89,7 +89,7 @@ class ClassifyImage:
     def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer) -> ImageResult:
         spec = message.spec
         try:
-            taught = self._examples(spec) if spec.match == MatchMode.HIERARCHY else Taught(None)
+            taught = self._examples(message.job_id, spec) if spec.match == MatchMode.HIERARCHY else Taught(None)
             vectors = self.vectors.classifier(spec.bucket, message.name, message.content, timings,
                                               features=taught.model is not None)
             content = vectors.content

@@ -40,9 +40,9 @@ class LearnExamples:
         self._learned: OrderedDict[tuple[object, ...], Taught | InvalidExamples] = OrderedDict()
         self._lock = threading.Lock()  # one learning at a time: concurrent deliveries of a job wait for it
 
-    def __call__(self, spec: JobSpec) -> Taught:
-        # Per job: a later job sees examples added since (a long-running serve), at the cost of learning again.
-        key = (spec,)
+    def __call__(self, job_id: str, spec: JobSpec) -> Taught:
+        # Per job: a later job (even one asking the same) sees examples and corrections added since.
+        key = (job_id, spec)
         with self._lock:
             if key not in self._learned:
                 try:
