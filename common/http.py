@@ -186,7 +186,8 @@ def _report(request: flask.Request, handler: Any, settings: Settings, job_id: st
         url = f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}"
         return url + ("&box=" + ",".join(f"{v:.4f}" for v in box) if box else "")
 
-    content_type, body = render(report.view, report.results, fmt, preview_url, live=True)
+    content_type, body = render(report.view, report.results, fmt, preview_url, live=True,
+                                corrections_url=f"{base}/{job_id}/corrections")
     response = flask.Response(body, status=200, content_type=content_type)
     if fmt != "html":
         response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{fmt}"'

@@ -142,3 +142,55 @@ def test_the_page_served_live_while_a_job_runs_and_its_exports(browser, tmp_path
     assert csv_export.headers["Content-Type"].startswith("text/csv") and len(csv_export.text.splitlines()) == 310
     rows = [json.loads(line) for line in jsonl.text.splitlines()]
     assert len(rows) == 309 and sum("dogs" in r["matched"] for r in rows) == status["matches"]["dogs"]
+
+
+def test_photos_are_corrected_on_the_served_page_with_the_keyboard_and_the_folder_follows(browser, tmp_path,
+                                                                                          shared):
+    """Issue 20: "not <class>" removes the job's copy at once; "add to class" (typed, Enter) makes one; both are
+    kept as the folder's corrections (`imgclassify examples`), behind the service key like the rest."""
+    root = tmp_path / "corrected"
+    shutil.copytree(shared / "photos/coral", root / "all", ignore=shutil.ignore_patterns("COPYRIGHT*", "*.txt"))
+    port = free_port()
+    key = "browser-key"
+    server = subprocess.Popen([IMGCLASSIFY, "serve", str(root), "--port", str(port), *MODEL, "--workers", "1"],
+                              env={**os.environ, "SERVICE_KEY": key}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        wait_for_http(f"{base}/classification-job/{'0' * 32}", 120, server)
+        job = requests.post(f"{base}/classification-job", json={"classes": ["dogs", "birds"]}, headers=headers,
+                            timeout=30).json()
+        deadline = time.monotonic() + 120
+        while not requests.get(f"{base}/classification-job/{job['id']}", headers=headers,
+                               timeout=10).json()["complete"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        context = browser.new_context(http_credentials={"username": "imgclassify", "password": key})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{base}/classification-job/{job['id']}/report")
+        dog = page.locator('section[data-class="dogs"] figure').first
+        dog_file = dog.get_attribute("data-file")
+        assert (root / "dogs" / dog_file).exists()
+        dog.locator("button.not").focus()
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"document.querySelector('figure[data-corrected=\"-dogs\"]')", timeout=30_000)
+        other = page.locator('section[data-section="unmatched"] figure').first
+        other_file = other.get_attribute("data-file")
+        other.locator("input[name=class]").focus()
+        page.keyboard.type("favourites")
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.querySelector('figure[data-corrected=\"+favourites\"]')", timeout=30_000)
+        said = [dog.locator("output").inner_text(), other.locator("output").inner_text()]
+        context.close()
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+
+    assert errors == [] and said == ["marked not dogs", "added to favourites"]
+    assert not (root / "dogs" / dog_file).exists() and (root / "favourites" / other_file).is_file()
+    kept = subprocess.run([IMGCLASSIFY, "examples", str(root), "--json"], capture_output=True, text=True, timeout=60)
+    rows = {(r["class"], r["belongs"], r["photo"]) for r in json.loads(kept.stdout)}
+    assert rows == {("dogs", False, f"all/{dog_file}"), ("favourites", True, f"all/{other_file}")}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from common.config import Settings
 from common.domain.options import Backend
 from common.usecases.announce_completion import AnnounceCompletion
-from common.usecases.correct_job import CorrectJob
+from common.usecases.correct_job import CorrectJob, KeptCorrections
 from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
 from common.usecases.report_job import ReportJob
@@ -86,6 +86,10 @@ class Application:
     @cached_property
     def correct_job(self) -> CorrectJob:
         return CorrectJob(self.port("objects"), self.port("jobs"), self.port("corrections"))
+
+    @cached_property
+    def kept_corrections(self) -> KeptCorrections:
+        return KeptCorrections(self.port("corrections"), self.port("jobs"), self.settings.bucket)
 
     @cached_property
     def close_job(self) -> CloseJob:

@@ -57,7 +57,7 @@ def _closest_line(result: ImageResult) -> Markup:
 
 
 def render_report(view: JobView, results: Iterable[ImageResult], thumbnail: ThumbnailSource,
-                  refresh_seconds: int | None = None) -> str:
+                  refresh_seconds: int | None = None, corrections_url: str | None = None) -> str:
     ordered = sorted(results, key=lambda r: r.name)
     resolved = view.get("resolved", {})
     classes = [(name, [r for r in ordered if r.ok and name in r.matched],
@@ -71,18 +71,19 @@ def render_report(view: JobView, results: Iterable[ImageResult], thumbnail: Thum
         score_line=lambda r, c: _score_line(r, c, view["detector_min_score"]), closest_line=_closest_line,
         matched_box=lambda r, c: tuple(d["box"]) if (d := _detected(r, c, view["detector_min_score"])) else None,
         reason_line=lambda r: Markup('<div class="reason">{}</div>').format(r.reason),
-        first_page=FIRST_PAGE, page_size=PAGE)
+        first_page=FIRST_PAGE, page_size=PAGE, corrections_url=corrections_url)
 
 
 def render(view: JobView, results: Iterable[ImageResult], fmt: str, thumbnail: ThumbnailSource,
-           live: bool = False) -> tuple[str, str]:
-    """(content type, body) of a job's page or export; a served page of a job in progress refreshes itself."""
+           live: bool = False, corrections_url: str | None = None) -> tuple[str, str]:
+    """(content type, body) of a job's page or export; a served page of a job in progress refreshes itself, and
+    one that can take corrections (`corrections_url`) has them on each photo."""
     if fmt == "csv":
         return FORMATS[fmt], export_csv(view, results)
     if fmt == "jsonl":
         return FORMATS[fmt], export_jsonl(view, results)
     refresh = REFRESH_SECONDS if live and JobState(view["state"]).in_progress else None
-    return FORMATS[fmt], render_report(view, results, thumbnail, refresh)
+    return FORMATS[fmt], render_report(view, results, thumbnail, refresh, corrections_url)
 
 
 MAX_INLINE_PREVIEWS = 3000  # a file carries previews inline (~5 KB each): past this, names only (a quick file)

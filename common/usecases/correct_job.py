@@ -10,7 +10,7 @@ from common.domain.errors import InvalidRequest, ObjectMissing, PermanentImageEr
 from common.domain.jobs import JobRecord, target_name
 from common.domain.results import ImageResult
 from common.logs import get_logger
-from common.ports import Corrections, JobReader, ObjectStore, Removal
+from common.ports import Corrections, JobReader, JobStore, ObjectStore, Removal
 from common.usecases.lookup import existing_job
 
 log = get_logger("corrections")
@@ -63,3 +63,35 @@ class CorrectJob:
             outcome.update(removed=removed, kept=kept)
         self._corrections.record_correction(spec.bucket, item.word, result.content, item.belongs)
         return outcome
+
+
+class KeptCorrections:
+    """The corrections kept in a bucket (a folder), with a photo each names where a job saw one; and forgetting
+    them (a class word's all, or one photo's)."""
+
+    def __init__(self, corrections: Corrections, jobs: JobStore, bucket: str) -> None:
+        self._corrections = corrections
+        self._jobs = jobs
+        self._bucket = bucket
+
+    def _photos(self) -> dict[str, str]:
+        """content -> a name it had in a job (the latest job's first)."""
+        names: dict[str, str] = {}
+        for job_id in reversed(self._jobs.job_ids()):
+            for result in self._jobs.results(job_id):
+                if result.content:
+                    names[result.content] = result.name
+        return names
+
+    def __call__(self) -> list[dict[str, Any]]:
+        photos = self._photos()
+        return [{"class": word, "belongs": belongs, "content": content, "photo": photos.get(content, "")}
+                for word in self._corrections.corrected_words(self._bucket)
+                for content, belongs in self._corrections.corrections(self._bucket, word).items()]
+
+    def forget(self, word: str, photo: str | None = None) -> int:
+        """How many were forgotten: all of the word's, or those of the photo (by name or content)."""
+        kept = self._corrections.corrections(self._bucket, word.casefold())
+        photos = self._photos()
+        chosen = [c for c in kept if photo is None or photo in (c, photos.get(c))]
+        return sum(self._corrections.forget_correction(self._bucket, word.casefold(), c) for c in chosen)
