@@ -27,7 +27,7 @@ function correct(box, className, belongs) {
 }
 document.addEventListener('click', function (event) {
   var button = event.target.closest('button.not');
-  if (button) correct(button.closest('.correct'), button.dataset.class, false);
+  if (button) correct(button.closest('.correct'), button.dataset.not, false);
 });
 document.addEventListener('submit', function (event) {
   var form = event.target.closest('form.add');
