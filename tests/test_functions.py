@@ -227,3 +227,32 @@ def test_a_dependency_failure_in_create_job_is_a_json_503_with_retry_after(servi
 
     assert response.status_code == 503 and response.is_json
     assert response.headers["Retry-After"] == retry_after and str(error) in response.get_json()["message"]
+
+
+def test_classify_image_takes_the_jobs_settings_from_its_record_never_from_the_message(service):
+    """Issue 21: a forged push naming a real job but another prefix, other classes or looser thresholds copies
+    and counts nothing the job did not ask for; one for a job that does not exist is refused."""
+    import dataclasses
+
+    upload(service, **{"cat.jpg": "red"})
+    service.objects.write("images", "private/secret.jpg", solid_jpeg("blue"))
+    client("create_job").post("/", json={"classes": ["tabby"]})
+    [genuine] = service.publisher.messages
+    job_id = genuine.job_id
+    classify = client("classify_image", "cloudevent")
+    loose = dataclasses.replace(genuine.spec, classes=("macaw", "tabby"), min_score=0.0)
+    forged = [
+        dataclasses.replace(genuine, name="private/secret.jpg",
+                            spec=dataclasses.replace(loose, source_prefix="private/")),  # outside the job's prefix
+        dataclasses.replace(genuine, name="all/../private/secret.jpg"),  # climbing out of it
+        dataclasses.replace(genuine, job_id="f" * 32),  # a job nobody created
+    ]
+    for message in forged:
+        assert deliver(classify, message).status_code == 200  # acked: redelivering it would change nothing
+    assert deliver(classify, dataclasses.replace(genuine, spec=loose)).status_code == 200  # the record's spec
+
+    status = client("job_status").get(f"/classification-job/{job_id}").get_json()
+    assert (status["processed"], status["failed"], status["matches"]) == (1, 0, {"tabby": 1})
+    assert sorted(name for (_, name) in service.objects.objects if not name.startswith(("all/", "private/"))) == \
+        ["tabby/cat.jpg"]
+    assert [r.name for r in service.jobs.results("f" * 32)] == []

@@ -142,7 +142,8 @@ class Application:
         return ClassifyImage(self.port("objects"), self.port("results"), self.load_model,
                              self._overrides.get("decode", decode_image), self.port("predictions"), model_key,
                              self.announce, retry_truncated=self.settings.backend == Backend.LOCAL,
-                             detector=detector, detector_key=detector_key, corrections=self.port("corrections"))
+                             detector=detector, detector_key=detector_key, corrections=self.port("corrections"),
+                             jobs=self.port("jobs"))
 
     @property
     def has_detector(self) -> bool:

@@ -6,23 +6,27 @@ recorded with its reason and acked. A bug therefore fails the images it touches 
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 
 from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentImageError, TransientError,
                                   TruncatedImage)
 from common.domain.corrections import corrected_matches
-from common.domain.jobs import target_name
+from common.domain.jobs import JobSpec, is_plain_object_name, target_name
 from common.domain.matching import match_classes
 from common.domain.messages import ClassifyMessage
 from common.domain.options import MatchMode
 from common.domain.taxonomy import needs_detector
 from common.domain.results import ImageResult
 from common.logs import get_logger
-from common.ports import Classifier, Corrections, Detector, ObjectStore, PredictionStore, ResultRecorder
+from common.ports import Classifier, Corrections, Detector, JobReader, ObjectStore, PredictionStore, ResultRecorder
 from common.usecases.learn_examples import LearnExamples, Taught
 from common.usecases.photo_vectors import Decoder, PhotoVectors, StageTimer
 
 log = get_logger("classify_image")
+KEPT_SPECS = 256  # jobs whose recorded settings an instance keeps (a spec never changes)
 
 
 class ClassifyImage:
@@ -30,7 +34,7 @@ class ClassifyImage:
                  decode: Decoder, predictions: PredictionStore | None = None, model_key: str | None = None,
                  announce: Callable[[str], bool] | None = None, retry_truncated: bool = False,
                  detector: Callable[[], Detector] | None = None, detector_key: str | None = None,
-                 corrections: Corrections | None = None) -> None:
+                 corrections: Corrections | None = None, jobs: JobReader | None = None) -> None:
         self._objects = objects
         # On a disk a file may be read while it is still being written: a truncated read there may pass (the
         # queue retries it, with backoff, a bounded number of times). A bucket's objects appear whole.
@@ -40,6 +44,11 @@ class ClassifyImage:
         self.vectors = PhotoVectors(objects, classifier, decode, predictions, model_key, detector, detector_key)
         self._announce = announce  # called after each recorded image: whoever records the last one announces
         self._results = results
+        # The job's record decides what a message may do (prefix, classes, thresholds), never the message: a
+        # forged or stale delivery cannot copy other objects or count into another job. Kept per instance.
+        self._jobs = jobs
+        self._specs: OrderedDict[str, JobSpec] = OrderedDict()
+        self._specs_lock = threading.Lock()
         self._classifier = classifier
         # What a job's example photos teach, learned from the same store and model once per job and instance.
         # What people said of photos (corrections) refines every later job in their bucket.
@@ -48,8 +57,43 @@ class ClassifyImage:
     def load_model(self) -> Classifier:
         return self._classifier()
 
+    def _recorded_spec(self, job_id: str) -> JobSpec | None:
+        with self._specs_lock:
+            if job_id in self._specs:
+                self._specs.move_to_end(job_id)
+                return self._specs[job_id]
+        job = self._jobs.get_job(job_id) if self._jobs is not None else None
+        if job is None:
+            return None
+        with self._specs_lock:
+            self._specs[job_id] = job.spec
+            while len(self._specs) > KEPT_SPECS:
+                self._specs.popitem(last=False)
+        return job.spec
+
+    def _trusted(self, message: ClassifyMessage) -> ClassifyMessage | None:
+        """The message with its job's recorded settings, or None (logged) when no job would have sent it."""
+        if self._jobs is None:
+            return message
+        spec = self._recorded_spec(message.job_id)
+        refusal = None
+        if spec is None:
+            refusal = "no such job"
+        elif not message.name.startswith(spec.source_prefix) or not is_plain_object_name(message.name):
+            refusal = f"the object is not under the job's prefix {spec.source_prefix!r}"
+        if refusal is not None:
+            log.warning("message refused, not counted", extra={"job_id": message.job_id, "object": message.name,
+                                                                "reason": refusal})
+            return None
+        return message if message.spec == spec else replace(message, spec=spec)
+
     def __call__(self, message: ClassifyMessage) -> ImageResult | None:
-        """The recorded result, or None when this image was already counted (a redelivery)."""
+        """The recorded result, or None when this image was already counted (a redelivery) or the message was
+        refused (no job sent it)."""
+        trusted = self._trusted(message)
+        if trusted is None:
+            return None
+        message = trusted
         context = {"job_id": message.job_id, "object": message.name}
         # No "already done?" read first: deliveries are almost always first deliveries, a redelivery finds its
         # prediction stored and its copies in place, and recording the result once decides what counts.
