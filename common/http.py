@@ -225,7 +225,8 @@ def _index(request: flask.Request, handler: Any, settings: Settings, job_id: str
     return flask.Response(render_index(handler()), status=200, content_type="text/html; charset=utf-8")
 
 
-RESPONDERS = {Action.CREATE: _create, Action.STATUS: _status, Action.CLOSE: _status, Action.UNDO: _undo,
+RESPONDERS = {Action.CREATE: _create, Action.STATUS: _status, Action.CLOSE: _status, Action.RETRY: _status,
+              Action.UNDO: _undo,
               Action.REPORT: _report, Action.THUMBNAIL: _thumbnail, Action.INDEX: _index, Action.CORRECT: _correct}
 
 

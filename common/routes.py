@@ -19,6 +19,7 @@ class Action(StrEnum):
     UNDO = "undo"
     CLOSE = "close"
     CORRECT = "correct"
+    RETRY = "retry"
     INDEX = "index"
 
 
@@ -58,6 +59,7 @@ ROUTES = (
     Route("POST", Action.UNDO, Function.CREATE_JOB, "undo"),
     Route("POST", Action.CLOSE, Function.CREATE_JOB, "close"),
     Route("POST", Action.CORRECT, Function.CREATE_JOB, "corrections"),
+    Route("POST", Action.RETRY, Function.CREATE_JOB, "retry"),
     Route("GET", Action.INDEX, Function.NONE),
 )
 _SUFFIXES = {route.suffix for route in ROUTES if route.suffix}

@@ -6,6 +6,7 @@ import dataclasses
 import io
 import threading
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 
 import numpy as np
 from PIL import Image
@@ -109,6 +110,7 @@ class MemoryJobStore:
         self.arrivals: dict[str, set[str]] = {}
         self.completed: set[str] = set()
         self.undone: dict[str, str] = {}
+        self.recorded_at: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def create_job(self, job: JobRecord) -> bool:
@@ -166,6 +168,7 @@ class MemoryJobStore:
             if result.name in results:
                 return False
             results[result.name] = result
+            self.recorded_at[(job_id, result.name)] = datetime.now(UTC).isoformat(timespec="milliseconds")
             return True
 
     def counters(self, job_id: str) -> Counters:
@@ -173,6 +176,7 @@ class MemoryJobStore:
         for result in self.results_by_job.get(job_id, {}).values():
             total.add(Counters.of(result))
         total.arrived = len(self.arrivals.get(job_id, ()))
+        total.last_result_at = max((t for (j, _), t in self.recorded_at.items() if j == job_id), default=None)
         return total
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
@@ -313,7 +317,8 @@ def fake_app(settings: Settings | None = None, objects: MemoryObjectStore | None
     return FakeApp(settings or Settings(bucket="images"), MemoryPorts(objects, publisher), **overrides)
 
 
-SERVED = (Action.CREATE, Action.STATUS, Action.UNDO, Action.CLOSE, Action.REPORT, Action.THUMBNAIL, Action.CORRECT)
+SERVED = (Action.CREATE, Action.STATUS, Action.UNDO, Action.CLOSE, Action.REPORT, Action.THUMBNAIL, Action.CORRECT,
+          Action.RETRY)
 
 
 def served(app: Application):  # type: ignore[no-untyped-def]

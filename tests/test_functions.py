@@ -256,3 +256,51 @@ def test_classify_image_takes_the_jobs_settings_from_its_record_never_from_the_m
     assert sorted(name for (_, name) in service.objects.objects if not name.startswith(("all/", "private/"))) == \
         ["tabby/cat.jpg"]
     assert [r.name for r in service.jobs.results("f" * 32)] == []
+
+
+def test_a_job_whose_messages_were_lost_turns_stalled_and_a_retry_republishes_exactly_the_rest(service):
+    """Issue 21: the Pub/Sub emulator restarted mid-job (messages gone): the job says it is stalled and why after a
+    bounded time; POST …/retry (or the same request_id again) publishes exactly the images without a result."""
+    from datetime import UTC, datetime, timedelta
+
+    from common.domain.status import STALL_SECONDS, status_view
+
+    upload(service, **{f"{n}.jpg": "red" for n in range(5)})
+    create = client("create_job")
+    job = create.post("/", json={"classes": ["tabby"], "request_id": "batch-7"}).get_json()
+    classify = client("classify_image", "cloudevent")
+    for message in service.publisher.messages[:2]:
+        deliver(classify, message)
+    service.publisher.messages.clear()  # the other three are lost
+    record = service.jobs.get_job(job["id"])
+    later = datetime.now(UTC) + timedelta(seconds=STALL_SECONDS + 5)
+    stuck = status_view(record, service.jobs.counters(job["id"]), now=later)
+    assert stuck.state == "stalled" and "2 of 5 done" in stuck["stalled"] and "/retry" in stuck["stalled"]
+    assert status_view(record, service.jobs.counters(job["id"])).state == "running"  # not before the bound
+
+    retried = create.post(f"/classification-job/{job['id']}/retry").get_json()
+    assert retried["republished"] == 3
+    assert sorted(m.name for m in service.publisher.messages) == ["all/2.jpg", "all/3.jpg", "all/4.jpg"]
+    for message in list(service.publisher.messages) * 2:  # and duplicates change nothing
+        deliver(classify, message)
+    status = client("job_status").get(f"/classification-job/{job['id']}").get_json()
+    assert (status["processed"], status["complete"], status["matches"]) == (5, True, {"tabby": 5})
+    assert service.objects.copies == 5
+
+
+def test_replaying_a_stalled_jobs_request_re_drives_it(service, monkeypatch):
+    from common.domain import status as status_module
+
+    upload(service, **{"a.jpg": "red", "b.jpg": "red"})
+    create = client("create_job")
+    body = {"classes": ["tabby"], "request_id": "again-1"}
+    job = create.post("/", json=body).get_json()
+    service.publisher.messages.clear()  # lost
+    assert create.post("/", json=body).get_json().get("republished") is None  # not stalled yet: as it was
+    monkeypatch.setattr(status_module, "STALL_SECONDS", -1)
+    replayed = create.post("/", json=body).get_json()
+    assert replayed["id"] == job["id"] and replayed["republished"] == 2 and len(service.publisher.messages) == 2
+
+
+def test_retrying_an_unknown_job_is_a_404(service):
+    assert client("create_job").post(f"/classification-job/{'e' * 32}/retry").status_code == 404

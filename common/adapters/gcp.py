@@ -269,7 +269,8 @@ class FirestoreJobStore:
                                       "failed": firestore.Increment(delta.failed),
                                       "unmatched": firestore.Increment(delta.unmatched),
                                       "from_store": firestore.Increment(delta.from_store),
-                                      "recomputed": firestore.Increment(delta.recomputed)}
+                                      "recomputed": firestore.Increment(delta.recomputed),
+                                      "last_result_at": firestore.SERVER_TIMESTAMP}
         if delta.matches:
             increments["matches"] = {name: firestore.Increment(n) for name, n in delta.matches.items()}
         return self._once(self._result_ref(job_id, result.name), result.to_dict(), shard, increments)
@@ -282,7 +283,8 @@ class FirestoreJobStore:
             total.add(Counters(int(data.get("processed", 0)), int(data.get("failed", 0)),
                                {k: int(v) for k, v in (data.get("matches") or {}).items()},
                                int(data.get("unmatched", 0)), int(data.get("from_store", 0)),
-                               int(data.get("recomputed", 0)), int(data.get("arrived", 0))))
+                               int(data.get("recomputed", 0)), int(data.get("arrived", 0)),
+                               _iso(data.get("last_result_at"))))
         return total
 
     @translated("reading a result")
@@ -325,6 +327,11 @@ class FirestoreJobStore:
         for snapshot in query.stream():
             return snapshot.id
         return None
+
+
+def _iso(value: Any) -> str | None:
+    """A Firestore timestamp as the ISO text job records use."""
+    return value.isoformat(timespec="milliseconds") if hasattr(value, "isoformat") else None
 
 
 class FirestorePredictionStore:

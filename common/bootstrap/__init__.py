@@ -82,7 +82,7 @@ def app() -> Application:
 
 USE_CASE_OF = {Action.CREATE: "create_job", Action.STATUS: "job_status", Action.UNDO: "undo_job",
                Action.CLOSE: "close_job", Action.REPORT: "report", Action.THUMBNAIL: "report",
-               Action.CORRECT: "correct_job"}
+               Action.CORRECT: "correct_job", Action.RETRY: "retry_job"}
 
 
 def handlers(*actions: Action, application: Callable[[], Application] | None = None

@@ -9,7 +9,7 @@ from common.config import Settings
 from common.domain.options import Backend
 from common.usecases.announce_completion import AnnounceCompletion
 from common.usecases.correct_job import CorrectJob, KeptCorrections
-from common.usecases.create_job import CreateJob, ResumeJob
+from common.usecases.create_job import CreateJob, ResumeJob, RetryJob
 from common.usecases.job_status import JobStatus
 from common.usecases.report_job import ReportJob
 from common.usecases.runner import RecentJobs
@@ -69,7 +69,12 @@ class Application:
     @cached_property
     def create_job(self) -> CreateJob:
         return CreateJob(self.port("objects"), self.port("jobs"), self.port("publisher"), self.settings.job_defaults,
-                         announce=self.announce, detector=self.has_detector, corrections=self.port("corrections"))
+                         announce=self.announce, detector=self.has_detector, corrections=self.port("corrections"),
+                         resume=self.resume_job)
+
+    @cached_property
+    def retry_job(self) -> RetryJob:
+        return RetryJob(self.port("jobs"), self.resume_job)
 
     @cached_property
     def resume_job(self) -> ResumeJob:

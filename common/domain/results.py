@@ -76,6 +76,7 @@ class Counters:
     from_store: int = 0  # classified from a stored prediction, without the model
     recomputed: int = 0  # stored predictions that were unreadable and were computed again
     arrived: int = 0  # watch jobs: objects registered (listed or announced), each once
+    last_result_at: str | None = None  # ISO time of the latest result recorded: a job that stops moving stalls
 
     @classmethod
     def of(cls, result: ImageResult) -> Counters:
@@ -90,5 +91,7 @@ class Counters:
         self.from_store += other.from_store
         self.recomputed += other.recomputed
         self.arrived += other.arrived
+        if other.last_result_at and (self.last_result_at is None or other.last_result_at > self.last_result_at):
+            self.last_result_at = other.last_result_at
         for name, count in other.matches.items():
             self.matches[name] = self.matches.get(name, 0) + count

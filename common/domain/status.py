@@ -15,6 +15,9 @@ from common.domain.results import Counters
 # create_job lists and publishes within its function timeout (540 s); a job still listing long after that was
 # abandoned by an instance that died, and says so instead of looking busy forever.
 LISTING_DEADLINE_SECONDS = 900
+# A running job none of whose images finished for this long has lost its messages (a Pub/Sub outage, instances
+# that died past their retries): it says so, and POST …/retry (or the same request_id) re-publishes the rest.
+STALL_SECONDS = 600
 
 
 class JobState(StrEnum):
@@ -84,6 +87,18 @@ class JobView(Mapping[str, Any]):
         return None
 
     @property
+    def stalled(self) -> str | None:
+        """Why a running job looks stuck, or None."""
+        if self.listing or self.watching or self.job.error or self.done >= self.number_of_files:
+            return None
+        since = max(self.job.created_at, self.counters.last_result_at or "")
+        idle = _age_seconds(since, self.now or datetime.now(UTC))
+        if idle <= STALL_SECONDS:
+            return None
+        return (f"no image finished for {int(idle)} s ({self.done} of {self.number_of_files} done): POST "
+                f"/classification-job/{self.job.id}/retry re-publishes the {self.remaining} without a result")
+
+    @property
     def complete(self) -> bool:
         return not self.listing and not self.watching and self.done >= self.number_of_files and \
             self.job.error is None
@@ -96,7 +111,9 @@ class JobView(Mapping[str, Any]):
             return JobState.LISTING
         if self.complete:
             return JobState.COMPLETE
-        return JobState.STALLED if self.job.errors else JobState.WATCHING if self.watching else JobState.RUNNING
+        if self.job.errors or self.stalled:
+            return JobState.STALLED
+        return JobState.WATCHING if self.watching else JobState.RUNNING
 
     @property
     def percentage(self) -> int:
@@ -126,7 +143,7 @@ class JobView(Mapping[str, Any]):
                     "callback_url": spec.callback_url or None, "callback": job.callback,
                     "predictions_recomputed": counters.recomputed or None, "request_id": job.request_id,
                     "error": self.error, "errors": list(job.errors) or None,
-                    "examples": dict(spec.examples) or None}
+                    "examples": dict(spec.examples) or None, "stalled": self.stalled}
         view.update({key: value for key, value in optional.items() if value is not None})
         view.update(self.extra)
         return view

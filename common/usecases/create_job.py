@@ -40,7 +40,8 @@ def example_photos(objects: ObjectLister, bucket: str, prefix: str) -> list[List
 class CreateJob:
     def __init__(self, objects: ObjectLister, jobs: JobRecorder, publisher: Publisher, defaults: JobDefaults,
                  clock: Callable[[], str] = utc_now_iso, announce: Callable[[str], bool] | None = None,
-                 detector: bool = False, corrections: Corrections | None = None) -> None:
+                 detector: bool = False, corrections: Corrections | None = None,
+                 resume: Callable[[str], tuple[int, int]] | None = None) -> None:
         self._objects = objects
         self._jobs = jobs
         self._publisher = publisher
@@ -49,6 +50,7 @@ class CreateJob:
         self._announce = announce  # an empty prefix completes at once: announced here
         self._detector = detector  # whether the service has the object detector (what a class means depends)
         self._corrections = corrections  # a word WordNet lacks is a class once people showed it on 2 photos
+        self._resume = resume  # re-publishes a job's images without a result (a replayed request of a stalled job)
 
     def __call__(self, body: object) -> JobView:
         request = parse_job_request(body, self._defaults)
@@ -69,7 +71,11 @@ class CreateJob:
             job = existing
             if job.number_of_files is not None and job.error is None:
                 log.info("job request replayed", extra={"job_id": job.id, "request_id": job.request_id})
-                return status_view(job, self._jobs.counters(job.id)).with_extra(**meaning)
+                view = status_view(job, self._jobs.counters(job.id))
+                if view.stalled and self._resume is not None:  # a stuck job's retry re-drives it
+                    _, published = self._resume(job.id)
+                    view = status_view(job, self._jobs.counters(job.id)).with_extra(republished=published)
+                return view.with_extra(**meaning)
             log.info("resuming an interrupted fan-out", extra={"job_id": job.id, "request_id": job.request_id})
         listed = self._fan_out(job)
         if self._announce is not None:
@@ -166,3 +172,23 @@ class ResumeJob:
         self._jobs.set_total(job.id, len(done) + len(todo))
         log.info("job resumed", extra={"job_id": job.id, "already_done": len(done), "published": published})
         return len(done), published
+
+
+class RetryJob:
+    """POST /classification-job/<id>/retry: re-publish exactly the images of a job that have no result (messages
+    lost to an outage or to instances that died past their retries). classify_image counts each image once, so
+    a retry of a job that was only slow changes nothing but the work done."""
+
+    def __init__(self, jobs: JobRecorder, resume: ResumeJob) -> None:
+        self._jobs = jobs
+        self._resume = resume
+
+    def __call__(self, job_id: str) -> JobView:
+        job = existing_job(self._jobs, job_id)
+        if job.number_of_files is None:
+            raise Conflict(f"job {job.id} is still listing its images: retry the create request with the same "
+                           "request_id to resume it", field="id")
+        already, published = self._resume(job.id)
+        log.info("job retried", extra={"job_id": job.id, "already_done": already, "republished": published})
+        fresh = existing_job(self._jobs, job.id)
+        return status_view(fresh, self._jobs.counters(job.id)).with_extra(republished=published)

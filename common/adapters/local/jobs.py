@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from datetime import UTC, datetime
 from collections.abc import Iterable, Iterator
 
 from common.adapters.local.sqlite import connect, database_errors
@@ -95,24 +96,26 @@ class SqliteJobStore:
 
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         with self._lock, database_errors("recording a result"):
-            cursor = self._db.execute("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
-                                      (job_id, _db_name(result.name), int(result.ok), json.dumps(result.to_dict())))
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO results (job_id, name, ok, payload, recorded_at) VALUES (?, ?, ?, ?, ?)",
+                (job_id, _db_name(result.name), int(result.ok), json.dumps(result.to_dict()),
+                 datetime.now(UTC).isoformat(timespec="milliseconds")))
             return cursor.rowcount == 1
 
     def counters(self, job_id: str) -> Counters:
         with self._lock, database_errors("reading a job's counters"):
-            processed, failed, unmatched, from_store, recomputed = self._db.execute(
+            processed, failed, unmatched, from_store, recomputed, latest = self._db.execute(
                 "SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0), "
                 "COALESCE(SUM(ok AND json_array_length(payload, '$.matched') = 0), 0), "
                 "COALESCE(SUM(json_extract(payload, '$.prediction') = 'store'), 0), "
-                "COALESCE(SUM(json_extract(payload, '$.prediction') = 'recomputed'), 0) "
+                "COALESCE(SUM(json_extract(payload, '$.prediction') = 'recomputed'), 0), MAX(recorded_at) "
                 "FROM results WHERE job_id = ?", (job_id,)).fetchone()
             rows = self._db.execute(
                 "SELECT m.value, COUNT(*) FROM results, json_each(results.payload, '$.matched') AS m "
                 "WHERE results.job_id = ? GROUP BY m.value", (job_id,)).fetchall()
             arrived = self._db.execute("SELECT COUNT(*) FROM arrivals WHERE job_id = ?", (job_id,)).fetchone()[0]
         return Counters(int(processed), int(failed), {name: int(count) for name, count in rows}, int(unmatched),
-                        int(from_store), int(recomputed), int(arrived))
+                        int(from_store), int(recomputed), int(arrived), latest)
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
         with self._lock, database_errors("reading a job's results"):

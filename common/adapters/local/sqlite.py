@@ -57,7 +57,13 @@ def _corrections(db: sqlite3.Connection) -> None:
                "content TEXT NOT NULL, belongs INTEGER NOT NULL, PRIMARY KEY (bucket, word, content))")
 
 
-MIGRATIONS = (_create_tables, _jobs_columns_typed, _undone_jobs, _corrections)
+def _results_recorded_at(db: sqlite3.Connection) -> None:
+    """5: when each result was recorded (a running job whose results stop coming is stalled)."""
+    if "recorded_at" not in {row[1] for row in db.execute("PRAGMA table_info(results)")}:
+        db.execute("ALTER TABLE results ADD COLUMN recorded_at TEXT")
+
+
+MIGRATIONS = (_create_tables, _jobs_columns_typed, _undone_jobs, _corrections, _results_recorded_at)
 
 
 def schema_version(db: sqlite3.Connection) -> int:

@@ -32,7 +32,7 @@ def execute(args: argparse.Namespace) -> int:
         handlers = {Action.CREATE: lambda: admit, Action.STATUS: lambda: app.job_status,
                     Action.UNDO: lambda: app.undo_job, Action.CLOSE: lambda: app.close_job,
                     Action.REPORT: lambda: app.report, Action.THUMBNAIL: lambda: app.report,
-                    Action.CORRECT: lambda: app.correct_job,
+                    Action.CORRECT: lambda: app.correct_job, Action.RETRY: lambda: app.retry_job,
                     Action.INDEX: lambda: lambda: [kept.view for kept in app.list_jobs()]}
         server = create_server(create_app(handlers, app.settings), port=args.port, connection_limit=200,
                                max_body_bytes=app.settings.max_body_bytes)
