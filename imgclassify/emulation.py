@@ -138,6 +138,18 @@ class Emulators:
             raise
         return self
 
+    def restart_pubsub(self) -> None:
+        """Kill the Pub/Sub emulator and start a new one on the same port: topics, subscriptions and every message
+        in flight are gone, as in an outage that loses them (chaos tests; LocalStack.recreate_messaging after)."""
+        old = next(m for m in self.processes if m.name.startswith("pubsub"))
+        os.killpg(old.process.pid, signal.SIGKILL)
+        old.process.wait()
+        new = spawn(f"pubsub-{len(self.processes)}", [str(PUBSUB_BIN), f"--host={LOOPBACK}",
+                                                      f"--port={self.ports['pubsub']}"], self.log_dir)
+        self.processes[self.processes.index(old)] = new
+        wait_for_http(f"http://{LOOPBACK}:{self.ports['pubsub']}/", 60, new.process, new.log_path)
+        self.create_topic(self.object_events_topic)
+
     def create_topic(self, topic: str) -> None:
         from google.api_core import exceptions as gexc
         from google.cloud import pubsub_v1
@@ -196,6 +208,11 @@ class LocalStack:
     function_ports: dict[str, int] = field(default_factory=dict)
     _gateway: object | None = None
     _gateway_thread: threading.Thread | None = None
+    _commands: dict[str, list[str]] = field(default_factory=dict)
+    _env: dict[str, str] = field(default_factory=dict)
+    _supervising: threading.Event = field(default_factory=threading.Event)
+    _supervisor: threading.Thread | None = None
+    restarts: dict[str, int] = field(default_factory=dict)  # instances replaced, per function
 
     @property
     def gateway_url(self) -> str:
@@ -220,17 +237,43 @@ class LocalStack:
                 port = free_port()
                 self.function_ports[name] = port
                 # One log per stack and function: stacks sharing the emulators do not overwrite each other's logs.
-                self.functions[name] = spawn(f"{name}-{self.subscription}", [
-                    framework, "--target", name, "--source", source, "--signature-type", signature,
-                    "--host", LOOPBACK, "--port", str(port)], self.emulators.log_dir, env)
+                self._commands[name] = [framework, "--target", name, "--source", source, "--signature-type",
+                                        signature, "--host", LOOPBACK, "--port", str(port)]
+                self.functions[name] = spawn(f"{name}-{self.subscription}", self._commands[name],
+                                             self.emulators.log_dir, env)
+            self._env = env
             for name, managed in self.functions.items():
                 wait_for_http(self.function_url(name) + "/", 120, managed.process, managed.log_path)
             self._create_push_subscription()
             self._start_gateway()
+            self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+            self._supervisor.start()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _supervise(self, period: float = 0.5) -> None:
+        """As Cloud Run does: an instance that exits (killed, crashed) is replaced, on the same port, so its push
+        subscription reaches the new one; Pub/Sub redelivers what the dead one had not acked."""
+        while not self._supervising.wait(period):
+            for name, managed in list(self.functions.items()):
+                if managed.process.poll() is None or self._supervising.is_set():
+                    continue
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                replacement = spawn(f"{name}-{self.subscription}-{self.restarts[name]}", self._commands[name],
+                                    self.emulators.log_dir, self._env)
+                self.functions[name] = replacement
+
+    def recreate_messaging(self) -> None:
+        """The topics and push subscriptions again (after the Pub/Sub emulator lost them)."""
+        for topic in (self.topic, self.job_events_topic):
+            self.emulators.create_topic(topic)
+        self._create_push_subscription()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a function's instance, as a lost VM: the supervisor replaces it."""
+        os.killpg(self.functions[name].process.pid, signal.SIGKILL)
 
     def _create_resources(self) -> None:
         from google.api_core import exceptions as gexc
@@ -299,6 +342,10 @@ class LocalStack:
             subscriber.close()
 
     def stop(self) -> None:
+        self._supervising.set()  # nothing is replaced once stopping
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+            self._supervisor = None
         if self.functions and self.emulators.processes:
             self._delete_push_subscriptions()
         if self._gateway is not None:

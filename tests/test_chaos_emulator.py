@@ -1,0 +1,89 @@
+"""Chaos on the emulators (issue 21): classify_image's instance SIGKILLed mid-job (the supervisor replaces it, as
+Cloud Run does), and the Pub/Sub emulator restarted mid-job (its messages lost: the job is re-driven with POST
+…/retry). Each job completes with processed + failed equal to its images, every copy byte-equal to its photo,
+none made twice. Own emulators: restarting Pub/Sub must not take other tests' subscriptions with it."""
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+import requests
+
+from tests.conftest import MOBILENET_TFLITE
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+CLASSES = ["dogs", "birds", "food"]
+IMAGES = 60
+
+
+@pytest.fixture(scope="module")
+def chaos(shared):
+    from imgclassify.emulation import Emulators, LocalStack, environ
+
+    emulators = Emulators().start()
+    stack = LocalStack(emulators, bucket="chaos", topic="classify-chaos", subscription="classify-chaos-push",
+                       ack_deadline=10, function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(MOBILENET_TFLITE),
+                                                      "THREADS": "2"})
+    try:
+        with environ(emulators.env):
+            stack.start()
+            from common.adapters.gcp import GcsObjectStore, storage_client
+
+            store = GcsObjectStore(storage_client(emulators.project))
+            for photo in sorted((shared / "photos/imagenet-dev").iterdir())[:IMAGES]:
+                store.write(stack.bucket, f"all/{photo.name}", photo.read_bytes())
+            stack.store = store
+            yield stack
+    finally:
+        stack.stop()
+        emulators.stop()
+        shutil.rmtree(emulators.log_dir, ignore_errors=True)
+
+
+def status_of(stack, job: dict) -> dict:
+    return requests.get(f"{stack.gateway_url}/classification-job/{job['id']}", timeout=10).json()
+
+
+def wait_until(stack, job: dict, condition, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while not condition(status := status_of(stack, job)):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+    return status
+
+
+def assert_exact(stack, status: dict, classes: list[str]) -> None:
+    assert status["complete"] and status["processed"] + status["failed"] == IMAGES == status["number_of_files"]
+    copies = [n for c in classes for n in stack.store.list_names(stack.bucket, c + "/")]
+    assert len(copies) == len(set(copies)) == sum(status["matches"].values())
+    assert not [c for c in copies if " (1)" in c]  # no copy made twice beside the first
+    for copy in copies:
+        assert stack.store.read(stack.bucket, copy) == stack.store.read(stack.bucket, "all/" + copy.split("/", 1)[1])
+
+
+def test_classify_instances_killed_mid_job_are_replaced_and_the_job_completes_exactly(chaos):
+    job = requests.post(f"{chaos.gateway_url}/classification-job", json={"classes": CLASSES}, timeout=60).json()
+    for when in (5, 25):
+        wait_until(chaos, job, lambda s, when=when: s["processed"] + s["failed"] >= when)
+        chaos.kill("classify_image")
+    status = wait_until(chaos, job, lambda s: s["complete"])
+    assert chaos.restarts.get("classify_image", 0) >= 2
+    assert status["failed"] == 0
+    assert_exact(chaos, status, CLASSES)
+
+
+def test_a_pubsub_restart_mid_job_loses_messages_and_a_retry_finishes_the_job_exactly(chaos):
+    classes = ["dogs", "cats"]
+    job = requests.post(f"{chaos.gateway_url}/classification-job", json={"classes": classes}, timeout=60).json()
+    wait_until(chaos, job, lambda s: s["processed"] + s["failed"] >= 10)
+    chaos.emulators.restart_pubsub()
+    chaos.recreate_messaging()
+    time.sleep(2 * chaos.ack_deadline)  # whatever an instance was working on has finished or was lost
+    stuck = status_of(chaos, job)
+    assert not stuck["complete"], "the restart lost no message: nothing tested"
+    retried = requests.post(f"{chaos.gateway_url}/classification-job/{job['id']}/retry", timeout=120).json()
+    assert retried["republished"] == IMAGES - (stuck["processed"] + stuck["failed"])
+    status = wait_until(chaos, job, lambda s: s["complete"])
+    assert status["failed"] == 0
+    assert_exact(chaos, status, classes)
