@@ -227,6 +227,7 @@ BASE_PACKAGES=(functions-framework flask numpy pillow google-cloud-storage googl
 stage create_job "${BASE_PACKAGES[@]}"
 stage job_status "${BASE_PACKAGES[@]}"
 stage object_arrived "${BASE_PACKAGES[@]}"
+stage dead_letter "${BASE_PACKAGES[@]}"
 if [[ $RUNTIME_KIND == litert ]]; then
   stage classify_image "${BASE_PACKAGES[@]}" pillow-heif ai-edge-litert
   # Measured (bench/classify.py, ResNet50 int8, 2 x 1-thread interpreters): 0.4 s cold start, ~210 MB peak.
@@ -320,8 +321,12 @@ run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$
 
 AUTH_FLAG=--no-allow-unauthenticated
 $PUBLIC && AUTH_FLAG=--allow-unauthenticated
+# The key checks requests on the HTTP functions and signs completion callbacks wherever one is sent: create-job
+# (an empty job), classify-image (the last image) and dead-letter (the last image given up).
 HTTP_SECRETS=()
 [[ -n $SERVICE_KEY_SECRET ]] && HTTP_SECRETS=(--set-secrets "SERVICE_KEY=$SERVICE_KEY_SECRET:latest")
+# Event-triggered functions take requests from Eventarc's push subscriptions only, never from the internet.
+EVENT_INGRESS=(--ingress-settings internal-only)
 COMMON_ENV="GOOGLE_CLOUD_PROJECT=$PROJECT,BUCKET=$BUCKET,CLASSIFY_TOPIC=$TOPIC,MODEL=$MODEL,MODEL_WEIGHTS=$WEIGHTS_URI"
 COMMON_ENV+=",MODEL_RUNTIME=$RUNTIME_KIND,JOB_EVENTS_TOPIC=$EVENTS_TOPIC"
 IDENTITY=(--service-account "$RUNTIME_SA" --build-service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA")
@@ -346,7 +351,8 @@ attempt=1
 until run gcloud functions deploy classify-image --gen2 --project "$PROJECT" --region "$REGION" \
     --runtime python311 --source "$STAGE/classify_image" --entry-point classify_image --trigger-topic "$TOPIC" \
     --retry "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" "${CLASSIFY_SIZE[@]}" --timeout 120s \
-    --max-instances "$MAX_INSTANCES" --set-env-vars "$COMMON_ENV,THREADS=$CLASSIFY_THREADS$DETECTOR_ENV"; do
+    "${EVENT_INGRESS[@]}" --max-instances "$MAX_INSTANCES" \
+    --set-env-vars "$COMMON_ENV,THREADS=$CLASSIFY_THREADS$DETECTOR_ENV" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}; do
   ((attempt < ${DEPLOY_ATTEMPTS:-5})) || die "classify-image did not deploy after $attempt attempts"
   say "classify-image deploy failed (attempt $attempt); Eventarc permissions may still be propagating: retrying in ${RETRY_SECONDS:-60} s"
   sleep "${RETRY_SECONDS:-60}"
@@ -376,33 +382,49 @@ fi
 run gcloud functions deploy object-arrived --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
   --source "$STAGE/object_arrived" --entry-point object_arrived --trigger-topic "$UPLOADS_TOPIC" --retry \
   "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 40 --timeout 60s \
-  --max-instances 10 --set-env-vars "$COMMON_ENV,THREADS=40"
+  "${EVENT_INGRESS[@]}" --max-instances 10 --set-env-vars "$COMMON_ENV,THREADS=40"
 run gcloud functions add-invoker-policy-binding object-arrived --gen2 --region "$REGION" \
   --member="serviceAccount:$TRIGGER_SA" --project "$PROJECT"
 
-# Eventarc made a push subscription for the trigger: give it a dead-letter topic, a delivery cap, and an ack
-# deadline that covers a cold start (instance start + model load) plus the 120 s function timeout.
+# What Pub/Sub gives up on (an image or a storage notification past its delivery cap) is recorded by dead_letter,
+# so every job finishes: the image fails "gave up after N deliveries". (The -hold subscription keeps a copy.)
+run gcloud functions deploy dead-letter --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
+  --source "$STAGE/dead_letter" --entry-point dead_letter --trigger-topic "$DEAD_LETTER_TOPIC" --retry \
+  "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 20 --timeout 60s \
+  "${EVENT_INGRESS[@]}" --max-instances 5 --set-env-vars "$COMMON_ENV,THREADS=20" \
+  ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
+run gcloud functions add-invoker-policy-binding dead-letter --gen2 --region "$REGION" \
+  --member="serviceAccount:$TRIGGER_SA" --project "$PROJECT"
+
+# Eventarc made a push subscription for each trigger: give classify-image's and object-arrived's a dead-letter
+# topic, a delivery cap, and an ack deadline that covers a cold start (instance start + model load) plus the
+# function's timeout. (dead-letter's own has none: there is nowhere further to send a message.)
 if $DRY_RUN; then
   PROJECT_NUMBER=PROJECT_NUMBER
-  SUBSCRIPTION=EVENTARC_SUBSCRIPTION
   printf '+ gcloud projects describe %q --format=value(projectNumber)\n' "$PROJECT"
-  printf '+ gcloud functions describe classify-image --gen2 --region %q --project %q --format=value(eventTrigger.trigger)\n' "$REGION" "$PROJECT"
-  printf '+ gcloud eventarc triggers describe TRIGGER --location %q --project %q --format=value(transport.pubsub.subscription)\n' "$REGION" "$PROJECT"
 else
   PROJECT_NUMBER=$(gcloud projects describe "$PROJECT" --format='value(projectNumber)')
-  TRIGGER=$(gcloud functions describe classify-image --gen2 --project "$PROJECT" --region "$REGION" \
-    --format='value(eventTrigger.trigger)')
-  SUBSCRIPTION=$(gcloud eventarc triggers describe "${TRIGGER##*/}" --project "$PROJECT" --location "$REGION" \
-    --format='value(transport.pubsub.subscription)')
 fi
 PUBSUB_AGENT="serviceAccount:service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
-run gcloud pubsub subscriptions update "$SUBSCRIPTION" --project "$PROJECT" \
-  --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts=10 --ack-deadline=300 \
-  --min-retry-delay=10s --max-retry-delay=600s
 run gcloud pubsub topics add-iam-policy-binding "$DEAD_LETTER_TOPIC" --project "$PROJECT" \
   --member="$PUBSUB_AGENT" --role=roles/pubsub.publisher
-run gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --project "$PROJECT" \
-  --member="$PUBSUB_AGENT" --role=roles/pubsub.subscriber
+for fn in classify-image:300 object-arrived:120; do
+  if $DRY_RUN; then
+    SUBSCRIPTION=EVENTARC_SUBSCRIPTION_OF_${fn%%:*}
+    printf '+ gcloud functions describe %s --gen2 --region %q --project %q --format=value(eventTrigger.trigger)\n' "${fn%%:*}" "$REGION" "$PROJECT"
+    printf '+ gcloud eventarc triggers describe TRIGGER --location %q --project %q --format=value(transport.pubsub.subscription)\n' "$REGION" "$PROJECT"
+  else
+    TRIGGER=$(gcloud functions describe "${fn%%:*}" --gen2 --project "$PROJECT" --region "$REGION" \
+      --format='value(eventTrigger.trigger)')
+    SUBSCRIPTION=$(gcloud eventarc triggers describe "${TRIGGER##*/}" --project "$PROJECT" --location "$REGION" \
+      --format='value(transport.pubsub.subscription)')
+  fi
+  run gcloud pubsub subscriptions update "$SUBSCRIPTION" --project "$PROJECT" \
+    --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts=10 --ack-deadline="${fn#*:}" \
+    --min-retry-delay=10s --max-retry-delay=600s
+  run gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --project "$PROJECT" \
+    --member="$PUBSUB_AGENT" --role=roles/pubsub.subscriber
+done
 
 say "deployed"
 for fn in create-job job-status; do

@@ -69,7 +69,8 @@ def main() -> None:
 
     send_logs_to_stderr()
     from common.adapters.gcp import GcsObjectStore, storage_client
-    from imgclassify.emulation import Emulators, LocalStack
+    from imgclassify.emulation import Emulators
+    from imgclassify.local_stack import LocalStack
 
     photos = sorted(p for p in args.photos.iterdir() if p.is_file())
     trials = []

@@ -55,7 +55,8 @@ def embedded(photos: Path, model_args: list[str], trials: int) -> dict:
 def pipeline(photos: Path, weights: Path, model: str, trials: int) -> dict:
     from bench.pipeline import run_job
     from common.adapters.gcp import GcsObjectStore, storage_client
-    from imgclassify.emulation import Emulators, LocalStack
+    from imgclassify.emulation import Emulators
+    from imgclassify.local_stack import LocalStack
 
     files = sorted(p for p in photos.iterdir() if p.is_file())
     runs = []

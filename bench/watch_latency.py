@@ -66,7 +66,8 @@ def emulated(photos: list[Path]) -> dict:
     import requests
 
     from common.adapters.gcp import storage_client
-    from imgclassify.emulation import Emulators, LocalStack
+    from imgclassify.emulation import Emulators
+    from imgclassify.local_stack import LocalStack
 
     with Emulators() as emulators:
         os.environ.update(emulators.env)

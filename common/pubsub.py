@@ -72,3 +72,33 @@ def handle_object_event(event_type: str, event_id: str, data: Mapping[str, Any] 
     except (ValueError, TypeError):
         pass  # the fingerprint is an optimisation: classify_image computes it from the bytes
     return handler()(bucket, name, content)
+
+
+DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"  # set by Pub/Sub on every dead-lettered message
+
+
+def handle_dead_letter(event_type: str, event_id: str, data: Mapping[str, Any] | None,
+                       handler: Callable[[], Any]) -> object:
+    """A message from the dead-letter topic: an image's (recorded as given up) or a storage notification's (the
+    object fails in the watch jobs that hold it). Anything else is logged and acked: there is nowhere further."""
+    message = (data or {}).get("message") if isinstance(data, Mapping) else None
+    attributes = (message.get("attributes") if isinstance(message, Mapping) else None) or {}
+    try:
+        deliveries: int | None = int(attributes.get(DELIVERY_COUNT, ""))
+    except ValueError:
+        deliveries = None
+    if attributes.get("eventType") == STORAGE_FINALIZE:
+        bucket, name = attributes.get("bucketId"), attributes.get("objectId")
+        if isinstance(bucket, str) and isinstance(name, str) and bucket and name:
+            return handler().object_event(bucket, name, deliveries)
+        log.error("dropping a dead letter: a storage notification without bucket or object",
+                  extra={"event_id": event_id})
+        return None
+    if isinstance(attributes, Mapping) and attributes.get("eventType"):
+        return None  # a delete or metadata notification: nothing was lost
+    try:
+        parsed = from_cloud_event(event_type, data)
+    except BadMessage as exc:
+        log.error("dropping a malformed dead letter", extra={"error": str(exc), "event_id": event_id})
+        return None
+    return handler().image(parsed, deliveries)

@@ -31,9 +31,12 @@ ALLOWED = {
     "common.http": {"common.domain", "common.config", "common.logs", "common.routes", "common.pages"},
     "common.pubsub": {"common.domain", "common.logs"},
     "functions": ENTRY,
-    "imgclassify.cli": ENTRY | {"imgclassify.cli", "imgclassify.emulation", "imgclassify.http_server",
+    "imgclassify.cli": ENTRY | {"imgclassify.cli", "imgclassify.emulation", "imgclassify.local_stack",
+                                "imgclassify.http_server",
                                 "imgclassify.litert_build", "imgclassify.weights", "imgclassify.detector_build"},
-    "imgclassify.emulation": {"common.domain", "common.http", "common.routes", "common.adapters.gcp"},  # clients
+    "imgclassify.emulation": {"common.domain"},
+    "imgclassify.local_stack": {"common.domain", "common.http", "common.routes", "common.adapters.gcp",
+                                "imgclassify.emulation"},  # clients
     "imgclassify.http_server": {"common.logs"},
     "imgclassify.weights": {"common.domain", "common.inference"},
     "imgclassify.litert_build": {"common.domain", "common.inference", "common.logs"},

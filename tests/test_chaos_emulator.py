@@ -19,7 +19,8 @@ IMAGES = 60
 
 @pytest.fixture(scope="module")
 def chaos(shared):
-    from imgclassify.emulation import Emulators, LocalStack, environ
+    from imgclassify.emulation import Emulators, environ
+    from imgclassify.local_stack import LocalStack
 
     emulators = Emulators().start()
     stack = LocalStack(emulators, bucket="chaos", topic="classify-chaos", subscription="classify-chaos-push",

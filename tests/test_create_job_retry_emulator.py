@@ -62,7 +62,7 @@ def pipeline(emulators, shared):
     from common.config import Settings
     from common.http import create_app
     from common.routes import Action
-    from imgclassify.emulation import LocalStack
+    from imgclassify.local_stack import LocalStack
 
     stack = LocalStack(emulators, bucket="retry-bucket", topic="classify-retry", subscription="classify-retry-push",
                        function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(MOBILENET_TFLITE),

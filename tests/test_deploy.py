@@ -32,8 +32,8 @@ case "$*" in
     if ((failures < ${FAKE_DEPLOY_FAILURES:-0})); then echo $((failures + 1)) > "$GCLOUD_LOG.failures"; exit 1; fi
     exit 0 ;;
   *" describe "*"--format=value(projectNumber)"*) echo 424242; exit 0 ;;
-  *"functions describe classify-image"*"eventTrigger.trigger"*) echo projects/p/locations/r/triggers/classify-trigger; exit 0 ;;
-  *"eventarc triggers describe"*) echo projects/p/subscriptions/eventarc-classify-sub; exit 0 ;;
+  *"functions describe "*"eventTrigger.trigger"*) echo "projects/p/locations/r/triggers/$3-trigger"; exit 0 ;;
+  *"eventarc triggers describe"*) echo "projects/p/subscriptions/eventarc-${4%-trigger}-sub"; exit 0 ;;
   *"serviceConfig.uri"*) echo "https://$3-abc.a.run.app"; exit 0 ;;
   *" describe "*) [[ ${FAKE_GCLOUD_EXISTING:-0} == 1 ]]; exit $? ;;
   "config get-value project") echo configured-project; exit 0 ;;
@@ -82,7 +82,7 @@ def _flag(call, name):
         [call[i + 1] for i, a in enumerate(call[:-1]) if a == name]
 
 
-def test_first_deploy_creates_everything_and_deploys_three_functions(fake_gcloud):
+def test_first_deploy_creates_everything_and_deploys_five_functions(fake_gcloud):
     result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras")
 
     assert result.returncode == 0, result.stderr
@@ -99,7 +99,7 @@ def test_first_deploy_creates_everything_and_deploys_three_functions(fake_gcloud
     assert upload[2] == fake_gcloud.weights and upload[3].startswith("gs://proj-images/models/")
 
     deploys = {c[2]: c for c in _find(calls, "functions", "deploy")}
-    assert set(deploys) == {"create-job", "job-status", "classify-image", "object-arrived"}
+    assert set(deploys) == {"create-job", "job-status", "classify-image", "object-arrived", "dead-letter"}
     for name, call in deploys.items():
         assert "--gen2" in call and _flag(call, "--runtime") == ["python311"]
         assert _flag(call, "--entry-point") == [name.replace("-", "_")]
@@ -117,11 +117,19 @@ def test_first_deploy_creates_everything_and_deploys_three_functions(fake_gcloud
     requirements = (Path(_flag(classify, "--source")[0]) / "requirements.txt").read_text()
     assert "tensorflow-cpu==" in requirements and "ai-edge-litert" not in requirements
 
-    [update] = _find(calls, "pubsub", "subscriptions", "update")
-    assert update[3] == "projects/p/subscriptions/eventarc-classify-sub"
-    assert _flag(update, "--dead-letter-topic") == ["classify-image-dead-letter"]
-    assert _flag(update, "--max-delivery-attempts") == ["10"]
-    assert int(_flag(update, "--ack-deadline")[0]) >= 300  # a cold start plus the 120 s function timeout
+    updates = {c[3]: c for c in _find(calls, "pubsub", "subscriptions", "update")}
+    # classify-image's and object-arrived's deliveries are capped and dead-lettered; dead-letter's are not (a loop)
+    assert set(updates) == {"projects/p/subscriptions/eventarc-classify-image-sub",
+                            "projects/p/subscriptions/eventarc-object-arrived-sub"}
+    for update in updates.values():
+        assert _flag(update, "--dead-letter-topic") == ["classify-image-dead-letter"]
+        assert _flag(update, "--max-delivery-attempts") == ["10"]
+    # a cold start plus the 120 s function timeout
+    assert int(_flag(updates["projects/p/subscriptions/eventarc-classify-image-sub"], "--ack-deadline")[0]) >= 300
+    dead_letter = deploys["dead-letter"]
+    assert _flag(dead_letter, "--trigger-topic") == ["classify-image-dead-letter"] and "--retry" in dead_letter
+    for name in ("classify-image", "object-arrived", "dead-letter"):  # reached by Eventarc only
+        assert _flag(deploys[name], "--ingress-settings") == ["internal-only"]
     [hold] = _find(calls, "pubsub", "subscriptions", "create")
     assert _flag(hold, "--expiration-period") == ["never"]  # the default 31-day expiry drops dead letters
     for name, call in deploys.items():
@@ -241,7 +249,7 @@ def test_second_deploy_creates_nothing(fake_gcloud):
 
     assert result.returncode == 0, result.stderr
     assert not [c for c in calls if "create" in c[:4] or c[:2] == ["storage", "cp"]]
-    assert len(_find(calls, "functions", "deploy")) == 4
+    assert len(_find(calls, "functions", "deploy")) == 5
 
 
 def test_litert_weights_ship_without_tensorflow(fake_gcloud, tmp_path):
@@ -259,18 +267,20 @@ def test_dry_run_prints_every_command_and_runs_none(fake_gcloud):
                                 "keras")
     assert result.returncode == 0, result.stderr
     assert calls == []
-    assert result.stdout.count("+ gcloud functions deploy") == 4
+    assert result.stdout.count("+ gcloud functions deploy") == 5
     assert "+ gcloud pubsub subscriptions update" in result.stdout
 
 
-def test_service_key_comes_from_secret_manager_for_the_http_functions_only(fake_gcloud):
+def test_service_key_is_on_every_function_that_checks_requests_or_signs_callbacks(fake_gcloud):
     result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
                                 "--service-key-secret", "old-clients-key")
     assert result.returncode == 0, result.stderr
-    for name in ("create-job", "job-status"):
+    # create-job and job-status check it; create-job (an empty job), classify-image (the last image) and
+    # dead-letter (the last image given up) sign the completion callback with it.
+    for name in ("create-job", "job-status", "classify-image", "dead-letter"):
         assert _flag(_find(calls, "functions", "deploy", name)[0], "--set-secrets") == [
-            "SERVICE_KEY=old-clients-key:latest"]
-    assert "--set-secrets" not in _find(calls, "functions", "deploy", "classify-image")[0]
+            "SERVICE_KEY=old-clients-key:latest"], name
+    assert "--set-secrets" not in _find(calls, "functions", "deploy", "object-arrived")[0]  # sends none
 
 
 def test_public_access_is_opt_in(fake_gcloud):

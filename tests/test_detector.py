@@ -101,7 +101,7 @@ def test_run_sorts_people_by_name_and_a_second_question_runs_no_model(detector, 
 @pytest.mark.slow
 def test_the_emulated_pipeline_sorts_people_with_the_detector(emulators, detector):
     from common.adapters.gcp import GcsObjectStore, storage_client
-    from imgclassify.emulation import LocalStack
+    from imgclassify.local_stack import LocalStack
 
     stack = LocalStack(emulators, bucket="people-bucket", topic="classify-people", subscription="classify-people-push",
                        function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(MOBILENET_TFLITE),

@@ -73,12 +73,16 @@ def test_emulate_from_another_folder_runs_a_job_shows_progress_and_cleans_up(tmp
     assert not Path(logs).exists()  # the emulators' temporary folder is gone
 
 
-def test_a_classify_image_that_cannot_load_its_model_marks_the_job_stalled_with_the_reason(emulators, tmp_path):
+def test_a_classify_image_that_cannot_load_its_model_stalls_the_job_then_its_dead_letters_finish_it(emulators,
+                                                                                                    tmp_path):
+    """The job says why it is stuck at once; once Pub/Sub gives up on the image (5 deliveries here, 10 deployed),
+    the dead-letter consumer records it as failed and the job completes (issue 21)."""
     from common.adapters.gcp import GcsObjectStore, storage_client
-    from imgclassify.emulation import LocalStack
+    from imgclassify.local_stack import LocalStack
     from tests.fakes import solid_jpeg
 
     stack = LocalStack(emulators, bucket="stalled-bucket", topic="classify-stalled", subscription="stalled-push",
+                       max_delivery_attempts=5,
                        function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(tmp_path / "gone.tflite")})
     stack.start()
     try:
@@ -89,5 +93,11 @@ def test_a_classify_image_that_cannot_load_its_model_marks_the_job_stalled_with_
             assert time.monotonic() < deadline, status
             time.sleep(0.5)
         assert status["complete"] is False and "weights file not found" in status["errors"][0]
+        deadline = time.monotonic() + 240
+        while not (status := requests.get(job["status_url"], timeout=10).json())["complete"]:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        results = requests.get(job["status_url"] + "/report?format=jsonl", timeout=10).text
+        assert status["failed"] == 1 and "gave up after 5 deliveries" in results
     finally:
         stack.stop()

@@ -304,3 +304,53 @@ def test_replaying_a_stalled_jobs_request_re_drives_it(service, monkeypatch):
 
 def test_retrying_an_unknown_job_is_a_404(service):
     assert client("create_job").post(f"/classification-job/{'e' * 32}/retry").status_code == 404
+
+
+def dead_letter_event(data: bytes, **attributes: str):
+    return CloudEvent({"type": PUBSUB_MESSAGE_PUBLISHED, "source": "//pubsub.googleapis.com/projects/p/topics/dl"},
+                      {"message": {"data": base64.b64encode(data).decode(), "messageId": "9",
+                                   "attributes": {"CloudPubSubDeadLetterSourceDeliveryCount": "10", **attributes}}})
+
+
+def post_event(function, event):
+    headers, body = to_structured(event)
+    return function.post("/", headers=headers, data=body)
+
+
+def test_an_image_pubsub_gave_up_on_is_recorded_once_and_its_job_completes(service):
+    """Issue 21: the dead-letter consumer records what nothing consumed before."""
+    upload(service, **{"a.jpg": "red", "b.jpg": "red"})
+    job = client("create_job").post("/", json={"classes": ["tabby"]}).get_json()
+    first, lost = service.publisher.messages
+    deliver(client("classify_image", "cloudevent"), first)
+    dead_letter = client("dead_letter", "cloudevent")
+
+    assert post_event(dead_letter, dead_letter_event(lost.to_bytes())).status_code == 200
+    assert post_event(dead_letter, dead_letter_event(lost.to_bytes())).status_code == 200  # dead-lettered twice
+    assert post_event(dead_letter, dead_letter_event(first.to_bytes())).status_code == 200  # already classified
+    status = client("job_status").get(f"/classification-job/{job['id']}").get_json()
+    assert (status["processed"], status["failed"], status["complete"]) == (1, 1, True)
+    reasons = {r.name: r.reason for r in service.jobs.results(job["id"])}
+    assert reasons == {first.name: "", lost.name: "gave up after 10 deliveries"}
+
+
+def test_a_storage_notification_pubsub_gave_up_on_fails_the_object_in_its_watch_jobs(service):
+    job = client("create_job").post("/", json={"classes": ["tabby"], "watch": True}).get_json()
+    event = dead_letter_event(b"{}", eventType="OBJECT_FINALIZE", bucketId="images", objectId="all/late.jpg")
+    assert post_event(client("dead_letter", "cloudevent"), event).status_code == 200
+    assert [(r.name, r.reason) for r in service.jobs.results(job["id"])] == [
+        ("all/late.jpg", "gave up after 10 deliveries of its storage notification")]
+    outside = dead_letter_event(b"{}", eventType="OBJECT_FINALIZE", bucketId="images", objectId="elsewhere/x.jpg")
+    post_event(client("dead_letter", "cloudevent"), outside)
+    assert len(list(service.jobs.results(job["id"]))) == 1
+
+
+def test_a_forged_dead_letter_counts_nothing(service):
+    import dataclasses
+
+    upload(service, **{"a.jpg": "red"})
+    job = client("create_job").post("/", json={"classes": ["tabby"]}).get_json()
+    [genuine] = service.publisher.messages
+    for forged in (dataclasses.replace(genuine, job_id="d" * 32), dataclasses.replace(genuine, name="other/a.jpg")):
+        assert post_event(client("dead_letter", "cloudevent"), dead_letter_event(forged.to_bytes())).status_code == 200
+    assert list(service.jobs.results(job["id"])) == []

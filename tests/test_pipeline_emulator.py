@@ -34,7 +34,7 @@ PHOTOS = {"pets/cat.bmp": "coral/cat.bmp", "pets/cat_720p.jpg": "coral/cat_720p.
 
 @pytest.fixture(scope="module")
 def stack(emulators, shared, tmp_path_factory):
-    from imgclassify.emulation import LocalStack
+    from imgclassify.local_stack import LocalStack
 
     observed = tmp_path_factory.mktemp("observed")
     local = LocalStack(emulators, sources={"classify_image": OBSERVED_TARGET},

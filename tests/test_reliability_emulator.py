@@ -17,7 +17,7 @@ PHOTOS = ["cat.bmp", "pets.jpg", "parrot.jpg", "hot_dog.jpg", "imprinting_dog_te
 
 @pytest.fixture(scope="module")
 def crashing_stack(emulators, shared, tmp_path_factory):
-    from imgclassify.emulation import LocalStack
+    from imgclassify.local_stack import LocalStack
 
     crash_dir = tmp_path_factory.mktemp("crashes")
     observed = tmp_path_factory.mktemp("observed")

@@ -45,7 +45,7 @@ class Receiver(http.server.ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def stack(emulators, shared):
-    from imgclassify.emulation import LocalStack
+    from imgclassify.local_stack import LocalStack
 
     local = LocalStack(emulators, bucket="uploads", topic="classify-uploads", subscription="uploads-push",
                        job_events_topic="job-events-uploads",

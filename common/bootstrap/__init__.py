@@ -24,6 +24,7 @@ from common.routes import Action
 if TYPE_CHECKING:
     from common.adapters.local import FolderLock
     from common.usecases.classify_image import ClassifyImage
+    from common.usecases.dead_letter import RecordDeadLetter
     from common.usecases.watch import ObjectArrived
 
 __all__ = ["Application", "CloudPorts", "LocalApplication", "LocalPorts", "background_workers", "cloud_app",
@@ -101,3 +102,7 @@ def classify_image_handler() -> ClassifyImage:
 
 def object_arrived_handler() -> ObjectArrived:
     return app().object_arrived
+
+
+def dead_letter_handler() -> RecordDeadLetter:
+    return app().dead_letter

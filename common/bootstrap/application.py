@@ -10,6 +10,7 @@ from common.domain.options import Backend
 from common.usecases.announce_completion import AnnounceCompletion
 from common.usecases.correct_job import CorrectJob, KeptCorrections
 from common.usecases.create_job import CreateJob, ResumeJob, RetryJob
+from common.usecases.dead_letter import RecordDeadLetter
 from common.usecases.job_status import JobStatus
 from common.usecases.report_job import ReportJob
 from common.usecases.runner import RecentJobs
@@ -95,6 +96,10 @@ class Application:
     @cached_property
     def kept_corrections(self) -> KeptCorrections:
         return KeptCorrections(self.port("corrections"), self.port("jobs"), self.settings.bucket)
+
+    @cached_property
+    def dead_letter(self) -> RecordDeadLetter:
+        return RecordDeadLetter(self.port("jobs"), self.port("results"), self.port("jobs"), self.announce)
 
     @cached_property
     def close_job(self) -> CloseJob:

@@ -39,7 +39,8 @@ def function_env(args: argparse.Namespace, weights: str, runtime: Runtime) -> di
 def execute(args: argparse.Namespace) -> int:
     from common import bootstrap
     from common.config import Settings
-    from imgclassify.emulation import Emulators, LocalStack, environ
+    from imgclassify.emulation import Emulators, environ
+    from imgclassify.local_stack import LocalStack
 
     check_model_options(args)
     if args.weights not in ("imagenet", "none"):
