@@ -152,10 +152,6 @@ class JobCallbacks(Protocol):
 class CompletionClaims(JobReader, JobCallbacks, Protocol):
     """Who announces a job's completion, once."""
 
-    def results_count(self, job_id: str) -> int:
-        """How many images have a result (cheap: an aggregation, not the counters)."""
-        ...
-
     def claim_completion(self, job_id: str) -> bool:
         """True exactly once per job, for whoever announces its completion (a marker created once)."""
         ...

@@ -88,3 +88,27 @@ def test_a_pubsub_restart_mid_job_loses_messages_and_a_retry_finishes_the_job_ex
     status = wait_until(chaos, job, lambda s: s["complete"])
     assert status["failed"] == 0
     assert_exact(chaos, status, classes)
+
+
+def test_a_result_left_uncounted_by_a_dead_instance_is_counted_by_its_redelivery(emulators):
+    """The window an instance can die in: its result created (pending), not yet counted. The redelivery, on
+    another instance, counts it — once."""
+    from google.cloud import firestore
+
+    from common.adapters.gcp import FirestoreJobStore
+    from common.domain.jobs import JobRecord, JobSpec, result_key
+    from common.domain.results import ImageResult
+
+    client = firestore.Client(project=emulators.project)
+    dead, alive = (FirestoreJobStore(client, "tally-jobs", 4) for _ in range(2))
+    job = JobRecord("c" * 32, JobSpec(("dog",), "images"), 2, "2026-12-02T00:00:00+00:00")
+    dead.create_job(job)
+    result = ImageResult("all/a.jpg", True, ("dog",))
+    client.collection("tally-jobs").document(job.id).collection("results").document(
+        result_key(result.name)).create({**result.to_dict(), "tally_pending": True})  # then the instance died
+
+    assert alive.record_result(job.id, result) is True
+    assert alive.record_result(job.id, result) is False
+    assert alive.record_result(job.id, ImageResult("all/b.jpg", True, ())) is True
+    counters = alive.counters(job.id)
+    assert (counters.processed, counters.matches, counters.unmatched) == (2, {"dog": 1}, 1)

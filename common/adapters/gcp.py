@@ -174,14 +174,18 @@ def _job_record(job_id: str, data: dict[str, Any]) -> JobRecord:
 
 class FirestoreJobStore:
     """jobs/{id}                      the job (spec, number_of_files, created_at)
-    jobs/{id}/counter_shards/{n}      processed, failed, matches.{class}: incremented, never read-modify-written
+    jobs/{id}/counter_shards/i-{inst} processed, failed, matches.{class}: each instance's own, ≤ 1 commit a second
+    jobs/{id}/counter_shards/{n}      arrived (watch jobs), by object name
     jobs/{id}/results/{sha256(name)}  one per image; its create() is the exactly-once marker
     """
 
-    def __init__(self, client: firestore.Client, collection: str, shards: int) -> None:
+    def __init__(self, client: firestore.Client, collection: str, shards: int, flush_seconds: float = 1.0) -> None:
+        from common.adapters.gcp_tallies import ResultTallies
+
         self._client = client
         self._jobs = client.collection(collection)
-        self._shards = shards
+        self._shards = shards  # arrivals (watch jobs) still spread over these by object name
+        self._tallies = ResultTallies(client, self._jobs, flush_seconds)
 
     @translated("creating a job")
     def create_job(self, job: JobRecord) -> bool:
@@ -240,11 +244,6 @@ class FirestoreJobStore:
         jobs = [_job_record(snapshot.id, snapshot.to_dict() or {}) for snapshot in query.stream()]
         return [job for job in jobs if job.spec.bucket == bucket and not job.closed]
 
-    @translated("counting results")
-    def results_count(self, job_id: str) -> int:
-        [[aggregate]] = self._jobs.document(job_id).collection("results").count().get()
-        return int(aggregate.value)
-
     @translated("claiming a completion")
     def claim_completion(self, job_id: str) -> bool:
         try:
@@ -260,20 +259,15 @@ class FirestoreJobStore:
     def _result_ref(self, job_id: str, name: str) -> Any:
         return self._jobs.document(job_id).collection("results").document(result_key(name))
 
+    def on_counted(self, announce: Callable[[str], Any]) -> None:
+        """Who checks a job's completion after this instance's commits (instead of after every image)."""
+        self._tallies.on_counted = announce
+
     @translated("recording a result")
     def record_result(self, job_id: str, result: ImageResult) -> bool:
-        shard = self._jobs.document(job_id).collection("counter_shards").document(
-            str(shard_for(result.name, self._shards)))
-        delta = Counters.of(result)
-        increments: dict[str, Any] = {"processed": firestore.Increment(delta.processed),
-                                      "failed": firestore.Increment(delta.failed),
-                                      "unmatched": firestore.Increment(delta.unmatched),
-                                      "from_store": firestore.Increment(delta.from_store),
-                                      "recomputed": firestore.Increment(delta.recomputed),
-                                      "last_result_at": firestore.SERVER_TIMESTAMP}
-        if delta.matches:
-            increments["matches"] = {name: firestore.Increment(n) for name, n in delta.matches.items()}
-        return self._once(self._result_ref(job_id, result.name), result.to_dict(), shard, increments)
+        """Counted into this instance's own shard, at most one commit a second (common/adapters/gcp_tallies.py);
+        returns once the result is durable and counted."""
+        return self._tallies.record(job_id, result, self._result_ref(job_id, result.name))
 
     @translated("reading a job's counters")
     def counters(self, job_id: str) -> Counters:

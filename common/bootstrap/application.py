@@ -148,10 +148,15 @@ class Application:
 
         model_key = self._overrides.get("model_key", model_fingerprint(model_config(self.settings)))
         detector, detector_key = self._detector()
+        jobs = self.port("results")
+        announce: Any = self.announce
+        if hasattr(jobs, "on_counted"):  # a store that counts in batches announces after each of its commits
+            jobs.on_counted(self.announce)
+            announce = None
         # Files on a disk may be read while still being written (a truncated read is retried); objects are whole.
         return ClassifyImage(self.port("objects"), self.port("results"), self.load_model,
                              self._overrides.get("decode", decode_image), self.port("predictions"), model_key,
-                             self.announce, retry_truncated=self.settings.backend == Backend.LOCAL,
+                             announce, retry_truncated=self.settings.backend == Backend.LOCAL,
                              detector=detector, detector_key=detector_key, corrections=self.port("corrections"),
                              jobs=self.port("jobs"))
 
