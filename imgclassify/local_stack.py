@@ -63,7 +63,7 @@ class LocalStack:
                "PYTHONUNBUFFERED": "1",
                # Everything runs on loopback here, the callback receivers a developer points jobs at included.
                "CALLBACK_ALLOW_LOOPBACK": "true", **self.function_env}
-        env.setdefault("THREADS", "4")
+        env.setdefault("THREADS", "16")  # a delivery waits for its counting commit: keep several in flight
         self._create_resources()
         framework = str(Path(sys.executable).with_name("functions-framework"))
         try:

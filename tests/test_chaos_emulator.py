@@ -63,8 +63,29 @@ def assert_exact(stack, status: dict, classes: list[str]) -> None:
         assert stack.store.read(stack.bucket, copy) == stack.store.read(stack.bucket, "all/" + copy.split("/", 1)[1])
 
 
+def publish_duplicates_and_forgeries(stack, job: dict, classes: list[str]) -> None:
+    """Every image's message again, and forged ones: another prefix, a job nobody created, looser classes."""
+    from google.cloud import pubsub_v1
+
+    from common.adapters.gcp import PubSubPublisher
+    from common.domain.jobs import JobSpec
+    from common.domain.messages import ClassifyMessage
+
+    stack.store.write(stack.bucket, "private/secret.jpg", stack.store.read(stack.bucket, next(
+        stack.store.list_names(stack.bucket, "all/"))))
+    spec = JobSpec(tuple(classes), stack.bucket)
+    names = list(stack.store.list_names(stack.bucket, "all/"))
+    loose = JobSpec(("private", *classes), stack.bucket, source_prefix="private/", min_score=0.0)
+    publisher = PubSubPublisher(pubsub_v1.PublisherClient(),
+                                pubsub_v1.PublisherClient.topic_path(stack.emulators.project, stack.topic))
+    publisher.publish_all([ClassifyMessage(job["id"], name, spec) for name in names] + [
+        ClassifyMessage(job["id"], "private/secret.jpg", loose), ClassifyMessage("f" * 32, names[0], spec)])
+
+
 def test_classify_instances_killed_mid_job_are_replaced_and_the_job_completes_exactly(chaos):
+    """With every message delivered twice or more and forged ones among them."""
     job = requests.post(f"{chaos.gateway_url}/classification-job", json={"classes": CLASSES}, timeout=60).json()
+    publish_duplicates_and_forgeries(chaos, job, CLASSES)
     for when in (5, 25):
         wait_until(chaos, job, lambda s, when=when: s["processed"] + s["failed"] >= when)
         chaos.kill("classify_image")
@@ -72,6 +93,8 @@ def test_classify_instances_killed_mid_job_are_replaced_and_the_job_completes_ex
     assert chaos.restarts.get("classify_image", 0) >= 2
     assert status["failed"] == 0
     assert_exact(chaos, status, CLASSES)
+    copied = [n for c in ("private", *CLASSES) for n in chaos.store.list_names(chaos.bucket, c + "/")]
+    assert [n for n in copied if n.endswith("secret.jpg")] == ["private/secret.jpg"]  # only the original
 
 
 def test_a_pubsub_restart_mid_job_loses_messages_and_a_retry_finishes_the_job_exactly(chaos):

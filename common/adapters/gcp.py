@@ -174,18 +174,18 @@ def _job_record(job_id: str, data: dict[str, Any]) -> JobRecord:
 
 class FirestoreJobStore:
     """jobs/{id}                      the job (spec, number_of_files, created_at)
-    jobs/{id}/counter_shards/i-{inst} processed, failed, matches.{class}: each instance's own, ≤ 1 commit a second
+    jobs/{id}/counter_shards/i-{i}-{k} processed, failed, matches.{class}: an instance's own 4, each ≤ 1 write/s
     jobs/{id}/counter_shards/{n}      arrived (watch jobs), by object name
     jobs/{id}/results/{sha256(name)}  one per image; its create() is the exactly-once marker
     """
 
-    def __init__(self, client: firestore.Client, collection: str, shards: int, flush_seconds: float = 1.0) -> None:
+    def __init__(self, client: firestore.Client, collection: str, shards: int) -> None:
         from common.adapters.gcp_tallies import ResultTallies
 
         self._client = client
         self._jobs = client.collection(collection)
         self._shards = shards  # arrivals (watch jobs) still spread over these by object name
-        self._tallies = ResultTallies(client, self._jobs, flush_seconds)
+        self._tallies = ResultTallies(client, self._jobs)
 
     @translated("creating a job")
     def create_job(self, job: JobRecord) -> bool:

@@ -1,7 +1,8 @@
-"""Counting results at any throughput: each instance adds its results up in memory and commits them at most once
-per FLUSH_SECONDS per job, into a shard document of its own (jobs/{id}/counter_shards/i-{instance}). No document is
-written more than about once a second whatever the number of instances, and a status read is one document per
-instance that worked on the job.
+"""Counting results at any throughput: each instance adds its results up in memory and commits them into shard
+documents of its own (jobs/{id}/counter_shards/i-{instance}-{k}), one commit per COMMIT_SECONDS per job, rotating
+over SHARDS_PER_INSTANCE documents: no document is written more than once a second whatever the number of
+instances, a delivery waits a quarter of a second for its commit, and a status read is SHARDS_PER_INSTANCE
+documents per instance that worked on the job.
 
 Exactly once, as before: an image's result document is created once (the create() precondition), with
 `tally_pending`; the commit that counts it removes that field, with a precondition on the document's update time,
@@ -22,7 +23,8 @@ from google.cloud import firestore
 
 from common.domain.results import Counters, ImageResult
 
-FLUSH_SECONDS = 1.0
+SHARDS_PER_INSTANCE = 4
+COMMIT_SECONDS = 1.0 / SHARDS_PER_INSTANCE  # each of an instance's shard documents: one commit a second
 MAX_BATCH = 200  # results per commit (Firestore allows 500 writes per batch; one more for the shard)
 PENDING = "tally_pending"
 
@@ -50,12 +52,14 @@ def increments(delta: Counters) -> dict[str, Any]:
 
 
 class ResultTallies:
-    def __init__(self, client: firestore.Client, jobs: Any, flush_seconds: float = FLUSH_SECONDS,
-                 instance: str | None = None) -> None:
+    def __init__(self, client: firestore.Client, jobs: Any, flush_seconds: float = COMMIT_SECONDS,
+                 instance: str | None = None, shards: int = SHARDS_PER_INSTANCE) -> None:
         self._client = client
         self._jobs = jobs  # the jobs collection
         self._flush_seconds = flush_seconds
-        self.shard_id = f"i-{instance or uuid.uuid4().hex[:16]}"
+        self.shard_prefix = f"i-{instance or uuid.uuid4().hex[:16]}"
+        self._shards = shards
+        self._rotation: dict[str, int] = {}  # job -> its next shard document
         self._lock = threading.Lock()
         self._pending: dict[str, list[_Item]] = {}
         self._queued: dict[str, _Item] = {}  # by result document: each counted by one item of this instance
@@ -106,8 +110,8 @@ class ResultTallies:
                 item.counted.wait(0.05)
                 continue
             try:
-                # At most one commit per FLUSH_SECONDS into this instance's shard of the job; the deliveries that
-                # arrive meanwhile join the batch.
+                # At most one commit per COMMIT_SECONDS for the job (each of its shard documents once a second);
+                # the deliveries that arrive meanwhile join the batch.
                 wait = self._last_flush.get(job_id, 0.0) + self._flush_seconds - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
@@ -159,7 +163,10 @@ class ResultTallies:
             batch.update(item.ref, {PENDING: firestore.DELETE_FIELD},
                          option=self._client.write_option(last_update_time=item.update_time))
             total.add(item.delta)
-        shard = self._jobs.document(job_id).collection("counter_shards").document(self.shard_id)
+        turn = self._rotation.get(job_id, 0)
+        self._rotation[job_id] = turn + 1
+        shard = self._jobs.document(job_id).collection("counter_shards").document(
+            f"{self.shard_prefix}-{turn % self._shards}")
         batch.set(shard, increments(total), merge=True)
         batch.commit()
         self.commits += 1

@@ -80,8 +80,8 @@ def choose_weights(args: argparse.Namespace, photos: Path | None) -> tuple[str, 
         def announce() -> None:
             compiled.append(True)
             print(f"compiling {args.model} for LiteRT, the fast runtime (first run only, a minute or two; cached "
-                  f"in {cache}): int8, checked against the Keras model on half of your photos...", file=terminal,
-                  flush=True)
+                  f"in {cache}): int8 where it agrees with the Keras model on half of your photos (50 or more "
+                  "needed to check it), else fp32...", file=terminal, flush=True)
 
         artifact = ensure_build(args.model, args.weights, [photos] if photos else [], cache, on_first_build=announce)
     if compiled:
