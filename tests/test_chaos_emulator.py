@@ -27,15 +27,17 @@ def chaos(shared):
                        ack_deadline=10, function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(MOBILENET_TFLITE),
                                                       "THREADS": "2"})
     try:
+        stack.start()
+        # Clients read the emulators' addresses when made: only that is inside environ, which restores what was set
+        # before (the session's emulators, which later tests use).
         with environ(emulators.env):
-            stack.start()
             from common.adapters.gcp import GcsObjectStore, storage_client
 
             store = GcsObjectStore(storage_client(emulators.project))
-            for photo in sorted((shared / "photos/imagenet-dev").iterdir())[:IMAGES]:
-                store.write(stack.bucket, f"all/{photo.name}", photo.read_bytes())
-            stack.store = store
-            yield stack
+        for photo in sorted((shared / "photos/imagenet-dev").iterdir())[:IMAGES]:
+            store.write(stack.bucket, f"all/{photo.name}", photo.read_bytes())
+        stack.store = store
+        yield stack
     finally:
         stack.stop()
         emulators.stop()
@@ -76,8 +78,11 @@ def publish_duplicates_and_forgeries(stack, job: dict, classes: list[str]) -> No
     spec = JobSpec(tuple(classes), stack.bucket)
     names = list(stack.store.list_names(stack.bucket, "all/"))
     loose = JobSpec(("private", *classes), stack.bucket, source_prefix="private/", min_score=0.0)
-    publisher = PubSubPublisher(pubsub_v1.PublisherClient(),
-                                pubsub_v1.PublisherClient.topic_path(stack.emulators.project, stack.topic))
+    from imgclassify.emulation import environ
+
+    with environ(stack.emulators.env):
+        publisher = PubSubPublisher(pubsub_v1.PublisherClient(),
+                                    pubsub_v1.PublisherClient.topic_path(stack.emulators.project, stack.topic))
     publisher.publish_all([ClassifyMessage(job["id"], name, spec) for name in names] + [
         ClassifyMessage(job["id"], "private/secret.jpg", loose), ClassifyMessage("f" * 32, names[0], spec)])
 
