@@ -190,14 +190,16 @@ class LocalStack:
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
             self._supervisor = None
-        if self.functions and self.emulators.processes:
-            self._delete_push_subscriptions()
-        if self._gateway is not None:
-            self._gateway.shutdown()  # type: ignore[attr-defined]
-            self._gateway = None
-        for managed in self.functions.values():
-            managed.stop()
-        self.functions.clear()
+        try:
+            if self.functions and self.emulators.processes:
+                self._delete_push_subscriptions()
+            if self._gateway is not None:
+                self._gateway.shutdown()  # type: ignore[attr-defined]
+                self._gateway = None
+        finally:  # whatever failed above, no function process outlives the stack
+            for managed in self.functions.values():
+                managed.stop()
+            self.functions.clear()
 
     def __enter__(self) -> LocalStack:
         return self.start()
