@@ -9,8 +9,9 @@ usage() {
   cat <<'USAGE'
 Usage: ./deploy.sh [options]
 
-Deploys create_job, job_status (HTTP) and classify_image (Pub/Sub) as Cloud Functions gen2, each running as its
-own least-privilege service account.
+Deploys create_job and job_status (HTTP), classify_image, object_arrived and dead_letter (Pub/Sub) as Cloud
+Functions gen2, with the bucket, topics, notification, subscriptions and service accounts they need. Every deploy
+is retried a bounded number of times while new identities and permissions propagate.
 
 Options (environment variable in brackets):
   --project ID            GCP project              [GOOGLE_CLOUD_PROJECT, else gcloud's configured project]
@@ -31,7 +32,8 @@ Options (environment variable in brackets):
                           [UPLOADS_TOPIC, default <topic>-uploads]
   --events-topic NAME     job completion events    [JOB_EVENTS_TOPIC, default job-events]
   --max-instances N       classify_image instances [MAX_INSTANCES, default 20]
-  --allow-unauthenticated make the HTTP functions public (default: IAM-authenticated callers only)
+  --allow-unauthenticated make the HTTP functions public (default: IAM-authenticated callers only); needs
+                          --service-key-secret
   --service-key-secret S  Secret Manager secret holding the old clients' shared key: the HTTP functions then
                           require it in the Authorization header (SERVICE_KEY, mounted with --set-secrets)
   --dry-run               print every gcloud command, run none
@@ -107,6 +109,9 @@ if [[ -z $PROJECT ]]; then
   if $DRY_RUN; then PROJECT=PROJECT_ID; else PROJECT=$(gcloud config get-value project 2>/dev/null); fi
 fi
 [[ -n $PROJECT ]] || die "no project: pass --project or set GOOGLE_CLOUD_PROJECT"
+if $PUBLIC && [[ -z $SERVICE_KEY_SECRET ]]; then
+  die "--allow-unauthenticated without --service-key-secret would let anyone create, correct and undo jobs: pass both"
+fi
 BUCKET=${BUCKET:-$PROJECT-images}
 DEAD_LETTER_TOPIC=$TOPIC-dead-letter
 UPLOADS_TOPIC=${UPLOADS_TOPIC:-$TOPIC-uploads}
@@ -119,6 +124,19 @@ run() {
   # Print every cloud command; run it unless this is a dry run.
   printf '+'; printf ' %q' "$@"; printf '\n'
   $DRY_RUN || "$@"
+}
+
+deploy_function() {
+  # `gcloud functions deploy NAME ...`, retried: right after the APIs are enabled or the service accounts are
+  # created, deploys fail until IAM and the Eventarc service agent's permissions propagate (Google's docs say to
+  # allow 60 s or more); a bounded number of attempts, then one clear line.
+  local name=$1 attempt=1
+  until run gcloud functions deploy "$@"; do
+    ((attempt < ${DEPLOY_ATTEMPTS:-5})) || die "$name did not deploy after $attempt attempts"
+    say "$name deploy failed (attempt $attempt); new identities and permissions may still be propagating: retrying in ${RETRY_SECONDS:-60} s"
+    sleep "${RETRY_SECONDS:-60}"
+    attempt=$((attempt + 1))
+  done
 }
 
 show() {
@@ -336,31 +354,25 @@ IDENTITY=(--service-account "$RUNTIME_SA" --build-service-account "projects/$PRO
 
 # THREADS: functions-framework's threads per instance (its default is 4 x CPUs); set to each function's concurrency.
 # create_job lists the whole prefix and waits for every publish: long timeout, modest memory.
-run gcloud functions deploy create-job --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
+deploy_function create-job --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
   --source "$STAGE/create_job" --entry-point create_job --trigger-http "$AUTH_FLAG" "${IDENTITY[@]}" \
   --memory 512Mi --cpu 1 --timeout 540s --concurrency 20 --max-instances 10 \
   --set-env-vars "$COMMON_ENV,THREADS=20" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 
 # job_status is a few document reads: small, highly concurrent.
-run gcloud functions deploy job-status --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
+deploy_function job-status --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
   --source "$STAGE/job_status" --entry-point job_status --trigger-http "$AUTH_FLAG" "${IDENTITY[@]}" \
   --memory 256Mi --cpu 1 --timeout 30s --concurrency 80 --max-instances 10 \
   --set-env-vars "$COMMON_ENV,THREADS=80" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 
 # classify_image holds the model in memory; --retry makes a raised error a redelivery (transient failures only).
-# The first event-triggered deploy right after `services enable` often fails while the Eventarc service agent's
-# permissions propagate ("Permission denied while using the Eventarc Service Agent"): retry it a few times.
-attempt=1
-until run gcloud functions deploy classify-image --gen2 --project "$PROJECT" --region "$REGION" \
-    --runtime python311 --source "$STAGE/classify_image" --entry-point classify_image --trigger-topic "$TOPIC" \
-    --retry "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" "${CLASSIFY_SIZE[@]}" --timeout 120s \
-    "${EVENT_INGRESS[@]}" --max-instances "$MAX_INSTANCES" \
-    --set-env-vars "$COMMON_ENV,THREADS=$CLASSIFY_THREADS$DETECTOR_ENV" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}; do
-  ((attempt < ${DEPLOY_ATTEMPTS:-5})) || die "classify-image did not deploy after $attempt attempts"
-  say "classify-image deploy failed (attempt $attempt); Eventarc permissions may still be propagating: retrying in ${RETRY_SECONDS:-60} s"
-  sleep "${RETRY_SECONDS:-60}"
-  attempt=$((attempt + 1))
-done
+# Like every deploy here it is retried (deploy_function): the first event-triggered one right after `services
+# enable` often fails while the Eventarc service agent's permissions propagate.
+deploy_function classify-image --gen2 --project "$PROJECT" --region "$REGION" \
+  --runtime python311 --source "$STAGE/classify_image" --entry-point classify_image --trigger-topic "$TOPIC" \
+  --retry "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" "${CLASSIFY_SIZE[@]}" --timeout 120s \
+  "${EVENT_INGRESS[@]}" --max-instances "$MAX_INSTANCES" \
+  --set-env-vars "$COMMON_ENV,THREADS=$CLASSIFY_THREADS$DETECTOR_ENV" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 # The trigger's identity may invoke classify_image (without it every push is refused and dead-lettered).
 run gcloud functions add-invoker-policy-binding classify-image --gen2 --region "$REGION" \
   --member="serviceAccount:$TRIGGER_SA" --project "$PROJECT"
@@ -382,7 +394,7 @@ if $DRY_RUN || ! gcloud storage buckets notifications list "gs://$BUCKET" --proj
   run gcloud storage buckets notifications create "gs://$BUCKET" --topic="$UPLOADS_TOPIC" \
     --event-types=OBJECT_FINALIZE --object-prefix=all/ --payload-format=json --project "$PROJECT"
 fi
-run gcloud functions deploy object-arrived --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
+deploy_function object-arrived --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
   --source "$STAGE/object_arrived" --entry-point object_arrived --trigger-topic "$UPLOADS_TOPIC" --retry \
   "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 40 --timeout 60s \
   "${EVENT_INGRESS[@]}" --max-instances 10 --set-env-vars "$COMMON_ENV,THREADS=40"
@@ -391,7 +403,7 @@ run gcloud functions add-invoker-policy-binding object-arrived --gen2 --region "
 
 # What Pub/Sub gives up on (an image or a storage notification past its delivery cap) is recorded by dead_letter,
 # so every job finishes: the image fails "gave up after N deliveries". (The -hold subscription keeps a copy.)
-run gcloud functions deploy dead-letter --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
+deploy_function dead-letter --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
   --source "$STAGE/dead_letter" --entry-point dead_letter --trigger-topic "$DEAD_LETTER_TOPIC" --retry \
   "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 20 --timeout 60s \
   "${EVENT_INGRESS[@]}" --max-instances 5 --set-env-vars "$COMMON_ENV,THREADS=20" \

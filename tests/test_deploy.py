@@ -27,7 +27,7 @@ case "$*" in
     exit 0 ;;
   "storage ls gs://"*) for i in $(seq 1 "${FAKE_PHOTOS:-0}"); do echo "gs://b/all/p$i.jpg"; done; exit 0 ;;
   "storage cp -I "*) while read -r url; do echo photo > "$4/$(basename "$url")"; done; exit 0 ;;
-  "functions deploy classify-image"*)
+  "functions deploy ${FAKE_FAILING_FUNCTION:-classify-image}"*)
     failures=$(cat "$GCLOUD_LOG.failures" 2>/dev/null || echo 0)
     if ((failures < ${FAKE_DEPLOY_FAILURES:-0})); then echo $((failures + 1)) > "$GCLOUD_LOG.failures"; exit 1; fi
     exit 0 ;;
@@ -283,10 +283,22 @@ def test_service_key_is_on_every_function_that_checks_requests_or_signs_callback
     assert "--set-secrets" not in _find(calls, "functions", "deploy", "object-arrived")[0]  # sends none
 
 
-def test_public_access_is_opt_in(fake_gcloud):
+def test_public_access_is_opt_in_and_never_without_a_key(fake_gcloud):
     _, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
-                           "--allow-unauthenticated")
+                           "--allow-unauthenticated", "--service-key-secret", "k")
     assert "--allow-unauthenticated" in _find(calls, "functions", "deploy", "create-job")[0]
+    refused, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                                 "--allow-unauthenticated")
+    assert refused.returncode != 0 and "--service-key-secret" in refused.stderr and calls == []
+
+
+def test_the_first_deploy_after_creating_the_identities_is_retried_while_they_propagate(fake_gcloud):
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                                FAKE_DEPLOY_FAILURES="2", FAKE_FAILING_FUNCTION="create-job", RETRY_SECONDS="0")
+    assert result.returncode == 0, result.stderr
+    created = [i for i, c in enumerate(calls) if c[:3] == ["iam", "service-accounts", "create"]]
+    deploys = [i for i, c in enumerate(calls) if c[:3] == ["functions", "deploy", "create-job"]]
+    assert len(deploys) == 3 and min(deploys) > max(created) and "retrying" in result.stdout
 
 
 @pytest.mark.parametrize("args, message", [
