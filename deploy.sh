@@ -36,7 +36,11 @@ Options (environment variable in brackets):
                           --service-key-secret
   --service-key-secret S  Secret Manager secret holding the old clients' shared key: the HTTP functions then
                           require it in the Authorization header (SERVICE_KEY, mounted with --set-secrets)
-  --dry-run               print every gcloud command, run none
+  --dry-run               print every gcloud command, run none (with --delete too)
+  --delete                remove what deploy.sh created: the five functions (and their triggers), topics,
+                          subscriptions, the bucket's notification, the service accounts and their bindings;
+                          the bucket and the Firestore data are kept
+  --delete-data           --delete, and the bucket (photos, copies, weights) and the Firestore database too
   --detector PATH         the object detector's .tflite (default: built from its pinned package) [DETECTOR_FILE]
   --no-detector           ship no detector: people, horses… are matched by the classifier alone
   -h, --help              this text
@@ -64,6 +68,8 @@ EVENTS_TOPIC=${JOB_EVENTS_TOPIC:-job-events}
 MAX_INSTANCES=${MAX_INSTANCES:-20}
 PUBLIC=false
 DRY_RUN=false
+DELETE=false
+DELETE_DATA=false
 CALIBRATION=
 SERVICE_KEY_SECRET=
 # The object detector (people, horses and COCO's other classes), shipped inside classify_image: a built file, or
@@ -87,6 +93,8 @@ while (($#)); do
     --allow-unauthenticated) PUBLIC=true; shift ;;
     --service-key-secret) SERVICE_KEY_SECRET=$2; shift 2 ;;
     --dry-run) DRY_RUN=true; shift ;;
+    --delete) DELETE=true; shift ;;
+    --delete-data) DELETE=true; DELETE_DATA=true; shift ;;
     --detector) DETECTOR_FILE=$2; shift 2 ;;
     --no-detector) DETECTOR_FILE=none; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -115,6 +123,10 @@ fi
 BUCKET=${BUCKET:-$PROJECT-images}
 DEAD_LETTER_TOPIC=$TOPIC-dead-letter
 UPLOADS_TOPIC=${UPLOADS_TOPIC:-$TOPIC-uploads}
+RUNTIME_SA=imgclassify-runtime@$PROJECT.iam.gserviceaccount.com
+TRIGGER_SA=imgclassify-trigger@$PROJECT.iam.gserviceaccount.com
+BUILD_SA=imgclassify-build@$PROJECT.iam.gserviceaccount.com
+FUNCTIONS=(create-job job-status classify-image object-arrived dead-letter)
 [[ -z $CALIBRATION || -d $CALIBRATION ]] || die "photo folder not found: $CALIBRATION"
 [[ -z $WEIGHTS_FILE || -f $WEIGHTS_FILE ]] || die "weights file not found: $WEIGHTS_FILE"
 BUILD=$HERE/build/models
@@ -150,6 +162,56 @@ exists() {
   $DRY_RUN && { printf '+'; printf ' %q' "$@"; printf '   # (dry run: assumed missing)\n'; return 1; }
   "$@" >/dev/null 2>&1
 }
+
+# --- teardown ------------------------------------------------------------------------------------------------
+gone() {
+  # Delete something that may already be gone: a missing one is not an error (a teardown is re-runnable).
+  printf '+'; printf ' %q' "$@"; printf '\n'
+  $DRY_RUN && return 0
+  "$@" --quiet >/dev/null 2>&1 || say "(already gone or not deletable: ${*:1:4})"
+}
+
+if $DELETE; then
+  kept="the bucket gs://$BUCKET and the Firestore data are kept"
+  $DELETE_DATA && kept="the bucket gs://$BUCKET and the Firestore database are deleted too"
+  say "deleting the image classification service from $PROJECT; $kept"
+  for fn in "${FUNCTIONS[@]}"; do  # deleting a function deletes its Eventarc trigger and push subscription
+    gone gcloud functions delete "$fn" --gen2 --region "$REGION" --project "$PROJECT"
+  done
+  gone gcloud pubsub subscriptions delete "$DEAD_LETTER_TOPIC-hold" --project "$PROJECT"
+  if $DRY_RUN; then
+    printf '+ gcloud storage buckets notifications list gs://%s --project %q --format=json   # then delete those on %s\n' \
+      "$BUCKET" "$PROJECT" "$UPLOADS_TOPIC"
+  else
+    gcloud storage buckets notifications list "gs://$BUCKET" --project "$PROJECT" --format=json 2>/dev/null |
+      "$PY" -c '
+import json, sys
+for entry in json.load(sys.stdin) or []:
+    config = entry.get("Notification Configuration", entry)
+    if str(config.get("topic", "")).endswith("/topics/" + sys.argv[1]):
+        print(config.get("id", ""))' "$UPLOADS_TOPIC" | while read -r id; do
+        [[ -n $id ]] && gone gcloud storage buckets notifications delete "gs://$BUCKET/notificationConfigs/$id" \
+          --project "$PROJECT"
+      done
+  fi
+  for topic in "$TOPIC" "$DEAD_LETTER_TOPIC" "$UPLOADS_TOPIC" "$EVENTS_TOPIC"; do
+    gone gcloud pubsub topics delete "$topic" --project "$PROJECT"
+  done
+  for binding in "$RUNTIME_SA:roles/datastore.user" "$RUNTIME_SA:roles/logging.logWriter" \
+                 "$BUILD_SA:roles/cloudbuild.builds.builder"; do
+    gone gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:${binding%%:*}" \
+      --role="${binding#*:}" --condition=None
+  done
+  for account in "$RUNTIME_SA" "$TRIGGER_SA" "$BUILD_SA"; do
+    gone gcloud iam service-accounts delete "$account" --project "$PROJECT"
+  done
+  if $DELETE_DATA; then
+    gone gcloud storage rm --recursive "gs://$BUCKET" --project "$PROJECT"
+    gone gcloud firestore databases delete --database="(default)" --project "$PROJECT"
+  fi
+  if $DRY_RUN; then say "dry run: nothing was deleted"; else say "deleted"; fi
+  exit 0
+fi
 
 # --- the model: default weights, then the guarded LiteRT build ----------------------------------------------------
 if [[ -z $WEIGHTS_URI && -z $WEIGHTS_FILE ]]; then
@@ -306,9 +368,6 @@ if [[ -n $WEIGHTS_FILE ]]; then
 fi
 
 # --- identities: who builds, who runs, who triggers ----------------------------------------------------------------
-RUNTIME_SA=imgclassify-runtime@$PROJECT.iam.gserviceaccount.com
-TRIGGER_SA=imgclassify-trigger@$PROJECT.iam.gserviceaccount.com
-BUILD_SA=imgclassify-build@$PROJECT.iam.gserviceaccount.com
 for account in imgclassify-runtime:"runs the image classification functions" \
                imgclassify-trigger:"delivers classify-image messages to classify_image" \
                imgclassify-build:"builds the image classification functions"; do
@@ -441,7 +500,23 @@ for fn in classify-image:300 object-arrived:120; do
     --member="$PUBSUB_AGENT" --role=roles/pubsub.subscriber
 done
 
-say "deployed"
+# What it costs, from the formula in docs/deployment.md ("Cost per million images"): R images/s per classify
+# instance as measured on a 2-vCPU machine (bench/classify.py; LiteRT ResNet50 int8 19, MobileNetV2 int8 ~100;
+# Keras about 5x slower), one match per image, MAX_INSTANCES instances at full load.
+cost() {
+  local rate
+  case $RUNTIME_KIND:$MODEL in
+    litert:resnet50) rate=19 ;; litert:*) rate=100 ;; keras:resnet50) rate=4 ;; *) rate=20 ;;
+  esac
+  awk -v r="$rate" -v n="$MAX_INSTANCES" 'BEGIN {
+    compute = 50.5 / r; firestore = 1e6 * (2.05 * 0.18 + (n + 1) / r * 0.06) / 1e5
+    storage = 0.40 + 5.80; total = compute + 0.40 + 0.08 + firestore + storage
+    printf "== cost: idle about $0 a month (every function scales to zero; Storage bills the photos and the weights\n"
+    printf "   at $0.020 per GB-month); per million images about $%.1f (R = %d images/s per instance: compute $%.2f,\n", total, r, compute
+    printf "   requests $0.40, Pub/Sub $0.08, Firestore $%.2f, Storage $%.2f with one copy each) - docs/deployment.md\n", firestore, storage
+  }'
+}
+if $DRY_RUN; then cost; say "dry run: nothing was deployed"; else say "deployed"; fi
 for fn in create-job job-status; do
   if $DRY_RUN; then
     printf '+ gcloud functions describe %s --gen2 --region %q --project %q --format=value(serviceConfig.uri)\n' "$fn" "$REGION" "$PROJECT"

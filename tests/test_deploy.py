@@ -268,6 +268,7 @@ def test_dry_run_prints_every_command_and_runs_none(fake_gcloud):
     assert result.returncode == 0, result.stderr
     assert calls == []
     assert result.stdout.count("+ gcloud functions deploy") == 5
+    assert "per million images about $" in result.stdout and "idle about $0" in result.stdout
     assert "+ gcloud pubsub subscriptions update" in result.stdout
 
 
@@ -330,3 +331,26 @@ def test_build_litert_deploys_a_tflite_without_tensorflow(fake_gcloud, tmp_path)
     assert "MODEL_RUNTIME=litert" in result.stdout and ".tflite" in result.stdout
     requirements = (REPO / "build/deploy/classify_image/requirements.txt").read_text()
     assert "ai-edge-litert==" in requirements and "tensorflow" not in requirements
+
+
+def test_delete_removes_what_deploy_created_and_keeps_the_data_unless_asked(fake_gcloud):
+    result, calls = fake_gcloud("--project", "proj", "--delete", existing=True)
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in calls if "create" in c[:4] or c[:2] == ["functions", "deploy"]]
+    assert {c[2] for c in _find(calls, "functions", "delete")} == {
+        "create-job", "job-status", "classify-image", "object-arrived", "dead-letter"}
+    assert {c[3] for c in _find(calls, "pubsub", "topics", "delete")} == {
+        "classify-image", "classify-image-dead-letter", "classify-image-uploads", "job-events"}
+    assert [c[4] for c in _find(calls, "storage", "buckets", "notifications", "delete")] == [
+        "gs://proj-images/notificationConfigs/1"]  # the one on the uploads topic, read from --format=json
+    assert {c[3] for c in _find(calls, "iam", "service-accounts", "delete")} == {RUNTIME_SA, TRIGGER_SA, BUILD_SA}
+    assert _find(calls, "projects", "remove-iam-policy-binding")
+    assert not _find(calls, "storage", "rm") and not _find(calls, "firestore", "databases", "delete")
+    assert "are kept" in result.stdout
+
+    with_data, calls = fake_gcloud("--project", "proj", "--delete-data", existing=True)
+    assert with_data.returncode == 0 and _find(calls, "storage", "rm") and _find(calls, "firestore", "databases",
+                                                                                   "delete")
+    dry, calls = fake_gcloud("--project", "proj", "--delete", "--dry-run")
+    assert dry.returncode == 0 and calls == [] and dry.stdout.count("+ gcloud functions delete") == 5
+    assert "nothing was deleted" in dry.stdout
