@@ -163,6 +163,34 @@ exists() {
   "$@" >/dev/null 2>&1
 }
 
+# --- preflight: fail early, in one line, on what would fail later -------------------------------------------------
+DEPLOYER_ROLES=(roles/serviceusage.serviceUsageAdmin roles/iam.serviceAccountAdmin roles/resourcemanager.projectIamAdmin
+                roles/iam.serviceAccountUser roles/cloudfunctions.admin roles/pubsub.admin roles/storage.admin
+                roles/datastore.owner roles/eventarc.admin)
+preflight() {
+  if $DRY_RUN; then
+    printf '+ gcloud auth list --filter=status:ACTIVE --format=value(account)   # then the project, billing, roles\n'
+    return 0
+  fi
+  local account
+  account=$(gcloud auth list --filter=status:ACTIVE --format='value(account)' 2>/dev/null | head -n 1)
+  [[ -n $account ]] || die "no active gcloud account: run 'gcloud auth login' (or activate a service account) first"
+  gcloud projects describe "$PROJECT" --format='value(projectId)' >/dev/null 2>&1 ||
+    die "project $PROJECT does not exist or $account cannot see it"
+  $DELETE && return 0
+  [[ $(gcloud billing projects describe "$PROJECT" --format='value(billingEnabled)' 2>/dev/null) == True ]] ||
+    die "billing is not enabled on $PROJECT (or $account cannot read it): link a billing account first"
+  local held missing=()
+  held=$(gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
+    --filter="bindings.members:$account" --format='value(bindings.role)' 2>/dev/null || true)
+  if ! grep -qx roles/owner <<<"$held"; then
+    for role in "${DEPLOYER_ROLES[@]}"; do grep -qx "$role" <<<"$held" || missing+=("$role"); done
+  fi
+  # Roles granted through a group or the organization do not show here: a warning, not a stop.
+  ((${#missing[@]} == 0)) || say "WARNING: $account holds none of these on $PROJECT directly (through a group or the organization is fine): ${missing[*]}"
+}
+preflight
+
 # --- teardown ------------------------------------------------------------------------------------------------
 gone() {
   # Delete something that may already be gone: a missing one is not an error (a teardown is re-runnable).

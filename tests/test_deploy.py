@@ -31,6 +31,10 @@ case "$*" in
     failures=$(cat "$GCLOUD_LOG.failures" 2>/dev/null || echo 0)
     if ((failures < ${FAKE_DEPLOY_FAILURES:-0})); then echo $((failures + 1)) > "$GCLOUD_LOG.failures"; exit 1; fi
     exit 0 ;;
+  "auth list"*) [[ ${FAKE_NO_ACCOUNT:-0} == 1 ]] || echo deployer@example.com; exit 0 ;;
+  "billing projects describe"*) [[ ${FAKE_NO_BILLING:-0} == 1 ]] && echo False || echo True; exit 0 ;;
+  "projects get-iam-policy"*) echo "${FAKE_ROLES:-roles/owner}" | tr ' ' '\n'; exit 0 ;;
+  "projects describe "*"value(projectId)"*) [[ ${FAKE_NO_PROJECT:-0} == 1 ]] && exit 1; echo proj; exit 0 ;;
   *" describe "*"--format=value(projectNumber)"*) echo 424242; exit 0 ;;
   *"functions describe "*"eventTrigger.trigger"*) echo "projects/p/locations/r/triggers/$3-trigger"; exit 0 ;;
   *"eventarc triggers describe"*) echo "projects/p/subscriptions/eventarc-${4%-trigger}-sub"; exit 0 ;;
@@ -91,7 +95,9 @@ def test_first_deploy_creates_everything_and_deploys_five_functions(fake_gcloud)
                 "cloudresourcemanager", "iam"):
         assert f"{api}.googleapis.com" in enabled
     # Every command names the project (`projects …` commands take it as their argument).
-    assert all("--project" in call or call[:1] == ["projects"] and call[2] == "proj" for call in calls)
+    assert all("--project" in call or call[:1] == ["projects"] and call[2] == "proj" or call[:2] == ["auth", "list"]
+               or call[:3] == ["billing", "projects", "describe"] and call[3] == "proj"
+               for call in calls)  # (which account is logged in is no project's)
     assert _find(calls, "storage", "buckets", "create", "gs://proj-images")
     assert {c[3] for c in _find(calls, "pubsub", "topics", "create")} == {
         "classify-image", "classify-image-dead-letter", "classify-image-uploads", "job-events"}
@@ -354,3 +360,20 @@ def test_delete_removes_what_deploy_created_and_keeps_the_data_unless_asked(fake
     dry, calls = fake_gcloud("--project", "proj", "--delete", "--dry-run")
     assert dry.returncode == 0 and calls == [] and dry.stdout.count("+ gcloud functions delete") == 5
     assert "nothing was deleted" in dry.stdout
+
+
+@pytest.mark.parametrize("failure, words", [
+    ({"FAKE_NO_ACCOUNT": "1"}, "gcloud auth login"),
+    ({"FAKE_NO_PROJECT": "1"}, "does not exist"),
+    ({"FAKE_NO_BILLING": "1"}, "billing is not enabled"),
+])
+def test_the_preflight_stops_early_in_one_line(fake_gcloud, failure, words):
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras", **failure)
+    assert result.returncode == 1 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not _find(calls, "services", "enable") and not _find(calls, "functions", "deploy")
+
+
+def test_the_preflight_warns_of_roles_it_cannot_see_and_carries_on(fake_gcloud):
+    result, _ = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                            FAKE_ROLES="roles/pubsub.admin roles/storage.admin")
+    assert result.returncode == 0 and "WARNING" in result.stdout and "roles/eventarc.admin" in result.stdout
