@@ -48,7 +48,8 @@ Options (environment variable in brackets):
 The person deploying needs: roles/serviceusage.serviceUsageAdmin, roles/iam.serviceAccountAdmin,
 roles/resourcemanager.projectIamAdmin, roles/iam.serviceAccountUser, roles/cloudfunctions.admin,
 roles/pubsub.admin, roles/storage.admin, roles/datastore.owner (first run creates the database),
-roles/eventarc.admin, and roles/secretmanager.admin when --service-key-secret is used (or roles/owner).
+roles/eventarc.admin, roles/apigateway.admin, and roles/secretmanager.admin when --service-key-secret is used (or
+roles/owner).
 
 After deploying, grant callers:  gcloud functions add-invoker-policy-binding create-job \
     --gen2 --region REGION --member user:someone@example.com   (same for job-status)
@@ -126,6 +127,8 @@ UPLOADS_TOPIC=${UPLOADS_TOPIC:-$TOPIC-uploads}
 RUNTIME_SA=imgclassify-runtime@$PROJECT.iam.gserviceaccount.com
 TRIGGER_SA=imgclassify-trigger@$PROJECT.iam.gserviceaccount.com
 BUILD_SA=imgclassify-build@$PROJECT.iam.gserviceaccount.com
+GATEWAY_SA=imgclassify-gateway@$PROJECT.iam.gserviceaccount.com
+GATEWAY=imgclassify
 FUNCTIONS=(create-job job-status classify-image object-arrived dead-letter)
 [[ -z $CALIBRATION || -d $CALIBRATION ]] || die "photo folder not found: $CALIBRATION"
 [[ -z $WEIGHTS_FILE || -f $WEIGHTS_FILE ]] || die "weights file not found: $WEIGHTS_FILE"
@@ -166,7 +169,7 @@ exists() {
 # --- preflight: fail early, in one line, on what would fail later -------------------------------------------------
 DEPLOYER_ROLES=(roles/serviceusage.serviceUsageAdmin roles/iam.serviceAccountAdmin roles/resourcemanager.projectIamAdmin
                 roles/iam.serviceAccountUser roles/cloudfunctions.admin roles/pubsub.admin roles/storage.admin
-                roles/datastore.owner roles/eventarc.admin)
+                roles/datastore.owner roles/eventarc.admin roles/apigateway.admin)
 preflight() {
   if $DRY_RUN; then
     printf '+ gcloud auth list --filter=status:ACTIVE --format=value(account)   # then the project, billing, roles\n'
@@ -203,6 +206,17 @@ if $DELETE; then
   kept="the bucket gs://$BUCKET and the Firestore data are kept"
   $DELETE_DATA && kept="the bucket gs://$BUCKET and the Firestore database are deleted too"
   say "deleting the image classification service from $PROJECT; $kept"
+  gone gcloud api-gateway gateways delete "$GATEWAY" --location "$REGION" --project "$PROJECT"
+  if $DRY_RUN; then
+    printf '+ gcloud api-gateway api-configs list --api %s --project %q --format=value(name)   # then delete each\n' \
+      "$GATEWAY" "$PROJECT"
+  else
+    gcloud api-gateway api-configs list --api "$GATEWAY" --project "$PROJECT" --format='value(name)' 2>/dev/null |
+      while read -r config; do
+        [[ -n $config ]] && gone gcloud api-gateway api-configs delete "${config##*/}" --api "$GATEWAY" --project "$PROJECT"
+      done
+  fi
+  gone gcloud api-gateway apis delete "$GATEWAY" --project "$PROJECT"
   for fn in "${FUNCTIONS[@]}"; do  # deleting a function deletes its Eventarc trigger and push subscription
     gone gcloud functions delete "$fn" --gen2 --region "$REGION" --project "$PROJECT"
   done
@@ -230,7 +244,7 @@ for entry in json.load(sys.stdin) or []:
     gone gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:${binding%%:*}" \
       --role="${binding#*:}" --condition=None
   done
-  for account in "$RUNTIME_SA" "$TRIGGER_SA" "$BUILD_SA"; do
+  for account in "$RUNTIME_SA" "$TRIGGER_SA" "$BUILD_SA" "$GATEWAY_SA"; do
     gone gcloud iam service-accounts delete "$account" --project "$PROJECT"
   done
   if $DELETE_DATA; then
@@ -367,7 +381,8 @@ fi
 
 say "project $PROJECT, region $REGION, bucket gs://$BUCKET, model $MODEL ($RUNTIME_KIND, $WEIGHTS_URI)"
 
-APIS=(cloudfunctions run cloudbuild artifactregistry eventarc pubsub firestore storage logging cloudresourcemanager iam)
+APIS=(cloudfunctions run cloudbuild artifactregistry eventarc pubsub firestore storage logging cloudresourcemanager iam
+      apigateway servicemanagement servicecontrol)
 [[ -n $SERVICE_KEY_SECRET ]] && APIS+=(secretmanager)
 run gcloud services enable "${APIS[@]/%/.googleapis.com}" --project "$PROJECT"
 
@@ -398,7 +413,8 @@ fi
 # --- identities: who builds, who runs, who triggers ----------------------------------------------------------------
 for account in imgclassify-runtime:"runs the image classification functions" \
                imgclassify-trigger:"delivers classify-image messages to classify_image" \
-               imgclassify-build:"builds the image classification functions"; do
+               imgclassify-build:"builds the image classification functions" \
+               imgclassify-gateway:"forwards the one base URL to create-job and job-status"; do
   name=${account%%:*}
   exists gcloud iam service-accounts describe "$name@$PROJECT.iam.gserviceaccount.com" --project "$PROJECT" ||
     run gcloud iam service-accounts create "$name" --display-name="${account#*:}" --project "$PROJECT"
@@ -438,6 +454,38 @@ EVENT_INGRESS=(--ingress-settings internal-only)
 COMMON_ENV="GOOGLE_CLOUD_PROJECT=$PROJECT,BUCKET=$BUCKET,CLASSIFY_TOPIC=$TOPIC,MODEL=$MODEL,MODEL_WEIGHTS=$WEIGHTS_URI"
 COMMON_ENV+=",MODEL_RUNTIME=$RUNTIME_KIND,JOB_EVENTS_TOPIC=$EVENTS_TOPIC"
 IDENTITY=(--service-account "$RUNTIME_SA" --build-service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA")
+
+# --- one base URL: API Gateway in front of create-job and job-status ------------------------------------------------
+# The config is generated from the route table (imgclassify/gateway_config.py: every old path to the function that
+# serves it, the path appended); the functions' cloudfunctions.net URLs are known before they are deployed, and the
+# gateway's host is needed before (status_url points at it). The gateway calls the functions with its own identity's
+# ID token; a caller's Authorization header (the key) reaches them as X-Forwarded-Authorization.
+mkdir -p "$HERE/build"
+GATEWAY_SPEC=$HERE/build/gateway-$PROJECT.yaml
+(cd "$HERE" && "$PY" -m imgclassify.gateway_config --project "$PROJECT" --region "$REGION") > "$GATEWAY_SPEC" ||
+  die "could not write the API Gateway config"
+GATEWAY_CONFIG=$GATEWAY-$(sha256sum "$GATEWAY_SPEC" | cut -c1-12)
+exists gcloud api-gateway apis describe "$GATEWAY" --project "$PROJECT" ||
+  run gcloud api-gateway apis create "$GATEWAY" --project "$PROJECT"
+exists gcloud api-gateway api-configs describe "$GATEWAY_CONFIG" --api "$GATEWAY" --project "$PROJECT" ||
+  run gcloud api-gateway api-configs create "$GATEWAY_CONFIG" --api "$GATEWAY" --openapi-spec "$GATEWAY_SPEC" \
+    --backend-auth-service-account "$GATEWAY_SA" --project "$PROJECT"
+if exists gcloud api-gateway gateways describe "$GATEWAY" --location "$REGION" --project "$PROJECT"; then
+  run gcloud api-gateway gateways update "$GATEWAY" --api "$GATEWAY" --api-config "$GATEWAY_CONFIG" \
+    --location "$REGION" --project "$PROJECT"
+else
+  run gcloud api-gateway gateways create "$GATEWAY" --api "$GATEWAY" --api-config "$GATEWAY_CONFIG" \
+    --location "$REGION" --project "$PROJECT"
+fi
+if $DRY_RUN; then
+  GATEWAY_HOST=GATEWAY_HOST
+  printf '+ gcloud api-gateway gateways describe %s --location %q --project %q --format=value(defaultHostname)\n' \
+    "$GATEWAY" "$REGION" "$PROJECT"
+else
+  GATEWAY_HOST=$(gcloud api-gateway gateways describe "$GATEWAY" --location "$REGION" --project "$PROJECT" \
+    --format='value(defaultHostname)')
+fi
+COMMON_ENV+=",STATUS_URL_BASE=https://$GATEWAY_HOST"
 
 # THREADS: functions-framework's threads per instance (its default is 4 x CPUs); set to each function's concurrency.
 # create_job lists the whole prefix and waits for every publish: long timeout, modest memory.
@@ -544,7 +592,13 @@ cost() {
     printf "   requests $0.40, Pub/Sub $0.08, Firestore $%.2f, Storage $%.2f with one copy each) - docs/deployment.md\n", firestore, storage
   }'
 }
+# The gateway's identity may call the two HTTP functions (it forwards every request to them).
+for fn in create-job job-status; do
+  run gcloud functions add-invoker-policy-binding "$fn" --gen2 --region "$REGION" \
+    --member="serviceAccount:$GATEWAY_SA" --project "$PROJECT"
+done
 if $DRY_RUN; then cost; say "dry run: nothing was deployed"; else say "deployed"; fi
+printf 'base URL (POST /classification-job, GET /classification-job/<id>): https://%s\n' "$GATEWAY_HOST"
 for fn in create-job job-status; do
   if $DRY_RUN; then
     printf '+ gcloud functions describe %s --gen2 --region %q --project %q --format=value(serviceConfig.uri)\n' "$fn" "$REGION" "$PROJECT"

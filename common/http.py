@@ -101,8 +101,9 @@ def guarded(handler: Callable[..., flask.Response]) -> Callable[..., flask.Respo
 
 def supplied_key(request: flask.Request) -> str:
     """The key in the Authorization header: as the old clients send it (bare or Bearer), or as a browser sends
-    it (Basic, the key as the password, any user name)."""
-    supplied = request.headers.get("Authorization", "")
+    it (Basic, the key as the password, any user name). Behind API Gateway the caller's Authorization header
+    arrives as X-Forwarded-Authorization (the gateway puts its own ID token for the function in Authorization)."""
+    supplied = request.headers.get("X-Forwarded-Authorization") or request.headers.get("Authorization", "")
     scheme, _, credentials = supplied.partition(" ")
     if scheme.lower() == "bearer":
         return credentials

@@ -35,6 +35,8 @@ case "$*" in
   "billing projects describe"*) [[ ${FAKE_NO_BILLING:-0} == 1 ]] && echo False || echo True; exit 0 ;;
   "projects get-iam-policy"*) echo "${FAKE_ROLES:-roles/owner}" | tr ' ' '\n'; exit 0 ;;
   "projects describe "*"value(projectId)"*) [[ ${FAKE_NO_PROJECT:-0} == 1 ]] && exit 1; echo proj; exit 0 ;;
+  *"gateways describe"*"defaultHostname"*) echo imgclassify-abc.uc.gateway.dev; exit 0 ;;
+  *"api-configs list"*) echo projects/proj/locations/global/apis/imgclassify/configs/imgclassify-0123; exit 0 ;;
   *" describe "*"--format=value(projectNumber)"*) echo 424242; exit 0 ;;
   *"functions describe "*"eventTrigger.trigger"*) echo "projects/p/locations/r/triggers/$3-trigger"; exit 0 ;;
   *"eventarc triggers describe"*) echo "projects/p/subscriptions/eventarc-${4%-trigger}-sub"; exit 0 ;;
@@ -147,6 +149,7 @@ def test_first_deploy_creates_everything_and_deploys_five_functions(fake_gcloud)
 RUNTIME_SA = "imgclassify-runtime@proj.iam.gserviceaccount.com"
 TRIGGER_SA = "imgclassify-trigger@proj.iam.gserviceaccount.com"
 BUILD_SA = "imgclassify-build@proj.iam.gserviceaccount.com"
+GATEWAY_SA = "imgclassify-gateway@proj.iam.gserviceaccount.com"
 
 
 def _bindings(calls) -> set[tuple[str, str, str]]:
@@ -167,7 +170,7 @@ def test_each_identity_gets_its_own_service_account_with_least_privilege(fake_gc
 
     assert result.returncode == 0, result.stderr
     created = {c[3] for c in _find(calls, "iam", "service-accounts", "create")}
-    assert created == {"imgclassify-runtime", "imgclassify-trigger", "imgclassify-build"}
+    assert created == {"imgclassify-runtime", "imgclassify-trigger", "imgclassify-build", "imgclassify-gateway"}
     assert _bindings(calls) >= {
         ("storage gs://proj-images", f"serviceAccount:{RUNTIME_SA}", "roles/storage.objectAdmin"),
         ("projects proj", f"serviceAccount:{RUNTIME_SA}", "roles/datastore.user"),
@@ -177,6 +180,9 @@ def test_each_identity_gets_its_own_service_account_with_least_privilege(fake_gc
         ("projects proj", f"serviceAccount:{BUILD_SA}", "roles/cloudbuild.builds.builder"),
         ("functions classify-image", f"serviceAccount:{TRIGGER_SA}", "roles/run.invoker"),
         ("functions object-arrived", f"serviceAccount:{TRIGGER_SA}", "roles/run.invoker"),
+        ("functions dead-letter", f"serviceAccount:{TRIGGER_SA}", "roles/run.invoker"),
+        ("functions create-job", f"serviceAccount:{GATEWAY_SA}", "roles/run.invoker"),
+        ("functions job-status", f"serviceAccount:{GATEWAY_SA}", "roles/run.invoker"),
         ("pubsub job-events", f"serviceAccount:{RUNTIME_SA}", "roles/pubsub.publisher"),
         ("pubsub classify-image-uploads",
          "serviceAccount:service-424242@gs-project-accounts.iam.gserviceaccount.com", "roles/pubsub.publisher"),
@@ -349,7 +355,10 @@ def test_delete_removes_what_deploy_created_and_keeps_the_data_unless_asked(fake
         "classify-image", "classify-image-dead-letter", "classify-image-uploads", "job-events"}
     assert [c[4] for c in _find(calls, "storage", "buckets", "notifications", "delete")] == [
         "gs://proj-images/notificationConfigs/1"]  # the one on the uploads topic, read from --format=json
-    assert {c[3] for c in _find(calls, "iam", "service-accounts", "delete")} == {RUNTIME_SA, TRIGGER_SA, BUILD_SA}
+    assert {c[3] for c in _find(calls, "iam", "service-accounts", "delete")} == {RUNTIME_SA, TRIGGER_SA, BUILD_SA,
+                                                                            GATEWAY_SA}
+    assert _find(calls, "api-gateway", "gateways", "delete") and _find(calls, "api-gateway", "apis", "delete")
+    assert [c[3] for c in _find(calls, "api-gateway", "api-configs", "delete")] == ["imgclassify-0123"]
     assert _find(calls, "projects", "remove-iam-policy-binding")
     assert not _find(calls, "storage", "rm") and not _find(calls, "firestore", "databases", "delete")
     assert "are kept" in result.stdout
@@ -377,3 +386,53 @@ def test_the_preflight_warns_of_roles_it_cannot_see_and_carries_on(fake_gcloud):
     result, _ = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
                             FAKE_ROLES="roles/pubsub.admin roles/storage.admin")
     assert result.returncode == 0 and "WARNING" in result.stdout and "roles/eventarc.admin" in result.stdout
+
+
+def test_one_base_url_api_gateway_forwards_every_old_path_and_status_url_points_at_it(fake_gcloud):
+    """Issue 22: the old clients' one base URL, deployed: an API Gateway config generated from the route table."""
+    import yaml
+
+    from common.routes import ROUTES, Function
+
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                                "--service-key-secret", "k")
+    assert result.returncode == 0, result.stderr
+    [config] = _find(calls, "api-gateway", "api-configs", "create")
+    assert _flag(config, "--backend-auth-service-account") == [GATEWAY_SA]
+    spec = yaml.safe_load(Path(_flag(config, "--openapi-spec")[0]).read_text())
+    assert spec["swagger"] == "2.0"
+    for route in ROUTES:
+        if route.function == Function.NONE:
+            continue
+        operation = spec["paths"][route.template.replace("<id>", "{id}")][route.method.lower()]
+        backend = operation["x-google-backend"]
+        assert backend["address"] == "https://us-central1-proj.cloudfunctions.net/" + \
+            {"create_job": "create-job", "job_status": "job-status"}[route.function]
+        assert backend["path_translation"] == "APPEND_PATH_TO_ADDRESS"
+    [gateway] = _find(calls, "api-gateway", "gateways", "create")
+    assert _flag(gateway, "--api-config") == [config[3]]
+    for name in ("create-job", "job-status"):
+        env = dict(kv.split("=", 1) for kv in _flag(_find(calls, "functions", "deploy", name)[0],
+                                                     "--set-env-vars")[0].split(","))
+        assert env["STATUS_URL_BASE"] == "https://imgclassify-abc.uc.gateway.dev"
+    assert "base URL (POST /classification-job, GET /classification-job/<id>): " \
+           "https://imgclassify-abc.uc.gateway.dev" in result.stdout
+    again, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                               "--service-key-secret", "k", existing=True)
+    assert again.returncode == 0 and not _find(calls, "api-gateway", "gateways", "create")
+    assert not _find(calls, "api-gateway", "api-configs", "create")  # the same config: nothing new
+
+
+def test_behind_the_gateway_the_callers_key_arrives_as_x_forwarded_authorization(fake_service):
+    """The gateway puts its own ID token for the function in Authorization; the caller's key is forwarded."""
+    import dataclasses
+
+    from tests.fakes import fake_app, served
+
+    app = fake_app(dataclasses.replace(fake_service.settings, service_key="the-key"))
+    client = served(app)
+    body = {"classes": ["tabby"]}
+    assert client.post("/classification-job", json=body,
+                       headers={"Authorization": "Bearer gateway-id-token"}).status_code == 401
+    assert client.post("/classification-job", json=body, headers={
+        "Authorization": "Bearer gateway-id-token", "X-Forwarded-Authorization": "Bearer the-key"}).status_code == 201
