@@ -124,10 +124,22 @@ fi
 BUCKET=${BUCKET:-$PROJECT-images}
 DEAD_LETTER_TOPIC=$TOPIC-dead-letter
 UPLOADS_TOPIC=${UPLOADS_TOPIC:-$TOPIC-uploads}
-RUNTIME_SA=imgclassify-runtime@$PROJECT.iam.gserviceaccount.com
-TRIGGER_SA=imgclassify-trigger@$PROJECT.iam.gserviceaccount.com
-BUILD_SA=imgclassify-build@$PROJECT.iam.gserviceaccount.com
-GATEWAY_SA=imgclassify-gateway@$PROJECT.iam.gserviceaccount.com
+sa() { echo "imgclassify-$1@$PROJECT.iam.gserviceaccount.com"; }
+TRIGGER_SA=$(sa trigger)
+BUILD_SA=$(sa build)
+GATEWAY_SA=$(sa gateway)
+IDENTITIES=(create:"runs create-job: lists, publishes, corrects and undoes" status:"runs job-status: reads jobs, previews"
+            classify:"runs classify-image: reads photos, writes copies and results"
+            objects:"runs object-arrived: adds uploads to watch jobs" deadletter:"runs dead-letter: records what Pub/Sub gave up on"
+            trigger:"delivers Pub/Sub messages to the event-triggered functions" build:"builds the functions"
+            gateway:"forwards the one base URL to create-job and job-status")
+# Project-level roles, per identity. job-status reads Firestore only; the build identity holds what Google's docs
+# list for a custom build service account instead of the broad Cloud Build builder role.
+PROJECT_ROLES=(create:roles/datastore.user status:roles/datastore.viewer classify:roles/datastore.user
+               objects:roles/datastore.user deadletter:roles/datastore.user
+               create:roles/logging.logWriter status:roles/logging.logWriter classify:roles/logging.logWriter
+               objects:roles/logging.logWriter deadletter:roles/logging.logWriter
+               build:roles/logging.logWriter build:roles/artifactregistry.writer build:roles/storage.objectViewer)
 GATEWAY=imgclassify
 FUNCTIONS=(create-job job-status classify-image object-arrived dead-letter)
 [[ -z $CALIBRATION || -d $CALIBRATION ]] || die "photo folder not found: $CALIBRATION"
@@ -239,13 +251,12 @@ for entry in json.load(sys.stdin) or []:
   for topic in "$TOPIC" "$DEAD_LETTER_TOPIC" "$UPLOADS_TOPIC" "$EVENTS_TOPIC"; do
     gone gcloud pubsub topics delete "$topic" --project "$PROJECT"
   done
-  for binding in "$RUNTIME_SA:roles/datastore.user" "$RUNTIME_SA:roles/logging.logWriter" \
-                 "$BUILD_SA:roles/cloudbuild.builds.builder"; do
-    gone gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:${binding%%:*}" \
+  for binding in "${PROJECT_ROLES[@]}"; do
+    gone gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:$(sa "${binding%%:*}")" \
       --role="${binding#*:}" --condition=None
   done
-  for account in "$RUNTIME_SA" "$TRIGGER_SA" "$BUILD_SA" "$GATEWAY_SA"; do
-    gone gcloud iam service-accounts delete "$account" --project "$PROJECT"
+  for account in "${IDENTITIES[@]}"; do
+    gone gcloud iam service-accounts delete "$(sa "${account%%:*}")" --project "$PROJECT"
   done
   if $DELETE_DATA; then
     gone gcloud storage rm --recursive "gs://$BUCKET" --project "$PROJECT"
@@ -410,38 +421,38 @@ if [[ -n $WEIGHTS_FILE ]]; then
     run gcloud storage cp "$WEIGHTS_FILE" "$WEIGHTS_URI" --project "$PROJECT"
 fi
 
-# --- identities: who builds, who runs, who triggers ----------------------------------------------------------------
-for account in imgclassify-runtime:"runs the image classification functions" \
-               imgclassify-trigger:"delivers classify-image messages to classify_image" \
-               imgclassify-build:"builds the image classification functions" \
-               imgclassify-gateway:"forwards the one base URL to create-job and job-status"; do
-  name=${account%%:*}
+# --- identities: one per function with only what it needs; who builds; who triggers; the gateway --------------------
+for account in "${IDENTITIES[@]}"; do
+  name=imgclassify-${account%%:*}
   exists gcloud iam service-accounts describe "$name@$PROJECT.iam.gserviceaccount.com" --project "$PROJECT" ||
     run gcloud iam service-accounts create "$name" --display-name="${account#*:}" --project "$PROJECT"
 done
 # Bindings are idempotent: adding one that exists changes nothing.
-run gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" --member="serviceAccount:$RUNTIME_SA" \
-  --role=roles/storage.objectAdmin --project "$PROJECT"
-WEIGHTS_BUCKET=${WEIGHTS_URI#gs://}; WEIGHTS_BUCKET=${WEIGHTS_BUCKET%%/*}
-if [[ $WEIGHTS_BUCKET != "$BUCKET" ]]; then
-  run gcloud storage buckets add-iam-policy-binding "gs://$WEIGHTS_BUCKET" --member="serviceAccount:$RUNTIME_SA" \
-    --role=roles/storage.objectViewer --project "$PROJECT"
-fi
-for role in roles/datastore.user roles/logging.logWriter; do
-  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$RUNTIME_SA" --role="$role" \
-    --condition=None
-done
-for topic in "$TOPIC" "$EVENTS_TOPIC"; do  # fan-out (create_job, object_arrived) and completion events
-  run gcloud pubsub topics add-iam-policy-binding "$topic" --member="serviceAccount:$RUNTIME_SA" \
+on_bucket() {  # on_bucket ACCOUNT ROLE [BUCKET]
+  run gcloud storage buckets add-iam-policy-binding "gs://${3:-$BUCKET}" --member="serviceAccount:$(sa "$1")" \
+    --role="$2" --project "$PROJECT"
+}
+on_topic() {  # on_topic ACCOUNT TOPIC
+  run gcloud pubsub topics add-iam-policy-binding "$2" --member="serviceAccount:$(sa "$1")" \
     --role=roles/pubsub.publisher --project "$PROJECT"
+}
+for binding in "${PROJECT_ROLES[@]}"; do
+  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$(sa "${binding%%:*}")" \
+    --role="${binding#*:}" --condition=None
 done
+on_bucket create roles/storage.objectAdmin    # lists the photos; corrections copy, undo removes copies
+on_bucket classify roles/storage.objectAdmin  # reads photos, writes copies
+on_bucket status roles/storage.objectViewer   # previews only: job-status can delete nothing
+WEIGHTS_BUCKET=${WEIGHTS_URI#gs://}; WEIGHTS_BUCKET=${WEIGHTS_BUCKET%%/*}
+[[ $WEIGHTS_BUCKET != "$BUCKET" ]] && on_bucket classify roles/storage.objectViewer "$WEIGHTS_BUCKET"
+on_topic create "$TOPIC"; on_topic objects "$TOPIC"  # the fan-out
+for account in create classify deadletter; do on_topic "$account" "$EVENTS_TOPIC"; done  # completion events
 if [[ -n $SERVICE_KEY_SECRET ]]; then
-  run gcloud secrets add-iam-policy-binding "$SERVICE_KEY_SECRET" --member="serviceAccount:$RUNTIME_SA" \
-    --role=roles/secretmanager.secretAccessor --project "$PROJECT"
+  for account in create status classify deadletter; do  # who checks the key or signs callbacks with it
+    run gcloud secrets add-iam-policy-binding "$SERVICE_KEY_SECRET" --member="serviceAccount:$(sa "$account")" \
+      --role=roles/secretmanager.secretAccessor --project "$PROJECT"
+  done
 fi
-# Since mid-2024 new projects build functions with a service account that needs this role (gcloud would prompt).
-run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$BUILD_SA" \
-  --role=roles/cloudbuild.builds.builder --condition=None
 
 AUTH_FLAG=--no-allow-unauthenticated
 $PUBLIC && AUTH_FLAG=--allow-unauthenticated
@@ -453,7 +464,7 @@ HTTP_SECRETS=()
 EVENT_INGRESS=(--ingress-settings internal-only)
 COMMON_ENV="GOOGLE_CLOUD_PROJECT=$PROJECT,BUCKET=$BUCKET,CLASSIFY_TOPIC=$TOPIC,MODEL=$MODEL,MODEL_WEIGHTS=$WEIGHTS_URI"
 COMMON_ENV+=",MODEL_RUNTIME=$RUNTIME_KIND,JOB_EVENTS_TOPIC=$EVENTS_TOPIC"
-IDENTITY=(--service-account "$RUNTIME_SA" --build-service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA")
+identity() { echo --service-account "$(sa "$1")" --build-service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA"; }
 
 # --- one base URL: API Gateway in front of create-job and job-status ------------------------------------------------
 # The config is generated from the route table (imgclassify/gateway_config.py: every old path to the function that
@@ -490,13 +501,13 @@ COMMON_ENV+=",STATUS_URL_BASE=https://$GATEWAY_HOST"
 # THREADS: functions-framework's threads per instance (its default is 4 x CPUs); set to each function's concurrency.
 # create_job lists the whole prefix and waits for every publish: long timeout, modest memory.
 deploy_function create-job --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
-  --source "$STAGE/create_job" --entry-point create_job --trigger-http "$AUTH_FLAG" "${IDENTITY[@]}" \
+  --source "$STAGE/create_job" --entry-point create_job --trigger-http "$AUTH_FLAG" $(identity create) \
   --memory 512Mi --cpu 1 --timeout 540s --concurrency 20 --max-instances 10 \
   --set-env-vars "$COMMON_ENV,THREADS=20" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 
 # job_status is a few document reads: small, highly concurrent.
 deploy_function job-status --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
-  --source "$STAGE/job_status" --entry-point job_status --trigger-http "$AUTH_FLAG" "${IDENTITY[@]}" \
+  --source "$STAGE/job_status" --entry-point job_status --trigger-http "$AUTH_FLAG" $(identity status) \
   --memory 256Mi --cpu 1 --timeout 30s --concurrency 80 --max-instances 10 \
   --set-env-vars "$COMMON_ENV,THREADS=80" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 
@@ -505,7 +516,7 @@ deploy_function job-status --gen2 --project "$PROJECT" --region "$REGION" --runt
 # enable` often fails while the Eventarc service agent's permissions propagate.
 deploy_function classify-image --gen2 --project "$PROJECT" --region "$REGION" \
   --runtime python311 --source "$STAGE/classify_image" --entry-point classify_image --trigger-topic "$TOPIC" \
-  --retry "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" "${CLASSIFY_SIZE[@]}" --timeout 120s \
+  --retry $(identity classify) --trigger-service-account "$TRIGGER_SA" "${CLASSIFY_SIZE[@]}" --timeout 120s \
   "${EVENT_INGRESS[@]}" --max-instances "$MAX_INSTANCES" \
   --set-env-vars "$COMMON_ENV,THREADS=$CLASSIFY_THREADS$DETECTOR_ENV" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 # The trigger's identity may invoke classify_image (without it every push is refused and dead-lettered).
@@ -531,7 +542,7 @@ if $DRY_RUN || ! gcloud storage buckets notifications list "gs://$BUCKET" --proj
 fi
 deploy_function object-arrived --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
   --source "$STAGE/object_arrived" --entry-point object_arrived --trigger-topic "$UPLOADS_TOPIC" --retry \
-  "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 40 --timeout 60s \
+  $(identity objects) --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 40 --timeout 60s \
   "${EVENT_INGRESS[@]}" --max-instances 10 --set-env-vars "$COMMON_ENV,THREADS=40"
 run gcloud functions add-invoker-policy-binding object-arrived --gen2 --region "$REGION" \
   --member="serviceAccount:$TRIGGER_SA" --project "$PROJECT"
@@ -540,7 +551,7 @@ run gcloud functions add-invoker-policy-binding object-arrived --gen2 --region "
 # so every job finishes: the image fails "gave up after N deliveries". (The -hold subscription keeps a copy.)
 deploy_function dead-letter --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
   --source "$STAGE/dead_letter" --entry-point dead_letter --trigger-topic "$DEAD_LETTER_TOPIC" --retry \
-  "${IDENTITY[@]}" --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 20 --timeout 60s \
+  $(identity deadletter) --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 20 --timeout 60s \
   "${EVENT_INGRESS[@]}" --max-instances 5 --set-env-vars "$COMMON_ENV,THREADS=20" \
   ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
 run gcloud functions add-invoker-policy-binding dead-letter --gen2 --region "$REGION" \

@@ -146,7 +146,6 @@ def test_first_deploy_creates_everything_and_deploys_five_functions(fake_gcloud)
     assert "create-job: https://create-job-abc.a.run.app" in result.stdout
 
 
-RUNTIME_SA = "imgclassify-runtime@proj.iam.gserviceaccount.com"
 TRIGGER_SA = "imgclassify-trigger@proj.iam.gserviceaccount.com"
 BUILD_SA = "imgclassify-build@proj.iam.gserviceaccount.com"
 GATEWAY_SA = "imgclassify-gateway@proj.iam.gserviceaccount.com"
@@ -164,33 +163,49 @@ def _bindings(calls) -> set[tuple[str, str, str]]:
     return found
 
 
-def test_each_identity_gets_its_own_service_account_with_least_privilege(fake_gcloud):
+def test_each_function_runs_as_its_own_identity_with_least_privilege(fake_gcloud):
     result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
                                 "--service-key-secret", "old-clients-key")
 
     assert result.returncode == 0, result.stderr
     created = {c[3] for c in _find(calls, "iam", "service-accounts", "create")}
-    assert created == {"imgclassify-runtime", "imgclassify-trigger", "imgclassify-build", "imgclassify-gateway"}
-    assert _bindings(calls) >= {
-        ("storage gs://proj-images", f"serviceAccount:{RUNTIME_SA}", "roles/storage.objectAdmin"),
-        ("projects proj", f"serviceAccount:{RUNTIME_SA}", "roles/datastore.user"),
-        ("projects proj", f"serviceAccount:{RUNTIME_SA}", "roles/logging.logWriter"),
-        ("pubsub classify-image", f"serviceAccount:{RUNTIME_SA}", "roles/pubsub.publisher"),
-        ("secrets old-clients-key", f"serviceAccount:{RUNTIME_SA}", "roles/secretmanager.secretAccessor"),
-        ("projects proj", f"serviceAccount:{BUILD_SA}", "roles/cloudbuild.builds.builder"),
+    assert created == {f"imgclassify-{n}" for n in ("create", "status", "classify", "objects", "deadletter",
+                                                     "trigger", "build", "gateway")}
+    sa = {n: f"serviceAccount:imgclassify-{n}@proj.iam.gserviceaccount.com" for n in
+          ("create", "status", "classify", "objects", "deadletter")}
+    bindings = _bindings(calls)
+    assert bindings >= {
+        ("storage gs://proj-images", sa["create"], "roles/storage.objectAdmin"),
+        ("storage gs://proj-images", sa["classify"], "roles/storage.objectAdmin"),
+        ("storage gs://proj-images", sa["status"], "roles/storage.objectViewer"),
+        ("projects proj", sa["status"], "roles/datastore.viewer"),
+        ("projects proj", sa["classify"], "roles/datastore.user"),
+        ("pubsub classify-image", sa["create"], "roles/pubsub.publisher"),
+        ("pubsub classify-image", sa["objects"], "roles/pubsub.publisher"),
+        ("pubsub job-events", sa["classify"], "roles/pubsub.publisher"),
+        ("pubsub job-events", sa["deadletter"], "roles/pubsub.publisher"),
+        ("secrets old-clients-key", sa["classify"], "roles/secretmanager.secretAccessor"),
+        ("secrets old-clients-key", sa["status"], "roles/secretmanager.secretAccessor"),
+        ("projects proj", f"serviceAccount:{BUILD_SA}", "roles/artifactregistry.writer"),
+        ("projects proj", f"serviceAccount:{BUILD_SA}", "roles/logging.logWriter"),
         ("functions classify-image", f"serviceAccount:{TRIGGER_SA}", "roles/run.invoker"),
         ("functions object-arrived", f"serviceAccount:{TRIGGER_SA}", "roles/run.invoker"),
         ("functions dead-letter", f"serviceAccount:{TRIGGER_SA}", "roles/run.invoker"),
         ("functions create-job", f"serviceAccount:{GATEWAY_SA}", "roles/run.invoker"),
         ("functions job-status", f"serviceAccount:{GATEWAY_SA}", "roles/run.invoker"),
-        ("pubsub job-events", f"serviceAccount:{RUNTIME_SA}", "roles/pubsub.publisher"),
         ("pubsub classify-image-uploads",
          "serviceAccount:service-424242@gs-project-accounts.iam.gserviceaccount.com", "roles/pubsub.publisher"),
     }
-    # Nothing broader: no Editor or Owner, and the runtime account holds no role on other projects' resources.
-    assert not [b for b in _bindings(calls) if b[2] in ("roles/editor", "roles/owner")]
+    # job-status can change nothing: read-only on the bucket and on Firestore, no topic.
+    assert {(r, role) for r, m, role in bindings if m == sa["status"]} == {
+        ("storage gs://proj-images", "roles/storage.objectViewer"), ("projects proj", "roles/datastore.viewer"),
+        ("projects proj", "roles/logging.logWriter"), ("secrets old-clients-key", "roles/secretmanager.secretAccessor")}
+    # Nothing broader: no Editor, Owner or the Cloud Build builder role.
+    assert not [b for b in bindings if b[2] in ("roles/editor", "roles/owner", "roles/cloudbuild.builds.builder")]
+    own = {"create-job": "create", "job-status": "status", "classify-image": "classify",
+           "object-arrived": "objects", "dead-letter": "deadletter"}
     for call in _find(calls, "functions", "deploy"):
-        assert _flag(call, "--service-account") == [RUNTIME_SA]
+        assert _flag(call, "--service-account") == [sa[own[call[2]]].removeprefix("serviceAccount:")]
         assert _flag(call, "--build-service-account") == [f"projects/proj/serviceAccounts/{BUILD_SA}"]
     assert _flag(_find(calls, "functions", "deploy", "classify-image")[0], "--trigger-service-account") == [
         TRIGGER_SA]
@@ -355,8 +370,7 @@ def test_delete_removes_what_deploy_created_and_keeps_the_data_unless_asked(fake
         "classify-image", "classify-image-dead-letter", "classify-image-uploads", "job-events"}
     assert [c[4] for c in _find(calls, "storage", "buckets", "notifications", "delete")] == [
         "gs://proj-images/notificationConfigs/1"]  # the one on the uploads topic, read from --format=json
-    assert {c[3] for c in _find(calls, "iam", "service-accounts", "delete")} == {RUNTIME_SA, TRIGGER_SA, BUILD_SA,
-                                                                            GATEWAY_SA}
+    assert len({c[3] for c in _find(calls, "iam", "service-accounts", "delete")}) == 8
     assert _find(calls, "api-gateway", "gateways", "delete") and _find(calls, "api-gateway", "apis", "delete")
     assert [c[3] for c in _find(calls, "api-gateway", "api-configs", "delete")] == ["imgclassify-0123"]
     assert _find(calls, "projects", "remove-iam-policy-binding")
