@@ -35,7 +35,8 @@ Options (environment variable in brackets):
   --allow-unauthenticated make the HTTP functions public (default: IAM-authenticated callers only); needs
                           --service-key-secret
   --service-key-secret S  Secret Manager secret holding the old clients' shared key: the HTTP functions then
-                          require it in the Authorization header (SERVICE_KEY, mounted with --set-secrets)
+                          require it in the Authorization header (SERVICE_KEY, mounted with --set-secrets), and
+                          an API Gateway gives both old paths one base URL (printed at the end)
   --dry-run               print every gcloud command, run none (with --delete too)
   --delete                remove what deploy.sh created: the five functions (and their triggers), topics,
                           subscriptions, the bucket's notification, the service accounts and their bindings;
@@ -471,32 +472,40 @@ identity() { echo --service-account "$(sa "$1")" --build-service-account "projec
 # serves it, the path appended); the functions' cloudfunctions.net URLs are known before they are deployed, and the
 # gateway's host is needed before (status_url points at it). The gateway calls the functions with its own identity's
 # ID token; a caller's Authorization header (the key) reaches them as X-Forwarded-Authorization.
-mkdir -p "$HERE/build"
-GATEWAY_SPEC=$HERE/build/gateway-$PROJECT.yaml
-(cd "$HERE" && "$PY" -m imgclassify.gateway_config --project "$PROJECT" --region "$REGION") > "$GATEWAY_SPEC" ||
-  die "could not write the API Gateway config"
-GATEWAY_CONFIG=$GATEWAY-$(sha256sum "$GATEWAY_SPEC" | cut -c1-12)
-exists gcloud api-gateway apis describe "$GATEWAY" --project "$PROJECT" ||
-  run gcloud api-gateway apis create "$GATEWAY" --project "$PROJECT"
-exists gcloud api-gateway api-configs describe "$GATEWAY_CONFIG" --api "$GATEWAY" --project "$PROJECT" ||
-  run gcloud api-gateway api-configs create "$GATEWAY_CONFIG" --api "$GATEWAY" --openapi-spec "$GATEWAY_SPEC" \
-    --backend-auth-service-account "$GATEWAY_SA" --project "$PROJECT"
-if exists gcloud api-gateway gateways describe "$GATEWAY" --location "$REGION" --project "$PROJECT"; then
-  run gcloud api-gateway gateways update "$GATEWAY" --api "$GATEWAY" --api-config "$GATEWAY_CONFIG" \
-    --location "$REGION" --project "$PROJECT"
+# API Gateway accepts any caller: it is created only with a key (--service-key-secret), which the functions then
+# require. Without one, callers reach the functions with IAM ID tokens, and status_url points at job-status.
+if [[ -n $SERVICE_KEY_SECRET ]]; then
+  mkdir -p "$HERE/build"
+  GATEWAY_SPEC=$HERE/build/gateway-$PROJECT.yaml
+  (cd "$HERE" && "$PY" -m imgclassify.gateway_config --project "$PROJECT" --region "$REGION") > "$GATEWAY_SPEC" ||
+    die "could not write the API Gateway config"
+  GATEWAY_CONFIG=$GATEWAY-$(sha256sum "$GATEWAY_SPEC" | cut -c1-12)
+  exists gcloud api-gateway apis describe "$GATEWAY" --project "$PROJECT" ||
+    run gcloud api-gateway apis create "$GATEWAY" --project "$PROJECT"
+  exists gcloud api-gateway api-configs describe "$GATEWAY_CONFIG" --api "$GATEWAY" --project "$PROJECT" ||
+    run gcloud api-gateway api-configs create "$GATEWAY_CONFIG" --api "$GATEWAY" --openapi-spec "$GATEWAY_SPEC" \
+      --backend-auth-service-account "$GATEWAY_SA" --project "$PROJECT"
+  if exists gcloud api-gateway gateways describe "$GATEWAY" --location "$REGION" --project "$PROJECT"; then
+    run gcloud api-gateway gateways update "$GATEWAY" --api "$GATEWAY" --api-config "$GATEWAY_CONFIG" \
+      --location "$REGION" --project "$PROJECT"
+  else
+    run gcloud api-gateway gateways create "$GATEWAY" --api "$GATEWAY" --api-config "$GATEWAY_CONFIG" \
+      --location "$REGION" --project "$PROJECT"
+  fi
+  if $DRY_RUN; then
+    GATEWAY_HOST=GATEWAY_HOST
+    printf '+ gcloud api-gateway gateways describe %s --location %q --project %q --format=value(defaultHostname)\n' \
+      "$GATEWAY" "$REGION" "$PROJECT"
+  else
+    GATEWAY_HOST=$(gcloud api-gateway gateways describe "$GATEWAY" --location "$REGION" --project "$PROJECT" \
+      --format='value(defaultHostname)')
+  fi
+  BASE_URL=https://$GATEWAY_HOST
 else
-  run gcloud api-gateway gateways create "$GATEWAY" --api "$GATEWAY" --api-config "$GATEWAY_CONFIG" \
-    --location "$REGION" --project "$PROJECT"
+  say "no --service-key-secret: no API Gateway (it would be public); status_url points at job-status"
+  BASE_URL=https://$REGION-$PROJECT.cloudfunctions.net/job-status
 fi
-if $DRY_RUN; then
-  GATEWAY_HOST=GATEWAY_HOST
-  printf '+ gcloud api-gateway gateways describe %s --location %q --project %q --format=value(defaultHostname)\n' \
-    "$GATEWAY" "$REGION" "$PROJECT"
-else
-  GATEWAY_HOST=$(gcloud api-gateway gateways describe "$GATEWAY" --location "$REGION" --project "$PROJECT" \
-    --format='value(defaultHostname)')
-fi
-COMMON_ENV+=",STATUS_URL_BASE=https://$GATEWAY_HOST"
+COMMON_ENV+=",STATUS_URL_BASE=$BASE_URL"
 
 # THREADS: functions-framework's threads per instance (its default is 4 x CPUs); set to each function's concurrency.
 # create_job lists the whole prefix and waits for every publish: long timeout, modest memory.
@@ -604,12 +613,16 @@ cost() {
   }'
 }
 # The gateway's identity may call the two HTTP functions (it forwards every request to them).
-for fn in create-job job-status; do
-  run gcloud functions add-invoker-policy-binding "$fn" --gen2 --region "$REGION" \
-    --member="serviceAccount:$GATEWAY_SA" --project "$PROJECT"
-done
+if [[ -n $SERVICE_KEY_SECRET ]]; then
+  for fn in create-job job-status; do
+    run gcloud functions add-invoker-policy-binding "$fn" --gen2 --region "$REGION" \
+      --member="serviceAccount:$GATEWAY_SA" --project "$PROJECT"
+  done
+fi
 if $DRY_RUN; then cost; say "dry run: nothing was deployed"; else say "deployed"; fi
-printf 'base URL (POST /classification-job, GET /classification-job/<id>): https://%s\n' "$GATEWAY_HOST"
+if [[ -n $SERVICE_KEY_SECRET ]]; then
+  printf 'base URL (POST /classification-job, GET /classification-job/<id>): %s\n' "$BASE_URL"
+fi
 for fn in create-job job-status; do
   if $DRY_RUN; then
     printf '+ gcloud functions describe %s --gen2 --region %q --project %q --format=value(serviceConfig.uri)\n' "$fn" "$REGION" "$PROJECT"

@@ -450,3 +450,21 @@ def test_behind_the_gateway_the_callers_key_arrives_as_x_forwarded_authorization
                        headers={"Authorization": "Bearer gateway-id-token"}).status_code == 401
     assert client.post("/classification-job", json=body, headers={
         "Authorization": "Bearer gateway-id-token", "X-Forwarded-Authorization": "Bearer the-key"}).status_code == 201
+
+
+def test_without_a_key_no_public_gateway_is_made_and_status_url_points_at_job_status(fake_gcloud):
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras")
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in calls if c[:1] == ["api-gateway"]]
+    env = dict(kv.split("=", 1) for kv in _flag(_find(calls, "functions", "deploy", "create-job")[0],
+                                                 "--set-env-vars")[0].split(","))
+    assert env["STATUS_URL_BASE"] == "https://us-central1-proj.cloudfunctions.net/job-status"
+
+
+def test_running_it_again_on_a_deployed_project_changes_nothing_and_is_the_same_each_time(fake_gcloud):
+    args = ("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras", "--service-key-secret", "k")
+    first, calls_once = fake_gcloud(*args, existing=True)
+    second, calls_twice = fake_gcloud(*args, existing=True)
+    assert first.returncode == second.returncode == 0
+    assert calls_once == calls_twice  # deterministic: the same commands, the same configuration
+    assert not [c for c in calls_once if "create" in c[:4] or c[:2] == ["storage", "cp"]]
