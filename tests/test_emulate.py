@@ -39,8 +39,8 @@ def test_emulate_with_weights_that_cannot_load_stops_with_one_line_before_starti
 def test_emulate_from_another_folder_runs_a_job_shows_progress_and_cleans_up(tmp_path, shared):
     upload = tmp_path / "photos"
     upload.mkdir()
-    for name in ("parrot.jpg", "hot_dog.jpg", "cat.bmp", "grace_hopper.bmp"):
-        (upload / name).write_bytes((shared / "photos/coral" / name).read_bytes())
+    for name in ("parrot.jpg", "hot_dog.jpg", "cat.bmp", "grace_hopper.bmp", "COPYRIGHT"):
+        (upload / name).write_bytes((shared / "photos/coral" / name).read_bytes())  # COPYRIGHT: not a photo
     port = free_port()
     relative_weights = os.path.relpath(MOBILENET_TFLITE, tmp_path)
     process = subprocess.Popen([IMGCLASSIFY, "emulate", "--port", str(port), "--upload", "photos", "--model",
@@ -61,6 +61,8 @@ def test_emulate_from_another_folder_runs_a_job_shows_progress_and_cleans_up(tmp
 
     try:
         read_until(r"pipeline up \(litert:mobilenet_v2:.*, 3 at once\)", 120)
+        assert any("uploaded 4 photos" in line for line in lines)
+        assert any("left out 1 files that are not photos by their name: COPYRIGHT" in line for line in lines)
         logs = read_until(r"logs: (\S+);", 10).group(1)
         job = requests.post(f"http://127.0.0.1:{port}/classification-job", json={"classes": ["macaw", "hotdog"]},
                             timeout=60).json()

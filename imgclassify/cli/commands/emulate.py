@@ -65,7 +65,11 @@ def execute(args: argparse.Namespace) -> int:
             app = bootstrap.cloud_app(Settings(project=emulators.project, bucket=stack.bucket))
             if args.upload:
                 uploaded = app.upload_folder(bootstrap.folder_objects(args.upload.resolve()))(stack.bucket, "all/")
-                print(f"uploaded {uploaded} files under gs://{stack.bucket}/all/", file=sys.stderr)
+                print(f"uploaded {uploaded.count} photos under gs://{stack.bucket}/all/", file=sys.stderr)
+                if uploaded.skipped:
+                    print(f"left out {len(uploaded.skipped)} files that are not photos by their name: "
+                          f"{', '.join(uploaded.skipped[:5])}{' …' if len(uploaded.skipped) > 5 else ''}",
+                          file=sys.stderr)
         print(f"pipeline up ({model}, {args.workers} at once): POST {stack.gateway_url}/classification-job, "
               f"GET {stack.gateway_url}/classification-job/<id>", file=sys.stderr)
         print("emulator environment (export to use the official clients against it):", file=sys.stderr)
