@@ -41,6 +41,7 @@ ALLOWED = {
     "imgclassify.weights": {"common.domain", "common.inference"},
     "imgclassify.litert_build": {"common.domain", "common.inference", "common.logs"},
     "imgclassify.detector_build": {"common.domain", "imgclassify.litert_build"},
+    "imgclassify.gateway_config": {"common.domain", "common.routes"},  # deploy.sh's API Gateway config
 }
 
 
