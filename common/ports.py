@@ -152,6 +152,10 @@ class JobCallbacks(Protocol):
 class CompletionClaims(JobReader, JobCallbacks, Protocol):
     """Who announces a job's completion, once."""
 
+    def done_count(self, job_id: str) -> int:
+        """Images with a result counted (cheap: one aggregation, not every counter document)."""
+        ...
+
     def claim_completion(self, job_id: str) -> bool:
         """True exactly once per job, for whoever announces its completion (a marker created once)."""
         ...

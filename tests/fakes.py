@@ -140,6 +140,9 @@ class MemoryJobStore:
     def watch_jobs(self, bucket: str) -> list[JobRecord]:
         return [j for j in self.jobs.values() if j.spec.watch and not j.closed and j.spec.bucket == bucket]
 
+    def done_count(self, job_id: str) -> int:
+        return len(self.results_by_job.get(job_id, {}))
+
     def claim_completion(self, job_id: str) -> bool:
         with self._lock:
             if job_id in self.completed:

@@ -416,6 +416,8 @@ def test_completion_is_claimed_once_and_results_are_counted(job_store):
     job_store.create_job(job)
     job_store.record_result(job.id, ImageResult("all/a.jpg", True))
     assert job_store.counters(job.id).processed == 1 and job_store.counters(job.id).last_result_at
+    job_store.record_result(job.id, ImageResult("all/b.jpg", False, reason="broken"))
+    assert job_store.done_count(job.id) == 2
     assert [job_store.claim_completion(job.id) for _ in range(3)] == [True, False, False]
     job_store.record_callback(job.id, {"status": "delivered", "attempts": 1})
     assert job_store.get_job(job.id).callback == {"status": "delivered", "attempts": 1}

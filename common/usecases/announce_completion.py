@@ -42,6 +42,8 @@ class AnnounceCompletion:
         # instance's commits (a shard document per instance), never as a count over the results.
         if job is None or job.number_of_files is None or job.error or (job.spec.watch and not job.closed):
             return False
+        if not job.spec.watch and self._jobs.done_count(job_id) < job.number_of_files:
+            return False  # one aggregation; the counters (a document per shard) only once it may be complete
         view = status_view(job, self._jobs.counters(job_id))
         if not view.complete or not self._jobs.claim_completion(job_id):
             return False

@@ -75,6 +75,10 @@ class SqliteJobStore:
         jobs = [self._record(row[0], row[1:]) for row in rows]
         return [job for job in jobs if job.spec.bucket == bucket]
 
+    def done_count(self, job_id: str) -> int:
+        with self._lock, database_errors("counting results"):
+            return int(self._db.execute("SELECT COUNT(*) FROM results WHERE job_id = ?", (job_id,)).fetchone()[0])
+
     def claim_completion(self, job_id: str) -> bool:
         with self._lock, database_errors("claiming a completion"):
             return self._db.execute("INSERT OR IGNORE INTO completions VALUES (?)", (job_id,)).rowcount == 1
