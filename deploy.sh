@@ -605,7 +605,7 @@ cost() {
     litert:resnet50) rate=19 ;; litert:*) rate=100 ;; keras:resnet50) rate=4 ;; *) rate=20 ;;
   esac
   awk -v r="$rate" -v n="$MAX_INSTANCES" 'BEGIN {
-    compute = 50.5 / r; firestore = 1e6 * (2.05 * 0.18 + (n + 1) / r * 0.06) / 1e5
+    compute = 50.5 / r; firestore = 1e6 * ((2 + 4 / r) * 0.18 + 4 / r * 0.06) / 1e5
     storage = 0.40 + 5.80; total = compute + 0.40 + 0.08 + firestore + storage
     printf "== cost: idle about $0 a month (every function scales to zero; Storage bills the photos and the weights\n"
     printf "   at $0.020 per GB-month); per million images about $%.1f (R = %d images/s per instance: compute $%.2f,\n", total, r, compute
