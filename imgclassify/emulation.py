@@ -114,8 +114,7 @@ class Emulators:
         gcs_root.mkdir(exist_ok=True)
         storage_url = f"http://{LOOPBACK}:{self.ports['storage']}"
         try:
-            self.processes.append(spawn("pubsub", [
-                str(PUBSUB_BIN), f"--host={LOOPBACK}", f"--port={self.ports['pubsub']}"], self.log_dir))
+            self.processes.append(self._spawn_pubsub("pubsub"))
             self.processes.append(spawn("firestore", [
                 str(FIRESTORE_BIN), f"--host={LOOPBACK}", f"--port={self.ports['firestore']}"], self.log_dir))
             wait_for_http(f"http://{LOOPBACK}:{self.ports['pubsub']}/", 60, self.processes[0].process,
@@ -136,14 +135,16 @@ class Emulators:
             raise
         return self
 
+    def _spawn_pubsub(self, name: str) -> ManagedProcess:
+        return spawn(name, [str(PUBSUB_BIN), f"--host={LOOPBACK}", f"--port={self.ports['pubsub']}"], self.log_dir)
+
     def restart_pubsub(self) -> None:
         """Kill the Pub/Sub emulator and start a new one on the same port: topics, subscriptions and every message
         in flight are gone, as in an outage that loses them (chaos tests; LocalStack.recreate_messaging after)."""
         old = next(m for m in self.processes if m.name.startswith("pubsub"))
         os.killpg(old.process.pid, signal.SIGKILL)
         old.process.wait()
-        new = spawn(f"pubsub-{len(self.processes)}", [str(PUBSUB_BIN), f"--host={LOOPBACK}",
-                                                      f"--port={self.ports['pubsub']}"], self.log_dir)
+        new = self._spawn_pubsub(f"pubsub-{len(self.processes)}")
         self.processes[self.processes.index(old)] = new
         wait_for_http(f"http://{LOOPBACK}:{self.ports['pubsub']}/", 60, new.process, new.log_path)
         self.create_topic(self.object_events_topic)

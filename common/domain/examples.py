@@ -48,20 +48,24 @@ class ExampleModel:
     thresholds: np.ndarray  # (classes,)
     negatives: tuple[np.ndarray, ...] = ()  # per class, unit rows (possibly none)
 
-    def similarities(self, features: np.ndarray) -> dict[str, float]:
-        row = _unit(features - self.centre)[0]
-        return {c: float(s) for c, s in zip(self.classes, self.prototypes @ row)}
-
-    def matches(self, features: np.ndarray) -> tuple[str, ...]:
+    def decide(self, features: np.ndarray) -> tuple[tuple[str, ...], dict[str, float]]:
+        """(the class the photo belongs to, if any; its similarity to each class's prototype)."""
         row = _unit(features - self.centre)[0]
         similarity = self.prototypes @ row
+        similarities = {c: float(s) for c, s in zip(self.classes, similarity)}
         nearest = int(np.argmax(similarity))
         if similarity[nearest] < self.thresholds[nearest] - 1e-6:  # float32 rounding: identical photos match
-            return ()
+            return (), similarities
         negatives = self.negatives[nearest] if self.negatives else np.zeros((0, len(row)))
         if len(negatives) and float(np.max(negatives @ row)) > similarity[nearest]:
-            return ()
-        return (self.classes[nearest],)
+            return (), similarities
+        return (self.classes[nearest],), similarities
+
+    def similarities(self, features: np.ndarray) -> dict[str, float]:
+        return self.decide(features)[1]
+
+    def matches(self, features: np.ndarray) -> tuple[str, ...]:
+        return self.decide(features)[0]
 
 
 def _threshold(examples: np.ndarray) -> float:

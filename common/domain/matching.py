@@ -66,13 +66,8 @@ def class_indices(requested: str) -> np.ndarray:
 def hierarchy_scores(classes: Sequence[str], probabilities: np.ndarray,
                      taught: Sequence[str] = ()) -> dict[str, float]:
     """Mass under each class; a class taught by examples that is no WordNet noun has none (0.0)."""
-    return {requested: 0.0 if requested in taught and not known_word(requested) else
+    return {requested: 0.0 if requested in taught and not is_word(requested) else
             float(probabilities[class_indices(requested)].sum()) for requested in classes}
-
-
-@lru_cache(maxsize=4096)
-def known_word(requested: str) -> bool:
-    return is_word(requested)
 
 
 def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarray | None = None,
@@ -89,10 +84,10 @@ def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarr
         return MatchOutcome(match_by_label(spec, labels, classes), labels)
     taught = examples.classes if examples is not None and features is not None else ()
     scores = hierarchy_scores(spec.classes, probabilities, taught)
-    found = {} if detections is None else {c: d for c in spec.classes if c not in taught or known_word(c)
+    found = {} if detections is None else {c: d for c in spec.classes if c not in taught or is_word(c)
                                            if (d := best_detection(c, detections)) is not None}
-    by_examples = examples.matches(features) if taught else ()
+    by_examples, similar = examples.decide(features) if taught else ((), {})
     matched = tuple(c for c in spec.classes if (scores[c] >= spec.min_score and scores[c] > 0.0) or
                     (c in found and found[c].score >= spec.detector_min_score) or c in by_examples)
-    similarities = {c: round(v, 4) for c, v in examples.similarities(features).items()} if taught else {}
+    similarities = {c: round(v, 4) for c, v in similar.items()}
     return MatchOutcome(matched, labels, scores, found, similarities)

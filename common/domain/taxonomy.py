@@ -180,6 +180,7 @@ def _resolve_all(classes: tuple[str, ...], detector: bool, taught: frozenset[str
     return tuple(meanings), tuple(warnings)
 
 
+@lru_cache(maxsize=4096)
 def is_word(query: str) -> bool:
     """Whether a class names a WordNet noun."""
     try:

@@ -87,14 +87,16 @@ class LearnExamples:
 
     def _learn(self, spec: JobSpec) -> Taught:
         said = self._said(spec)
+        prefixes = dict(spec.examples)
         examples, negatives = {}, {}
-        for name, prefix in spec.examples:
-            rows = self._features(spec, example_photos(self._objects, spec.bucket, prefix)) if prefix else []
-            rows += self._corrected([c for c, belongs in said.get(name, {}).items() if belongs])
-            examples[name] = np.stack(rows) if rows else np.zeros((0, 1), np.float32)
         for name in spec.classes:
             positives = self._corrected([c for c, belongs in said.get(name, {}).items() if belongs])
-            if name not in examples and len(positives) >= MIN_EXAMPLES:  # taught by corrections alone
+            if name in prefixes:
+                prefix = prefixes[name]
+                rows = self._features(spec, example_photos(self._objects, spec.bucket, prefix)) if prefix else []
+                rows += positives
+                examples[name] = np.stack(rows) if rows else np.zeros((0, 1), np.float32)
+            elif len(positives) >= MIN_EXAMPLES:  # taught by corrections alone
                 examples[name] = np.stack(positives)
             wrong = self._corrected([c for c, belongs in said.get(name, {}).items() if not belongs])
             if wrong:
