@@ -143,10 +143,14 @@ def test_killed_run_completes_exactly_on_rerun(many_photos):
     assert not [p for p in many_photos.rglob("*partial*") if ".imgclassify" not in p.parts]
 
 
-def test_serve_answers_the_old_clients_api(photo_folder):
+def test_serve_answers_the_old_clients_api(photo_folder, tmp_path):
     port = free_port()
+    cats = tmp_path / "our-cats"  # a class taught by the server's own example folder
+    cats.mkdir()
+    for name in ("cat.bmp", "cat_720p.jpg"):
+        shutil.copy(photo_folder / "all/pets" / name, cats / name)
     server = subprocess.Popen([IMGCLASSIFY, "serve", str(photo_folder), "--port", str(port), "--model",
-                               "mobilenet_v2", "--weights", str(MOBILENET_TFLITE)],
+                               "mobilenet_v2", "--weights", str(MOBILENET_TFLITE), "--examples", f"kitties={cats}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}/classification-job"
     try:
@@ -165,6 +169,13 @@ def test_serve_answers_the_old_clients_api(photo_folder):
         assert percentages == sorted(percentages)
         assert requests.post(base, data="nope", timeout=10).status_code == 400
         assert requests.get(f"{base}/{'0' * 32}", timeout=10).status_code == 404
+        # "kitties" is no word: a class only because `serve --examples` taught it.
+        assert requests.post(base, json={"classes": ["glorps"]}, timeout=10).status_code == 400
+        taught = requests.post(base, json={"classes": ["kitties"], "dry_run": True}, timeout=30)
+        assert taught.status_code == 201, taught.text
+        assert taught.json()["example_photos"] == {"kitties": 2}
+        assert requests.get(f"{base}/{taught.json()['id']}", timeout=10).json()["examples"] == {
+            "kitties": "examples/kitties/"}
     finally:
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=60)

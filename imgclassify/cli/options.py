@@ -51,14 +51,18 @@ def add_job_options(parser: argparse.ArgumentParser, with_match: bool = True) ->
     parser.add_argument("--top-k", type=int, default=5, help="labels considered per image (default 5)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="probability mass needed to match (default: the tuned value of the match rule)")
+    add_examples_option(parser)
     if not with_match:  # a server's default thresholds; each job chooses its own match rule
         return
-    parser.add_argument("--examples", action="append", default=[], metavar="CLASS=FOLDER", type=example_folder,
-                        help="teach CLASS by the photos in FOLDER (anywhere; at least 2): any word becomes a class "
-                             "(roses, receipts, our cat); repeat for each class")
     parser.add_argument("--match", default=MatchMode.HIERARCHY.value, choices=choices(MatchMode),
                         help="hierarchy (default): the class's meaning in WordNet; label: an exact top-k label; "
                              "substring: the old service's rule")
+
+
+def add_examples_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--examples", action="append", default=[], metavar="CLASS=FOLDER", type=example_folder,
+                        help="teach CLASS by the photos in FOLDER (anywhere; at least 2): any word becomes a class "
+                             "(roses, receipts, our cat); repeat for each class")
 
 
 def add_folder(parser: argparse.ArgumentParser, job: bool = False) -> None:
@@ -83,6 +87,19 @@ def example_folder(raw: str) -> tuple[str, Path]:
 def example_sources(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     """Each --examples folder as the prefix the job reads it under."""
     return tuple((f"{EXAMPLES_PREFIX}{name}/", str(folder)) for name, folder in getattr(args, "examples", []))
+
+
+def with_taught_classes(body: object, args: argparse.Namespace) -> object:
+    """A served request naming a class `serve --examples` taught, without examples of its own for it, is taught by
+    the served folder (under examples/<class>/, as a command line's)."""
+    taught = {name: f"{EXAMPLES_PREFIX}{name}/" for name, _ in getattr(args, "examples", [])}
+    if not taught or not isinstance(body, dict) or not isinstance(body.get("classes"), list):
+        return body
+    own = body.get("examples", {})
+    if not isinstance(own, dict):
+        return body  # the request's own mistake: its 400 names the field
+    added = {name: prefix for name, prefix in taught.items() if name in body["classes"] and name not in own}
+    return {**body, "examples": {**own, **added}} if added else body
 
 
 def job_request(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import sys
 
 from common.routes import Action
 from imgclassify.cli.folder import embedded_app
-from imgclassify.cli.options import add_job_options, add_model_options, add_folder, port
+from imgclassify.cli.options import add_folder, add_job_options, add_model_options, port, with_taught_classes
 from imgclassify.cli.signals import interrupt_like_ctrl_c
 
 NAME = "serve"
@@ -29,7 +29,11 @@ def execute(args: argparse.Namespace) -> int:
     with embedded_app(args, load_model=True) as (app, _):
         resumed = app.resume_unfinished()
         admit = app.admit(args.max_queued)
-        handlers = {Action.CREATE: lambda: admit, Action.STATUS: lambda: app.job_status,
+
+        def create(body: object) -> object:
+            return admit(with_taught_classes(body, args))
+
+        handlers = {Action.CREATE: lambda: create, Action.STATUS: lambda: app.job_status,
                     Action.UNDO: lambda: app.undo_job, Action.CLOSE: lambda: app.close_job,
                     Action.REPORT: lambda: app.report, Action.THUMBNAIL: lambda: app.report,
                     Action.CORRECT: lambda: app.correct_job, Action.RETRY: lambda: app.retry_job,
