@@ -203,10 +203,14 @@ def test_serve_requires_the_service_key_when_one_is_set(tmp_path):
 
 def test_status_prints_the_latest_job(photo_folder):
     ran = imgclassify("run", str(photo_folder), "--classes", "hotdog", "--weights", str(MOBILENET_TFLITE),
-                      "--model", "mobilenet_v2", "--json")
+                      "--model", "mobilenet_v2", "--min-score", "0.3", "--top-k", "3", "--json")
     job = json.loads(ran.stdout)
     shown = imgclassify("status", str(photo_folder))
     assert shown.returncode == 0
+    # The folder remembers how it was sorted: a later run without the flags asks the same, status says so.
+    assert f"--weights {MOBILENET_TFLITE.resolve()}" in shown.stdout and "--min-score 0.3" in shown.stdout
+    again = json.loads(imgclassify("run", str(photo_folder), "--classes", "hotdog", "--dry-run", "--json").stdout)
+    assert (again["model"].split(":")[1], again["min_score"], again["top_k"]) == ("mobilenet_v2", 0.3, 3)
     # Readable by default: the job, what the class means, the table, each failure and where the page is.
     assert shown.stdout.startswith(f"job {job['id']} (") and "hotdog: hotdog.n.02" in shown.stdout
     assert "imgclassify report" in shown.stdout and "{" not in shown.stdout.splitlines()[0]

@@ -68,6 +68,33 @@ def test_a_folder_remembers_how_it_was_sorted_and_a_flag_given_again_wins(tmp_pa
     assert remembered(tmp_path)["model"] == "resnet50"
 
 
+def test_the_thresholds_are_remembered_too_and_the_environment_fills_what_is_not(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    from imgclassify.cli.remembered import THRESHOLDS, fill_in, remember, remembered, settings_file
+
+    monkeypatch.setenv("DEFAULT_TOP_K", "7")
+    monkeypatch.delenv("DEFAULT_MIN_SCORE", raising=False)
+    fresh = argparse.Namespace(top_k=None, min_score=None)
+    fill_in(fresh, tmp_path, THRESHOLDS)
+    assert (fresh.top_k, fresh.min_score) == (7, None)  # None: the match rule's own tuned value
+    remember(argparse.Namespace(model="mobilenet_v2", weights="none", runtime="auto", top_k=3, min_score=0.5),
+             tmp_path)
+    later = argparse.Namespace(top_k=None, min_score=None)
+    fill_in(later, tmp_path, THRESHOLDS)
+    assert (later.top_k, later.min_score) == (3, 0.5)
+    changed = argparse.Namespace(top_k=None, min_score=0.2)
+    fill_in(changed, tmp_path, THRESHOLDS)
+    remember(changed, tmp_path)  # a command with only the thresholds keeps the model options it did not touch
+    assert remembered(tmp_path) == {"model": "mobilenet_v2", "weights": "none", "runtime": "auto", "top_k": 3,
+                                    "min_score": 0.2}
+    settings_file(tmp_path).write_text(json.dumps({"top_k": "many", "model": "resnet50"}))  # edited by hand
+    edited = argparse.Namespace(top_k=None, model=None)
+    fill_in(edited, tmp_path)
+    assert (edited.top_k, edited.model) == (7, "resnet50")
+
+
 def test_a_dry_run_says_per_photo_what_would_be_copied_where():
     from common.domain.results import ImageResult
     from imgclassify.cli.output import plan_lines, planned_copies

@@ -48,12 +48,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_job_options(parser: argparse.ArgumentParser, with_match: bool = True) -> None:
-    parser.add_argument("--top-k", type=int, default=5, help="labels considered per image (default 5)")
-    parser.add_argument("--min-score", type=float, default=None,
-                        help="probability mass needed to match (default: the tuned value of the match rule)")
-    add_examples_option(parser)
+    # No defaults here either: what the folder remembers, then DEFAULT_TOP_K / DEFAULT_MIN_SCORE, then these.
+    parser.add_argument("--top-k", type=int, help="labels considered per image (default: what the folder was "
+                                                  "sorted with, else 5)")
+    parser.add_argument("--min-score", type=float,
+                        help="probability mass needed to match (default: what the folder was sorted with, else the "
+                             "tuned value of the match rule)")
     if not with_match:  # a server's default thresholds; each job chooses its own match rule
         return
+    add_examples_option(parser)
     parser.add_argument("--match", default=MatchMode.HIERARCHY.value, choices=choices(MatchMode),
                         help="hierarchy (default): the class's meaning in WordNet; label: an exact top-k label; "
                              "substring: the old service's rule")

@@ -6,9 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-from imgclassify.cli.folder import embedded_app
+from imgclassify.cli.folder import embedded_app, folders
 from imgclassify.cli.options import add_job_options, add_model_options, check_request, job_request
 from imgclassify.cli.output import Progress, meanings, next_steps, plan_lines, planned_copies, summary, table
+from imgclassify.cli.remembered import THRESHOLDS, fill_in
 from imgclassify.cli.signals import interrupt_like_ctrl_c
 
 NAME = "run"
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    fill_in(args, folders(args)[0], THRESHOLDS)  # the request is checked before the folder is opened
     body = job_request(args, **({"dry_run": True} if args.dry_run else {}))
     check_request(body)
     with embedded_app(args, load_model=False) as (app, model):

@@ -6,7 +6,8 @@ import sys
 
 from common.routes import Action
 from imgclassify.cli.folder import embedded_app
-from imgclassify.cli.options import add_folder, add_job_options, add_model_options, port, with_taught_classes
+from imgclassify.cli.options import (add_examples_option, add_folder, add_job_options, add_model_options, port,
+                                     with_taught_classes)
 from imgclassify.cli.signals import interrupt_like_ctrl_c
 
 NAME = "serve"
@@ -20,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images waiting to be classified beyond which new jobs get 429 (default 20000)")
     add_model_options(parser)
     add_job_options(parser, with_match=False)
+    add_examples_option(parser)
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -31,7 +31,8 @@ def execute(args: argparse.Namespace) -> int:
           f"({view.percentage}%)")
     kept = remembered(app.root)
     if kept:
-        print("  sorted with: " + ", ".join(f"{key} {value}" for key, value in kept.items()))
+        print("  sorted with: " + " ".join(f"--{key.replace('_', '-')} {value}" for key, value in kept.items())
+              + "  (kept for the next command here; pass a flag to change it)")
     print(meanings(view))
     print(table(view))
     for failure in failures:

@@ -7,9 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from imgclassify.cli.folder import embedded_app
+from imgclassify.cli.folder import embedded_app, folders
 from imgclassify.cli.options import add_job_options, add_model_options, check_request, job_request
 from imgclassify.cli.output import table
+from imgclassify.cli.remembered import THRESHOLDS, fill_in
 from imgclassify.cli.signals import interrupt_like_ctrl_c
 
 NAME = "watch"
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    fill_in(args, folders(args)[0], THRESHOLDS)  # the request is checked before the folder is opened
     body = job_request(args, watch=True)
     check_request(body)
     with embedded_app(args, load_model=False) as (app, model):
