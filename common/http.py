@@ -187,8 +187,12 @@ def _report(request: flask.Request, handler: Any, settings: Settings, job_id: st
         url = f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}"
         return url + ("&box=" + ",".join(f"{v:.4f}" for v in box) if box else "")
 
+    def full_photo_url(name: str) -> str:
+        return f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}&size=full"
+
     content_type, body = render(report.view, report.results, fmt, preview_url, live=True,
-                                corrections_url=f"{base}/{job_id}/corrections")
+                                corrections_url=f"{base}/{job_id}/corrections", full_photo=full_photo_url,
+                                undo_url=f"{base}/{job_id}/undo")
     response = flask.Response(body, status=200, content_type=content_type)
     if fmt != "html":
         response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{fmt}"'
@@ -199,7 +203,10 @@ def _thumbnail(request: flask.Request, handler: Any, settings: Settings, job_id:
     name = request.args.get("name", "")
     if not name:
         raise InvalidRequest("name is required", field="name")
-    preview = handler.thumbnail(_required_id(job_id), name, _box(request.args.get("box")))
+    size = request.args.get("size", "small")
+    if size not in ("small", "full"):
+        raise InvalidRequest("size must be small or full", field="size")
+    preview = handler.thumbnail(_required_id(job_id), name, _box(request.args.get("box")), full=size == "full")
     if preview is None:
         raise NotFound(f"no preview of {name}", field="name")
     response = flask.Response(preview, status=200, content_type="image/jpeg")
@@ -221,9 +228,11 @@ def _box(raw: str | None) -> tuple[float, float, float, float] | None:
 
 
 def _index(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
+    from common.domain.taxonomy import class_vocabulary
     from common.pages import render_index
 
-    return flask.Response(render_index(handler()), status=200, content_type="text/html; charset=utf-8")
+    page = render_index(handler(), class_vocabulary(), request.script_root + JOB_PATH)
+    return flask.Response(page, status=200, content_type="text/html; charset=utf-8")
 
 
 RESPONDERS = {Action.CREATE: _create, Action.STATUS: _status, Action.CLOSE: _status, Action.RETRY: _status,

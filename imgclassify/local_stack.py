@@ -7,11 +7,13 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from imgclassify.emulation import LOOPBACK, Emulators, ManagedProcess, environ, free_port, spawn, wait_for_http
-from common.routes import Function, match
+from common.routes import JOB_PATH, Action, Function, match
 from common.domain.errors import NotFound
 
 
@@ -48,6 +50,8 @@ class LocalStack:
     _supervising: threading.Event = field(default_factory=threading.Event)
     _supervisor: threading.Thread | None = None
     restarts: dict[str, int] = field(default_factory=dict)  # instances replaced, per function
+    # The newest jobs, for the gateway's front page (GET /): what `emulate` sets once its client is up.
+    jobs_index: Callable[[], list[Any]] | None = None
 
     @property
     def gateway_url(self) -> str:
@@ -164,7 +168,8 @@ class LocalStack:
 
         urls = {Function.CREATE_JOB: self.function_url("create_job"),
                 Function.JOB_STATUS: self.function_url("job_status")}
-        server = make_server(LOOPBACK, self.gateway_port, gateway_app(urls), threaded=True,
+        server = make_server(LOOPBACK, self.gateway_port,
+                             gateway_app(urls, lambda: self.jobs_index() if self.jobs_index else []), threaded=True,
                              request_handler=QuietHandler)
         self._gateway = server
         self._gateway_thread = threading.Thread(target=server.serve_forever, name="gateway", daemon=True)
@@ -208,14 +213,17 @@ class LocalStack:
         self.stop()
 
 
-def gateway_app(function_urls: dict[Function, str]):  # type: ignore[no-untyped-def]
+def gateway_app(function_urls: dict[Function, str],  # type: ignore[no-untyped-def]
+                jobs: Callable[[], list[Any]] = list):
     """The old service's paths on one port, each forwarded to the function the route table names, as an API
-    gateway would."""
+    gateway would; and the front page (`jobs`: the newest jobs' views), as `serve` has it."""
     import flask
     import requests
 
     from common.domain.errors import ClientError
+    from common.domain.taxonomy import class_vocabulary
     from common.http import client_error_response
+    from common.pages import render_index
 
     app = flask.Flask("gateway")
     session = requests.Session()
@@ -223,6 +231,9 @@ def gateway_app(function_urls: dict[Function, str]):  # type: ignore[no-untyped-
     def forward(path: str = "") -> flask.Response:
         try:
             route = match(flask.request.method, flask.request.path, flask.request.args.get("id")).route
+            if route.action == Action.INDEX:
+                page = render_index([(view, None) for view in jobs()], class_vocabulary(), JOB_PATH)
+                return flask.Response(page, 200, content_type="text/html; charset=utf-8")
             if route.function not in function_urls:
                 raise NotFound(f"no such path {flask.request.path}", field="path")
         except ClientError as exc:

@@ -36,7 +36,7 @@ ALLOWED = {
                                 "imgclassify.litert_build", "imgclassify.weights", "imgclassify.detector_build"},
     "imgclassify.emulation": {"common.domain"},
     "imgclassify.local_stack": {"common.domain", "common.http", "common.routes", "common.adapters.gcp",
-                                "imgclassify.emulation"},  # clients
+                                "common.pages", "imgclassify.emulation"},  # clients; the gateway's front page
     "imgclassify.http_server": {"common.logs"},
     "imgclassify.weights": {"common.domain", "common.inference"},
     "imgclassify.litert_build": {"common.domain", "common.inference", "common.logs"},

@@ -68,6 +68,9 @@ def test_emulate_from_another_folder_runs_a_job_shows_progress_and_cleans_up(tmp
                             timeout=60).json()
         done = read_until(rf"job {job['id']}: complete 4/4 \(100%\)  macaw (\d), hotdog (\d)", 120)
         assert done.groups() == ("1", "1") and "copies under gs://images/<class>/" in lines[-1]
+        front = requests.get(f"http://127.0.0.1:{port}/", timeout=30)  # the front page, as `serve` has it
+        assert front.status_code == 200 and f'data-job="{job["id"]}" data-state="complete"' in front.text
+        assert 'id="new-job"' in front.text
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=60)

@@ -114,11 +114,22 @@ def test_a_preview_is_only_of_a_photo_the_job_has_a_result_for(tmp_path, name):
     put(tmp_path / "all/cat.jpg")
     put(tmp_path / "private/secret.jpg")
     job_id = folder.run(["cat"])["id"]
-    report = ReportJob(folder.jobs, folder.objects, lambda data, box=None: data)  # the preview: the photo itself
+    report = ReportJob(folder.jobs, folder.objects, lambda data, box=None, full=False: data)  # the photo itself
     assert report.thumbnail(job_id, "all/cat.jpg") == RED_CAT
     with pytest.raises(NotFound) as refused:
         report.thumbnail(job_id, name)
     assert refused.value.field == "name"
+
+
+def test_the_full_photo_a_page_links_is_always_encoded_again_never_the_files_own_bytes():
+    from common.inference.thumbnails import FULL_SIZE, make_full_photo
+
+    photo = io.BytesIO()
+    Image.new("RGB", (3000, 1000), "red").save(photo, format="JPEG")
+    full = make_full_photo(photo.getvalue())
+    assert full is not None and full != photo.getvalue() and full.startswith(b"\xff\xd8")
+    assert Image.open(io.BytesIO(full)).size == (FULL_SIZE, round(FULL_SIZE / 3))
+    assert make_full_photo(b"<html><script>alert(1)</script></html>") is None  # a page in disguise: nothing
 
 
 def test_the_folder_store_never_reads_a_name_that_climbs(tmp_path):

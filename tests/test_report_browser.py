@@ -100,6 +100,18 @@ def test_the_report_of_a_real_run_shows_every_copy_under_its_class_and_counts_ma
     assert files_in(page, 'section[data-section="failed"]') == ["broken.jpg"]
     assert "not a recognised image format" in page.inner_text('section[data-section="failed"]')
     assert out.stat().st_size < 5 * 1024 * 1024
+    # Each preview opens its full photo: a link relative to the page, to the photo itself.
+    links = page.eval_on_selector_all("figure a.full", "els => els.map(e => [e.closest('figure').dataset.file, "
+                                                       "e.getAttribute('href')])")
+    assert len(links) == status["number_of_files"]
+    from urllib.request import url2pathname
+
+    assert all((out.parent / url2pathname(href)).resolve() == (root / "all" / file).resolve() for file, href in links)
+    # Filters work on a file too (no server): a label search finds the photos whose top labels say it.
+    page.locator("input[name=q]").fill("macaw")
+    page.locator("input[name=q]").dispatch_event("input")
+    found = page.eval_on_selector_all("figure:not([hidden])", "els => els.map(e => e.dataset.labels)")
+    assert found and all("macaw" in labels for labels in found)
 
 
 def test_the_page_served_live_while_a_job_runs_and_its_exports(browser, tmp_path, shared):
@@ -113,7 +125,7 @@ def test_the_page_served_live_while_a_job_runs_and_its_exports(browser, tmp_path
         wait_for_http(f"{base}/classification-job/{'0' * 32}", 120, server)
         job = requests.post(f"{base}/classification-job", json={"classes": ["dogs", "birds"]}, timeout=30).json()
         page, errors = open_page(browser, f"{base}/classification-job/{job['id']}/report")
-        running = page.locator('meta[http-equiv="refresh"]').count()
+        running = page.locator("body[data-refresh]").count()
         # Closed before the job ends: its own refresh would otherwise race the next navigation (ERR_ABORTED).
         page.close()
         deadline = time.monotonic() + 120
@@ -134,7 +146,7 @@ def test_the_page_served_live_while_a_job_runs_and_its_exports(browser, tmp_path
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
 
-    assert running == 1 and page.locator('meta[http-equiv="refresh"]').count() == 0  # refreshes only while running
+    assert running == 1 and page.locator("body[data-refresh]").count() == 0  # refreshes only while running
     assert errors == [] and finished_errors == [] and index_errors == []
     assert len(widths) == status["processed"] and all(w > 0 for w in widths)
     assert len(files_in(page, 'section[data-class="dogs"]')) == status["matches"]["dogs"]
@@ -194,3 +206,90 @@ def test_photos_are_corrected_on_the_served_page_with_the_keyboard_and_the_folde
     kept = subprocess.run([IMGCLASSIFY, "examples", str(root), "--json"], capture_output=True, text=True, timeout=60)
     rows = {(r["class"], r["belongs"], r["photo"]) for r in json.loads(kept.stdout)}
     assert rows == {("dogs", False, f"all/{dog_file}"), ("favourites", True, f"all/{other_file}")}
+
+
+def test_the_served_front_page_starts_a_job_lists_it_live_and_undoes_it_with_the_keyboard(browser, tmp_path,
+                                                                                         shared):
+    """Issue 23: a form on the front page (classes suggested as they are typed, added with Enter, a dry run or
+    not), the jobs list following the job without a reload, undo from the list; and the results page's search,
+    section and score filters and its link to the full photo."""
+    root = tmp_path / "front"
+    shutil.copytree(shared / "photos/coral", root / "all", ignore=shutil.ignore_patterns("COPYRIGHT*", "*.txt"))
+    port = free_port()
+    server = subprocess.Popen([IMGCLASSIFY, "serve", str(root), "--port", str(port), *MODEL, "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/classification-job/{'0' * 32}", 120, server)
+        watcher, watcher_errors = open_page(browser, base + "/")  # the list, left open: it must follow the job
+        watcher.evaluate("window.notReloaded = true")
+        page, errors = open_page(browser, base + "/")
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.keyboard.press("Tab")  # the first control is the class field
+        assert page.evaluate("document.activeElement.id") == "class-input"
+        page.keyboard.type("do")
+        suggested = page.eval_on_selector_all("#vocabulary option", "els => els.map(e => e.value)")
+        page.keyboard.type("gs")
+        page.keyboard.press("Enter")
+        page.keyboard.type("birds")
+        page.keyboard.press("Enter")
+        chips = page.eval_on_selector_all("#chosen .chip", "els => els.map(e => e.dataset.chosen)")
+        page.locator("input[name=dry_run]").focus()
+        page.keyboard.press("Space")  # not a dry run: copies are made, so there is something to undo
+        page.keyboard.press("Enter")  # submits the form
+        page.wait_for_url("**/classification-job/*/report", timeout=30_000)
+        job_id = page.url.rsplit("/", 2)[1]
+        deadline = time.monotonic() + 120
+        while not requests.get(f"{base}/classification-job/{job_id}", timeout=10).json()["complete"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        status = requests.get(f"{base}/classification-job/{job_id}", timeout=10).json()
+        watcher.wait_for_function(f"document.querySelector('tr[data-job=\"{job_id}\"][data-state=\"complete\"]')"
+                                  " && window.notReloaded", timeout=30_000)
+        page.goto(page.url)
+        results = page.eval_on_selector_all("figure", "els => els.map(e => [e.closest('section').dataset.class "
+                                                      "|| e.closest('section').dataset.section, e.dataset.file, "
+                                                      "e.dataset.score === undefined ? null : +e.dataset.score])")
+        dog = next(file for section, file, _ in results if section == "dogs")
+        page.locator("input[name=q]").focus()
+        page.keyboard.type(dog.rsplit("/", 1)[-1])
+        searched = page.eval_on_selector_all("figure:not([hidden])", "els => els.map(e => e.dataset.file)")
+        page.locator("input[name=q]").fill("")
+        page.select_option("select[name=section]", "class:birds")
+        sections = page.eval_on_selector_all("section:not([hidden])", "els => els.map(e => e.dataset.class)")
+        page.select_option("select[name=section]", "")
+        page.locator("input[name=score]").fill("0.9")
+        page.locator("input[name=score]").dispatch_event("input")
+        high = page.eval_on_selector_all("figure:not([hidden])", "els => els.map(e => e.dataset.file)")
+        said = page.inner_text("form.filters output.shown")
+        full = requests.get(base + page.locator(f'figure[data-file="{dog}"] a.full').first.get_attribute("href"),
+                            timeout=30)
+        index, index_errors = open_page(browser, base + "/")
+        index.on("dialog", lambda dialog: dialog.accept())
+        listed = index.locator(f'tr[data-job="{job_id}"]').get_attribute("data-state")
+        index.locator(f'button[data-undo="{job_id}"]').focus()
+        index.keyboard.press("Enter")
+        index.wait_for_function(f"document.querySelector('tr[data-job=\"{job_id}\"] output').textContent"
+                                ".startsWith('removed')", timeout=30_000)
+        undone = index.inner_text(f'tr[data-job="{job_id}"] output')
+        refused, _ = open_page(browser, base + "/")
+        refused.locator("#class-input").fill("glorps")
+        refused.keyboard.press("Enter")
+        refused.locator("button[type=submit]").click()
+        refused.wait_for_function("document.getElementById('start-said').textContent.includes('glorps')",
+                                  timeout=30_000)
+        refusal = refused.inner_text("#start-said")
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+
+    assert errors == [] and index_errors == [] and watcher_errors == []
+    assert "dog" in suggested and len(suggested) <= 12 and chips == ["dogs", "birds"]
+    assert status["classes"] == ["dogs", "birds"] and "dry_run" not in status and status["matches"]["dogs"] > 0
+    assert searched == [dog] and sections == ["birds"]
+    expected_high = sorted(file for _, file, score in results if score is not None and score >= 0.9)
+    assert sorted(high) == expected_high and said.startswith(f"{len(expected_high)} of ")
+    assert full.status_code == 200 and full.headers["Content-Type"] == "image/jpeg"
+    assert listed == "complete" and undone == f"removed {sum(status['matches'].values())} copies"
+    assert not (root / "dogs").exists() and not (root / "birds").exists()
+    assert "not a WordNet noun" in refusal

@@ -111,10 +111,11 @@ class Application:
 
     @cached_property
     def report(self) -> ReportJob:
-        def thumbnail(data: bytes, box: tuple[float, float, float, float] | None = None) -> bytes | None:
-            from common.inference.thumbnails import make_thumbnail  # Pillow only when a page asks for previews
+        def thumbnail(data: bytes, box: tuple[float, float, float, float] | None = None,
+                      full: bool = False) -> bytes | None:
+            from common.inference.thumbnails import make_full_photo, make_thumbnail  # Pillow only for a page
 
-            return make_thumbnail(data, box)
+            return make_full_photo(data) if full else make_thumbnail(data, box)
 
         return ReportJob(self.port("jobs"), self.port("objects"), thumbnail, self.job_status)
 

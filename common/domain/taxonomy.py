@@ -137,6 +137,16 @@ class Taxonomy:
             warning = f"{query!r} ({', '.join(names)}) covers only {imagenet_classes_phrase(len(classes))}: {labels}"
         return Resolution(query, names, classes, warning, detected)
 
+    def vocabulary(self) -> list[str]:
+        """Every word that names something the service can find (its commonest such sense covers an ImageNet or a
+        COCO class), the widest first: what a form suggests as someone types."""
+        found = []
+        for lemma in self._lemma_list:
+            sense = self._best_sense(lemma)
+            if sense is not None:
+                found.append((-len(self.cover[sense]) - len(self.coco_cover[sense]), lemma.replace("_", " ")))
+        return [word for _, word in sorted(found)]
+
     def suggest(self, word: str) -> list[str]:
         close = difflib.get_close_matches(word, self._lemma_list, n=3, cutoff=0.7)
         return [c.replace("_", " ") for c in close]
@@ -149,6 +159,11 @@ def load_taxonomy() -> Taxonomy:
     with root.joinpath("wordnet_noun_lemmas.txt.gz").open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as text:
         lemmas = frozenset(text.read().split())
     return Taxonomy(data, lemmas)
+
+
+@lru_cache(maxsize=1)
+def class_vocabulary() -> tuple[str, ...]:
+    return tuple(load_taxonomy().vocabulary())
 
 
 @lru_cache(maxsize=4096)

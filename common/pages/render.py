@@ -21,6 +21,8 @@ REFRESH_SECONDS = 3  # a served page of a running job reloads itself
 Box = tuple[float, float, float, float]  # the detector's box, fractions of the photo: x0, y0, x1, y1
 # (object name, a box to draw on it or None) -> <img src> (data: URI or URL), None when unavailable
 ThumbnailSource = Callable[[str, Box | None], str | None]
+# object name -> where the full photo opens (a URL, or a path relative to the page's file), None when nowhere
+FullPhotoSource = Callable[[str], str | None]
 
 
 @lru_cache(maxsize=1)
@@ -49,6 +51,10 @@ def _score_line(result: ImageResult, class_name: str, min_score: float) -> Marku
     return line
 
 
+def _closest_score(result: ImageResult) -> float | None:
+    return max(result.scores.values()) if result.scores else None
+
+
 def _closest_line(result: ImageResult) -> Markup:
     if result.scores:
         name, score = max(result.scores.items(), key=lambda item: item[1])
@@ -57,7 +63,8 @@ def _closest_line(result: ImageResult) -> Markup:
 
 
 def render_report(view: JobView, results: Iterable[ImageResult], thumbnail: ThumbnailSource,
-                  refresh_seconds: int | None = None, corrections_url: str | None = None) -> str:
+                  refresh_seconds: int | None = None, corrections_url: str | None = None,
+                  full_photo: FullPhotoSource | None = None, undo_url: str | None = None) -> str:
     ordered = sorted(results, key=lambda r: r.name)
     resolved = view.get("resolved", {})
     classes = [(name, [r for r in ordered if r.ok and name in r.matched],
@@ -69,29 +76,33 @@ def render_report(view: JobView, results: Iterable[ImageResult], thumbnail: Thum
         warnings=list(view.get("warnings", [])) + list(view.get("errors", [])), refresh_seconds=refresh_seconds,
         thumbnail=thumbnail, relative=lambda name: relative(name, view["source_prefix"]), top_labels=_top_labels,
         score_line=lambda r, c: _score_line(r, c, view["detector_min_score"]), closest_line=_closest_line,
+        closest_score=_closest_score, full_photo=full_photo or (lambda name: None), undo_url=undo_url,
         matched_box=lambda r, c: tuple(d["box"]) if (d := _detected(r, c, view["detector_min_score"])) else None,
         reason_line=lambda r: Markup('<div class="reason">{}</div>').format(r.reason),
         first_page=FIRST_PAGE, page_size=PAGE, corrections_url=corrections_url)
 
 
 def render(view: JobView, results: Iterable[ImageResult], fmt: str, thumbnail: ThumbnailSource,
-           live: bool = False, corrections_url: str | None = None) -> tuple[str, str]:
-    """(content type, body) of a job's page or export; a served page of a job in progress refreshes itself, and
-    one that can take corrections (`corrections_url`) has them on each photo."""
+           live: bool = False, corrections_url: str | None = None, full_photo: FullPhotoSource | None = None,
+           undo_url: str | None = None) -> tuple[str, str]:
+    """(content type, body) of a job's page or export; a served page of a job in progress refreshes itself, one
+    that can take corrections (`corrections_url`) has them on each photo, and one with `undo_url` an undo button."""
     if fmt == "csv":
         return FORMATS[fmt], export_csv(view, results)
     if fmt == "jsonl":
         return FORMATS[fmt], export_jsonl(view, results)
     refresh = REFRESH_SECONDS if live and JobState(view["state"]).in_progress else None
-    return FORMATS[fmt], render_report(view, results, thumbnail, refresh, corrections_url)
+    return FORMATS[fmt], render_report(view, results, thumbnail, refresh, corrections_url, full_photo, undo_url)
 
 
 MAX_INLINE_PREVIEWS = 3000  # a file carries previews inline (~5 KB each): past this, names only (a quick file)
 
 
 def render_file(view: JobView, results: Iterable[ImageResult], fmt: str,
-                preview: Callable[[str, Box | None], bytes | None]) -> tuple[str, str]:
-    """A page to keep as a file: previews inline as data URIs, so it opens from disk with no server."""
+                preview: Callable[[str, Box | None], bytes | None],
+                full_photo: FullPhotoSource | None = None) -> tuple[str, str]:
+    """A page to keep as a file: previews inline as data URIs, so it opens from disk with no server; each links
+    to its full photo where `full_photo` says where that is from the file."""
     inlined = 0
 
     def inline(name: str, box: Box | None = None) -> str | None:
@@ -100,10 +111,12 @@ def render_file(view: JobView, results: Iterable[ImageResult], fmt: str,
         data = preview(name, box) if inlined <= MAX_INLINE_PREVIEWS else None
         return None if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
-    return render(view, results, fmt, inline)
+    return render(view, results, fmt, inline, full_photo=full_photo)
 
 
-def render_index(views: Iterable[JobView]) -> str:
-    """The jobs of a served folder, newest first, each linking to its page."""
-    ordered = sorted(views, key=lambda v: v["created_at"], reverse=True)
-    return _environment().get_template("index.html").render(views=ordered)
+def render_index(jobs: Iterable[tuple[JobView, str | None]], vocabulary: Iterable[str], jobs_url: str) -> str:
+    """A served folder's front page: a form starting a job (its classes suggested from `vocabulary`), and the
+    jobs (each with when it was undone, if it was), newest first, each linking to its page."""
+    ordered = sorted(jobs, key=lambda job: job[0]["created_at"], reverse=True)
+    return _environment().get_template("index.html").render(jobs=ordered, vocabulary=list(vocabulary),
+                                                            jobs_url=jobs_url)

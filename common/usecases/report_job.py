@@ -33,9 +33,11 @@ class ReportJob:
         view = self._status(job_id)
         return JobReport(view, list(self._jobs.results(view.id)))
 
-    def thumbnail(self, job_id: str, name: str, box: tuple[float, float, float, float] | None = None) -> bytes | None:
-        """A preview of one of the job's photos: a name that is plain, under the job's prefix and one of its
-        results (one keyed lookup; a page of 300 photos asks 300 times, so the counters are not read)."""
+    def thumbnail(self, job_id: str, name: str, box: tuple[float, float, float, float] | None = None,
+                  full: bool = False) -> bytes | None:
+        """A preview of one of the job's photos (or, `full`, the photo itself re-encoded: never the stored bytes,
+        whatever they hold): a name that is plain, under the job's prefix and one of its results (one keyed
+        lookup; a page of 300 photos asks 300 times, so the counters are not read)."""
         job = existing_job(self._jobs, job_id)
         spec = job.spec
         if not is_plain_object_name(name) or not name.startswith(spec.source_prefix) or \
@@ -43,6 +45,6 @@ class ReportJob:
             raise NotFound("name is not one of this job's photos", field="name")
         try:
             data = self._objects.read(spec.bucket, name)
-            return self._thumbnail(data, box)
+            return self._thumbnail(data, box, full)
         except (ObjectMissing, PermanentImageError, TransientError):
             return None

@@ -103,8 +103,8 @@ class AdmitJob:
 @dataclass(frozen=True)
 class KeptJob:
     view: JobView
-    copies_made: int
-    copies_present: int  # of those, still where the job put them
+    copies_made: int | None  # None: not counted (a listing that reads no results)
+    copies_present: int | None  # of those, still where the job put them
     undone_at: str | None = None
 
 
@@ -114,10 +114,15 @@ class ListJobs:
         self._objects = objects
         self._undone = undone
 
-    def __call__(self) -> list[KeptJob]:
+    def __call__(self, with_copies: bool = True) -> list[KeptJob]:
+        """Every job, with its copies counted (each result read, each copy looked for) unless `with_copies` is
+        False: what a page polling for progress asks."""
         kept = []
         undone = self._undone.undone_jobs() if self._undone is not None else {}
         for view in views_of(self._jobs, self._jobs.job_ids()):
+            if not with_copies:
+                kept.append(KeptJob(view, None, None, undone.get(view.id)))
+                continue
             written = [name for result in self._jobs.results(view.id) for name in result.written]
             present = sum(self._objects.exists(view.job.spec.bucket, name) for name in written)
             kept.append(KeptJob(view, len(written), present, undone.get(view.id)))

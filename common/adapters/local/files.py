@@ -144,6 +144,11 @@ class FolderObjectStore:
         return tmp
 
     # --- reading --------------------------------------------------------------------------------------------
+    def local_path(self, name: str) -> Path:
+        """Where an object is on this machine (a results file links its full photo there). Raises ObjectMissing
+        for a name that would lead outside the folders."""
+        return self._readable_path(name)
+
     def _source(self, name: str) -> tuple[Path, Path]:
         """(folder the name is read from, path of the name in it)."""
         for prefix, folder in self.sources.items():

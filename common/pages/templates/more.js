@@ -36,3 +36,79 @@ document.addEventListener('submit', function (event) {
   var value = form.elements['class'].value.trim();
   if (value) correct(form.closest('.correct'), value, true);
 });
+
+// Search and filters: by name or label, by section, by score. Filtering shows every page of photos first (the
+// "show more" pages), so what is hidden is only what does not match.
+var filters = document.querySelector('form.filters');
+function showEverything() {
+  document.querySelectorAll('button.more').forEach(function (button) {
+    var grid = document.getElementById(button.dataset.grid);
+    grid.parentNode.querySelectorAll('template.more').forEach(function (page) {
+      grid.appendChild(page.content);
+      page.remove();
+    });
+    button.remove();
+  });
+}
+function applyFilters() {
+  var q = filters.elements.q.value.trim().toLowerCase();
+  var chosen = filters.elements.section.value;
+  var least = filters.elements.score.value === '' ? null : Number(filters.elements.score.value);
+  var active = q || chosen || least !== null;
+  if (active) showEverything();
+  var shown = 0, total = 0;
+  document.querySelectorAll('section[data-class], section[data-section]').forEach(function (section) {
+    var key = section.dataset.class !== undefined ? 'class:' + section.dataset.class : 'section:' + section.dataset.section;
+    section.hidden = Boolean(chosen) && chosen !== key;
+    var here = 0, figures = section.querySelectorAll('figure');
+    figures.forEach(function (figure) {
+      var text = (figure.dataset.file + ' ' + figure.dataset.labels).toLowerCase();
+      var score = figure.dataset.score === undefined ? null : Number(figure.dataset.score);
+      figure.hidden = Boolean(q) && text.indexOf(q) < 0 || least !== null && (score === null || score < least);
+      if (!figure.hidden) here += 1;
+    });
+    var count = section.querySelector('small.count');
+    count.textContent = active ? '(' + here + ' of ' + count.dataset.total + ')' : '(' + count.dataset.total + ')';
+    if (!section.hidden) { shown += here; total += Number(count.dataset.total); }
+  });
+  filters.querySelector('output.shown').textContent = active ? shown + ' of ' + total + ' photos shown' : '';
+  try { sessionStorage.setItem('filters:' + document.body.dataset.job, JSON.stringify(
+    {q: filters.elements.q.value, section: chosen, score: filters.elements.score.value})); } catch (e) {}
+}
+if (filters) {
+  filters.addEventListener('input', applyFilters);
+  filters.addEventListener('submit', function (event) { event.preventDefault(); });
+  try {
+    var kept = JSON.parse(sessionStorage.getItem('filters:' + document.body.dataset.job) || 'null');
+    if (kept) {
+      filters.elements.q.value = kept.q; filters.elements.section.value = kept.section;
+      filters.elements.score.value = kept.score;
+      applyFilters();
+    }
+  } catch (e) {}
+}
+
+// A served page of a job in progress reloads itself, keeping the filters; not while someone types or saves.
+if (document.body.dataset.refresh) {
+  setInterval(function () {
+    var typing = document.activeElement && /INPUT|SELECT|TEXTAREA/.test(document.activeElement.tagName);
+    if (!typing && !document.hidden && !document.querySelector('.correct output:not(:empty)')) location.reload();
+  }, Number(document.body.dataset.refresh) * 1000);
+}
+
+// Served pages: undo the whole job (its copies, where they still hold what it wrote).
+var undoButton = document.getElementById('undo-job');
+if (undoButton) undoButton.addEventListener('click', function () {
+  if (!confirm('Remove the copies this job made?')) return;
+  var said = document.getElementById('undo-said');
+  said.textContent = 'undoing…';
+  fetch(document.body.dataset.undo, {method: 'POST', credentials: 'same-origin'})
+    .then(function (response) { return response.json().then(function (body) { return [response.ok, body]; }); })
+    .then(function (answer) {
+      if (!answer[0]) { said.textContent = answer[1].message || 'not undone'; return; }
+      undoButton.remove();
+      said.textContent = 'removed ' + answer[1].removed + ' copies' +
+        (answer[1].kept.length ? ', kept ' + answer[1].kept.length + ' changed since' : '');
+    })
+    .catch(function () { said.textContent = 'not undone: the server did not answer'; });
+});

@@ -63,6 +63,8 @@ def execute(args: argparse.Namespace) -> int:
                              f"{emulators.log_dir})") from None
         with environ(emulators.env):
             app = bootstrap.cloud_app(Settings(project=emulators.project, bucket=stack.bucket))
+            app.recent_jobs(1)  # its client made here, inside the emulators' environment, for the gateway too
+            stack.jobs_index = lambda: app.recent_jobs(50)
             if args.upload:
                 uploaded = app.upload_folder(bootstrap.folder_objects(args.upload.resolve()))(stack.bucket, "all/")
                 print(f"uploaded {uploaded.count} photos under gs://{stack.bucket}/all/", file=sys.stderr)

@@ -35,16 +35,35 @@ def write_new_file(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def full_photo_link(objects, page: Path | None):  # type: ignore[no-untyped-def]
+    """Where a page written to `page` (None: to stdout, anywhere) finds each full photo: relative to the page,
+    so a folder moved with its report still links."""
+    from urllib.request import pathname2url
+
+    from common.domain.errors import ObjectMissing
+
+    def link(name: str) -> str | None:
+        try:
+            path = objects.local_path(name).absolute()
+        except ObjectMissing:
+            return None
+        return path.as_uri() if page is None else pathname2url(os.path.relpath(path, page.absolute().parent))
+
+    return link
+
+
 def execute(args: argparse.Namespace) -> int:
     with existing_folder(args) as app:
         report = app.report(app.pick_job(args.job_id))
         job_id = report.view.id  # the full id, whatever prefix named it
+        out = None if args.out == "-" else Path(args.out) if args.out else \
+            app.root / f"report-{job_id[:8]}.{args.format}"
         _, body = render_file(report.view, report.results, args.format,
-                              lambda name, box: app.report.thumbnail(job_id, name, box))
-    if args.out == "-":
+                              lambda name, box: app.report.thumbnail(job_id, name, box),
+                              full_photo_link(app.port("objects"), out))
+    if out is None:
         sys.stdout.write(body)
         return 0
-    out = Path(args.out) if args.out else app.root / f"report-{job_id[:8]}.{args.format}"
     data = body.encode("utf-8")
     write_new_file(out, data)
     print(f"{out}  ({len(data) // 1024} KB; open it in a browser)" if args.format == "html" else str(out))

@@ -39,7 +39,8 @@ def execute(args: argparse.Namespace) -> int:
                     Action.UNDO: lambda: app.undo_job, Action.CLOSE: lambda: app.close_job,
                     Action.REPORT: lambda: app.report, Action.THUMBNAIL: lambda: app.report,
                     Action.CORRECT: lambda: app.correct_job, Action.RETRY: lambda: app.retry_job,
-                    Action.INDEX: lambda: lambda: [kept.view for kept in app.list_jobs()]}
+                    Action.INDEX: lambda: lambda: [(kept.view, kept.undone_at)
+                                                  for kept in app.list_jobs(with_copies=False)]}
         server = create_server(create_app(handlers, app.settings), port=args.port, connection_limit=200,
                                max_body_bytes=app.settings.max_body_bytes)
         if resumed:
