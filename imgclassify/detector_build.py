@@ -94,8 +94,13 @@ def weight_values(manifest: list[dict[str, Any]], data: bytes) -> dict[str, np.n
 def convert(model: dict[str, Any], weights: bytes) -> bytes:
     """TF.js graph model -> TensorFlow GraphDef (the topology is a GraphDef in JSON; constants come from the
     weights) -> LiteRT flatbuffer. NanoDet's graph uses only ops TensorFlow's importer knows (no fused TF.js ops)."""
-    import tensorflow as tf
-    from google.protobuf import json_format
+    try:
+        import tensorflow as tf
+        from google.protobuf import json_format
+    except ModuleNotFoundError:
+        raise ConfigurationError("building the object detector (people, horses and COCO's other classes) needs "
+                                 "TensorFlow, which this install leaves out: pip install 'imgclassify[keras]', or "
+                                 "set DETECTOR_MODEL to a built detector's file, or to none") from None
 
     topology = model["modelTopology"]
     graph = json_format.ParseDict({"node": topology["node"], "versions": topology.get("versions") or {}},

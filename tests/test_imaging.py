@@ -96,3 +96,23 @@ def test_formats_outside_the_allow_list_are_never_parsed():
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
     with pytest.raises(PermanentImageError, match="not a recognised image format"):
         decode_image(eps)
+
+
+def test_litert_chatter_is_left_out_of_stderr_and_nothing_else_is(capfd, monkeypatch):
+    import os
+    import threading
+
+    from common.inference.native import litert_chatter_filtered
+
+    monkeypatch.setenv("LITERT_QUIET", "1")
+    with litert_chatter_filtered():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        other = threading.Thread(target=lambda: os.write(2, b"failed all/x.txt: not an image\n"))
+        other.start()
+        other.join()
+        os.write(2, b"x" * 200_000 + b"\n")  # more than a pipe holds: nobody blocks
+    assert capfd.readouterr().err == "failed all/x.txt: not an image\n" + "x" * 200_000 + "\n"
+    monkeypatch.delenv("LITERT_QUIET")
+    with litert_chatter_filtered():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    assert "XNNPACK" in capfd.readouterr().err  # --verbose: everything

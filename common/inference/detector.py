@@ -15,6 +15,7 @@ import numpy as np
 
 from common.domain.detections import DETECTION_WIDTH, NUM_DETECTOR_CLASSES
 from common.domain.errors import ConfigurationError
+from common.inference.native import litert_chatter_filtered
 
 INPUT_SIZE = 416
 STRIDES = (8, 16, 32)
@@ -60,12 +61,13 @@ class LiteRTDetector:
 
         count = interpreters or max(1, (os.cpu_count() or 1) // threads)
         self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for _ in range(count):
-            try:
-                interpreter = self._interpreter(Interpreter, OpResolverType, path, threads)
-            except (ValueError, RuntimeError) as exc:
-                raise ConfigurationError(f"cannot load the detector {path} with LiteRT: {exc}") from None
-            self._pool.put(interpreter)
+        with litert_chatter_filtered():
+            for _ in range(count):
+                try:
+                    interpreter = self._interpreter(Interpreter, OpResolverType, path, threads)
+                except (ValueError, RuntimeError) as exc:
+                    raise ConfigurationError(f"cannot load the detector {path} with LiteRT: {exc}") from None
+                self._pool.put(interpreter)
         probe = self._pool.get()
         self._input = probe.get_input_details()[0]
         self._outputs = probe.get_output_details()

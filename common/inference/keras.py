@@ -7,14 +7,18 @@ import numpy as np
 
 from common.domain.errors import ConfigurationError
 from common.domain.options import Model
-from common.inference.classifier import NO_WEIGHTS_HELP, preprocess
+from common.inference.classifier import NO_WEIGHTS_HELP, preprocess, tensorflow_missing
 
 
 class KerasClassifier:
     def __init__(self, model: Model, weights: str) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import keras
-        import tensorflow as tf
+        try:
+            import keras
+            import tensorflow as tf
+        except ModuleNotFoundError:
+            raise tensorflow_missing(f"Keras weights ({os.path.basename(weights)}: to run them, or to build a "
+                                     "LiteRT model from them once)") from None
 
         builders = {Model.RESNET50: keras.applications.ResNet50, Model.MOBILENET_V2: keras.applications.MobileNetV2}
         keras_weights = None if weights == "none" else weights

@@ -10,6 +10,7 @@ import numpy as np
 from common.domain.errors import ConfigurationError
 from common.domain.options import Model
 from common.inference.classifier import NUM_CLASSES, preprocess
+from common.inference.native import litert_chatter_filtered
 
 
 class LiteRTClassifier:
@@ -23,13 +24,14 @@ class LiteRTClassifier:
         self.model = Model(model)
         count = interpreters or max(1, (os.cpu_count() or 1) // threads)
         self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for _ in range(count):
-            try:
-                interpreter = Interpreter(model_path=path, num_threads=threads)
-                interpreter.allocate_tensors()
-            except (ValueError, RuntimeError) as exc:  # not a .tflite model, or one LiteRT cannot run
-                raise ConfigurationError(f"cannot load {path} with LiteRT: {exc}") from None
-            self._pool.put(interpreter)
+        with litert_chatter_filtered():
+            for _ in range(count):
+                try:
+                    interpreter = Interpreter(model_path=path, num_threads=threads)
+                    interpreter.allocate_tensors()
+                except (ValueError, RuntimeError) as exc:  # not a .tflite model, or one LiteRT cannot run
+                    raise ConfigurationError(f"cannot load {path} with LiteRT: {exc}") from None
+                self._pool.put(interpreter)
         probe = self._pool.get()
         self._input = probe.get_input_details()[0]
         details = probe.get_output_details()

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_frameworks() -> None:
     """TensorFlow, absl and gRPC chatter says nothing a user acts on: off unless --verbose."""
     for name, value in (("TF_CPP_MIN_LOG_LEVEL", "3"), ("GRPC_VERBOSITY", "ERROR"), ("GLOG_minloglevel", "2"),
-                        ("ABSL_MIN_LOG_LEVEL", "3")):
+                        ("ABSL_MIN_LOG_LEVEL", "3"), ("LITERT_QUIET", "1")):  # common/inference/native.py
         os.environ.setdefault(name, value)
     import warnings
 

@@ -13,7 +13,7 @@ from typing import TextIO
 from common.domain.options import Model, Runtime, choices
 from imgclassify.cli.options import UsageError
 from imgclassify.cli.remembered import fill_in
-from imgclassify.weights import file_kind, infer_model
+from imgclassify.weights import file_kind, infer_model, infer_tflite_model
 
 
 def check_model_options(args: argparse.Namespace, root: Path | None = None) -> None:
@@ -29,7 +29,7 @@ def check_model_options(args: argparse.Namespace, root: Path | None = None) -> N
         kind = file_kind(args.weights)
         if kind is None:
             raise UsageError(f"cannot load {args.weights}: neither a LiteRT .tflite model nor a Keras .h5 file")
-        inferred = infer_model(args.weights) if kind == "keras" else None
+        inferred = infer_model(args.weights) if kind == "keras" else infer_tflite_model(args.weights)
         if inferred is not None and inferred != args.model:
             if "model" in given:
                 raise UsageError(f"{args.weights} holds {inferred}'s weights, not {args.model}'s: pass --model "
