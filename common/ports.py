@@ -143,6 +143,14 @@ class ResultRecorder(Protocol):
         ...
 
 
+class CorrectedCopies(JobReader, Protocol):
+    """A correction changes where a job's copies are: its manifest follows, so undo removes what it made."""
+
+    def record_copies(self, job_id: str, name: str, copies: tuple[str, ...], written: tuple[str, ...]) -> None:
+        """Replace a recorded result's copies and written copies (its counts, the model's answer, stay)."""
+        ...
+
+
 class JobCallbacks(Protocol):
     def record_callback(self, job_id: str, outcome: dict[str, object]) -> None:
         """How delivering the completion callback went (pending, delivered, failed and why)."""
@@ -188,7 +196,7 @@ class RetryableFailures(Protocol):
         ...
 
 
-class JobStore(JobRecorder, Arrivals, ResultRecorder, CompletionClaims, Protocol):
+class JobStore(JobRecorder, Arrivals, ResultRecorder, CompletionClaims, CorrectedCopies, Protocol):
     """Everything a job store adapter provides."""
 
 

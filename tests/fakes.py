@@ -171,6 +171,12 @@ class MemoryJobStore:
             self.recorded_at[(job_id, result.name)] = datetime.now(UTC).isoformat(timespec="milliseconds")
             return True
 
+    def record_copies(self, job_id: str, name: str, copies: tuple[str, ...], written: tuple[str, ...]) -> None:
+        with self._lock:
+            results = self.results_by_job.get(job_id, {})
+            if name in results:
+                results[name] = dataclasses.replace(results[name], copies=copies, written=written)
+
     def counters(self, job_id: str) -> Counters:
         total = Counters()
         for result in self.results_by_job.get(job_id, {}).values():

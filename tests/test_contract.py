@@ -252,6 +252,18 @@ def test_a_result_is_counted_exactly_once(job_store):
     assert job_store.result(job.id, "all/a.jpg") == result and job_store.result(job.id, "all/zz.jpg") is None
 
 
+def test_a_corrections_copies_replace_a_results_and_nothing_else(job_store):
+    job = _job()
+    job_store.create_job(job)
+    result = ImageResult("all/a.jpg", True, ("dog",), (Label(207, "golden retriever", 0.9),), copies=("dog/a.jpg",),
+                         written=("dog/a.jpg",))
+    job_store.record_result(job.id, result)
+    job_store.record_copies(job.id, "all/a.jpg", ("roses/a.jpg",), ("roses/a.jpg",))
+    changed = job_store.result(job.id, "all/a.jpg")
+    assert (changed.copies, changed.written, changed.matched) == (("roses/a.jpg",), ("roses/a.jpg",), ("dog",))
+    assert job_store.counters(job.id).matches == {"dog": 1}  # the model's answer and its counts stay
+
+
 def test_concurrent_duplicate_results_count_once(job_store):
     job = _job(40)
     job_store.create_job(job)

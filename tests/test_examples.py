@@ -187,6 +187,19 @@ def test_a_correction_fixes_the_jobs_copies_at_once_and_later_jobs_follow_it(app
     assert {r.name for r in app.jobs.results(later["id"]) if r.matched} == {"all/r2.jpg", "all/b1.jpg"}
 
 
+def test_the_jobs_manifest_follows_its_corrections_so_undo_removes_what_they_made(app):
+    client = served(app)
+    job = client.post("/classification-job", json={"classes": ["tabby"]}).get_json()
+    deliver_all(app)
+    correct(client, job["id"], ("all/r1.jpg", "tabby", False), ("all/b1.jpg", "favourites", True),
+            ("all/b1.jpg", "keep", True))  # two corrections of one photo: both copies are the job's
+    assert app.jobs.result(job["id"], "all/r1.jpg").written == ()
+    assert app.jobs.result(job["id"], "all/b1.jpg").written == ("favourites/b1.jpg", "keep/b1.jpg")
+    undone = client.post(f"/classification-job/{job['id']}/undo").get_json()
+    assert (undone["removed"], undone["missing"]) == (3, 0)  # tabby/r2.jpg and the two corrections' copies
+    assert copies(app, "") == sorted(n for n in copies(app, "") if n.startswith(("all/", "examples/")))
+
+
 def test_the_same_question_asked_again_after_a_correction_follows_it(app):
     client = served(app)
     body = {"classes": ["tabby"], "dry_run": True}

@@ -3,60 +3,21 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import functools
 import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
-import requests
 from google.api_core import exceptions as gexc
-from google.auth import exceptions as auth_exceptions
 from google.cloud import firestore, pubsub_v1, storage
 
-from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentImageError, PublishError,
-                                  TransientError)
+from common.adapters.gcp_errors import DENIED, cloud_errors, translated
+from common.domain.errors import ConfigurationError, ObjectMissing, PermanentImageError, PublishError
 from common.domain.jobs import MAX_IMAGE_BYTES, JobRecord, JobSpec, collision_names, result_key, shard_for
 from common.domain.messages import ClassifyMessage
 from common.domain.results import Counters, ImageResult
 from common.ports import Copied, Listed, Removal
-
-# The retry policy at the cloud boundary: Google's retryable API errors (and dropped connections) may pass, so they
-# become TransientError; a denied permission is an operator's to fix, so it becomes ConfigurationError. Everything
-# else (NotFound, Conflict, precondition failures) is handled where it means something, or is a bug.
-RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.DeadlineExceeded, gexc.TooManyRequests,
-             gexc.Aborted, gexc.GatewayTimeout, gexc.BadGateway, gexc.RetryError, gexc.ResourceExhausted,
-             auth_exceptions.TransportError, requests.ConnectionError, requests.Timeout, ConnectionError,
-             TimeoutError, concurrent.futures.TimeoutError)
-DENIED = (gexc.PermissionDenied, gexc.Forbidden, gexc.Unauthenticated, gexc.Unauthorized,
-          auth_exceptions.DefaultCredentialsError, auth_exceptions.RefreshError)
-
-Result = TypeVar("Result")
-
-
-@contextlib.contextmanager
-def cloud_errors(operation: str) -> Iterator[None]:
-    try:
-        yield
-    except RETRYABLE as exc:
-        raise TransientError(f"{operation}: {type(exc).__name__}: {exc}") from exc
-    except DENIED as exc:
-        raise ConfigurationError(f"{operation}: permission denied ({exc}); grant the service's account the "
-                                 "roles in the README's deployment section") from exc
-
-
-def translated(operation: str) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
-    def decorate(method: Callable[..., Result]) -> Callable[..., Result]:
-        @functools.wraps(method)
-        def wrapper(*args: Any, **kwargs: Any) -> Result:
-            with cloud_errors(operation):
-                return method(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
 
 
 def _listed(blob: Any) -> Listed:
@@ -275,6 +236,10 @@ class FirestoreJobStore:
         """Counted into this instance's own shard, at most one commit a second (common/adapters/gcp_tallies.py);
         returns once the result is durable and counted."""
         return self._tallies.record(job_id, result, self._result_ref(job_id, result.name))
+
+    @translated("recording a correction's copies")
+    def record_copies(self, job_id: str, name: str, copies: tuple[str, ...], written: tuple[str, ...]) -> None:
+        self._result_ref(job_id, name).update({"copies": list(copies), "written": list(written)})
 
     @translated("reading a job's counters")
     def counters(self, job_id: str) -> Counters:

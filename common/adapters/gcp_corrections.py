@@ -7,7 +7,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from common.adapters.gcp import translated
+from common.adapters.gcp_errors import translated
 
 
 class FirestoreCorrections:

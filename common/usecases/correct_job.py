@@ -10,14 +10,14 @@ from common.domain.errors import InvalidRequest, ObjectMissing, PermanentImageEr
 from common.domain.jobs import JobRecord, target_name
 from common.domain.results import ImageResult
 from common.logs import get_logger
-from common.ports import Corrections, JobReader, JobStore, ObjectStore, Removal
+from common.ports import CorrectedCopies, Corrections, JobStore, ObjectStore, Removal
 from common.usecases.lookup import existing_job
 
 log = get_logger("corrections")
 
 
 class CorrectJob:
-    def __init__(self, objects: ObjectStore, jobs: JobReader, corrections: Corrections) -> None:
+    def __init__(self, objects: ObjectStore, jobs: CorrectedCopies, corrections: Corrections) -> None:
         self._objects = objects
         self._jobs = jobs
         self._corrections = corrections
@@ -43,6 +43,7 @@ class CorrectJob:
 
     def _apply(self, job: JobRecord, item: Correction, result: ImageResult) -> dict[str, Any]:
         spec = job.spec
+        result = self._jobs.result(job.id, item.name) or result  # as an earlier correction of the photo left it
         outcome: dict[str, Any] = {"name": item.name, "class": item.class_name, "belongs": item.belongs}
         folder = f"{item.class_name}/".casefold()
         if spec.dry_run:
@@ -52,6 +53,10 @@ class CorrectJob:
                 copied = self._objects.copy(spec.bucket, item.name, target_name(item.class_name, item.name,
                                                                                 spec.source_prefix), result.content)
                 outcome["copy"] = copied.name
+                # The job's manifest has it: undo removes it with the rest (a copy already there is not the
+                # job's unless this correction wrote it).
+                self._jobs.record_copies(job.id, item.name, _with(result.copies, copied.name),
+                                         _with(result.written, copied.name) if copied.written else result.written)
             except (ObjectMissing, PermanentImageError) as exc:
                 outcome["copy_failed"] = getattr(exc, "reason", None) or "the photo no longer exists"
         else:
@@ -61,8 +66,15 @@ class CorrectJob:
                     gone = Removal(self._objects.remove(spec.bucket, name, result.content))
                     (removed if gone in (Removal.REMOVED, Removal.MISSING) else kept).append(name)
             outcome.update(removed=removed, kept=kept)
+            if removed:
+                self._jobs.record_copies(job.id, item.name, tuple(c for c in result.copies if c not in removed),
+                                         tuple(w for w in result.written if w not in removed))
         self._corrections.record_correction(spec.bucket, item.word, result.content, item.belongs)
         return outcome
+
+
+def _with(names: tuple[str, ...], name: str) -> tuple[str, ...]:
+    return names if name in names else (*names, name)
 
 
 class KeptCorrections:

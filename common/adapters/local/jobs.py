@@ -102,6 +102,12 @@ class SqliteJobStore:
                  datetime.now(UTC).isoformat(timespec="milliseconds")))
             return cursor.rowcount == 1
 
+    def record_copies(self, job_id: str, name: str, copies: tuple[str, ...], written: tuple[str, ...]) -> None:
+        with self._lock, database_errors("recording a correction's copies"):
+            self._db.execute("UPDATE results SET payload = json_set(payload, '$.copies', json(?), '$.written', "
+                             "json(?)) WHERE job_id = ? AND name = ?",
+                             (json.dumps(list(copies)), json.dumps(list(written)), job_id, _db_name(name)))
+
     def counters(self, job_id: str) -> Counters:
         with self._lock, database_errors("reading a job's counters"):
             processed, failed, unmatched, from_store, recomputed, latest = self._db.execute(
