@@ -279,6 +279,18 @@ def test_default_runtime_uses_the_guarded_litert_build_compiled_on_first_use(man
     view = json.loads(run.stdout)
     assert view["model"] == f"litert:mobilenet_v2:{litert_mobilenet.name}"
     assert litert_mobilenet.name.endswith(f"-{chosen}.tflite") and view["processed"] == 309
+    # The build names its model: given alone it is MobileNetV2; named as another, one line when it loads.
+    few = many_photos.parent / "few"
+    (few / "all").mkdir(parents=True)
+    for photo in sorted((many_photos / "all").iterdir())[:3]:
+        shutil.copy(photo, few / "all" / photo.name)
+    alone = imgclassify("run", str(few), "--classes", "dogs", "--weights", str(litert_mobilenet), "--json")
+    assert alone.returncode == 0 and json.loads(alone.stdout)["model"].startswith("litert:mobilenet_v2:")
+    from common.domain.errors import ConfigurationError
+    from common.inference.litert import LiteRTClassifier
+
+    with pytest.raises(ConfigurationError, match="pass --model mobilenet_v2"):
+        LiteRTClassifier("resnet50", str(litert_mobilenet))
 
 
 def _serve(root: Path, *extra: str) -> tuple[subprocess.Popen, str]:

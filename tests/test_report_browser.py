@@ -4,6 +4,7 @@ shows exactly the photos copied into its folder, and the counts equal the job's 
 by `imgclassify serve` while a job runs. Screenshots are written next to the test's files and their paths printed."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,23 @@ def sorted_folder(tmp_path_factory, shared) -> tuple[Path, dict]:
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     return root, json.loads(run.stdout)
+
+
+@contextlib.contextmanager
+def serving(root: Path, key: str = "") -> Iterator[str]:
+    """`imgclassify serve root` (one worker, SERVICE_KEY=key when given) on a free loopback port: its base URL,
+    until Ctrl-C stops it."""
+    port = free_port()
+    server = subprocess.Popen([IMGCLASSIFY, "serve", str(root), "--port", str(port), *MODEL, "--workers", "1"],
+                              env={**os.environ, **({"SERVICE_KEY": key} if key else {})},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/classification-job/{'0' * 32}", 120, server)
+        yield base
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
 
 
 def open_page(browser, url: str):
@@ -117,12 +136,7 @@ def test_the_report_of_a_real_run_shows_every_copy_under_its_class_and_counts_ma
 def test_the_page_served_live_while_a_job_runs_and_its_exports(browser, tmp_path, shared):
     root = tmp_path / "served"
     shutil.copytree(shared / "photos/imagenet-dev", root / "all")
-    port = free_port()
-    server = subprocess.Popen([IMGCLASSIFY, "serve", str(root), "--port", str(port), *MODEL, "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{base}/classification-job/{'0' * 32}", 120, server)
+    with serving(root) as base:
         job = requests.post(f"{base}/classification-job", json={"classes": ["dogs", "birds"]}, timeout=30).json()
         page, errors = open_page(browser, f"{base}/classification-job/{job['id']}/report")
         running = page.locator("body[data-refresh]").count()
@@ -142,9 +156,6 @@ def test_the_page_served_live_while_a_job_runs_and_its_exports(browser, tmp_path
         index, index_errors = open_page(browser, base + "/")
         csv_export = requests.get(f"{base}/classification-job/{job['id']}/report?format=csv", timeout=30)
         jsonl = requests.get(f"{base}/classification-job/{job['id']}/report?format=jsonl", timeout=30)
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=60)
 
     assert running == 1 and page.locator("body[data-refresh]").count() == 0  # refreshes only while running
     assert errors == [] and finished_errors == [] and index_errors == []
@@ -162,15 +173,9 @@ def test_photos_are_corrected_on_the_served_page_with_the_keyboard_and_the_folde
     kept as the folder's corrections (`imgclassify examples`), behind the service key like the rest."""
     root = tmp_path / "corrected"
     shutil.copytree(shared / "photos/coral", root / "all", ignore=shutil.ignore_patterns("COPYRIGHT*", "*.txt"))
-    port = free_port()
     key = "browser-key"
-    server = subprocess.Popen([IMGCLASSIFY, "serve", str(root), "--port", str(port), *MODEL, "--workers", "1"],
-                              env={**os.environ, "SERVICE_KEY": key}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {key}"}
-    try:
-        wait_for_http(f"{base}/classification-job/{'0' * 32}", 120, server)
+    with serving(root, key) as base:
         job = requests.post(f"{base}/classification-job", json={"classes": ["dogs", "birds"]}, headers=headers,
                             timeout=30).json()
         deadline = time.monotonic() + 120
@@ -197,9 +202,6 @@ def test_photos_are_corrected_on_the_served_page_with_the_keyboard_and_the_folde
         page.wait_for_function("document.querySelector('figure[data-corrected=\"+favourites\"]')", timeout=30_000)
         said = [dog.locator("output").inner_text(), other.locator("output").inner_text()]
         context.close()
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=60)
 
     assert errors == [] and said == ["marked not dogs", "added to favourites"]
     assert not (root / "dogs" / dog_file).exists() and (root / "favourites" / other_file).is_file()
@@ -215,12 +217,7 @@ def test_the_served_front_page_starts_a_job_lists_it_live_and_undoes_it_with_the
     section and score filters and its link to the full photo."""
     root = tmp_path / "front"
     shutil.copytree(shared / "photos/coral", root / "all", ignore=shutil.ignore_patterns("COPYRIGHT*", "*.txt"))
-    port = free_port()
-    server = subprocess.Popen([IMGCLASSIFY, "serve", str(root), "--port", str(port), *MODEL, "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{base}/classification-job/{'0' * 32}", 120, server)
+    with serving(root) as base:
         watcher, watcher_errors = open_page(browser, base + "/")  # the list, left open: it must follow the job
         watcher.evaluate("window.notReloaded = true")
         page, errors = open_page(browser, base + "/")
@@ -279,9 +276,6 @@ def test_the_served_front_page_starts_a_job_lists_it_live_and_undoes_it_with_the
         refused.wait_for_function("document.getElementById('start-said').textContent.includes('glorps')",
                                   timeout=30_000)
         refusal = refused.inner_text("#start-said")
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=60)
 
     assert errors == [] and index_errors == [] and watcher_errors == []
     assert "dog" in suggested and len(suggested) <= 12 and chips == ["dogs", "birds"]

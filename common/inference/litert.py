@@ -40,6 +40,11 @@ class LiteRTClassifier:
         self._output = next((d for d in details if int(d["shape"][-1]) in (NUM_CLASSES, NUM_CLASSES + 1)),
                             details[0])
         self._features = next((d for d in details if d is not self._output and len(d["shape"]) == 2), None)
+        width = int(self._features["shape"][-1]) if self._features is not None else None
+        named = {1280: Model.MOBILENET_V2, 2048: Model.RESNET50}.get(width or 0)
+        if named is not None and named != self.model:  # a build made here says which model it is
+            raise ConfigurationError(f"{os.path.basename(path)} is a {named} build, not {self.model}: pass --model "
+                                     f"{named} (or leave --model out)")
         outputs = int(self._output["shape"][-1])
         if outputs not in (NUM_CLASSES, NUM_CLASSES + 1):
             raise ConfigurationError(f"{path} has {outputs} outputs; expected 1000 ImageNet classes (or 1001)")

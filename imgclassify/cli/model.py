@@ -12,7 +12,7 @@ from typing import TextIO
 
 from common.domain.options import Model, Runtime, choices
 from imgclassify.cli.options import UsageError
-from imgclassify.cli.remembered import fill_in
+from imgclassify.cli.remembered import fill_in, remembered_model
 from imgclassify.weights import file_kind, infer_model, infer_tflite_model
 
 
@@ -29,7 +29,9 @@ def check_model_options(args: argparse.Namespace, root: Path | None = None) -> N
         kind = file_kind(args.weights)
         if kind is None:
             raise UsageError(f"cannot load {args.weights}: neither a LiteRT .tflite model nor a Keras .h5 file")
-        inferred = infer_model(args.weights) if kind == "keras" else infer_tflite_model(args.weights)
+        # A .tflite is only opened (LiteRT imported) when no model was named: a run over known photos loads none.
+        inferred = infer_model(args.weights) if kind == "keras" else \
+            infer_tflite_model(args.weights) if "model" not in given and not remembered_model(root) else None
         if inferred is not None and inferred != args.model:
             if "model" in given:
                 raise UsageError(f"{args.weights} holds {inferred}'s weights, not {args.model}'s: pass --model "

@@ -51,6 +51,10 @@ def remembered(root: Path) -> dict[str, Any]:
     return {key: value for key, value in kept.items() if value is not None}
 
 
+def remembered_model(root: Path | None) -> str | None:
+    return remembered(root).get("model") if root is not None else None
+
+
 THRESHOLDS = ("top_k", "min_score")
 
 

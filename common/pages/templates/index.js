@@ -48,9 +48,6 @@ input.addEventListener('keydown', function (event) {
 });
 document.getElementById('add-class').addEventListener('click', function () { addClasses(input.value); input.focus(); });
 
-function answer(response) {
-  return response.json().then(function (body) { return [response.ok, body]; });
-}
 document.getElementById('new-job').addEventListener('submit', function (event) {
   event.preventDefault();
   addClasses(input.value);
@@ -71,18 +68,8 @@ document.getElementById('new-job').addEventListener('submit', function (event) {
 
 document.addEventListener('click', function (event) {
   var button = event.target.closest('button.undo');
-  if (!button || !confirm('Remove the copies job ' + button.dataset.undo.slice(0, 8) + ' made?')) return;
-  var out = button.parentNode.querySelector('output');
-  out.textContent = 'undoing…';
-  fetch(document.body.dataset.jobs + '/' + button.dataset.undo + '/undo', {method: 'POST', credentials: 'same-origin'})
-    .then(answer)
-    .then(function (result) {
-      if (!result[0]) { out.textContent = result[1].message || 'not undone'; return; }
-      button.remove();
-      out.textContent = 'removed ' + result[1].removed + ' copies' +
-        (result[1].kept.length ? ', kept ' + result[1].kept.length + ' changed since' : '');
-    })
-    .catch(function () { out.textContent = 'not undone: the server did not answer'; });
+  if (button) undoJob(document.body.dataset.jobs + '/' + button.dataset.undo + '/undo', button,
+                      button.parentNode.querySelector('output'));
 });
 
 // The list itself, fetched again in place; not while someone is acting on a row.

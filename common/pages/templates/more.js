@@ -16,10 +16,10 @@ function correct(box, className, belongs) {
   fetch(document.body.dataset.corrections, {method: 'POST', headers: {'Content-Type': 'application/json'},
     credentials: 'same-origin',
     body: JSON.stringify({corrections: [{name: box.dataset.name, 'class': className, belongs: belongs}]})})
-    .then(function (response) { return response.json().then(function (body) { return [response.ok, body]; }); })
-    .then(function (answer) {
+    .then(answer)
+    .then(function (result) {
       var figure = box.closest('figure');
-      if (!answer[0]) { said.textContent = answer[1].message || 'not saved'; return; }
+      if (!result[0]) { said.textContent = result[1].message || 'not saved'; return; }
       figure.dataset.corrected = (belongs ? '+' : '-') + className;
       said.textContent = belongs ? 'added to ' + className : 'marked not ' + className;
     })
@@ -99,16 +99,5 @@ if (document.body.dataset.refresh) {
 // Served pages: undo the whole job (its copies, where they still hold what it wrote).
 var undoButton = document.getElementById('undo-job');
 if (undoButton) undoButton.addEventListener('click', function () {
-  if (!confirm('Remove the copies this job made?')) return;
-  var said = document.getElementById('undo-said');
-  said.textContent = 'undoing…';
-  fetch(document.body.dataset.undo, {method: 'POST', credentials: 'same-origin'})
-    .then(function (response) { return response.json().then(function (body) { return [response.ok, body]; }); })
-    .then(function (answer) {
-      if (!answer[0]) { said.textContent = answer[1].message || 'not undone'; return; }
-      undoButton.remove();
-      said.textContent = 'removed ' + answer[1].removed + ' copies' +
-        (answer[1].kept.length ? ', kept ' + answer[1].kept.length + ' changed since' : '');
-    })
-    .catch(function () { said.textContent = 'not undone: the server did not answer'; });
+  undoJob(document.body.dataset.undo, undoButton, document.getElementById('undo-said'));
 });

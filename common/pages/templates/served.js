@@ -1,0 +1,18 @@
+// What served pages share: an answer read as [ok, body], and undoing a job (its copies removed where they still
+// hold what it wrote; `said` tells how it went).
+function answer(response) {
+  return response.json().then(function (body) { return [response.ok, body]; });
+}
+function undoJob(url, button, said) {
+  if (!confirm('Remove the copies this job made?')) return;
+  said.textContent = 'undoing…';
+  fetch(url, {method: 'POST', credentials: 'same-origin'})
+    .then(answer)
+    .then(function (result) {
+      if (!result[0]) { said.textContent = result[1].message || 'not undone'; return; }
+      button.remove();
+      said.textContent = 'removed ' + result[1].removed + ' copies' +
+        (result[1].kept.length ? ', kept ' + result[1].kept.length + ' changed since' : '');
+    })
+    .catch(function () { said.textContent = 'not undone: the server did not answer'; });
+}
