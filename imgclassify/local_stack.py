@@ -50,7 +50,8 @@ class LocalStack:
     _supervising: threading.Event = field(default_factory=threading.Event)
     _supervisor: threading.Thread | None = None
     restarts: dict[str, int] = field(default_factory=dict)  # instances replaced, per function
-    # The newest jobs, for the gateway's front page (GET /): what `emulate` sets once its client is up.
+    # The newest jobs (view, when undone), for the gateway's front page (GET /): `emulate` sets it once its client
+    # is up.
     jobs_index: Callable[[], list[Any]] | None = None
 
     @property
@@ -216,7 +217,7 @@ class LocalStack:
 def gateway_app(function_urls: dict[Function, str],  # type: ignore[no-untyped-def]
                 jobs: Callable[[], list[Any]] = list):
     """The old service's paths on one port, each forwarded to the function the route table names, as an API
-    gateway would; and the front page (`jobs`: the newest jobs' views), as `serve` has it."""
+    gateway would; and the front page (`jobs`: the newest jobs, each with when it was undone), as `serve` has it."""
     import flask
     import requests
 
@@ -232,7 +233,7 @@ def gateway_app(function_urls: dict[Function, str],  # type: ignore[no-untyped-d
         try:
             route = match(flask.request.method, flask.request.path, flask.request.args.get("id")).route
             if route.action == Action.INDEX:
-                page = render_index([(view, None) for view in jobs()], class_vocabulary(), JOB_PATH)
+                page = render_index(jobs(), class_vocabulary(), JOB_PATH)
                 return flask.Response(page, 200, content_type="text/html; charset=utf-8")
             if route.function not in function_urls:
                 raise NotFound(f"no such path {flask.request.path}", field="path")

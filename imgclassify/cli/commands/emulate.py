@@ -64,7 +64,12 @@ def execute(args: argparse.Namespace) -> int:
         with environ(emulators.env):
             app = bootstrap.cloud_app(Settings(project=emulators.project, bucket=stack.bucket))
             app.recent_jobs(1)  # its client made here, inside the emulators' environment, for the gateway too
-            stack.jobs_index = lambda: app.recent_jobs(50)
+
+            def front_page_jobs() -> list[tuple[object, str | None]]:
+                undone = app.port("jobs").undone_jobs()
+                return [(view, undone.get(view.id)) for view in app.recent_jobs(50)]
+
+            stack.jobs_index = front_page_jobs
             if args.upload:
                 uploaded = app.upload_folder(bootstrap.folder_objects(args.upload.resolve()))(stack.bucket, "all/")
                 print(f"uploaded {uploaded.count} photos under gs://{stack.bucket}/all/", file=sys.stderr)
