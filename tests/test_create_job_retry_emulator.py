@@ -1,7 +1,8 @@
 """create_job is safe to retry: Pub/Sub fails part way through a 400-image fan-out on the emulators (publisher
 batches of 100 either side of the failure), the client gets a 503 with Retry-After, retries, and the pipeline ends
 with exactly one complete job and exact counts. The failure is real to the adapter: the publisher client's
-futures fail with the API error Pub/Sub returns when it is unavailable, and the classify_image function (the real one, under functions-framework) is fed by the emulator."""
+futures fail with the API error Pub/Sub returns when it is unavailable, and the classify_image function (the real
+one, under functions-framework) is fed by the emulator."""
 from __future__ import annotations
 
 import concurrent.futures
