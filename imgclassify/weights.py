@@ -53,30 +53,21 @@ def infer_model(path: str) -> Model | None:
     return close[0] if close else None
 
 
-FEATURES = {1280: Model.MOBILENET_V2, 2048: Model.RESNET50}  # a build made here: its penultimate features' width
-
-
 def infer_tflite_model(path: str) -> Model | None:
-    """Which model a .tflite file is: from its features output (builds made here), else from its tensors' names
-    (Google's own exports say MobileNetV2 / resnet); None when it does not say."""
+    """Which model a .tflite file is (common/inference/litert.py reads it); None when it does not say or cannot be
+    opened."""
     try:
         from ai_edge_litert.interpreter import Interpreter
 
+        from common.inference.litert import model_of
         from common.inference.native import litert_chatter_filtered
     except ImportError:
         return None
     try:
         with litert_chatter_filtered():
-            interpreter = Interpreter(model_path=path)
+            return model_of(Interpreter(model_path=path))
     except (ValueError, RuntimeError):
         return None
-    for output in interpreter.get_output_details():
-        if len(output["shape"]) == 2 and int(output["shape"][-1]) in FEATURES:
-            return FEATURES[int(output["shape"][-1])]
-    names = " ".join(tensor["name"] for tensor in interpreter.get_tensor_details()).casefold()
-    found = {model for word, model in (("mobilenet", Model.MOBILENET_V2), ("resnet", Model.RESNET50))
-             if word in names}
-    return found.pop() if len(found) == 1 else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -64,6 +64,13 @@ def test_a_tflite_file_names_its_model_too(tmp_path):
     named = argparse.Namespace(model="resnet50", weights=str(MOBILENET_TFLITE), runtime=None, workers=2)
     check_model_options(named, tmp_path)  # named: the file is not opened (a run over known photos loads nothing)
     assert named.model == Model.RESNET50
+    import pytest
+
+    from common.domain.errors import ConfigurationError
+    from common.inference.litert import LiteRTClassifier
+
+    with pytest.raises(ConfigurationError, match="pass --model mobilenet_v2"):  # ...but said when it loads
+        LiteRTClassifier(Model.RESNET50, str(MOBILENET_TFLITE))
 
 
 def test_a_folder_remembers_how_it_was_sorted_and_a_flag_given_again_wins(tmp_path, monkeypatch):

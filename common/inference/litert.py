@@ -13,6 +13,21 @@ from common.inference.classifier import NUM_CLASSES, preprocess
 from common.inference.native import litert_chatter_filtered
 
 
+FEATURES = {1280: Model.MOBILENET_V2, 2048: Model.RESNET50}  # a build made here: its penultimate features' width
+
+
+def model_of(interpreter: Any) -> Model | None:
+    """Which model a .tflite is: from its features output (builds made here), else from its tensors' names
+    (Google's own exports say MobileNetV2 / resnet); None when it does not say."""
+    for output in interpreter.get_output_details():
+        if len(output["shape"]) == 2 and int(output["shape"][-1]) in FEATURES:
+            return FEATURES[int(output["shape"][-1])]
+    names = " ".join(tensor["name"] for tensor in interpreter.get_tensor_details()).casefold()
+    found = {model for word, model in (("mobilenet", Model.MOBILENET_V2), ("resnet", Model.RESNET50))
+             if word in names}
+    return found.pop() if len(found) == 1 else None
+
+
 class LiteRTClassifier:
     """A pool of interpreters. An Interpreter is not thread-safe, and on 2 vCPUs two 1-thread interpreters serving
     two deliveries at once beat one 2-thread interpreter (bench/classify.py: 70.4 vs 55.0 img/s, ResNet50 int8,
@@ -40,10 +55,9 @@ class LiteRTClassifier:
         self._output = next((d for d in details if int(d["shape"][-1]) in (NUM_CLASSES, NUM_CLASSES + 1)),
                             details[0])
         self._features = next((d for d in details if d is not self._output and len(d["shape"]) == 2), None)
-        width = int(self._features["shape"][-1]) if self._features is not None else None
-        named = {1280: Model.MOBILENET_V2, 2048: Model.RESNET50}.get(width or 0)
-        if named is not None and named != self.model:  # a build made here says which model it is
-            raise ConfigurationError(f"{os.path.basename(path)} is a {named} build, not {self.model}: pass --model "
+        named = model_of(probe)
+        if named is not None and named != self.model:  # each model has its own preprocessing: say so, once
+            raise ConfigurationError(f"{os.path.basename(path)} is a {named} model, not {self.model}: pass --model "
                                      f"{named} (or leave --model out)")
         outputs = int(self._output["shape"][-1])
         if outputs not in (NUM_CLASSES, NUM_CLASSES + 1):
