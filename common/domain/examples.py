@@ -2,9 +2,9 @@
 
 The rule, chosen on the dev photos (docs/quality.md, "Classes from examples"; bench/examples_quality.py measures it
 against its ceiling): features are centred on the mean of a sample of the job's own photos and its examples,
-L2-normalised; each class is the normalised mean of its examples (a prototype); a photo belongs to the class whose prototype is nearest, if
-its similarity reaches the class's threshold: the 20th percentile of the examples' own leave-one-out similarities
-(each example against the prototype of the others). Centring on the job's photos matters most (macro F1 0.64 vs
+L2-normalised; each class is the normalised mean of its examples (a prototype); a photo belongs to the class whose
+prototype is nearest, if its similarity reaches the class's threshold: the 20th percentile of the examples' own
+leave-one-out similarities (each example against the prototype of the others). Centring on the job's photos matters most (macro F1 0.64 vs
 0.52 centred on the examples alone); a logistic probe with the other classes' examples as negatives, flips and
 crops of the examples, and earlier feature layers all measured lower or within noise.
 Corrections (a photo marked "not <class>") are negatives: a photo nearer to a class's negatives than to its

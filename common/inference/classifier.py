@@ -23,6 +23,7 @@ NUM_CLASSES = 1000
 PREPROCESSING_VERSION = 2  # 2: reduced before orientation and colour conversion (the decode memory budget)
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
+
 def tensorflow_missing(why: str) -> ConfigurationError:
     """The one-line error of a slim install (`pip install .`: LiteRT, no TensorFlow) asked for what needs it."""
     return ConfigurationError(f"{why} needs TensorFlow, which this install leaves out: pip install "

@@ -3,6 +3,7 @@ job wrote); a photo added to a class gets a copy there (never over another file)
 photo's content, for that class word in that bucket: later jobs there learn from it."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from common.domain.corrections import Correction, parse_corrections
@@ -37,13 +38,17 @@ class CorrectJob:
                 raise InvalidRequest(f"corrections[{position}].class {item.class_name!r} would put copies inside "
                                      f"source_prefix {job.spec.source_prefix!r}", field="corrections")
             results.append(result)
-        done = [self._apply(job, item, result) for item, result in zip(items, results)]
+        latest = {result.name: result for result in results}  # a photo corrected twice: its second sees the first
+        done = []
+        for item in items:
+            outcome, latest[item.name] = self._apply(job, item, latest[item.name])
+            done.append(outcome)
         log.info("job corrected", extra={"job_id": job.id, "corrections": len(done)})
         return {"id": job.id, "corrections": done}
 
-    def _apply(self, job: JobRecord, item: Correction, result: ImageResult) -> dict[str, Any]:
+    def _apply(self, job: JobRecord, item: Correction, result: ImageResult) -> tuple[dict[str, Any], ImageResult]:
+        """What the correction did, and the photo's result as it leaves it."""
         spec = job.spec
-        result = self._jobs.result(job.id, item.name) or result  # as an earlier correction of the photo left it
         outcome: dict[str, Any] = {"name": item.name, "class": item.class_name, "belongs": item.belongs}
         folder = f"{item.class_name}/".casefold()
         if spec.dry_run:
@@ -55,8 +60,8 @@ class CorrectJob:
                 outcome["copy"] = copied.name
                 # The job's manifest has it: undo removes it with the rest (a copy already there is not the
                 # job's unless this correction wrote it).
-                self._jobs.record_copies(job.id, item.name, _with(result.copies, copied.name),
-                                         _with(result.written, copied.name) if copied.written else result.written)
+                result = self._recorded(job.id, result, _with(result.copies, copied.name),
+                                        _with(result.written, copied.name) if copied.written else result.written)
             except (ObjectMissing, PermanentImageError) as exc:
                 outcome["copy_failed"] = getattr(exc, "reason", None) or "the photo no longer exists"
         else:
@@ -67,10 +72,15 @@ class CorrectJob:
                     (removed if gone in (Removal.REMOVED, Removal.MISSING) else kept).append(name)
             outcome.update(removed=removed, kept=kept)
             if removed:
-                self._jobs.record_copies(job.id, item.name, tuple(c for c in result.copies if c not in removed),
-                                         tuple(w for w in result.written if w not in removed))
+                result = self._recorded(job.id, result, tuple(c for c in result.copies if c not in removed),
+                                        tuple(w for w in result.written if w not in removed))
         self._corrections.record_correction(spec.bucket, item.word, result.content, item.belongs)
-        return outcome
+        return outcome, result
+
+    def _recorded(self, job_id: str, result: ImageResult, copies: tuple[str, ...],
+                  written: tuple[str, ...]) -> ImageResult:
+        self._jobs.record_copies(job_id, result.name, copies, written)
+        return replace(result, copies=copies, written=written)
 
 
 def _with(names: tuple[str, ...], name: str) -> tuple[str, ...]:
