@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from common.bootstrap.application import Application, background_workers, model_config
 from common.bootstrap.local import LocalApplication
@@ -35,10 +35,30 @@ def has_jobs(root: str | Path) -> bool:
     return database_path(root).exists()
 
 
-def log_path(root: str | Path) -> Path:
-    path = Path(root) / STATE_DIR / "log.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def log_stream(root: str | Path) -> IO[str]:
+    """DIR/.imgclassify/log.jsonl to append to: a regular file reached without following a link."""
+    from common.adapters.local.state import StateFolder
+
+    with StateFolder(Path(root) / STATE_DIR) as state:
+        return state.open_append("log.jsonl")
+
+
+def read_state_file(root: str | Path, name: str) -> bytes | None:
+    """A small file of DIR/.imgclassify (settings.json): None when absent, or a link, or not a regular file."""
+    from common.adapters.local.state import StateFolder
+
+    if not (Path(root) / STATE_DIR).is_dir():
+        return None
+    with StateFolder(Path(root) / STATE_DIR, create=False) as state:
+        return state.read_bytes(name)
+
+
+def write_state_file(root: str | Path, name: str, data: bytes) -> None:
+    """Replace a file of DIR/.imgclassify atomically, never through a link."""
+    from common.adapters.local.state import StateFolder
+
+    with StateFolder(Path(root) / STATE_DIR) as state:
+        state.write_atomic(name, data)
 
 
 def lock_folder(root: str | Path, command: str) -> FolderLock:

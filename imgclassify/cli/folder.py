@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,11 +44,14 @@ def log_to_file(root: Path, verbose: bool = False) -> None:
     """Send the structured logs to DIR/.imgclassify/log.jsonl (and, with --verbose, the terminal too): stdout is
     the command's answer."""
     get_logger("cli")
-    handler = logging.FileHandler(bootstrap.log_path(root))
+    handler = logging.StreamHandler(bootstrap.log_stream(root))
     handler.setFormatter(CloudLoggingFormatter())
     logger = logging.getLogger("imgclassify")
     terminal = [h for h in logger.handlers if isinstance(h, logging.StreamHandler) and
-                not isinstance(h, logging.FileHandler)] if verbose else []
+                h.stream in (sys.stderr, sys.stdout)] if verbose else []
+    for old in logger.handlers:
+        if isinstance(old, logging.StreamHandler) and old.stream not in (sys.stderr, sys.stdout):
+            old.stream.close()  # an earlier command's log file, in the same process
     logger.handlers[:] = [handler, *terminal]
     logger.setLevel(logging.DEBUG)
 

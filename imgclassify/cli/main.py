@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from common.domain.errors import ClientError, ConfigurationError, ServiceError
 from imgclassify.cli.commands import COMMANDS
 from imgclassify.cli.options import EXAMPLES, UsageError
+from imgclassify.cli.output import PrintableStream
 
 DESCRIPTION = """`imgclassify`: sort a local folder (run, watch), serve the old HTTP API over it (serve), look at its
 jobs (status, report, jobs, undo), or run the whole serverless pipeline on the emulators (emulate)."""
@@ -50,6 +51,15 @@ def _quiet_frameworks() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:
         _quiet_frameworks()

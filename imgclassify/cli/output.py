@@ -1,6 +1,7 @@
 """What the terminal shows: progress, the result table, what classes meant, where predictions came from."""
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -11,12 +12,37 @@ from common.domain.results import ImageResult
 from common.domain.status import JobView
 
 
+# Control characters (C0 but newline and tab, DEL, C1) and the bidirectional overrides: a file name holding them
+# could move the cursor, recolour or rewrite what the terminal shows. Printed as Python escapes instead.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    return _UNPRINTABLE.sub(lambda found: found.group().encode("unicode_escape", "backslashreplace").decode("ascii")
+                            if not 0xD800 <= ord(found.group()) <= 0xDFFF else f"\\udc{ord(found.group()) & 0xff:02x}",
+                            text)
+
+
+class PrintableStream:
+    """A text stream that escapes what `printable` escapes: every line the CLI prints goes through one."""
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        return self.raw.write(printable(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
 class Progress:
     """One line on stderr: done/total, rate, ETA. Only on a terminal."""
 
     def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
         self.enabled = enabled
-        self.stream = stream or sys.stderr
+        # Its own carriage return rewrites the line; everything else printed is escaped (PrintableStream).
+        self.stream = stream or getattr(sys.stderr, "raw", sys.stderr)
         self.start = time.monotonic()
         self.first_done: int | None = None
 

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import bootstrap
 from common.domain.jobs import STATE_DIR
-from common.domain.options import Model
+from common.domain.options import Model, Runtime, choices
+from common.domain.requests import REQUEST_FIELDS
+from imgclassify.cli.output import printable
 
 # What is remembered, each with how a kept (or environment) value is read back.
 REMEMBERED: dict[str, Callable[[str], Any]] = {"model": str, "weights": str, "runtime": str, "top_k": int,
@@ -25,29 +30,64 @@ ENVIRONMENT = {"model": "MODEL", "weights": "MODEL_WEIGHTS", "runtime": "MODEL_R
                "min_score": "DEFAULT_MIN_SCORE"}
 
 
+SETTINGS_FILE = "settings.json"
+
+
 def settings_file(root: Path) -> Path:
-    return root / STATE_DIR / "settings.json"
+    return root / STATE_DIR / SETTINGS_FILE
+
+
+def _in_range(key: str, value: Any) -> bool:
+    if key == "model":
+        return value in choices(Model)
+    if key == "runtime":
+        return value in (*choices(Runtime), "auto")
+    field = REQUEST_FIELDS.get(key)  # the thresholds: the request schema's bounds, the one place they live
+    if field is None or field.minimum is None or field.maximum is None:
+        return True
+    return isinstance(value, (int, float)) and math.isfinite(value) and field.minimum <= value <= field.maximum
 
 
 def _read(key: str, raw: object) -> Any:
-    """A kept or environment value as its option's type; None when it is missing or unreadable (the next source
-    is used: a hand-edited file never stops a command)."""
-    if raw is None or raw == "":
+    """A kept or environment value as its option's type; None when it is missing, unreadable or out of range (the
+    next source is used: a hand-edited file never stops a command)."""
+    if raw is None or raw == "" or isinstance(raw, (bool, dict, list)):
         return None
     try:
-        return REMEMBERED[key](str(raw))
+        value = REMEMBERED[key](str(raw))
     except ValueError:
         return None
+    return value if _in_range(key, value) else None
 
 
-def remembered(root: Path) -> dict[str, Any]:
+def _kept(root: Path) -> dict[str, object]:
     try:
-        data = json.loads(settings_file(root).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+        data = json.loads(bootstrap.read_state_file(root, SETTINGS_FILE) or b"{}")
+    except ValueError:
+        data = None
     if not isinstance(data, dict):
+        _warn(root, "is not a JSON object of settings: ignored")
         return {}
+    return data
+
+
+def _warn(root: Path, what: str) -> None:
+    """One line on stderr per problem with the file, naming it: the command goes on with the next source."""
+    line = f"warning: {settings_file(root)} {what}"
+    if line not in _WARNED:
+        _WARNED.add(line)
+        print(printable(line), file=sys.stderr)
+
+
+_WARNED: set[str] = set()
+
+
+def remembered(root: Path, warn: bool = True) -> dict[str, Any]:
+    data = _kept(root)
     kept = {key: _read(key, data.get(key)) for key in REMEMBERED}
+    bad = [key for key in REMEMBERED if kept[key] is None and data.get(key) not in (None, "")]
+    if bad and warn:
+        _warn(root, f"has unreadable or out-of-range {', '.join(f'{k}={data[k]!r}' for k in bad)}: skipped")
     return {key: value for key, value in kept.items() if value is not None}
 
 
@@ -75,7 +115,7 @@ def fill_in(args: argparse.Namespace, root: Path | None, keys: tuple[str, ...] =
 
 def remember(args: argparse.Namespace, root: Path) -> None:
     """Keep the options this command ran with (weights as an absolute path: the next command may run elsewhere)."""
-    data = remembered(root)
+    data = remembered(root, warn=False)
     for key in REMEMBERED:
         if hasattr(args, key):
             data[key] = getattr(args, key)
@@ -84,8 +124,4 @@ def remember(args: argparse.Namespace, root: Path) -> None:
         data["weights"] = str(Path(weights).resolve())
     data = {key: (str(value) if key in ("model", "runtime") else value) for key, value in data.items()
             if value is not None}
-    path = settings_file(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    partial.replace(path)
+    bootstrap.write_state_file(root, SETTINGS_FILE, (json.dumps(data, indent=2) + "\n").encode("utf-8"))

@@ -10,11 +10,12 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
-import time
+import secrets
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from common.adapters.local.state import StateFolder, tidy
 from common.domain.errors import ObjectMissing, PermanentImageError, TransientError
 from common.domain.jobs import MAX_IMAGE_BYTES, STATE_DIR, collision_names
 from common.domain.predictions import content_fingerprint
@@ -25,6 +26,7 @@ MAX_FOLDER_DEPTH = 64
 # The local equivalents of a cloud 503: the disk or the database is busy or full for now.
 TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ENOSPC, errno.EDQUOT, errno.EMFILE,
                               errno.ENFILE, errno.ETIMEDOUT, errno.ESTALE, errno.ENOMEM})
+PARTIAL = "partial-"  # the temporary files' prefix: the tidy-up removes only these
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -126,22 +128,48 @@ class FolderObjectStore:
         self.sources = {prefix: Path(folder).resolve() for prefix, folder in (sources or {}).items()}
         self.max_bytes = max_bytes
         self._unlistable: dict[str, str] = {}  # folders the listing could not enter, and why
-        self._tmp_ready = False
+        self._tmp_fd: int | None = None
+        self._tmp_lock = threading.Lock()
 
-    @property
-    def _tmp(self) -> Path:
+    def close(self) -> None:
+        with self._tmp_lock:
+            if self._tmp_fd is not None:
+                os.close(self._tmp_fd)
+                self._tmp_fd = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            self.close()
+
+    def _tmp(self) -> int:
         """Files are written here, then linked into place: a killed run leaves no half photo, and no stray
         temporary file, in the user's folders. Same filesystem as root, so the link is atomic. Made on the first
-        write (a folder only read from, such as `emulate --upload`'s, is left as it is)."""
-        tmp = self.root / STATE_DIR / "tmp"
-        if not self._tmp_ready:
-            tmp.mkdir(parents=True, exist_ok=True)
-            stale = time.time() - 600  # older than any write in flight, even from another process on this folder
-            for leftover in tmp.iterdir():
-                if leftover.stat().st_mtime < stale:
-                    leftover.unlink(missing_ok=True)
-            self._tmp_ready = True
-        return tmp
+        write (a folder only read from, such as `emulate --upload`'s, is left as it is), through the state folder's
+        boundary: a link at .imgclassify or at tmp is refused, never followed, and the tidy-up of leftovers older
+        than any write in flight removes only this folder's own regular files."""
+        with self._tmp_lock:
+            if self._tmp_fd is None:
+                with StateFolder(self.root / STATE_DIR) as state:
+                    self._tmp_fd = state.subfolder("tmp")
+                tidy(self._tmp_fd, PARTIAL, older_than=600)
+            return self._tmp_fd
+
+    def _partial(self, data: bytes, like: os.stat_result | None = None) -> str:
+        """A new file in tmp holding data (mode and times from `like`): its name there."""
+        tmp = self._tmp()
+        name = f"{PARTIAL}{secrets.token_hex(8)}"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=tmp)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if like is not None:
+                os.fchmod(handle.fileno(), stat.S_IMODE(like.st_mode))
+                handle.flush()
+                os.utime(handle.fileno(), ns=(like.st_atime_ns, like.st_mtime_ns))
+        return name
+
+    def _drop_partial(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self._tmp())
 
     # --- reading --------------------------------------------------------------------------------------------
     def local_path(self, name: str) -> Path:
@@ -262,21 +290,16 @@ class FolderObjectStore:
 
     def _create(self, folder: int, filename: str, data: bytes, like: os.stat_result | None) -> bool:
         """Write the file only if nothing is there; False if something is. Mode and times follow `like`."""
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="partial-")
+        partial = self._partial(data, like)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            if like is not None:
-                os.chmod(tmp, stat.S_IMODE(like.st_mode))
-                os.utime(tmp, ns=(like.st_atime_ns, like.st_mtime_ns))
             try:
                 # Atomic, and fails if the name exists (a link included): never replaces or follows anything.
-                os.link(tmp, filename, dst_dir_fd=folder, follow_symlinks=False)
+                os.link(partial, filename, src_dir_fd=self._tmp(), dst_dir_fd=folder, follow_symlinks=False)
             except FileExistsError:
                 return False
             return True
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            self._drop_partial(partial)
 
     @staticmethod
     def _holds(folder: int, filename: str, data: bytes) -> bool:
@@ -307,13 +330,11 @@ class FolderObjectStore:
         with file_errors("cannot write", name):
             folder, filename = self._folder(name, create=True)
             with folder:
-                fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="partial-")
-                try:
-                    with os.fdopen(fd, "wb") as handle:
-                        handle.write(data)
-                    os.replace(tmp, filename, dst_dir_fd=folder.fd)  # replaces a link itself, never its target
+                partial = self._partial(data)
+                try:  # replaces a link itself, never its target
+                    os.replace(partial, filename, src_dir_fd=self._tmp(), dst_dir_fd=folder.fd)
                 finally:
-                    Path(tmp).unlink(missing_ok=True)
+                    self._drop_partial(partial)
 
     def remove(self, bucket: str, name: str, content: str) -> Removal:
         try:

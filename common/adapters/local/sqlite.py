@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.adapters.local.state import StateFolder
 from common.domain.errors import ConfigurationError, TransientError
 
 _JOBS_COLUMNS = ("id TEXT PRIMARY KEY, spec TEXT NOT NULL, number_of_files INTEGER, created_at TEXT NOT NULL, "
@@ -85,18 +86,29 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A connection to the folder's database, migrated, or a ConfigurationError saying what to do."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    """A connection to the folder's database, migrated, or a ConfigurationError saying what to do. Opened through
+    the state folder's boundary: neither the database nor its journal, WAL or shared-memory file may be a link
+    (SQLite resolves the path once, when it opens; the files are checked before and after)."""
+    with StateFolder(Path(path).parent) as state:
+        db = sqlite3.connect(state.database(Path(path).name), check_same_thread=False, isolation_level=None,
+                             timeout=30)
+        try:
+            _set_up(db, path)
+            state.check_database(Path(path).name)
+        except BaseException:
+            db.close()
+            raise
+    return db
+
+
+def _set_up(db: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         migrate(db)
     except sqlite3.DatabaseError as exc:
-        db.close()
         raise ConfigurationError(f"{path} is not a readable job database ({exc}): move it aside (the job history in "
                                  "it is lost; photos and copies are not touched) and run again") from None
-    return db
 
 
 @contextlib.contextmanager
