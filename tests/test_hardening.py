@@ -129,7 +129,9 @@ def test_the_full_photo_a_page_links_is_always_encoded_again_never_the_files_own
     full = make_full_photo(photo.getvalue())
     assert full is not None and full != photo.getvalue() and full.startswith(b"\xff\xd8")
     assert Image.open(io.BytesIO(full)).size == (FULL_SIZE, round(FULL_SIZE / 3))
-    assert make_full_photo(b"<html><script>alert(1)</script></html>") is None  # a page in disguise: nothing
+    with pytest.raises(InvalidRequest) as refused:  # a page in disguise: nothing served, a 400 saying why
+        make_full_photo(b"<html><script>alert(1)</script></html>")
+    assert refused.value.field == "size" and "not a recognised image format" in refused.value.message
 
 
 def test_the_folder_store_never_reads_a_name_that_climbs(tmp_path):
