@@ -31,6 +31,11 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
 
 
+def env_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of names (ALLOWED_HOSTS), blanks dropped."""
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
 def env_flag(env: Mapping[str, str], name: str) -> bool:
     raw = env.get(name, "").strip().lower()
     if raw in ("", "0", "false", "no"):
@@ -72,6 +77,9 @@ class Settings:
     # allows loopback: a local user's own webhook.
     callback_allow_private: bool = False
     callback_allow_loopback: bool = False
+    # The Host names answered (common/routes.py check_host): empty answers any, as the deployed functions do (their
+    # Host is Cloud Run's or API Gateway's). `imgclassify serve` and emulate's gateway always add the loopback names.
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -105,6 +113,7 @@ class Settings:
             detector_model=env.get("DETECTOR_MODEL", cls.detector_model),
             callback_allow_private=env_flag(env, "CALLBACK_ALLOW_PRIVATE"),
             callback_allow_loopback=env_flag(env, "CALLBACK_ALLOW_LOOPBACK"),
+            allowed_hosts=env_names(env, "ALLOWED_HOSTS"),
         )
         settings.validate()
         return settings

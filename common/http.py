@@ -1,15 +1,18 @@
 """The HTTP layer, shared by the create_job and job_status functions and the embedded server: the only place that
 knows status codes. Requests are matched against the one route table (common/routes.py) and handed to the use
 case for their action; every response is JSON, errors included: the status says what kind of problem, `field`
-where. Pages (the results page, the jobs index) are rendered here from what the use cases return.
+where. Pages (the results page, the jobs index) are rendered here from what the use cases return. Before any
+route acts, the boundary (common/routes.py) decides whether the request is answered at all: its Host, and whether
+another site's page made it.
 """
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hmac
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -20,7 +23,8 @@ from common.config import Settings
 from common.domain.errors import (ClientError, ConfigurationError, Conflict, FanOutInterrupted, InvalidRequest,
                                   NotFound, Overloaded, TransientError)
 from common.logs import get_logger
-from common.routes import JOB_PATH, Action, MethodNotAllowed, match
+from common.routes import (JOB_PATH, LOOPBACK_HOSTS, Action, CrossSite, MethodNotAllowed, NotJson, WrongHost,
+                           check_browser, check_host, match, origin, origin_of_url)
 
 log = get_logger("http")
 
@@ -40,8 +44,13 @@ class PayloadTooLarge(ClientError):
 
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_OF: tuple[tuple[type[ClientError], int], ...] = (
-    (Unauthorized, 401), (NotFound, 404), (MethodNotAllowed, 405), (Conflict, 409), (PayloadTooLarge, 413),
-    (Overloaded, 429), (InvalidRequest, 400), (ClientError, 400))
+    (Unauthorized, 401), (CrossSite, 403), (NotFound, 404), (MethodNotAllowed, 405), (Conflict, 409),
+    (PayloadTooLarge, 413), (NotJson, 415), (WrongHost, 421), (Overloaded, 429), (InvalidRequest, 400),
+    (ClientError, 400))
+# On every answer: no other site may frame a page (clickjacking an undo button), and nothing is sniffed into HTML
+# or script. No Access-Control-Allow-Origin is ever sent: other sites' pages cannot read any answer.
+HARDENING_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+                     "Content-Security-Policy": "frame-ancestors 'none'"}
 
 
 def status_of(exc: ClientError) -> int:
@@ -113,6 +122,36 @@ def supplied_key(request: flask.Request) -> str:
         except (ValueError, UnicodeDecodeError):
             return ""
     return supplied
+
+
+def own_origins(request: flask.Request, public_base: str = "") -> set[str]:
+    """The origins this request may come from: the Host it was addressed by; the host a proxy in front says it was
+    addressed by (X-Forwarded-Host/-Proto: a page on another site cannot set them, a no-cors request cannot carry
+    them and a CORS one is preflighted, which is never granted); and the service's public base URL (API Gateway's,
+    STATUS_URL_BASE, which rewrites Host without saying so)."""
+    schemes = {request.scheme, *_first(request, "X-Forwarded-Proto")}
+    hosts = {request.headers.get("Host", ""), *_first(request, "X-Forwarded-Host")}
+    found = {origin(scheme, host) for scheme in schemes for host in hosts if host}
+    found.add(origin_of_url(public_base) if public_base else None)
+    return {o for o in found if o}
+
+
+def _first(request: flask.Request, header: str) -> list[str]:
+    value = request.headers.get(header, "").split(",")[0].strip()
+    return [value] if value else []
+
+
+def check_boundary(request: flask.Request, allowed_hosts: Collection[str], public_base: str = "") -> None:
+    """Whether a request that matched a route is answered at all: its Host, then what its browser says about who
+    made it (common/routes.py)."""
+    check_host(request.headers.get("Host"), allowed_hosts)
+    check_browser(request.method, request.headers, lambda: own_origins(request, public_base))
+
+
+def hardened(response: flask.Response) -> flask.Response:
+    for name, value in HARDENING_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def check_auth(request: flask.Request, service_key: str) -> None:
@@ -240,28 +279,43 @@ RESPONDERS = {Action.CREATE: _create, Action.STATUS: _status, Action.CLOSE: _sta
               Action.REPORT: _report, Action.THUMBNAIL: _thumbnail, Action.INDEX: _index, Action.CORRECT: _correct}
 
 
-@guarded
 def dispatch(request: flask.Request, handlers: Handlers, settings: Callable[[], Settings],
              root_is_collection: bool = True) -> flask.Response:
     """Answer a request with the use case its route names. A function's root ("/") is the job collection (a
     function URL is POSTed to directly); the embedded server's root is its jobs index."""
+    return hardened(_dispatch(request, handlers, settings, root_is_collection))
+
+
+@guarded
+def _dispatch(request: flask.Request, handlers: Handlers, settings: Callable[[], Settings],
+              root_is_collection: bool) -> flask.Response:
+    config = settings()
+    check_host(request.headers.get("Host"), config.allowed_hosts)  # before anything, a 404 included
     path = JOB_PATH if root_is_collection and request.path.rstrip("/") == "" else request.path
     found = match(request.method, path, request.args.get("id"), served=handlers.keys())
-    config = settings()
+    check_boundary(request, config.allowed_hosts, config.status_url_base)
     check_auth(request, config.service_key)
     return RESPONDERS[found.route.action](request, handlers[found.route.action](), config, found.job_id)
 
 
 def create_app(handlers: Handlers, settings: Settings) -> flask.Flask:
-    """Every route over one backend (used by `imgclassify serve`)."""
+    """Every route over one backend (used by `imgclassify serve`): it answers to the loopback names and the
+    configured ones (`settings.allowed_hosts`), whatever else is set."""
+    settings = dataclasses.replace(settings, allowed_hosts=(*LOOPBACK_HOSTS, *settings.allowed_hosts))
     app = flask.Flask("imgclassify")
 
     @app.before_request
-    def options() -> flask.Response | None:
+    def host_and_options() -> flask.Response | None:
+        # A wrong Host is refused before anything, Flask's own answers (a method no route has) included.
         # Flask's automatic OPTIONS answer is an empty text/html page: answer in JSON, from the route table.
+        try:
+            check_host(flask.request.headers.get("Host"), settings.allowed_hosts)
+        except ClientError as exc:
+            return client_error_response(exc)
         if flask.request.method != "OPTIONS":
             return None
         try:
+            check_boundary(flask.request, settings.allowed_hosts, settings.status_url_base)
             match("OPTIONS", flask.request.path, served=handlers.keys())
         except MethodNotAllowed as exc:
             allowed = list(exc.details.get("allow", []))  # type: ignore[arg-type]
@@ -277,6 +331,10 @@ def create_app(handlers: Handlers, settings: Settings) -> flask.Flask:
 
     for rule in ("/", "/<path:path>"):
         app.add_url_rule(rule, rule, serve, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+
+    @app.after_request
+    def headers(response: flask.Response) -> flask.Response:
+        return hardened(response)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> flask.Response:

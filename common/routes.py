@@ -1,10 +1,16 @@
 """The route table: every HTTP path the service answers, which action it is and which deployed function serves it.
-The Cloud Functions, `imgclassify serve` and the emulator's gateway all dispatch through this one table."""
+The Cloud Functions, `imgclassify serve` and the emulator's gateway all dispatch through this one table. Also the
+boundary every one of them applies before a route acts: which Host names are answered, and which requests a browser
+may make from another site (none that change anything)."""
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit
+
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.utils import host_is_trusted
 
 from common.domain.errors import ClientError, NotFound
 
@@ -111,3 +117,105 @@ def match(method: str, path: str, query_id: str | None = None, served: Collectio
         raise NotFound(f"no such path {path}", field="path")
     example = routes[0].template
     raise MethodNotAllowed(f"use {' or '.join(allowed)} {example}", field="method", allow=allowed)
+
+
+# --- the boundary: which requests are answered at all -------------------------------------------------------------
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Sec-Fetch-Site of a request made by this server's own pages ("same-origin") or by the user (typed, bookmarked:
+# "none"). "same-site" is another port or subdomain: another origin, so another program.
+OWN_SITE = frozenset({"same-origin", "none"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class WrongHost(ClientError):
+    """A Host header naming something this server was not started for: a DNS-rebinding page, or a stray proxy."""
+
+
+class NotJson(ClientError):
+    """A request that changes something without a JSON content type (what a cross-site form or no-cors fetch
+    sends)."""
+
+
+class CrossSite(ClientError):
+    """A browser request another site's page made."""
+
+
+def host_name(host: str) -> str | None:
+    """The name a Host value gives (lowercase, port dropped, IPv6 in brackets); None when it is malformed."""
+    host = host.strip().lower()
+    if not host_is_trusted(host):  # werkzeug's own syntax check: valid characters, a port 1-65535
+        return None
+    if host.endswith("]") or ":" not in host:
+        return host
+    return host.rpartition(":")[0]
+
+
+def allowed_name(entry: str) -> str:
+    """A configured name (--allowed-host, ALLOWED_HOSTS) as compared: lowercase, any port dropped, IPv6 in
+    brackets; a leading dot allows every subdomain, as werkzeug's trusted hosts do."""
+    entry = entry.strip().lower()
+    if entry.count(":") > 1 and not entry.startswith("["):
+        entry = f"[{entry}]"
+    return host_name(entry) or entry
+
+
+def check_host(host: str | None, allowed: Collection[str]) -> None:
+    """Only the names a server was started for are answered (none configured: the deployed functions, whose Host is
+    Cloud Run's or API Gateway's). Any port: a rebinding page is told apart by its name, not its port."""
+    if not allowed:
+        return
+    name = host_name(host or "")
+    names = {allowed_name(entry) for entry in allowed}
+    if name is None or not any(name == n or (n.startswith(".") and name.endswith(n)) for n in names):
+        shown = (host or "")[:100]
+        raise WrongHost(f"this server does not answer to Host {shown!r}: start it with --allowed-host NAME (the "
+                        "functions: ALLOWED_HOSTS) to serve that name", field="Host")
+
+
+def origin(scheme: str, host: str) -> str | None:
+    """scheme://host[:port] as a browser serializes an Origin (lowercase, no default port); None if malformed."""
+    try:
+        parts = urlsplit(f"{scheme.strip().lower()}://{host.strip()}")
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.path or parts.query or parts.username is not None:
+        return None
+    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{name}" + (f":{port}" if port and port != _DEFAULT_PORTS.get(parts.scheme) else "")
+
+
+def origin_of_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    return origin(parts.scheme, parts.netloc) if parts.scheme and parts.netloc else None
+
+
+def _top_level_navigation(method: str, headers: Mapping[str, str]) -> bool:
+    """A link from elsewhere opening a page: the other site sees nothing of what it gets (and pages refuse frames)."""
+    return method in ("GET", "HEAD") and headers.get("Sec-Fetch-Mode", "").lower() == "navigate" and \
+        headers.get("Sec-Fetch-Dest", "").lower() in ("document", "")
+
+
+def check_browser(method: str, headers: Mapping[str, str], own_origins: Callable[[], Collection[str]]) -> None:
+    """What a browser says about who made a request. A write needs a JSON content type (a form or a no-cors fetch
+    cannot send one; a fetch that does is preflighted, which this service never grants), and, when the browser
+    says where it came from, this server's own origin. From another site only a top-level navigation is
+    answered: no <img>, <script> or fetch there can tell a job id that exists from one that does not. Clients that
+    send no Sec-Fetch-Site and no Origin (curl, requests, the old client) are not browsers: unchanged."""
+    site = headers.get("Sec-Fetch-Site", "").strip().lower()
+    if method in SAFE_METHODS:
+        if site and site not in OWN_SITE and not _top_level_navigation(method, headers):
+            raise CrossSite(f"a {site} request from another page: only this server's own pages may ask",
+                            field="Sec-Fetch-Site")
+        return
+    if site and site not in OWN_SITE:
+        raise CrossSite(f"a {site} request: only this server's own pages may change anything",
+                        field="Sec-Fetch-Site")
+    sent = headers.get("Origin")
+    if sent is not None and origin_of_url(sent) not in own_origins():
+        raise CrossSite(f"Origin {sent[:100]!r} is not this server's: only its own pages may change anything",
+                        field="Origin")
+    if parse_options_header(headers.get("Content-Type"))[0].lower() != "application/json":
+        raise NotJson("a request that changes something must be JSON: send Content-Type: application/json "
+                      "(and a JSON body, {} when there is nothing to say)", field="Content-Type")

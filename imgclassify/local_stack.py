@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclassify.emulation import LOOPBACK, Emulators, ManagedProcess, environ, free_port, spawn, wait_for_http
-from common.routes import JOB_PATH, Action, Function, match
+from common.routes import JOB_PATH, LOOPBACK_HOSTS, Action, Function, check_host, match
 from common.domain.errors import NotFound
 
 
@@ -53,6 +53,8 @@ class LocalStack:
     # The newest jobs (view, when undone), for the gateway's front page (GET /): `emulate` sets it once its client
     # is up.
     jobs_index: Callable[[], list[Any]] | None = None
+    # Names the gateway answers to besides the loopback ones (`emulate --allowed-host`).
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def gateway_url(self) -> str:
@@ -169,9 +171,10 @@ class LocalStack:
 
         urls = {Function.CREATE_JOB: self.function_url("create_job"),
                 Function.JOB_STATUS: self.function_url("job_status")}
-        server = make_server(LOOPBACK, self.gateway_port,
-                             gateway_app(urls, lambda: self.jobs_index() if self.jobs_index else []), threaded=True,
-                             request_handler=QuietHandler)
+        app = gateway_app(urls, lambda: self.jobs_index() if self.jobs_index else [],
+                          service_key=self._env.get("SERVICE_KEY", ""),
+                          allowed_hosts=(*LOOPBACK_HOSTS, *self.allowed_hosts))
+        server = make_server(LOOPBACK, self.gateway_port, app, threaded=True, request_handler=QuietHandler)
         self._gateway = server
         self._gateway_thread = threading.Thread(target=server.serve_forever, name="gateway", daemon=True)
         self._gateway_thread.start()
@@ -215,42 +218,56 @@ class LocalStack:
 
 
 def gateway_app(function_urls: dict[Function, str],  # type: ignore[no-untyped-def]
-                jobs: Callable[[], list[Any]] = list):
+                jobs: Callable[[], list[Any]] = list, service_key: str = "",
+                allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS):
     """The old service's paths on one port, each forwarded to the function the route table names, as an API
-    gateway would; and the front page (`jobs`: the newest jobs, each with when it was undone), as `serve` has it."""
+    gateway would; and the front page (`jobs`: the newest jobs, each with when it was undone), as `serve` has it.
+    It is the boundary, as `serve` is: every path (the front page included) needs the key when one is set, only
+    `allowed_hosts` are answered, and no other site's page may change anything (common/routes.py)."""
     import flask
     import requests
 
     from common.domain.errors import ClientError
     from common.domain.taxonomy import class_vocabulary
-    from common.http import client_error_response
+    from werkzeug.exceptions import HTTPException
+
+    from common.http import check_auth, check_boundary, client_error_response, error_response, hardened
     from common.pages import render_index
 
     app = flask.Flask("gateway")
     session = requests.Session()
 
     def forward(path: str = "") -> flask.Response:
+        request = flask.request
         try:
-            route = match(flask.request.method, flask.request.path, flask.request.args.get("id")).route
+            check_host(request.headers.get("Host"), allowed_hosts)
+            route = match(request.method, request.path, request.args.get("id")).route
+            check_boundary(request, allowed_hosts)
+            check_auth(request, service_key)
             if route.action == Action.INDEX:
                 page = render_index(jobs(), class_vocabulary(), JOB_PATH)
                 return flask.Response(page, 200, content_type="text/html; charset=utf-8")
             if route.function not in function_urls:
-                raise NotFound(f"no such path {flask.request.path}", field="path")
+                raise NotFound(f"no such path {request.path}", field="path")
         except ClientError as exc:
             return client_error_response(exc)
-        url = function_urls[route.function] + flask.request.path
-        if flask.request.query_string:
-            url += "?" + flask.request.query_string.decode("latin-1")
-        upstream = session.request(flask.request.method, url, data=flask.request.get_data(),
-                                   headers={k: v for k, v in flask.request.headers if k.lower() != "host"},
-                                   timeout=300)
+        url = function_urls[route.function] + request.path
+        if request.query_string:
+            url += "?" + request.query_string.decode("latin-1")
+        # As a proxy says where a request was addressed: the function checks a browser's Origin against it.
+        headers = {k: v for k, v in request.headers if k.lower() not in ("host", "x-forwarded-host",
+                                                                         "x-forwarded-proto")}
+        headers |= {"X-Forwarded-Host": request.headers.get("Host", ""), "X-Forwarded-Proto": request.scheme}
+        upstream = session.request(request.method, url, data=request.get_data(), headers=headers, timeout=300)
         excluded = {"content-encoding", "transfer-encoding", "connection", "content-length"}
         return flask.Response(upstream.content, upstream.status_code,
                               [(k, v) for k, v in upstream.headers.items() if k.lower() not in excluded])
 
-    for rule in ("/", "/<path:path>"):
-        app.add_url_rule(rule, rule, forward, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+    for rule in ("/", "/<path:path>"):  # OPTIONS too: the route table answers it, in JSON, never granting CORS
+        app.add_url_rule(rule, rule, forward, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    # Flask's own answers (a method no rule has) in JSON too.
+    app.register_error_handler(HTTPException, lambda exc: error_response(exc.code or 500, exc.description or ""))
+    app.after_request(hardened)
     return app
 
 

@@ -111,7 +111,8 @@ def test_a_pubsub_restart_mid_job_loses_messages_and_a_retry_finishes_the_job_ex
     time.sleep(2 * chaos.ack_deadline)  # whatever an instance was working on has finished or was lost
     stuck = status_of(chaos, job)
     assert not stuck["complete"], "the restart lost no message: nothing tested"
-    retried = requests.post(f"{chaos.gateway_url}/classification-job/{job['id']}/retry", timeout=120).json()
+    retried = requests.post(f"{chaos.gateway_url}/classification-job/{job['id']}/retry", json={},
+                            timeout=120).json()
     assert retried["republished"] == IMAGES - (stuck["processed"] + stuck["failed"])
     status = wait_until(chaos, job, lambda s: s["complete"])
     assert status["failed"] == 0

@@ -26,6 +26,7 @@ from tests.conftest import MOBILENET_H5, MOBILENET_TFLITE
 pytestmark = pytest.mark.slow
 IMGCLASSIFY = str(Path(sys.executable).with_name("imgclassify"))
 CLASSES = ["dogs", "cats", "birds", "food", "people"]
+JSON = {"Content-Type": "application/json"}  # what a client of a write sends (else 415)
 
 
 def imgclassify(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -167,7 +168,7 @@ def test_serve_answers_the_old_clients_api(photo_folder, tmp_path):
             time.sleep(0.2)
         assert percentages[-1] == 100 and status["processed"] == status["number_of_files"] == 8
         assert percentages == sorted(percentages)
-        assert requests.post(base, data="nope", timeout=10).status_code == 400
+        assert requests.post(base, data="nope", headers=JSON, timeout=10).status_code == 400
         assert requests.get(f"{base}/{'0' * 32}", timeout=10).status_code == 404
         # "kitties" is no word: a class only because `serve --examples` taught it.
         assert requests.post(base, json={"classes": ["glorps"]}, timeout=10).status_code == 400
@@ -325,7 +326,7 @@ def test_serve_stays_up_under_a_flood_of_jobs_and_slow_clients(many_photos):
         assert options.headers["Content-Type"] == "application/json" and "POST" in options.json()["allow"]
         wrong = requests.delete(base, timeout=10)
         assert wrong.status_code == 405 and wrong.json()["field"] == "method"
-        nested = requests.post(base, data="[" * 30000 + "]" * 30000, timeout=10)
+        nested = requests.post(base, data="[" * 30000 + "]" * 30000, headers=JSON, timeout=10)
         assert nested.status_code in (400, 413) and nested.json()["field"] == "body"
     finally:
         for sock in slow:

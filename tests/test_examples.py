@@ -195,7 +195,7 @@ def test_the_jobs_manifest_follows_its_corrections_so_undo_removes_what_they_mad
             ("all/b1.jpg", "keep", True))  # two corrections of one photo: both copies are the job's
     assert app.jobs.result(job["id"], "all/r1.jpg").written == ()
     assert app.jobs.result(job["id"], "all/b1.jpg").written == ("favourites/b1.jpg", "keep/b1.jpg")
-    undone = client.post(f"/classification-job/{job['id']}/undo").get_json()
+    undone = client.post(f"/classification-job/{job['id']}/undo", json={}).get_json()
     assert (undone["removed"], undone["missing"]) == (3, 0)  # tabby/r2.jpg and the two corrections' copies
     assert copies(app, "") == sorted(n for n in copies(app, "") if n.startswith(("all/", "examples/")))
 

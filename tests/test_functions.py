@@ -278,7 +278,7 @@ def test_a_job_whose_messages_were_lost_turns_stalled_and_a_retry_republishes_ex
     assert stuck.state == "stalled" and "2 of 5 done" in stuck["stalled"] and "/retry" in stuck["stalled"]
     assert status_view(record, service.jobs.counters(job["id"])).state == "running"  # not before the bound
 
-    retried = create.post(f"/classification-job/{job['id']}/retry").get_json()
+    retried = create.post(f"/classification-job/{job['id']}/retry", json={}).get_json()
     assert retried["republished"] == 3
     assert sorted(m.name for m in service.publisher.messages) == ["all/2.jpg", "all/3.jpg", "all/4.jpg"]
     for message in list(service.publisher.messages) * 2:  # and duplicates change nothing
@@ -303,7 +303,7 @@ def test_replaying_a_stalled_jobs_request_re_drives_it(service, monkeypatch):
 
 
 def test_retrying_an_unknown_job_is_a_404(service):
-    assert client("create_job").post(f"/classification-job/{'e' * 32}/retry").status_code == 404
+    assert client("create_job").post(f"/classification-job/{'e' * 32}/retry", json={}).status_code == 404
 
 
 def dead_letter_event(data: bytes, **attributes: str):

@@ -183,7 +183,8 @@ def test_an_empty_prefix_gives_a_complete_job(stack, bucket):
 
 
 def test_errors_through_the_gateway_are_json(stack):
-    bad = requests.post(f"{stack.gateway_url}/classification-job", data="nope", timeout=30)
+    bad = requests.post(f"{stack.gateway_url}/classification-job", data="nope",
+                        headers={"Content-Type": "application/json"}, timeout=30)
     assert bad.status_code == 400 and bad.json()["field"] == "body"
     unknown = "f" * 32
     missing = requests.get(f"{stack.gateway_url}/classification-job/{unknown}", timeout=30)

@@ -94,7 +94,7 @@ def test_uploads_before_during_and_after_listing_are_each_sorted_once_and_comple
         assert time.monotonic() < deadline, status
         time.sleep(0.2)
     assert status["state"] == "watching" and not receiver.posts
-    closed = requests.post(f"{stack.gateway_url}/classification-job/{job['id']}/close", headers=headers,
+    closed = requests.post(f"{stack.gateway_url}/classification-job/{job['id']}/close", headers=headers, json={},
                            timeout=60).json()
     assert closed["state"] == "complete"
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from common.domain.options import Runtime
+from common.routes import LOOPBACK_HOSTS
 from imgclassify.cli.model import check_model_options, choose_detector, choose_weights
 from imgclassify.cli.options import UsageError, add_job_options, add_model_options, port
 from imgclassify.cli.output import progress_line
@@ -23,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port, default=8080, help="port serving the two API paths")
     parser.add_argument("--upload", type=Path, help="upload this folder's files under all/ in the bucket")
     parser.add_argument("--keep", action="store_true", help="keep the emulators' folder (logs, bucket) on exit")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="the gateway also answers requests addressed to NAME (repeatable); localhost, "
+                             "127.0.0.1 and [::1] always; any other Host gets 421")
     add_model_options(parser)
     add_job_options(parser, with_match=False)
 
@@ -30,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def function_env(args: argparse.Namespace, weights: str, runtime: Runtime) -> dict[str, str]:
     """What the functions get: the same model options `run` and `serve` take."""
     env = {"MODEL": args.model.value, "MODEL_WEIGHTS": weights, "MODEL_RUNTIME": runtime.value,
-           "THREADS": str(args.workers), "DEFAULT_TOP_K": str(args.top_k)}
+           "THREADS": str(args.workers), "DEFAULT_TOP_K": str(args.top_k),
+           # The functions listen on loopback ports of their own, reached only through the gateway (which checks
+           # the user's names): a page rebinding a name to one of those ports is refused too.
+           "ALLOWED_HOSTS": ",".join(LOOPBACK_HOSTS)}
     if args.min_score is not None:
         env["DEFAULT_MIN_SCORE"] = str(args.min_score)
     return env
@@ -38,7 +46,7 @@ def function_env(args: argparse.Namespace, weights: str, runtime: Runtime) -> di
 
 def execute(args: argparse.Namespace) -> int:
     from common import bootstrap
-    from common.config import Settings
+    from common.config import Settings, env_names
     from imgclassify.emulation import Emulators, environ
     from imgclassify.local_stack import LocalStack
 
@@ -54,7 +62,8 @@ def execute(args: argparse.Namespace) -> int:
     model = bootstrap.cloud_app(Settings(model=args.model, weights=weights, runtime=runtime)).load_model().description
     emulators = Emulators().start()
     env = {**function_env(args, weights, runtime), **({"DETECTOR_MODEL": detector} if detector else {})}
-    stack = LocalStack(emulators, gateway_port=args.port, function_env=env)
+    stack = LocalStack(emulators, gateway_port=args.port, function_env=env,
+                       allowed_hosts=(*args.allowed_host, *env_names(os.environ, "ALLOWED_HOSTS")))
     try:
         try:
             stack.start()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 
 from common.routes import Action
@@ -19,12 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port, default=8080)
     parser.add_argument("--max-queued", type=int, default=20_000,
                         help="images waiting to be classified beyond which new jobs get 429 (default 20000)")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests addressed to NAME (repeatable; a reverse proxy's or a hosts-file "
+                             "name). localhost, 127.0.0.1 and [::1] always are; any other Host gets 421")
     add_model_options(parser)
     add_job_options(parser, with_match=False)
     add_examples_option(parser)
 
 
 def execute(args: argparse.Namespace) -> int:
+    from common.config import env_names
     from common.http import create_app
     from imgclassify.http_server import create_server
 
@@ -41,7 +47,10 @@ def execute(args: argparse.Namespace) -> int:
                     Action.CORRECT: lambda: app.correct_job, Action.RETRY: lambda: app.retry_job,
                     Action.INDEX: lambda: lambda: [(kept.view, kept.undone_at)
                                                   for kept in app.list_jobs(with_copies=False)]}
-        server = create_server(create_app(handlers, app.settings), port=args.port, connection_limit=200,
+        # The loopback names are added by create_app; these are the user's own (flags, then ALLOWED_HOSTS).
+        settings = dataclasses.replace(app.settings, allowed_hosts=(*args.allowed_host,
+                                                                    *env_names(os.environ, "ALLOWED_HOSTS")))
+        server = create_server(create_app(handlers, settings), port=args.port, connection_limit=200,
                                max_body_bytes=app.settings.max_body_bytes)
         if resumed:
             print(f"resuming {len(resumed)} unfinished job(s): {', '.join(resumed)}", file=sys.stderr)
