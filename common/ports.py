@@ -114,6 +114,12 @@ class JobRecorder(JobReader, Protocol):
         """Say why the job cannot finish (its fan-out was interrupted)."""
         ...
 
+    def claim_republish(self, job_id: str, at: str, since: str) -> bool:
+        """Record `at` as when the job's images without a result were re-published (its `republished_at`), unless
+        one was recorded after `since` (ISO times in UTC, as job records keep them), atomically: True for the one
+        caller that may re-publish now, False (nothing changed) otherwise or when there is no such job."""
+        ...
+
     def register_arrival(self, job_id: str, name: str) -> bool:
         """A watch job's object, listed or announced: counted once (True) however often it is seen."""
         ...

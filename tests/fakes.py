@@ -126,6 +126,14 @@ class MemoryJobStore:
     def mark_failed(self, job_id: str, reason: str) -> None:
         self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], error=reason)
 
+    def claim_republish(self, job_id: str, at: str, since: str) -> bool:
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or (job.republished_at is not None and job.republished_at > since):
+                return False
+            self.jobs[job_id] = dataclasses.replace(job, republished_at=at)
+            return True
+
     def register_arrival(self, job_id: str, name: str) -> bool:
         with self._lock:
             arrived = self.arrivals.setdefault(job_id, set())

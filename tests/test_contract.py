@@ -289,6 +289,39 @@ def test_the_total_is_set_after_listing(job_store):
     assert job_store.get_job(job.id).number_of_files == 1234
 
 
+def test_a_jobs_pending_images_are_re_published_once_until_the_recorded_time_is_old_enough(job_store):
+    job = _job()
+    job_store.create_job(job)
+    t = "2026-11-27T00:0{}:00.000+00:00".format
+    assert job_store.get_job(job.id).republished_at is None
+    assert job_store.claim_republish(job.id, at=t(5), since=t(0))
+    assert job_store.get_job(job.id).republished_at == t(5)
+    assert not job_store.claim_republish(job.id, at=t(6), since=t(1))  # re-published after `since`: refused
+    assert job_store.get_job(job.id).republished_at == t(5) and job_store.get_job(job.id).number_of_files == 3
+    assert job_store.claim_republish(job.id, at=t(9), since=t(5))  # not after: claimed
+    assert job_store.get_job(job.id).republished_at == t(9)
+    assert not job_store.claim_republish(new_job_id(), at=t(9), since=t(5))  # no such job
+
+
+def test_concurrent_re_publish_claims_let_exactly_one_through(job_store):
+    job = _job()
+    job_store.create_job(job)
+    claimed: list[bool] = []
+    start = threading.Barrier(6)
+
+    def claim() -> None:
+        start.wait()
+        claimed.append(job_store.claim_republish(job.id, "2026-11-27T00:10:00.000+00:00",
+                                                 "2026-11-27T00:05:00.000+00:00"))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == [False] * 5 + [True]
+
+
 def test_counters_of_a_job_without_results_are_zero(job_store):
     job = _job()
     job_store.create_job(job)

@@ -130,7 +130,7 @@ def _job_record(job_id: str, data: dict[str, Any]) -> JobRecord:
     return JobRecord(id=job_id, spec=JobSpec.from_dict(data["spec"]), number_of_files=data["number_of_files"],
                      created_at=data["created_at"], request_id=data.get("request_id"), error=data.get("error"),
                      errors=tuple(data.get("errors") or ()), closed=bool(data.get("closed", False)),
-                     callback=data.get("callback"))
+                     callback=data.get("callback"), republished_at=data.get("republished_at"))
 
 
 class FirestoreJobStore:
@@ -166,6 +166,21 @@ class FirestoreJobStore:
     @translated("recording a job's failure")
     def mark_failed(self, job_id: str, reason: str) -> None:
         self._jobs.document(job_id).update({"error": reason})
+
+    @translated("claiming a re-publish")
+    def claim_republish(self, job_id: str, at: str, since: str) -> bool:
+        job = self._jobs.document(job_id)
+
+        @firestore.transactional
+        def claim(transaction: Any) -> bool:  # of concurrent claims, the retried transactions see the first's time
+            snapshot = job.get(field_paths=["republished_at"], transaction=transaction)
+            held = (snapshot.to_dict() or {}).get("republished_at") if snapshot.exists else None
+            if not snapshot.exists or (held is not None and held > since):
+                return False
+            transaction.update(job, {"republished_at": at})
+            return True
+
+        return bool(claim(self._client.transaction()))
 
     @translated("recording a job's error")
     def record_job_error(self, job_id: str, message: str) -> None:

@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.domain.callbacks import CallbackPolicy
@@ -23,6 +24,17 @@ DETECTOR_MIN_SCORE = 0.65
 DEFAULT_SOURCE_PREFIX = "all/"
 MIN_EXAMPLES = 2  # per class taught by examples: its threshold is calibrated from their agreement
 MAX_EXAMPLES = 200  # per class: beyond this, more examples add cost, not accuracy
+# An example folder is read for its photos only: files named otherwise are skipped unread while it is listed (the
+# extensions of the formats decoding accepts), at most MAX_EXAMPLES_LISTED names are looked at and at most
+# MAX_EXAMPLE_READS photos read for the MAX_EXAMPLES that decode.
+PHOTO_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "jfif", "png", "gif", "bmp", "dib", "tif", "tiff", "webp", "heic",
+                              "heif", "hif", "ppm", "pgm", "pbm", "pnm", "mpo"})
+MAX_EXAMPLES_LISTED = 50_000
+MAX_EXAMPLE_READS = 2 * MAX_EXAMPLES
+# How long Pub/Sub waits for a delivery to be acknowledged before delivering it again: deploy.sh's ack deadline for
+# classify-image (the emulated stack's is shorter). A job's images without a result are re-published at most once
+# per this interval: until it has passed, a message published earlier may still be in someone's hands.
+DELIVERY_DEADLINE_SECONDS = 300
 STATE_DIR = ".imgclassify"  # a folder's own state (embedded): jobs, predictions, logs, the writer's lock
 MAX_CLASS_NAME_LENGTH = 64
 MAX_TOP_K = 20
@@ -140,6 +152,26 @@ class JobRecord:
     errors: tuple[str, ...] = ()  # what stops its images (an instance that cannot load its model), as reported
     closed: bool = False  # a watch job stops taking arrivals once closed
     callback: dict[str, Any] | None = None  # how the completion callback went (status, attempts, error)
+    republished_at: str | None = None  # when its images without a result were last re-published (a retry)
+
+
+def is_photo_name(name: str) -> bool:
+    """Named like a photo (its extension, any case): what an example folder is read for."""
+    filename = name.rpartition("/")[2]
+    return "." in filename.lstrip(".") and filename.rpartition(".")[2].casefold() in PHOTO_EXTENSIONS
+
+
+def republish_window(now: str) -> str:
+    """The time (ISO, as job records keep it) after which a recorded re-publish still holds at `now`."""
+    return (datetime.fromisoformat(now) - timedelta(seconds=DELIVERY_DEADLINE_SECONDS)).astimezone(UTC).isoformat(
+        timespec="milliseconds")
+
+
+def next_republish(republished_at: str, now: str) -> tuple[str, int]:
+    """When a job re-published at `republished_at` may be re-published again: (ISO time, whole seconds from now)."""
+    allowed = datetime.fromisoformat(republished_at) + timedelta(seconds=DELIVERY_DEADLINE_SECONDS)
+    wait = math.ceil((allowed - datetime.fromisoformat(now)).total_seconds())
+    return allowed.astimezone(UTC).isoformat(timespec="milliseconds"), max(1, wait)
 
 
 def new_job_id(request_id: str | None = None) -> str:

@@ -11,8 +11,10 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-from common.domain.errors import Conflict, FanOutInterrupted, InvalidRequest, TransientError
-from common.domain.jobs import MAX_EXAMPLES, MIN_EXAMPLES, JobDefaults, JobRecord, JobSpec, new_job_id
+from common.domain.errors import Conflict, FanOutInterrupted, InvalidRequest, Overloaded, TransientError
+from common.domain.jobs import (DELIVERY_DEADLINE_SECONDS, MAX_EXAMPLE_READS, MAX_EXAMPLES, MAX_EXAMPLES_LISTED,
+                                MIN_EXAMPLES, JobDefaults, JobRecord, JobSpec, is_photo_name, new_job_id,
+                                next_republish, republish_window)
 from common.domain.requests import parse_job_request
 from common.domain.status import JobView, status_view
 from common.domain.messages import ClassifyMessage
@@ -32,9 +34,11 @@ def job_images(objects: ObjectLister, spec: JobSpec) -> Iterator[Listed]:
 
 
 def example_photos(objects: ObjectLister, bucket: str, prefix: str) -> list[Listed]:
-    """A class's example photos: the first MAX_EXAMPLES objects under its prefix."""
-    return list(itertools.islice((o for o in objects.list_objects(bucket, prefix) if not o.name.endswith("/")),
-                                 MAX_EXAMPLES))
+    """A class's example photos to read: the first MAX_EXAMPLE_READS objects named like photos among the first
+    MAX_EXAMPLES_LISTED under its prefix; other files are skipped unread, so a folder of documents with a few
+    photos still teaches by those photos. (The first MAX_EXAMPLES of them that decode are used.)"""
+    listed = itertools.islice(objects.list_objects(bucket, prefix), MAX_EXAMPLES_LISTED)
+    return list(itertools.islice((o for o in listed if is_photo_name(o.name)), MAX_EXAMPLE_READS))
 
 
 class CreateJob:
@@ -72,8 +76,10 @@ class CreateJob:
             if job.number_of_files is not None and job.error is None:
                 log.info("job request replayed", extra={"job_id": job.id, "request_id": job.request_id})
                 view = status_view(job, self._jobs.counters(job.id))
-                if view.stalled and self._resume is not None:  # a stuck job's retry re-drives it
-                    _, published = self._resume(job.id)
+                # A stuck job's retry re-drives it, once per delivery deadline however often it is replayed.
+                if view.stalled and self._resume is not None:
+                    wait = republish_wait(self._jobs, job.id, self._clock())
+                    published = self._resume(job.id)[1] if wait is None else 0
                     view = status_view(job, self._jobs.counters(job.id)).with_extra(republished=published)
                 return view.with_extra(**meaning)
             log.info("resuming an interrupted fan-out", extra={"job_id": job.id, "request_id": job.request_id})
@@ -98,16 +104,17 @@ class CreateJob:
         return replace(spec, examples=spec.examples + tuple(taught)) if taught else spec
 
     def _count_examples(self, spec: JobSpec) -> dict[str, int]:
-        """How many files each class's example prefix holds (up to MAX_EXAMPLES are used); too few is a 400.
-        Whether they are images is found when they are read: an unreadable one is skipped."""
+        """How many photos (files named like one) each class's example prefix holds, up to the MAX_EXAMPLES used;
+        too few is a 400. Whether they decode is found when they are read: one that does not is skipped."""
         counts = {}
         for name, prefix in spec.examples:
             if not prefix:  # taught by corrections
                 continue
-            counts[name] = len(example_photos(self._objects, spec.bucket, prefix))
+            counts[name] = min(MAX_EXAMPLES, len(example_photos(self._objects, spec.bucket, prefix)))
             if counts[name] < MIN_EXAMPLES:
-                raise InvalidRequest(f"examples.{name}: {prefix!r} holds {counts[name]} files; at least "
-                                     f"{MIN_EXAMPLES} example photos are needed", field="examples")
+                raise InvalidRequest(f"examples.{name}: {prefix!r} holds {counts[name]} photos (files named .jpg, "
+                                     f".png, .heic…); at least {MIN_EXAMPLES} example photos are needed",
+                                     field="examples")
         return counts
 
     def _fan_out(self, job: JobRecord) -> int:
@@ -174,20 +181,36 @@ class ResumeJob:
         return len(done), published
 
 
+def republish_wait(jobs: JobRecorder, job_id: str, now: str) -> tuple[str, int] | None:
+    """None when the job's images without a result may be re-published now (and that it happens is recorded, so
+    concurrent callers get one re-publish); else when they may be next: (ISO time, seconds from now)."""
+    if jobs.claim_republish(job_id, now, republish_window(now)):
+        return None
+    job = jobs.get_job(job_id)
+    return next_republish(job.republished_at if job and job.republished_at else now, now)
+
+
 class RetryJob:
     """POST /classification-job/<id>/retry: re-publish exactly the images of a job that have no result (messages
     lost to an outage or to instances that died past their retries). classify_image counts each image once, so
-    a retry of a job that was only slow changes nothing but the work done."""
+    a retry of a job that was only slow changes nothing but the work done — and an image is re-published at most
+    once per delivery deadline: a retry within it is a 429 saying when, re-publishing nothing."""
 
-    def __init__(self, jobs: JobRecorder, resume: ResumeJob) -> None:
+    def __init__(self, jobs: JobRecorder, resume: ResumeJob, clock: Callable[[], str] = utc_now_iso) -> None:
         self._jobs = jobs
         self._resume = resume
+        self._clock = clock
 
     def __call__(self, job_id: str) -> JobView:
         job = existing_job(self._jobs, job_id)
         if job.number_of_files is None:
             raise Conflict(f"job {job.id} is still listing its images: retry the create request with the same "
                            "request_id to resume it", field="id")
+        wait = republish_wait(self._jobs, job.id, self._clock())
+        if wait is not None:
+            raise Overloaded(f"job {job.id}'s images without a result were re-published less than "
+                             f"{DELIVERY_DEADLINE_SECONDS} s ago and may still be delivered: retry after {wait[0]}",
+                             retry_after=wait[1], field="id", retry_at=wait[0])
         already, published = self._resume(job.id)
         log.info("job retried", extra={"job_id": job.id, "already_done": already, "republished": published})
         fresh = existing_job(self._jobs, job.id)

@@ -1,16 +1,22 @@
 """Dead letters: a message Pub/Sub gave up on (its delivery cap reached) is recorded, so every job finishes. An
 image's: a failure "gave up after N deliveries", once (a result already recorded wins), and the job announced if
 that was its last image. A storage notification's: the object joins each open watch job holding it that had not
-registered it, as that same failure."""
+registered it, as that same failure.
+
+Only what the job published is counted: the dead-letter topic is an input like any other, and a message naming an
+unknown job, a name outside the job's prefix, an object that does not exist, or a job whose images are all counted
+already is logged and acked, never counted. A job's images are known without reading its results: they are the
+objects under its prefix (one existence check each), and there are never more than its total (one aggregation).
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from common.domain.jobs import is_plain_object_name
+from common.domain.jobs import JobRecord, is_plain_object_name
 from common.domain.messages import ClassifyMessage
 from common.domain.results import ImageResult
 from common.logs import get_logger
-from common.ports import Arrivals, JobReader, ResultRecorder
+from common.ports import Arrivals, CompletionClaims, ObjectReader, ResultRecorder
 
 log = get_logger("dead_letter")
 
@@ -20,20 +26,24 @@ def gave_up(deliveries: int | None, what: str = "deliveries") -> str:
 
 
 class RecordDeadLetter:
-    def __init__(self, jobs: JobReader, results: ResultRecorder, arrivals: Arrivals,
-                 announce: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, jobs: CompletionClaims, results: ResultRecorder, arrivals: Arrivals,
+                 announce: Callable[[str], bool] | None = None, objects: ObjectReader | None = None) -> None:
         self._jobs = jobs
         self._results = results
         self._arrivals = arrivals
         self._announce = announce
+        self._objects = objects  # None: names are not checked against the store (a store the caller trusts)
+
+    def checking(self, objects: ObjectReader) -> RecordDeadLetter:
+        """The same recorder, checking each name against the object store."""
+        return RecordDeadLetter(self._jobs, self._results, self._arrivals, self._announce, objects)
 
     def image(self, message: ClassifyMessage, deliveries: int | None) -> ImageResult | None:
         """The failure recorded, or None (already counted, or no job would have sent the message)."""
         job = self._jobs.get_job(message.job_id)
-        if job is None or not message.name.startswith(job.spec.source_prefix) or \
-                not is_plain_object_name(message.name):
-            log.warning("dead letter refused: no job sent it", extra={"job_id": message.job_id,
-                                                                       "object": message.name})
+        refused = self._not_published(job, message.name)
+        if job is None or refused:
+            log.warning(f"dead letter refused: {refused}", extra={"job_id": message.job_id, "object": message.name})
             return None
         result = ImageResult.failure(message.name, gave_up(deliveries))
         recorded = self._results.record_result(job.id, result)
@@ -43,8 +53,31 @@ class RecordDeadLetter:
                   extra={"job_id": job.id, "object": message.name, "deliveries": deliveries})
         return result if recorded else None
 
+    def _not_published(self, job: JobRecord | None, name: str) -> str | None:
+        """Why no delivery of this job could have named this object, or None when one could have."""
+        if job is None:
+            return "no such job"
+        if not is_plain_object_name(name) or not name.startswith(job.spec.source_prefix):
+            return "the name is not under the job's prefix"
+        if self._objects is not None and not self._objects.exists(job.spec.bucket, name):
+            return "no such object"
+        if job.number_of_files is not None and self._counted(job) >= self._total(job):
+            return "every image of the job is counted already"
+        return None
+
+    def _counted(self, job: JobRecord) -> int:
+        return self._jobs.done_count(job.id)
+
+    def _total(self, job: JobRecord) -> int:
+        """What the job may count: its listing, and for a watch job whatever arrived since (read only then)."""
+        total = job.number_of_files or 0
+        return max(total, self._jobs.counters(job.id).arrived) if job.spec.watch else total
+
     def object_event(self, bucket: str, name: str, deliveries: int | None) -> list[str]:
-        """The watch jobs the object was recorded as failed in."""
+        """The watch jobs the object was recorded as failed in (none when there is no such object)."""
+        if self._objects is not None and not self._objects.exists(bucket, name):
+            log.warning("dead letter refused: no such object", extra={"object": name})
+            return []
         failed = []
         for job in self._arrivals.watch_jobs(bucket):
             if name.startswith(job.spec.source_prefix) and self._arrivals.register_arrival(job.id, name):

@@ -11,7 +11,7 @@ import numpy as np
 
 from common.domain.errors import InvalidExamples, ObjectMissing, PermanentImageError, ServiceError
 from common.domain.examples import BACKGROUND_SAMPLE, ExampleModel, background_sample, learn
-from common.domain.jobs import MIN_EXAMPLES, JobSpec
+from common.domain.jobs import MAX_EXAMPLES, MIN_EXAMPLES, JobSpec
 from common.logs import get_logger
 from common.ports import Corrections, Listed, ObjectLister
 from common.usecases.create_job import example_photos, job_images
@@ -57,9 +57,12 @@ class LearnExamples:
             raise InvalidExamples(learned.reason)
         return learned
 
-    def _features(self, spec: JobSpec, photos: list[Listed]) -> list[np.ndarray]:
-        rows = []
+    def _features(self, spec: JobSpec, photos: list[Listed], wanted: int | None = None) -> list[np.ndarray]:
+        """The features of the photos that decode, the first `wanted` of them when given."""
+        rows: list[np.ndarray] = []
         for photo in photos:
+            if wanted is not None and len(rows) >= wanted:
+                break
             try:
                 vectors = self._vectors.classifier(spec.bucket, photo.name, photo.content, StageTimer(),
                                                    features=True)
@@ -93,7 +96,8 @@ class LearnExamples:
             positives = self._corrected([c for c, belongs in said.get(name, {}).items() if belongs])
             if name in prefixes:
                 prefix = prefixes[name]
-                rows = self._features(spec, example_photos(self._objects, spec.bucket, prefix)) if prefix else []
+                rows = self._features(spec, example_photos(self._objects, spec.bucket, prefix),
+                                      MAX_EXAMPLES) if prefix else []
                 rows += positives
                 examples[name] = np.stack(rows) if rows else np.zeros((0, 1), np.float32)
             elif len(positives) >= MIN_EXAMPLES:  # taught by corrections alone

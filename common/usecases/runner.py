@@ -84,20 +84,32 @@ class ResumeUnfinished:
 
 
 class AdmitJob:
-    """Bounded work in flight: past `max_queued` waiting images a new job is told when to come back (429) instead
-    of queueing without limit."""
+    """Bounded work in flight: past `max_queued` waiting images a new job — or a retry, whose re-published images
+    wait in the same queue — is told when to come back (429) instead of queueing without limit."""
 
-    def __init__(self, create: CreateJob, backlog: Callable[[], int], max_queued: int) -> None:
+    def __init__(self, create: CreateJob, backlog: Callable[[], int], max_queued: int,
+                 retry: Callable[[str], JobView] | None = None) -> None:
         self._create = create
         self._backlog = backlog
         self._max_queued = max_queued
+        self._retry = retry
 
     def __call__(self, body: object) -> JobView:
+        self._admit()
+        return self._create(body)
+
+    def retry(self, job_id: str) -> JobView:
+        """POST …/retry, admitted as a new job is (`imgclassify serve` routes it here)."""
+        if self._retry is None:
+            raise NotFound("retrying jobs is not served here", field="id")
+        self._admit()
+        return self._retry(job_id)
+
+    def _admit(self) -> None:
         queued = self._backlog()
         if queued >= self._max_queued:
             raise Overloaded(f"{queued} images are waiting to be classified (limit {self._max_queued}); retry later",
                              retry_after=max(1, min(60, queued // 100)))
-        return self._create(body)
 
 
 @dataclass(frozen=True)

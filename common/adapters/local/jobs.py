@@ -47,16 +47,22 @@ class SqliteJobStore:
         with self._lock, database_errors("recording a job's failure"):
             self._db.execute("UPDATE jobs SET error = ? WHERE id = ?", (reason, job_id))
 
+    def claim_republish(self, job_id: str, at: str, since: str) -> bool:
+        with self._lock, database_errors("claiming a re-publish"):  # one statement: atomic across processes too
+            return self._db.execute("UPDATE jobs SET republished_at = ? WHERE id = ? AND (republished_at IS NULL "
+                                    "OR republished_at <= ?)", (at, job_id, since)).rowcount == 1
+
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._lock, database_errors("reading a job"):
             row = self._db.execute("SELECT spec, number_of_files, created_at, request_id, error, errors, closed, "
-                                   "callback FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                                   "callback, republished_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else self._record(job_id, row)
 
     @staticmethod
     def _record(job_id: str, row: tuple) -> JobRecord:
         return JobRecord(job_id, JobSpec.from_dict(json.loads(row[0])), row[1], row[2], row[3], row[4],
-                         tuple(json.loads(row[5] or "[]")), bool(row[6]), json.loads(row[7]) if row[7] else None)
+                         tuple(json.loads(row[5] or "[]")), bool(row[6]), json.loads(row[7]) if row[7] else None,
+                         row[8])
 
     def register_arrival(self, job_id: str, name: str) -> bool:
         with self._lock, database_errors("registering an arrival"):
@@ -70,7 +76,7 @@ class SqliteJobStore:
     def watch_jobs(self, bucket: str) -> list[JobRecord]:
         with self._lock, database_errors("listing watch jobs"):
             rows = self._db.execute("SELECT id, spec, number_of_files, created_at, request_id, error, errors, closed, "
-                                    "callback FROM jobs WHERE json_extract(spec, '$.watch') = 1 AND "
+                                    "callback, republished_at FROM jobs WHERE json_extract(spec, '$.watch') = 1 AND "
                                     "COALESCE(closed, 0) = 0").fetchall()
         jobs = [self._record(row[0], row[1:]) for row in rows]
         return [job for job in jobs if job.spec.bucket == bucket]

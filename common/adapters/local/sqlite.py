@@ -64,7 +64,14 @@ def _results_recorded_at(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE results ADD COLUMN recorded_at TEXT")
 
 
-MIGRATIONS = (_create_tables, _jobs_columns_typed, _undone_jobs, _corrections, _results_recorded_at)
+def _jobs_republished_at(db: sqlite3.Connection) -> None:
+    """6: when a job's images without a result were last re-published (a retry waits out the delivery deadline)."""
+    if "republished_at" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+        db.execute("ALTER TABLE jobs ADD COLUMN republished_at TEXT")
+
+
+MIGRATIONS = (_create_tables, _jobs_columns_typed, _undone_jobs, _corrections, _results_recorded_at,
+              _jobs_republished_at)
 
 
 def schema_version(db: sqlite3.Connection) -> int:
