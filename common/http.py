@@ -161,12 +161,15 @@ def check_auth(request: flask.Request, service_key: str) -> None:
         raise Unauthorized("missing or wrong Authorization header", field="Authorization")
 
 
-def read_json_body(request: flask.Request, max_bytes: int) -> object:
+def read_json_body(request: flask.Request, max_bytes: int, empty: object | None = None) -> object:
+    """The body, parsed; `empty` (when given) stands for no body at all."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"request body larger than {max_bytes} bytes", field="body")
     raw = request.get_data(cache=False)
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"request body larger than {max_bytes} bytes", field="body")
+    if empty is not None and not raw.strip():
+        return empty
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -203,7 +206,19 @@ def _status(request: flask.Request, handler: Any, settings: Settings, job_id: st
     return job_response(handler(_required_id(job_id)), 200, settings)
 
 
+def _no_arguments(request: flask.Request, settings: Settings) -> None:
+    """undo, close and retry take nothing: no body, or a JSON object ({}, as the pages send)."""
+    if not isinstance(read_json_body(request, settings.max_body_bytes, empty={}), dict):
+        raise InvalidRequest("the body must be a JSON object ({}): this request takes no arguments", field="body")
+
+
+def _act(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
+    _no_arguments(request, settings)
+    return _status(request, handler, settings, job_id)
+
+
 def _undo(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
+    _no_arguments(request, settings)
     return json_response({"code": 200, **handler(_required_id(job_id))}, 200)
 
 
@@ -274,7 +289,7 @@ def _index(request: flask.Request, handler: Any, settings: Settings, job_id: str
     return flask.Response(page, status=200, content_type="text/html; charset=utf-8")
 
 
-RESPONDERS = {Action.CREATE: _create, Action.STATUS: _status, Action.CLOSE: _status, Action.RETRY: _status,
+RESPONDERS = {Action.CREATE: _create, Action.STATUS: _status, Action.CLOSE: _act, Action.RETRY: _act,
               Action.UNDO: _undo,
               Action.REPORT: _report, Action.THUMBNAIL: _thumbnail, Action.INDEX: _index, Action.CORRECT: _correct}
 

@@ -398,3 +398,12 @@ def test_the_gateway_refuses_other_hosts_and_other_sites_even_with_the_key(gatew
         environ_overrides={"HTTP_HOST": "localhost:8080"})
     assert own.status_code == 201, own.get_json()
     assert len(fake.jobs.jobs) == 1
+
+
+@pytest.mark.parametrize("body, status", [(None, 200), (b"", 200), (b"{}", 200), (b'{"anything": 1}', 200),
+                                          (b"[]", 400), (b"615350879", 400), (b"not json", 400)])
+def test_undo_takes_no_arguments_but_only_json_ones(body, status):
+    app, client, job_id = with_a_sorted_job()
+    response = client.post(f"/classification-job/{job_id}/undo", data=body, content_type="application/json")
+    assert response.status_code == status and (status == 200 or response.get_json()["field"] == "body")
+    assert (("images", "tabby/cat.jpg") in app.objects.objects) == (status != 200)
