@@ -153,7 +153,7 @@ def host_name(host: str) -> str | None:
 
 def allowed_name(entry: str) -> str:
     """A configured name (--allowed-host, ALLOWED_HOSTS) as compared: lowercase, any port dropped, IPv6 in
-    brackets; a leading dot allows every subdomain, as werkzeug's trusted hosts do."""
+    brackets; a leading dot allows the name and every subdomain, as werkzeug's trusted hosts do."""
     entry = entry.strip().lower()
     if entry.count(":") > 1 and not entry.startswith("["):
         entry = f"[{entry}]"
@@ -167,7 +167,8 @@ def check_host(host: str | None, allowed: Collection[str]) -> None:
         return
     name = host_name(host or "")
     names = {allowed_name(entry) for entry in allowed}
-    if name is None or not any(name == n or (n.startswith(".") and name.endswith(n)) for n in names):
+    if name is None or not any(name == n or (n.startswith(".") and (name == n[1:] or name.endswith(n)))
+                               for n in names):
         shown = (host or "")[:100]
         raise WrongHost(f"this server does not answer to Host {shown!r}: start it with --allowed-host NAME (the "
                         "functions: ALLOWED_HOSTS) to serve that name", field="Host")
@@ -203,7 +204,7 @@ def check_browser(method: str, headers: Mapping[str, str], own_origins: Callable
     says where it came from, this server's own origin. From another site only a top-level navigation is
     answered: no <img>, <script> or fetch there can tell a job id that exists from one that does not. Clients that
     send no Sec-Fetch-Site and no Origin (curl, requests, the old client) are not browsers: unchanged."""
-    site = headers.get("Sec-Fetch-Site", "").strip().lower()
+    site = headers.get("Sec-Fetch-Site", "").strip().lower()[:40]
     if method in SAFE_METHODS:
         if site and site not in OWN_SITE and not _top_level_navigation(method, headers):
             raise CrossSite(f"a {site} request from another page: only this server's own pages may ask",

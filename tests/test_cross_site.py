@@ -407,3 +407,18 @@ def test_undo_takes_no_arguments_but_only_json_ones(body, status):
     response = client.post(f"/classification-job/{job_id}/undo", data=body, content_type="application/json")
     assert response.status_code == status and (status == 200 or response.get_json()["field"] == "body")
     assert (("images", "tabby/cat.jpg") in app.objects.objects) == (status != 200)
+
+
+@pytest.mark.parametrize("host, answered", [
+    ("example.org", True), ("photos.example.org:8443", True), ("a.b.example.org", True), ("example.org.evil", False),
+    ("badexample.org", False), ("[::1]:9", True), ("[::2]", False), ("Nas.Local", True), ("nas.local.", False)])
+def test_configured_names_leading_dots_and_ipv6_are_matched_as_names(host, answered):
+    from common.routes import LOOPBACK_HOSTS, WrongHost, check_host
+
+    allowed = (*LOOPBACK_HOSTS, ".example.org", "NAS.local:8080", "::1")
+    try:
+        check_host(host, allowed)
+    except WrongHost:
+        assert not answered
+    else:
+        assert answered

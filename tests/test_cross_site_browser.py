@@ -52,8 +52,10 @@ FETCHES = """
 window.attempts = (async () => {
   const log = [];
   async function attempt(name, url, init) {
-    try { const r = await fetch(url, Object.assign({credentials: 'include'}, init)); log.push([name, r.type, r.status]); }
-    catch (e) { log.push([name, 'error', String(e)]); }
+    try {
+      const r = await fetch(url, Object.assign({credentials: 'include'}, init));
+      log.push([name, r.type, r.status]);
+    } catch (e) { log.push([name, 'error', String(e)]); }
   }
   const body = JSON.stringify({classes: ['dogs', 'birds']});
   await attempt('no-cors text/plain create', TARGET + '/classification-job',
