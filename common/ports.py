@@ -7,7 +7,7 @@ operator must fix becomes `ConfigurationError`; the use cases never see an SDK's
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,10 +21,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Copied:
-    """Where a copy is (`name`), and whether this call wrote it (False: it was already there)."""
+    """Where a copy is (`name`), whether this call wrote it (False: it was already there), and, when it did, the
+    identity of what it wrote (a file's device, inode and change time; an object's generation): removal later
+    needs the same identity, so a file put at that path since — even with the same bytes — is never removed."""
 
     name: str
     written: bool
+    identity: str = field(default="", compare=False)  # not part of what the outcome is
 
 
 class Removal(StrEnum):
@@ -76,9 +79,10 @@ class ObjectStore(ObjectLister, ObjectReader, Protocol):
 
     def write(self, bucket: str, name: str, data: bytes) -> None: ...
 
-    def remove(self, bucket: str, name: str, content: str) -> Removal:
-        """Delete name only if it still holds `content` (a content fingerprint), never through a link at any
-        component of its path. Folders a removal leaves empty go too (on a disk; a bucket has none)."""
+    def remove(self, bucket: str, name: str, content: str, identity: str = "") -> Removal:
+        """Delete name only if it still holds `content` (a content fingerprint) and, when given, is still the very
+        file or object written (`Copied.identity`), never through a link at any component of its path. Folders a
+        removal leaves empty go too (on a disk; a bucket has none)."""
         ...
 
 
@@ -149,11 +153,27 @@ class ResultRecorder(Protocol):
         ...
 
 
-class CorrectedCopies(JobReader, Protocol):
-    """A correction changes where a job's copies are: its manifest follows, so undo removes what it made."""
+class CopyManifest(JobReader, Protocol):
+    """Which copies a job owns: changed only by compare-and-set, so that concurrent corrections, undo and
+    redeliveries never lose a copy from the manifest or bring one back. A job owns a copy it wrote until the copy is
+    released (undone or corrected away); an undone job owns nothing and takes nothing new."""
 
-    def record_copies(self, job_id: str, name: str, copies: tuple[str, ...], written: tuple[str, ...]) -> None:
-        """Replace a recorded result's copies and written copies (its counts, the model's answer, stay)."""
+    def claim_copy(self, job_id: str, name: str, copy: str, written: bool, identity: str = "") -> bool:
+        """Add copy to the photo's copies (and to what the job owns when this job wrote it), atomically; False, and
+        nothing changed, when the job is undone or has no result for the photo."""
+        ...
+
+    def release_copy(self, job_id: str, name: str, copy: str) -> bool:
+        """Take copy out of the photo's copies and out of what the job owns, atomically; True only for the one
+        caller that took it out of what the job owned: that caller alone may remove the file."""
+        ...
+
+    def undone_at(self, job_id: str) -> str | None:
+        """When the job was (first) undone; None while it was not."""
+        ...
+
+    def record_undo(self, job_id: str, at: str) -> bool:
+        """Mark the job undone (from now on it takes no copy); the first time wins: False when it was already."""
         ...
 
 
@@ -186,8 +206,6 @@ class JobListing(Protocol):
 class UndoRecords(Protocol):
     """Which jobs were undone, and when (so "the latest job" of undo means the latest not undone yet)."""
 
-    def record_undo(self, job_id: str, at: str) -> None: ...
-
     def undone_jobs(self) -> dict[str, str]:
         """job id -> when it was undone."""
         ...
@@ -202,7 +220,7 @@ class RetryableFailures(Protocol):
         ...
 
 
-class JobStore(JobRecorder, Arrivals, ResultRecorder, CompletionClaims, CorrectedCopies, Protocol):
+class JobStore(JobRecorder, Arrivals, ResultRecorder, CompletionClaims, CopyManifest, UndoRecords, Protocol):
     """Everything a job store adapter provides."""
 
 

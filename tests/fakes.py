@@ -59,6 +59,14 @@ class MemoryObjectStore:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.copies = 0
         self.max_bytes = 64 * 1024 * 1024
+        self.generations: dict[tuple[str, str], int] = {}  # as a bucket's: every write a new one
+        self._generation = 0
+
+    def _written(self, bucket: str, name: str, data: bytes) -> str:
+        self.objects[(bucket, name)] = data
+        self._generation += 1
+        self.generations[(bucket, name)] = self._generation
+        return str(self._generation)
 
     def list_names(self, bucket: str, prefix: str) -> Iterator[str]:
         yield from sorted(n for b, n in self.objects if b == bucket and n.startswith(prefix))
@@ -66,13 +74,15 @@ class MemoryObjectStore:
     def list_objects(self, bucket: str, prefix: str) -> Iterator[Listed]:
         yield from (Listed(name) for name in self.list_names(bucket, prefix))
 
-    def remove(self, bucket: str, name: str, content: str) -> Removal:
+    def remove(self, bucket: str, name: str, content: str, identity: str = "") -> Removal:
         data = self.objects.get((bucket, name))
         if data is None:
             return Removal.MISSING
-        if content_fingerprint(data) != content:
+        if content_fingerprint(data) != content or \
+                (identity and str(self.generations.get((bucket, name), "")) != identity):
             return Removal.CHANGED
         del self.objects[(bucket, name)]
+        self.generations.pop((bucket, name), None)
         return Removal.REMOVED
 
     def read(self, bucket: str, name: str) -> bytes:
@@ -94,13 +104,12 @@ class MemoryObjectStore:
             if existing == data:
                 return Copied(candidate, written=False)
             if existing is None:
-                self.objects[(bucket, candidate)] = data
                 self.copies += 1
-                return Copied(candidate, written=True)
+                return Copied(candidate, written=True, identity=self._written(bucket, candidate, data))
         raise PermanentImageError(f"too many files named like {target}")
 
     def write(self, bucket: str, name: str, data: bytes) -> None:
-        self.objects[(bucket, name)] = data
+        self._written(bucket, name, data)
 
 
 class MemoryJobStore:
@@ -179,11 +188,25 @@ class MemoryJobStore:
             self.recorded_at[(job_id, result.name)] = datetime.now(UTC).isoformat(timespec="milliseconds")
             return True
 
-    def record_copies(self, job_id: str, name: str, copies: tuple[str, ...], written: tuple[str, ...]) -> None:
+    def claim_copy(self, job_id: str, name: str, copy: str, written: bool, identity: str = "") -> bool:
         with self._lock:
             results = self.results_by_job.get(job_id, {})
-            if name in results:
-                results[name] = dataclasses.replace(results[name], copies=copies, written=written)
+            if name not in results or job_id in self.undone:
+                return False
+            results[name] = results[name].claimed(copy, written, identity)
+            return True
+
+    def release_copy(self, job_id: str, name: str, copy: str) -> bool:
+        with self._lock:
+            results = self.results_by_job.get(job_id, {})
+            if name not in results:
+                return False
+            owned = copy in results[name].written
+            results[name] = results[name].released(copy)
+            return owned
+
+    def undone_at(self, job_id: str) -> str | None:
+        return self.undone.get(job_id)
 
     def counters(self, job_id: str) -> Counters:
         total = Counters()
@@ -208,8 +231,12 @@ class MemoryJobStore:
                 del results[name]
             return names
 
-    def record_undo(self, job_id: str, at: str) -> None:
-        self.undone[job_id] = at
+    def record_undo(self, job_id: str, at: str) -> bool:
+        with self._lock:
+            if job_id in self.undone:
+                return False
+            self.undone[job_id] = at
+            return True
 
     def undone_jobs(self) -> dict[str, str]:
         return dict(self.undone)

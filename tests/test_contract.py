@@ -13,7 +13,8 @@ from common.domain.errors import ObjectMissing, PermanentImageError
 from common.domain.jobs import JobRecord, JobSpec, new_job_id
 from common.domain.results import ImageResult, Label
 from common.domain.messages import ClassifyMessage
-from common.ports import Copied
+from common.domain.predictions import content_fingerprint
+from common.ports import Copied, Removal
 from tests.fakes import ListPublisher, MemoryJobStore, MemoryObjectStore, MemoryPredictionStore
 
 BACKENDS = ["memory", "local", pytest.param("gcp", marks=pytest.mark.emulator)]
@@ -150,10 +151,22 @@ def test_listing_pages_through_many_objects(object_store):
 def test_copy_keeps_the_original_and_is_made_once(object_store):
     store, bucket = object_store
     store.write(bucket, "all/x/y.jpg", b"photo bytes")
-    assert store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg") == Copied("dog/x/y.jpg", written=True)
+    made = store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg")
+    assert (made.name, made.written, bool(made.identity)) == ("dog/x/y.jpg", True, True)
     assert store.copy(bucket, "all/x/y.jpg", "dog/x/y.jpg") == Copied("dog/x/y.jpg", written=False)
     assert store.read(bucket, "dog/x/y.jpg") == b"photo bytes"
     assert store.read(bucket, "all/x/y.jpg") == b"photo bytes"
+
+
+def test_removal_needs_the_very_copy_written_not_one_with_the_same_bytes(object_store):
+    store, bucket = object_store
+    store.write(bucket, "all/a.jpg", b"photo bytes")
+    made = store.copy(bucket, "all/a.jpg", "dog/a.jpg")
+    content = content_fingerprint(b"photo bytes")
+    store.write(bucket, "dog/a.jpg", b"photo bytes")  # replaced by another file holding the same bytes
+    assert store.remove(bucket, "dog/a.jpg", content, made.identity) == Removal.CHANGED
+    again = store.copy(bucket, "all/a.jpg", "cat/a.jpg")
+    assert store.remove(bucket, "cat/a.jpg", content, again.identity) == Removal.REMOVED
 
 
 def test_copy_never_replaces_other_bytes_it_keeps_both(object_store):
@@ -252,16 +265,19 @@ def test_a_result_is_counted_exactly_once(job_store):
     assert job_store.result(job.id, "all/a.jpg") == result and job_store.result(job.id, "all/zz.jpg") is None
 
 
-def test_a_corrections_copies_replace_a_results_and_nothing_else(job_store):
+def test_claimed_and_released_copies_change_a_results_manifest_and_nothing_else(job_store):
     job = _job()
     job_store.create_job(job)
     result = ImageResult("all/a.jpg", True, ("dog",), (Label(207, "golden retriever", 0.9),), copies=("dog/a.jpg",),
                          written=("dog/a.jpg",))
     job_store.record_result(job.id, result)
-    job_store.record_copies(job.id, "all/a.jpg", ("roses/a.jpg",), ("roses/a.jpg",))
+    assert job_store.claim_copy(job.id, "all/a.jpg", "roses/a.jpg", written=True)
+    assert job_store.release_copy(job.id, "all/a.jpg", "dog/a.jpg")
+    assert not job_store.release_copy(job.id, "all/a.jpg", "dog/a.jpg")  # released once, by one caller
     changed = job_store.result(job.id, "all/a.jpg")
     assert (changed.copies, changed.written, changed.matched) == (("roses/a.jpg",), ("roses/a.jpg",), ("dog",))
     assert job_store.counters(job.id).matches == {"dog": 1}  # the model's answer and its counts stay
+    assert not job_store.claim_copy(job.id, "all/missing.jpg", "x/missing.jpg", written=True)
 
 
 def test_concurrent_duplicate_results_count_once(job_store):

@@ -175,7 +175,7 @@ def test_undo_keeps_and_reports_a_copy_changed_since(photos):
 
     report = folder.undo(job["id"])
 
-    assert report["kept"] == [{"name": changed, "reason": "changed since the job wrote it: kept"}]
+    assert report["kept"] == [{"name": changed, "reason": "changed or replaced since the job wrote it: kept"}]
     assert report["removed"] == len(rest) and (photos / changed).read_bytes() == b"edited by the user"
 
 

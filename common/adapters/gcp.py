@@ -13,6 +13,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1, storage
 
 from common.adapters.gcp_errors import DENIED, cloud_errors, translated
+from common.adapters.gcp_manifest import claim_copy, record_undo, release_copy, undone_at
 from common.domain.errors import ConfigurationError, ObjectMissing, PermanentImageError, PublishError
 from common.domain.jobs import MAX_IMAGE_BYTES, JobRecord, JobSpec, collision_names, result_key, shard_for
 from common.domain.messages import ClassifyMessage
@@ -64,11 +65,11 @@ class GcsObjectStore:
                 yield from listed
 
     @translated("removing a copy")
-    def remove(self, bucket: str, name: str, content: str) -> Removal:
+    def remove(self, bucket: str, name: str, content: str, identity: str = "") -> Removal:
         blob = self._client.bucket(bucket).get_blob(name)
         if blob is None:
             return Removal.MISSING
-        if f"md5:{blob.md5_hash}" != content:
+        if f"md5:{blob.md5_hash}" != content or (identity and str(blob.generation) != identity):
             return Removal.CHANGED
         try:
             blob.delete(if_generation_match=blob.generation)  # not a newer object written since the check
@@ -110,8 +111,8 @@ class GcsObjectStore:
             if existing is None:
                 try:
                     # Only if absent: of two racing deliveries one writes, the other finds its copy.
-                    handle.copy_blob(original, handle, candidate, if_generation_match=0)
-                    return Copied(candidate, written=True)
+                    made = handle.copy_blob(original, handle, candidate, if_generation_match=0)
+                    return Copied(candidate, written=True, identity=str(made.generation or ""))
                 except gexc.PreconditionFailed:
                     existing = handle.get_blob(candidate)
                 except gexc.NotFound:
@@ -252,9 +253,18 @@ class FirestoreJobStore:
         returns once the result is durable and counted."""
         return self._tallies.record(job_id, result, self._result_ref(job_id, result.name))
 
-    @translated("recording a correction's copies")
-    def record_copies(self, job_id: str, name: str, copies: tuple[str, ...], written: tuple[str, ...]) -> None:
-        self._result_ref(job_id, name).update({"copies": list(copies), "written": list(written)})
+    @translated("claiming a copy")
+    def claim_copy(self, job_id: str, name: str, copy: str, written: bool, identity: str = "") -> bool:
+        return claim_copy(self._client, self._jobs.document(job_id), self._result_ref(job_id, name), copy, written,
+                          identity)
+
+    @translated("releasing a copy")
+    def release_copy(self, job_id: str, name: str, copy: str) -> bool:
+        return release_copy(self._client, self._result_ref(job_id, name), copy)
+
+    @translated("reading an undo")
+    def undone_at(self, job_id: str) -> str | None:
+        return undone_at(self._jobs.document(job_id))
 
     @translated("reading a job's counters")
     def counters(self, job_id: str) -> Counters:
@@ -280,8 +290,8 @@ class FirestoreJobStore:
             yield ImageResult.from_dict(snapshot.to_dict() or {})
 
     @translated("recording an undo")
-    def record_undo(self, job_id: str, at: str) -> None:
-        self._jobs.document(job_id).update({"undone_at": at})
+    def record_undo(self, job_id: str, at: str) -> bool:
+        return record_undo(self._jobs.document(job_id), at)
 
     @translated("listing undone jobs")
     def undone_jobs(self) -> dict[str, str]:

@@ -87,7 +87,7 @@ class Application:
 
     @cached_property
     def undo_job(self) -> UndoJob:
-        return UndoJob(self.port("objects"), self.port("jobs"), self.port("jobs"))
+        return UndoJob(self.port("objects"), self.port("jobs"))
 
     @cached_property
     def correct_job(self) -> CorrectJob:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -41,6 +41,8 @@ class ImageResult:
     detections: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Per class taught by example photos, the photo's similarity to the examples' prototype.
     similarities: dict[str, float] = field(default_factory=dict)
+    # Per copy this job wrote, the identity of what it wrote (ports.Copied.identity): undo removes only that file.
+    identities: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "matched": list(self.matched), "reason": self.reason,
@@ -49,7 +51,21 @@ class ImageResult:
                 "copies": list(self.copies), "written": list(self.written), "content": self.content,
                 "prediction": str(self.prediction), **({"retryable": True} if self.retryable else {}),
                 **({"detections": self.detections} if self.detections else {}),
-                **({"similarities": self.similarities} if self.similarities else {})}
+                **({"similarities": self.similarities} if self.similarities else {}),
+                **({"identities": self.identities} if self.identities else {})}
+
+    def claimed(self, copy: str, written: bool, identity: str = "") -> ImageResult:
+        """The result with copy among its copies (and owned by the job when this job wrote it)."""
+        if not written:
+            return replace(self, copies=_with(self.copies, copy))
+        return replace(self, copies=_with(self.copies, copy), written=_with(self.written, copy),
+                       identities={**self.identities, copy: identity} if identity else self.identities)
+
+    def released(self, copy: str) -> ImageResult:
+        """The result without copy: neither where the photo is nor what the job owns."""
+        return replace(self, copies=tuple(c for c in self.copies if c != copy),
+                       written=tuple(w for w in self.written if w != copy),
+                       identities={k: v for k, v in self.identities.items() if k != copy})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
@@ -60,7 +76,8 @@ class ImageResult:
                    copies=tuple(data.get("copies", ())), written=tuple(data.get("written", ())),
                    content=str(data.get("content", "")), prediction=str(data.get("prediction", "")),
                    retryable=bool(data.get("retryable", False)), detections=dict(data.get("detections", {})),
-                   similarities=dict(data.get("similarities", {})))
+                   similarities=dict(data.get("similarities", {})),
+                   identities={str(k): str(v) for k, v in dict(data.get("identities") or {}).items()})
 
     @classmethod
     def failure(cls, name: str, reason: str, retryable: bool = False) -> ImageResult:
@@ -95,3 +112,7 @@ class Counters:
             self.last_result_at = other.last_result_at
         for name, count in other.matches.items():
             self.matches[name] = self.matches.get(name, 0) + count
+
+
+def _with(names: tuple[str, ...], name: str) -> tuple[str, ...]:
+    return names if name in names else (*names, name)

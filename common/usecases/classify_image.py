@@ -21,7 +21,8 @@ from common.domain.options import MatchMode
 from common.domain.taxonomy import needs_detector
 from common.domain.results import ImageResult
 from common.logs import get_logger
-from common.ports import Classifier, Corrections, Detector, JobReader, ObjectStore, PredictionStore, ResultRecorder
+from common.ports import (Classifier, Corrections, CopyManifest, Detector, ObjectStore, PredictionStore,
+                          ResultRecorder)
 from common.usecases.learn_examples import LearnExamples, Taught
 from common.usecases.photo_vectors import Decoder, PhotoVectors, StageTimer
 
@@ -34,7 +35,7 @@ class ClassifyImage:
                  decode: Decoder, predictions: PredictionStore | None = None, model_key: str | None = None,
                  announce: Callable[[str], bool] | None = None, retry_truncated: bool = False,
                  detector: Callable[[], Detector] | None = None, detector_key: str | None = None,
-                 corrections: Corrections | None = None, jobs: JobReader | None = None) -> None:
+                 corrections: Corrections | None = None, jobs: CopyManifest | None = None) -> None:
         self._objects = objects
         # On a disk a file may be read while it is still being written: a truncated read there may pass (the
         # queue retries it, with backoff, a bounded number of times). A bucket's objects appear whole.
@@ -120,6 +121,7 @@ class ClassifyImage:
             self._announce(message.job_id)
         if not recorded:
             log.info("duplicate delivery: already counted", extra=context)
+            self._settle_duplicate(message, result)
             return None
         if result.ok:
             # Where the time went, per stage: what an operator (and bench/pipeline.py) reads to find the cost.
@@ -129,6 +131,24 @@ class ClassifyImage:
         else:
             log.warning("image failed", extra={**context, "reason": result.reason})
         return result
+
+    def _settle_duplicate(self, message: ClassifyMessage, mine: ImageResult) -> None:
+        """A redelivery may have written copies the recorded result does not have: a correction or an undo took
+        them away since (final for that image and class), or a concurrent delivery recorded first. A copy the job's
+        manifest does not list as the photo's goes again (this delivery made it moments ago); one it lists but does
+        not own becomes the job's, since this delivery wrote it."""
+        if not mine.written or self._jobs is None:
+            return
+        recorded = self._jobs.result(message.job_id, message.name)
+        for name in mine.written:
+            if recorded is not None and name in recorded.written:
+                continue
+            if recorded is not None and name in recorded.copies and \
+                    self._jobs.claim_copy(message.job_id, message.name, name, True, mine.identities.get(name, "")):
+                continue
+            self._objects.remove(message.spec.bucket, name, mine.content, mine.identities.get(name, ""))
+            log.info("copy from a redelivery removed: the job's manifest does not have it",
+                     extra={"job_id": message.job_id, "object": message.name, "copy": name})
 
     def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer) -> ImageResult:
         spec = message.spec
@@ -152,6 +172,7 @@ class ClassifyImage:
             matched = corrected_matches(spec.classes, outcome.matched, content, taught.said)
         copies: list[str] = []
         written: list[str] = []
+        identities: dict[str, str] = {}
         for class_name in () if spec.dry_run else matched:
             target = target_name(class_name, message.name, spec.source_prefix)
             try:
@@ -165,11 +186,12 @@ class ClassifyImage:
                 copies.append(copied.name)
                 if copied.written:
                     written.append(copied.name)
+                    identities[copied.name] = copied.identity
                 continue
             return ImageResult(message.name, ok=False, reason=reason, copies=tuple(copies), written=tuple(written),
-                               content=content, prediction=vectors.source)
+                               content=content, prediction=vectors.source, identities=identities)
         return ImageResult(message.name, ok=True, matched=matched, labels=outcome.labels,
                            scores=outcome.scores, copies=tuple(copies), written=tuple(written), content=content,
                            prediction=vectors.source,
                            detections={c: d.to_dict() for c, d in outcome.detections.items()},
-                           similarities=outcome.similarities)
+                           similarities=outcome.similarities, identities=identities)

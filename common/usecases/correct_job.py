@@ -3,28 +3,36 @@ job wrote); a photo added to a class gets a copy there (never over another file)
 photo's content, for that class word in that bucket: later jobs there learn from it."""
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from common.domain.corrections import Correction, parse_corrections
-from common.domain.errors import InvalidRequest, ObjectMissing, PermanentImageError
+from common.domain.errors import Conflict, InvalidRequest, ObjectMissing, PermanentImageError, TransientError
 from common.domain.jobs import JobRecord, target_name
 from common.domain.results import ImageResult
 from common.logs import get_logger
-from common.ports import CorrectedCopies, Corrections, JobStore, ObjectStore, Removal
+from common.ports import CopyManifest, Corrections, JobStore, ObjectStore, Removal
+from common.usecases.undo_job import KEPT_BECAUSE
 from common.usecases.lookup import existing_job
 
 log = get_logger("corrections")
 
 
 class CorrectJob:
-    def __init__(self, objects: ObjectStore, jobs: CorrectedCopies, corrections: Corrections) -> None:
+    """Corrections act only on what the job owns, by compare-and-set on its manifest (common/ports.py
+    CopyManifest): a copy a correction writes becomes the job's (undo removes it), a copy it takes away is released
+    first and removed only by the one caller that released it. An undone job owns nothing: correcting it is a 409."""
+
+    def __init__(self, objects: ObjectStore, jobs: CopyManifest, corrections: Corrections) -> None:
         self._objects = objects
         self._jobs = jobs
         self._corrections = corrections
 
     def __call__(self, job_id: str, body: object) -> dict[str, Any]:
         job = existing_job(self._jobs, job_id)
+        undone_at = self._jobs.undone_at(job.id)
+        if undone_at is not None:
+            raise Conflict(f"job {job.id} was undone at {undone_at}: it has no copies left to correct; run the "
+                           "classes again and correct that job", field="id", undone_at=undone_at)
         items = parse_corrections(body)
         results = []
         for position, item in enumerate(items):
@@ -38,53 +46,56 @@ class CorrectJob:
                 raise InvalidRequest(f"corrections[{position}].class {item.class_name!r} would put copies inside "
                                      f"source_prefix {job.spec.source_prefix!r}", field="corrections")
             results.append(result)
-        latest = {result.name: result for result in results}  # a photo corrected twice: its second sees the first
-        done = []
-        for item in items:
-            outcome, latest[item.name] = self._apply(job, item, latest[item.name])
-            done.append(outcome)
+        done = [self._apply(job, item, result) for item, result in zip(items, results)]
         log.info("job corrected", extra={"job_id": job.id, "corrections": len(done)})
         return {"id": job.id, "corrections": done}
 
-    def _apply(self, job: JobRecord, item: Correction, result: ImageResult) -> tuple[dict[str, Any], ImageResult]:
-        """What the correction did, and the photo's result as it leaves it."""
-        spec = job.spec
+    def _apply(self, job: JobRecord, item: Correction, result: ImageResult) -> dict[str, Any]:
+        """What the correction did."""
         outcome: dict[str, Any] = {"name": item.name, "class": item.class_name, "belongs": item.belongs}
-        folder = f"{item.class_name}/".casefold()
-        if spec.dry_run:
+        if job.spec.dry_run:
             outcome["copies"] = "none (a dry run)"
         elif item.belongs:
-            try:
-                copied = self._objects.copy(spec.bucket, item.name, target_name(item.class_name, item.name,
-                                                                                spec.source_prefix), result.content)
-                outcome["copy"] = copied.name
-                # The job's manifest has it: undo removes it with the rest (a copy already there is not the
-                # job's unless this correction wrote it).
-                result = self._recorded(job.id, result, _with(result.copies, copied.name),
-                                        _with(result.written, copied.name) if copied.written else result.written)
-            except (ObjectMissing, PermanentImageError) as exc:
-                outcome["copy_failed"] = getattr(exc, "reason", None) or "the photo no longer exists"
+            outcome.update(self._add(job, item, result))
         else:
-            removed, kept = [], []
-            for name in result.written:
-                if name.casefold().startswith(folder):
-                    gone = Removal(self._objects.remove(spec.bucket, name, result.content))
-                    (removed if gone in (Removal.REMOVED, Removal.MISSING) else kept).append(name)
-            outcome.update(removed=removed, kept=kept)
-            if removed:
-                result = self._recorded(job.id, result, tuple(c for c in result.copies if c not in removed),
-                                        tuple(w for w in result.written if w not in removed))
-        self._corrections.record_correction(spec.bucket, item.word, result.content, item.belongs)
-        return outcome, result
+            outcome.update(self._take_away(job, item, self._jobs.result(job.id, item.name) or result))
+        self._corrections.record_correction(job.spec.bucket, item.word, result.content, item.belongs)
+        return outcome
 
-    def _recorded(self, job_id: str, result: ImageResult, copies: tuple[str, ...],
-                  written: tuple[str, ...]) -> ImageResult:
-        self._jobs.record_copies(job_id, result.name, copies, written)
-        return replace(result, copies=copies, written=written)
+    def _add(self, job: JobRecord, item: Correction, result: ImageResult) -> dict[str, Any]:
+        spec = job.spec
+        try:
+            copied = self._objects.copy(spec.bucket, item.name, target_name(item.class_name, item.name,
+                                                                            spec.source_prefix), result.content)
+        except (ObjectMissing, PermanentImageError) as exc:
+            return {"copy_failed": getattr(exc, "reason", None) or "the photo no longer exists"}
+        try:
+            claimed = self._jobs.claim_copy(job.id, item.name, copied.name, copied.written, copied.identity)
+        except TransientError:
+            if copied.written:  # the manifest could not take it: no copy outside it is left behind
+                self._objects.remove(spec.bucket, copied.name, result.content, copied.identity)
+            raise
+        if claimed:
+            return {"copy": copied.name}
+        if copied.written:  # undone meanwhile: the copy this call just wrote is nobody's, so it goes
+            self._objects.remove(spec.bucket, copied.name, result.content, copied.identity)
+        return {"copy_failed": "the job was undone meanwhile"}
 
-
-def _with(names: tuple[str, ...], name: str) -> tuple[str, ...]:
-    return names if name in names else (*names, name)
+    def _take_away(self, job: JobRecord, item: Correction, result: ImageResult) -> dict[str, Any]:
+        folder = f"{item.class_name}/".casefold()
+        removed, kept, reasons = [], [], {}
+        for name in result.copies:
+            if not name.casefold().startswith(folder):
+                continue
+            if name not in result.written:
+                kept.append(name)
+                reasons[name] = "not this job's copy (the same photo was already there): kept"
+            elif self._jobs.release_copy(job.id, item.name, name):
+                gone = Removal(self._objects.remove(job.spec.bucket, name, result.content, result.identities.get(name, "")))
+                (removed if gone in (Removal.REMOVED, Removal.MISSING) else kept).append(name)
+                if gone not in (Removal.REMOVED, Removal.MISSING):
+                    reasons[name] = KEPT_BECAUSE[gone]
+        return {"removed": removed, "kept": kept, **({"kept_because": reasons} if reasons else {})}
 
 
 class KeptCorrections:

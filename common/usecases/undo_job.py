@@ -9,23 +9,26 @@ from typing import Any
 from common.domain.errors import Conflict
 from common.domain.status import status_view
 from common.logs import get_logger
-from common.ports import JobReader, ObjectStore, Removal, UndoRecords
+from common.ports import CopyManifest, ObjectStore, Removal
 from common.usecases.clock import utc_now_iso
 from common.usecases.lookup import existing_job
 
 log = get_logger("undo_job")
 
-KEPT_BECAUSE = {Removal.CHANGED: "changed since the job wrote it: kept",
+KEPT_BECAUSE = {Removal.CHANGED: "changed or replaced since the job wrote it: kept",
                 Removal.UNSAFE: "a folder on its path is now a symbolic link or not a folder: nothing removed "
                                 "through it"}
 
 
 class UndoJob:
-    def __init__(self, objects: ObjectStore, jobs: JobReader, undone: UndoRecords | None = None,
-                 clock: Callable[[], str] = utc_now_iso) -> None:
+    """Ownership is state: the job is marked undone first (it takes no new copy from then on), then each copy it
+    still owns is released — one compare-and-set — and only the caller that released it removes the file. A
+    second undo (or one racing a correction) finds nothing owned and removes nothing, whatever now lies at a path
+    the job once wrote; an undo interrupted half way finishes when run again."""
+
+    def __init__(self, objects: ObjectStore, jobs: CopyManifest, clock: Callable[[], str] = utc_now_iso) -> None:
         self._objects = objects
         self._jobs = jobs
-        self._undone = undone
         self._clock = clock
 
     def __call__(self, job_id: str) -> dict[str, Any]:
@@ -35,17 +38,23 @@ class UndoJob:
             advice = "close it first (Ctrl-C its watch, or POST …/close)" if job.spec.watch and not job.closed else \
                 "undo it once it is complete"
             raise Conflict(f"job {job_id} is still {state}: {advice}", field="id", state=str(state))
+        first = self._jobs.record_undo(job.id, self._clock())
         removed, missing, kept = 0, 0, []
         for result in self._jobs.results(job.id):
             for name in result.written:
-                outcome = Removal(self._objects.remove(job.spec.bucket, name, result.content))
+                if not self._jobs.release_copy(job.id, result.name, name):
+                    continue  # released already (an earlier undo, a correction): not this call's to remove
+                outcome = Removal(self._objects.remove(job.spec.bucket, name, result.content,
+                                                       result.identities.get(name, "")))
                 if outcome == Removal.REMOVED:
                     removed += 1
                 elif outcome == Removal.MISSING:
                     missing += 1
                 else:
                     kept.append({"name": name, "reason": KEPT_BECAUSE[outcome]})
-        if self._undone is not None:
-            self._undone.record_undo(job.id, self._clock())
         log.info("job undone", extra={"job_id": job.id, "removed": removed, "missing": missing, "kept": len(kept)})
-        return {"id": job.id, "removed": removed, "missing": missing, "kept": kept}
+        answer: dict[str, Any] = {"id": job.id, "removed": removed, "missing": missing, "kept": kept,
+                                  "undone_at": self._jobs.undone_at(job.id)}
+        if not first:
+            answer["already_undone"] = True  # it owned nothing more: nothing a path it once wrote holds is touched
+        return answer

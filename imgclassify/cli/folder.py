@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,18 +39,21 @@ def folders(args: argparse.Namespace) -> tuple[Path, Path]:
     return root, photos
 
 
+class FolderLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The structured log of a folder's command, appended to DIR/.imgclassify/log.jsonl (its own open file)."""
+
+
 def log_to_file(root: Path, verbose: bool = False) -> None:
     """Send the structured logs to DIR/.imgclassify/log.jsonl (and, with --verbose, the terminal too): stdout is
     the command's answer."""
     get_logger("cli")
-    handler = logging.StreamHandler(bootstrap.log_stream(root))
+    handler = FolderLogHandler(bootstrap.log_stream(root))
     handler.setFormatter(CloudLoggingFormatter())
     logger = logging.getLogger("imgclassify")
-    terminal = [h for h in logger.handlers if isinstance(h, logging.StreamHandler) and
-                h.stream in (sys.stderr, sys.stdout)] if verbose else []
     for old in logger.handlers:
-        if isinstance(old, logging.StreamHandler) and old.stream not in (sys.stderr, sys.stdout):
+        if isinstance(old, FolderLogHandler):
             old.stream.close()  # an earlier command's log file, in the same process
+    terminal = [h for h in logger.handlers if not isinstance(h, FolderLogHandler)] if verbose else []
     logger.handlers[:] = [handler, *terminal]
     logger.setLevel(logging.DEBUG)
 

@@ -44,6 +44,12 @@ def file_errors(operation: str, name: str) -> Iterator[None]:
         raise PermanentImageError(f"{operation} {name}: {exc.strerror or exc}") from exc
 
 
+def file_identity(status: os.stat_result) -> str:
+    """Which file this is: its device and inode, and its change time (a file renamed away and back, or replaced
+    by another with the same bytes, is another)."""
+    return f"{status.st_dev}:{status.st_ino}:{status.st_ctime_ns}"
+
+
 def name_parts(name: str) -> list[str]:
     """An object name's folders and file; a name that could climb or alias ('..', '.', '//') names nothing."""
     parts = name.split("/")
@@ -288,18 +294,18 @@ class FolderObjectStore:
             raise LinkInPath(f"{name} would be written among the photos")
         return folder, parts[-1]
 
-    def _create(self, folder: int, filename: str, data: bytes, like: os.stat_result | None) -> bool:
-        """Write the file only if nothing is there; False if something is. Mode and times follow `like`."""
+    def _create(self, folder: int, filename: str, data: bytes, like: os.stat_result | None) -> str | None:
+        """Write the file only if nothing is there: its identity, or None if something is there. Mode and times
+        follow `like`."""
         partial = self._partial(data, like)
         try:
-            try:
-                # Atomic, and fails if the name exists (a link included): never replaces or follows anything.
-                os.link(partial, filename, src_dir_fd=self._tmp(), dst_dir_fd=folder, follow_symlinks=False)
-            except FileExistsError:
-                return False
-            return True
+            # Atomic, and fails if the name exists (a link included): never replaces or follows anything.
+            os.link(partial, filename, src_dir_fd=self._tmp(), dst_dir_fd=folder, follow_symlinks=False)
+        except FileExistsError:
+            return None
         finally:
             self._drop_partial(partial)
+        return file_identity(os.stat(filename, dir_fd=folder, follow_symlinks=False))
 
     @staticmethod
     def _holds(folder: int, filename: str, data: bytes) -> bool:
@@ -318,8 +324,9 @@ class FolderObjectStore:
             with folder:
                 for candidate in collision_names(target):
                     filename = candidate.rpartition("/")[2]
-                    if self._create(folder.fd, filename, data, status):
-                        return Copied(candidate, written=True)
+                    identity = self._create(folder.fd, filename, data, status)
+                    if identity is not None:
+                        return Copied(candidate, written=True, identity=identity)
                     if self._holds(folder.fd, filename, data):  # this service's copy, from an earlier delivery
                         return Copied(candidate, written=False)
         raise PermanentImageError(f"{len(collision_names(target))} different files are already named like {target}:"
@@ -336,7 +343,7 @@ class FolderObjectStore:
                 finally:
                     self._drop_partial(partial)
 
-    def remove(self, bucket: str, name: str, content: str) -> Removal:
+    def remove(self, bucket: str, name: str, content: str, identity: str = "") -> Removal:
         try:
             folder, filename = self._folder(name, create=False)
         except ObjectMissing:
@@ -356,7 +363,8 @@ class FolderObjectStore:
                 raise
             with os.fdopen(fd, "rb") as handle:
                 status = os.fstat(handle.fileno())
-                if not stat.S_ISREG(status.st_mode) or content_fingerprint(handle.read()) != content:
+                if not stat.S_ISREG(status.st_mode) or (identity and file_identity(status) != identity) or \
+                        content_fingerprint(handle.read()) != content:
                     return Removal.CHANGED
             os.unlink(filename, dir_fd=folder.fd)
             folder.remove_empty_folders()  # the class folders the removal left empty go too

@@ -5,7 +5,7 @@ import json
 import os
 import threading
 from datetime import UTC, datetime
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from common.adapters.local.sqlite import connect, database_errors
 from common.domain.jobs import JobRecord, JobSpec
@@ -108,11 +108,45 @@ class SqliteJobStore:
                  datetime.now(UTC).isoformat(timespec="milliseconds")))
             return cursor.rowcount == 1
 
-    def record_copies(self, job_id: str, name: str, copies: tuple[str, ...], written: tuple[str, ...]) -> None:
-        with self._lock, database_errors("recording a correction's copies"):
-            self._db.execute("UPDATE results SET payload = json_set(payload, '$.copies', json(?), '$.written', "
-                             "json(?)) WHERE job_id = ? AND name = ?",
-                             (json.dumps(list(copies)), json.dumps(list(written)), job_id, _db_name(name)))
+    def _change_result(self, job_id: str, name: str, change: Callable[[ImageResult], ImageResult | None],
+                       unless_undone: bool) -> ImageResult | None:
+        """Read, change and write one result in one IMMEDIATE transaction (no other writer, of any process, in
+        between); the result as it was, or None when there is none (or the job is undone and that matters)."""
+        with self._lock, database_errors("changing a job's copies"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                before = self._locked_result(job_id, name)
+                if before is not None and unless_undone and self._db.execute(
+                        "SELECT 1 FROM undone WHERE job_id = ?", (job_id,)).fetchone():
+                    before = None
+                after = change(before) if before is not None else None
+                if after is not None:
+                    self._db.execute("UPDATE results SET payload = ? WHERE job_id = ? AND name = ?",
+                                     (json.dumps(after.to_dict()), job_id, _db_name(name)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return before
+
+    def _locked_result(self, job_id: str, name: str) -> ImageResult | None:
+        row = self._db.execute("SELECT payload FROM results WHERE job_id = ? AND name = ?",
+                               (job_id, _db_name(name))).fetchone()
+        return None if row is None else ImageResult.from_dict(json.loads(row[0]))
+
+    def claim_copy(self, job_id: str, name: str, copy: str, written: bool, identity: str = "") -> bool:
+        return self._change_result(job_id, name, lambda r: r.claimed(copy, written, identity),
+                                   unless_undone=True) is not None
+
+    def release_copy(self, job_id: str, name: str, copy: str) -> bool:
+        before = self._change_result(job_id, name, lambda r: r.released(copy) if copy in r.copies else None,
+                                     unless_undone=False)
+        return before is not None and copy in before.written
+
+    def undone_at(self, job_id: str) -> str | None:
+        with self._lock, database_errors("reading an undo"):
+            row = self._db.execute("SELECT at FROM undone WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def counters(self, job_id: str) -> Counters:
         with self._lock, database_errors("reading a job's counters"):
@@ -136,9 +170,9 @@ class SqliteJobStore:
         for (payload,) in rows:
             yield ImageResult.from_dict(json.loads(payload))
 
-    def record_undo(self, job_id: str, at: str) -> None:
+    def record_undo(self, job_id: str, at: str) -> bool:
         with self._lock, database_errors("recording an undo"):
-            self._db.execute("INSERT OR REPLACE INTO undone VALUES (?, ?)", (job_id, at))
+            return self._db.execute("INSERT OR IGNORE INTO undone VALUES (?, ?)", (job_id, at)).rowcount == 1
 
     def undone_jobs(self) -> dict[str, str]:
         with self._lock, database_errors("listing undone jobs"):

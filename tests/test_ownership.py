@@ -1,0 +1,179 @@
+"""Issue 28's findings, each replayed on the real folder and SQLite adapters (a fake model): ownership is state
+(an undone job owns nothing), removal needs the very file a job wrote, the state folder is never followed through
+a link, and a redelivery follows the corrections made since."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from common import bootstrap
+from common.domain.errors import ConfigurationError, Conflict
+from tests.fakes import solid_jpeg
+from tests.test_real_folders import Folder, put, snapshot
+
+RED = solid_jpeg("red")
+
+
+def _sorted(tmp_path: Path, photos: int = 3) -> tuple[Folder, str]:
+    for i in range(photos):
+        put(tmp_path / f"all/{i}.jpg", solid_jpeg("red", size=(40 + i, 30)))
+    folder = Folder(tmp_path)
+    view = folder.run(["cat"])
+    assert view["matches"]["cat"] == photos
+    return folder, view["id"]
+
+
+def test_a_second_undo_removes_nothing_even_where_the_user_put_the_same_bytes_back(tmp_path):
+    folder, job_id = _sorted(tmp_path)
+    first = folder.app.undo_job(job_id)
+    assert first["removed"] == 3 and "already_undone" not in first
+    put(tmp_path / "cat/0.jpg", (tmp_path / "all/0.jpg").read_bytes())  # the user's own copy, the job's old path
+
+    again = folder.app.undo_job(job_id)
+
+    assert again["removed"] == 0 and again["already_undone"]
+    assert (tmp_path / "cat/0.jpg").read_bytes() == (tmp_path / "all/0.jpg").read_bytes()
+
+
+def test_undo_keeps_a_file_the_user_put_in_place_of_the_jobs_copy_with_the_same_bytes(tmp_path):
+    folder, job_id = _sorted(tmp_path, photos=1)
+    copy = tmp_path / "cat/0.jpg"
+    data = copy.read_bytes()
+    copy.rename(tmp_path / "cat/mine.jpg")  # the job's copy, moved: the user's now
+    copy.write_bytes(data)  # and the user's own file at the job's path
+
+    undone = folder.app.undo_job(job_id)
+
+    assert undone["removed"] == 0 and undone["kept"][0]["name"] == "cat/0.jpg"
+    assert copy.read_bytes() == data and (tmp_path / "cat/mine.jpg").read_bytes() == data
+
+
+def test_an_undone_job_cannot_be_corrected(tmp_path):
+    folder, job_id = _sorted(tmp_path, photos=1)
+    folder.app.undo_job(job_id)
+    with pytest.raises(Conflict, match="undone"):
+        folder.app.correct_job(job_id, {"corrections": [{"name": "all/0.jpg", "class": "cat", "belongs": False}]})
+    with pytest.raises(Conflict, match="undone"):
+        folder.app.correct_job(job_id, {"corrections": [{"name": "all/0.jpg", "class": "pets", "belongs": True}]})
+    assert not (tmp_path / "pets").exists()
+
+
+def test_concurrent_corrections_keep_every_copy_in_the_manifest_so_undo_removes_them_all(tmp_path):
+    folder, job_id = _sorted(tmp_path, photos=1)
+    classes = [f"album{i}" for i in range(24)]
+
+    def add(name: str) -> None:
+        folder.app.correct_job(job_id, {"corrections": [{"name": "all/0.jpg", "class": name, "belongs": True}]})
+
+    threads = [threading.Thread(target=add, args=(c,)) for c in classes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(folder.jobs.result(job_id, "all/0.jpg").written) == sorted(["cat/0.jpg"] + [f"{c}/0.jpg"
+                                                                                                for c in classes])
+    assert folder.app.undo_job(job_id)["removed"] == 25
+    assert sorted(snapshot(tmp_path)) == ["all/0.jpg"]
+
+
+def test_a_redelivery_after_a_not_correction_does_not_bring_the_copy_back(tmp_path):
+    folder, job_id = _sorted(tmp_path, photos=2)
+    folder.app.correct_job(job_id, {"corrections": [{"name": "all/0.jpg", "class": "cat", "belongs": False}]})
+    assert not (tmp_path / "cat/0.jpg").exists()
+    message = next(m for m in _messages(folder, job_id) if m.name == "all/0.jpg")
+
+    assert folder.classify(message) is None  # a duplicate: counted once
+
+    assert not (tmp_path / "cat/0.jpg").exists()
+    assert folder.app.job_status(job_id)["processed"] == 2
+
+
+def _messages(folder: Folder, job_id: str):
+    from common.domain.messages import ClassifyMessage
+
+    job = folder.jobs.get_job(job_id)
+    return [ClassifyMessage(job.id, result.name, job.spec) for result in folder.jobs.results(job_id)]
+
+
+@pytest.mark.parametrize("spot", ["tmp", "tmp/partial-old"])
+def test_a_link_in_the_state_folders_tmp_never_lets_the_tidy_up_delete_photos(tmp_path, spot):
+    put(tmp_path / "all/old.jpg", RED)
+    old = time.time() - 3600
+    os.utime(tmp_path / "all/old.jpg", (old, old))
+    state = tmp_path / ".imgclassify"
+    (state / "tmp").mkdir(parents=True, exist_ok=True)
+    if spot == "tmp":
+        os.rmdir(state / "tmp")
+        (state / "tmp").symlink_to(tmp_path / "all")
+    else:
+        (state / spot).symlink_to(tmp_path / "all/old.jpg")
+        os.utime(state / spot, (old, old), follow_symlinks=False)
+    before = snapshot(tmp_path / "all")
+
+    try:
+        Folder(tmp_path).run(["cat"])
+    except ConfigurationError:
+        pass  # refusing is fine; following is not
+
+    assert snapshot(tmp_path / "all") == before
+
+
+@pytest.mark.parametrize("name", ["settings.json", "log.jsonl", "events.jsonl", "lock"])
+def test_state_files_are_never_written_through_a_link(tmp_path, name):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's")
+    root = tmp_path / "dir"
+    put(root / "all/a.jpg", RED)
+    (root / ".imgclassify").mkdir(parents=True)
+    (root / ".imgclassify" / name).symlink_to(victim)
+
+    for attempt in (lambda: bootstrap.write_state_file(root, "settings.json", b"{}"),
+                    lambda: bootstrap.log_stream(root).write("x\n"),
+                    lambda: Folder(root).run(["cat"]),
+                    lambda: bootstrap.lock_folder(root, "run").release()):
+        try:
+            attempt()
+        except ConfigurationError:
+            pass
+
+    assert victim.read_text() == "the user's"
+
+
+@pytest.mark.parametrize("side", ["jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm", "jobs.sqlite3-journal"])
+def test_sqlite_refuses_a_database_or_side_file_that_is_a_link(tmp_path, side):
+    from common.adapters.local import SqliteJobStore
+
+    victim = tmp_path / "victim.jpg"
+    victim.write_bytes(RED)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / side).symlink_to(victim)
+    with pytest.raises(ConfigurationError, match="symbolic link"):
+        SqliteJobStore(tmp_path / "state/jobs.sqlite3")
+    assert victim.read_bytes() == RED
+
+
+def test_a_state_folder_that_is_a_link_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = tmp_path / "dir"
+    put(root / "all/a.jpg", RED)
+    (root / ".imgclassify").symlink_to(elsewhere)
+    with pytest.raises(ConfigurationError, match="symbolic link"):
+        Folder(root).run(["cat"])
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_unreadable_remembered_setting_is_skipped_with_one_warning_naming_the_file(tmp_path, capsys):
+    from imgclassify.cli.remembered import remembered
+
+    (tmp_path / ".imgclassify").mkdir()
+    (tmp_path / ".imgclassify/settings.json").write_text(json.dumps({"min_score": "nan", "top_k": 0,
+                                                                     "model": "mobilenet_v2"}))
+    assert remembered(tmp_path) == {"model": "mobilenet_v2"}
+    err = capsys.readouterr().err
+    assert err.count("settings.json") == 1 and "min_score" in err and "top_k" in err
