@@ -70,7 +70,13 @@ def main() -> None:
             duplicates = rng.sample(names, min(200, len(names)))
             forged = [ClassifyMessage(job["id"], "private/secret.jpg", spec),
                       ClassifyMessage("f" * 32, names[0], spec)]
-            publisher.publish_all([ClassifyMessage(job["id"], n, spec) for n in duplicates] + forged)
+            from google.cloud import firestore
+
+            from common.adapters.gcp import FirestoreJobStore
+
+            record = FirestoreJobStore(firestore.Client(project=emulators.project), "classification_jobs",
+                                       16).get_job(job["id"])  # its message key: real redeliveries are signed
+            publisher.publish_all([ClassifyMessage.for_job(record, n) for n in duplicates] + forged)
             marks = sorted(rng.sample(range(args.images // 10, args.images * 9 // 10), args.kills))
             restart_at = args.images // 2
             killed, restarted, retried = 0, False, None
@@ -85,7 +91,7 @@ def main() -> None:
                     stack.recreate_messaging()
                     restarted = True
                     time.sleep(3 * stack.ack_deadline)
-                    retried = requests.post(f"{status_url}/retry", timeout=600).json()["republished"]
+                    retried = requests.post(f"{status_url}/retry", json={}, timeout=600).json()["republished"]
                 time.sleep(1)
             elapsed = time.monotonic() - started
             status = requests.get(status_url, timeout=30).json()

@@ -83,8 +83,13 @@ def publish_duplicates_and_forgeries(stack, job: dict, classes: list[str]) -> No
     with environ(stack.emulators.env):
         publisher = PubSubPublisher(pubsub_v1.PublisherClient(),
                                     pubsub_v1.PublisherClient.topic_path(stack.emulators.project, stack.topic))
-    publisher.publish_all([ClassifyMessage(job["id"], name, spec) for name in names] + [
-        ClassifyMessage(job["id"], "private/secret.jpg", loose), ClassifyMessage("f" * 32, names[0], spec)])
+    from tests.test_pipeline_emulator import stored_job
+
+    record = stored_job(stack, job["id"])
+    forged = [ClassifyMessage(job["id"], "private/secret.jpg", loose), ClassifyMessage("f" * 32, names[0], spec),
+              ClassifyMessage(job["id"], names[0], spec),  # a real name, but not signed with the job's key
+              ClassifyMessage(job["id"], "all/never-listed.jpg", spec, sig="0" * 32)]
+    publisher.publish_all([ClassifyMessage.for_job(record, name) for name in names] + forged)
 
 
 def test_classify_instances_killed_mid_job_are_replaced_and_the_job_completes_exactly(chaos):

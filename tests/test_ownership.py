@@ -97,7 +97,7 @@ def _messages(folder: Folder, job_id: str):
     from common.domain.messages import ClassifyMessage
 
     job = folder.jobs.get_job(job_id)
-    return [ClassifyMessage(job.id, result.name, job.spec) for result in folder.jobs.results(job_id)]
+    return [ClassifyMessage.for_job(job, result.name) for result in folder.jobs.results(job_id)]
 
 
 @pytest.mark.parametrize("spot", ["tmp", "tmp/partial-old"])
@@ -177,3 +177,43 @@ def test_an_unreadable_remembered_setting_is_skipped_with_one_warning_naming_the
     assert remembered(tmp_path) == {"model": "mobilenet_v2"}
     err = capsys.readouterr().err
     assert err.count("settings.json") == 1 and "min_score" in err and "top_k" in err
+
+
+def test_forged_classify_messages_are_never_counted(tmp_path):
+    """Generated forgeries — unsigned, signed for another job or name, naming objects that do not exist or that
+    the job never listed — against a completed job: its counts never move past what it listed."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from common.domain.messages import ClassifyMessage, signature
+
+    folder, job_id = _sorted(tmp_path, photos=2)
+    job = folder.jobs.get_job(job_id)
+    put(tmp_path / "all/late.jpg", RED)  # a real photo that arrived after the listing
+    names = st.sampled_from(["all/0.jpg", "all/late.jpg", "all/missing.jpg", "all/../x.jpg", "cat/0.jpg"])
+    sigs = st.one_of(st.just(""), st.text("0123456789abcdef", min_size=32, max_size=32),
+                     names.map(lambda n: signature(job.message_key, "f" * 32, n)),
+                     names.map(lambda n: signature("ab" * 16, job_id, n)))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(name=names, sig=sigs)
+    def forged(name: str, sig: str) -> None:
+        assert folder.classify(ClassifyMessage(job_id, name, job.spec, sig=sig)) is None
+        view = folder.app.job_status(job_id)
+        assert (view["processed"], view["failed"], view["number_of_files"]) == (2, 0, 2)
+
+    forged()
+    assert not (tmp_path / "cat/late.jpg").exists()
+
+
+def test_a_signed_message_for_a_photo_deleted_since_the_listing_is_its_failure_and_the_job_completes(tmp_path):
+    from common.domain.jobs import JobRecord, JobSpec, new_job_id
+    from common.domain.messages import ClassifyMessage, new_message_key
+
+    (tmp_path / "all").mkdir()
+    folder = Folder(tmp_path)
+    job = JobRecord(new_job_id(), JobSpec(("cat",), "local"), 1, "2026-12-03T00:00:00.000+00:00",
+                    message_key=new_message_key())  # listed all/a.jpg, which is gone by its delivery
+    folder.jobs.create_job(job)
+    folder.classify(ClassifyMessage.for_job(job, "all/a.jpg"))
+    view = folder.app.job_status(job.id)
+    assert (view["failed"], view["complete"]) == (1, True)

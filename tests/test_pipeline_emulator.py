@@ -97,16 +97,26 @@ def copies_written(stack) -> list[str]:
     return [e["target"] for e in events(stack) if e["kind"] == "copy_written"]
 
 
+def stored_job(stack, job_id: str):
+    """The job as the stack recorded it (its message key among the rest): what a real redelivery carries."""
+    from google.cloud import firestore
+
+    from common.adapters.gcp import FirestoreJobStore
+
+    return FirestoreJobStore(firestore.Client(project=stack.emulators.project), "classification_jobs",
+                             16).get_job(job_id)
+
+
 def republish(stack, job_id: str, names, times: int) -> None:
     """Publish each image's message `times` more times, in a shuffled order."""
     from google.cloud import pubsub_v1
 
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.topic_path(stack.emulators.project, stack.topic)
-    spec = JobSpec(tuple(CLASSES), stack.bucket)
+    job = stored_job(stack, job_id)
     order = [name for _ in range(times) for name in names]
     random.Random(len(order)).shuffle(order)
-    futures = [publisher.publish(topic, ClassifyMessage(job_id, name, spec).to_bytes()) for name in order]
+    futures = [publisher.publish(topic, ClassifyMessage.for_job(job, name).to_bytes()) for name in order]
     for future in futures:
         future.result(timeout=30)
 

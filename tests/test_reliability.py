@@ -72,8 +72,8 @@ def test_every_message_three_times_out_of_order_counts_once(tmp_path):
     for i, colour in enumerate(colours):
         store.write("local", f"all/{i:03d}.jpg", solid_jpeg(colour))
     job = service.create_job({"classes": ["tabby", "golden retriever", "macaw", "animal"]})
-    messages = [ClassifyMessage(job["id"], f"all/{i:03d}.jpg", service.jobs.get_job(job["id"]).spec)
-                for i in range(len(colours))]
+    record = service.jobs.get_job(job["id"])
+    messages = [ClassifyMessage.for_job(record, f"all/{i:03d}.jpg") for i in range(len(colours))]
     duplicates = messages * 2
     random.Random(7).shuffle(duplicates)
 

@@ -131,7 +131,8 @@ def _job_record(job_id: str, data: dict[str, Any]) -> JobRecord:
     return JobRecord(id=job_id, spec=JobSpec.from_dict(data["spec"]), number_of_files=data["number_of_files"],
                      created_at=data["created_at"], request_id=data.get("request_id"), error=data.get("error"),
                      errors=tuple(data.get("errors") or ()), closed=bool(data.get("closed", False)),
-                     callback=data.get("callback"), republished_at=data.get("republished_at"))
+                     callback=data.get("callback"), republished_at=data.get("republished_at"),
+                     message_key=str(data.get("message_key") or ""))
 
 
 class FirestoreJobStore:
@@ -155,6 +156,7 @@ class FirestoreJobStore:
             self._jobs.document(job.id).create({
                 "spec": job.spec.to_dict(), "number_of_files": job.number_of_files, "created_at": job.created_at,
                 "counter_shards": self._shards, "request_id": job.request_id, "error": job.error,
+                "message_key": job.message_key,
                 "watch_open": job.spec.watch})
         except (gexc.Conflict, gexc.AlreadyExists):
             return False

@@ -153,6 +153,10 @@ class JobRecord:
     closed: bool = False  # a watch job stops taking arrivals once closed
     callback: dict[str, Any] | None = None  # how the completion callback went (status, attempts, error)
     republished_at: str | None = None  # when its images without a result were last re-published (a retry)
+    # The key its fan-out messages are signed with (messages.signature): a message nobody with the job's record
+    # signed — forged by a publisher to the topic, or naming an object the job never listed — is not counted.
+    # "" for jobs recorded before messages were signed (their messages are checked as before).
+    message_key: str = ""
 
 
 def is_photo_name(name: str) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentImageError, TransientError,
                                   TruncatedImage)
 from common.domain.corrections import corrected_matches
-from common.domain.jobs import JobSpec, is_plain_object_name, target_name
+from common.domain.jobs import JobRecord, is_plain_object_name, target_name
 from common.domain.matching import match_classes
 from common.domain.messages import ClassifyMessage
 from common.domain.options import MatchMode
@@ -48,7 +48,7 @@ class ClassifyImage:
         # The job's record decides what a message may do (prefix, classes, thresholds), never the message: a
         # forged or stale delivery cannot copy other objects or count into another job. Kept per instance.
         self._jobs = jobs
-        self._specs: OrderedDict[str, JobSpec] = OrderedDict()
+        self._specs: OrderedDict[str, JobRecord] = OrderedDict()
         self._specs_lock = threading.Lock()
         self._classifier = classifier
         # What a job's example photos teach, learned from the same store and model once per job and instance.
@@ -58,7 +58,8 @@ class ClassifyImage:
     def load_model(self) -> Classifier:
         return self._classifier()
 
-    def _recorded_spec(self, job_id: str) -> JobSpec | None:
+    def _recorded_job(self, job_id: str) -> JobRecord | None:
+        """The job's record as created (its spec and message key never change), kept per instance."""
         with self._specs_lock:
             if job_id in self._specs:
                 self._specs.move_to_end(job_id)
@@ -67,26 +68,28 @@ class ClassifyImage:
         if job is None:
             return None
         with self._specs_lock:
-            self._specs[job_id] = job.spec
+            self._specs[job_id] = job
             while len(self._specs) > KEPT_SPECS:
                 self._specs.popitem(last=False)
-        return job.spec
+        return job
 
     def _trusted(self, message: ClassifyMessage) -> ClassifyMessage | None:
         """The message with its job's recorded settings, or None (logged) when no job would have sent it."""
         if self._jobs is None:
             return message
-        spec = self._recorded_spec(message.job_id)
+        job = self._recorded_job(message.job_id)
         refusal = None
-        if spec is None:
+        if job is None:
             refusal = "no such job"
-        elif not message.name.startswith(spec.source_prefix) or not is_plain_object_name(message.name):
-            refusal = f"the object is not under the job's prefix {spec.source_prefix!r}"
+        elif not message.name.startswith(job.spec.source_prefix) or not is_plain_object_name(message.name):
+            refusal = f"the object is not under the job's prefix {job.spec.source_prefix!r}"
+        elif not message.signed_by(job):
+            refusal = "not signed with the job's key: the job did not publish it"
         if refusal is not None:
             log.warning("message refused, not counted", extra={"job_id": message.job_id, "object": message.name,
                                                                 "reason": refusal})
             return None
-        return message if message.spec == spec else replace(message, spec=spec)
+        return message if message.spec == job.spec else replace(message, spec=job.spec)
 
     def __call__(self, message: ClassifyMessage) -> ImageResult | None:
         """The recorded result, or None when this image was already counted (a redelivery) or the message was

@@ -17,7 +17,7 @@ from common.domain.jobs import (DELIVERY_DEADLINE_SECONDS, MAX_EXAMPLE_READS, MA
                                 next_republish, republish_window)
 from common.domain.requests import parse_job_request
 from common.domain.status import JobView, status_view
-from common.domain.messages import ClassifyMessage
+from common.domain.messages import ClassifyMessage, new_message_key
 from common.domain.options import MatchMode
 from common.domain.taxonomy import describe_resolution, is_word
 from common.logs import get_logger
@@ -64,7 +64,7 @@ class CreateJob:
         if spec.examples:
             meaning["example_photos"] = self._count_examples(spec)
         job = JobRecord(id=new_job_id(request.request_id), spec=spec, number_of_files=None,
-                        created_at=self._clock(), request_id=request.request_id)
+                        created_at=self._clock(), request_id=request.request_id, message_key=new_message_key())
         if not self._jobs.create_job(job):
             existing = self._jobs.get_job(job.id)
             if existing is None:  # created and gone again: cannot happen with the stores we have
@@ -129,7 +129,7 @@ class CreateJob:
                 # A watch job counts each object once, whether listed here or announced by a notification.
                 if job.spec.watch and not self._jobs.register_arrival(job.id, image.name):
                     continue
-                yield ClassifyMessage(job.id, image.name, job.spec, image.content)
+                yield ClassifyMessage.for_job(job, image.name, image.content)
 
         try:
             published = self._publisher.publish_all(messages())
@@ -174,7 +174,7 @@ class ResumeJob:
             self._retries.forget_retryable_failures(job_id)
         done = {result.name for result in self._jobs.results(job_id)}
         todo = [image for image in job_images(self._objects, job.spec) if image.name not in done]
-        published = self._publisher.publish_all(ClassifyMessage(job.id, image.name, job.spec, image.content)
+        published = self._publisher.publish_all(ClassifyMessage.for_job(job, image.name, image.content)
                                                 for image in todo)
         self._jobs.set_total(job.id, len(done) + len(todo))
         log.info("job resumed", extra={"job_id": job.id, "already_done": len(done), "published": published})

@@ -41,7 +41,8 @@ class RecordDeadLetter:
     def image(self, message: ClassifyMessage, deliveries: int | None) -> ImageResult | None:
         """The failure recorded, or None (already counted, or no job would have sent the message)."""
         job = self._jobs.get_job(message.job_id)
-        refused = self._not_published(job, message.name)
+        refused = self._not_published(job, message.name) or \
+            (None if job is None or message.signed_by(job) else "not signed with the job's key")
         if job is None or refused:
             log.warning(f"dead letter refused: {refused}", extra={"job_id": message.job_id, "object": message.name})
             return None

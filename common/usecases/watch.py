@@ -33,7 +33,7 @@ class ObjectArrived:
                 continue
             if self._jobs.register_arrival(job.id, name) or \
                     (self._retries is not None and self._retries.forget_retryable_failures(job.id, [name])):
-                self._publisher.publish_all([ClassifyMessage(job.id, name, job.spec, content)])
+                self._publisher.publish_all([ClassifyMessage.for_job(job, name, content)])
                 joined.append(job.id)
         if joined:
             log.info("object arrived", extra={"object": name, "jobs": joined})

@@ -33,9 +33,9 @@ class SqliteJobStore:
     def create_job(self, job: JobRecord) -> bool:
         with self._lock, database_errors("recording a job"):
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO jobs (id, spec, number_of_files, created_at, request_id, error) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (job.id, json.dumps(job.spec.to_dict()), job.number_of_files,
-                                              job.created_at, job.request_id, job.error))
+                "INSERT OR IGNORE INTO jobs (id, spec, number_of_files, created_at, request_id, error, message_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (job.id, json.dumps(job.spec.to_dict()), job.number_of_files,
+                                                 job.created_at, job.request_id, job.error, job.message_key))
             return cursor.rowcount == 1
 
     def set_total(self, job_id: str, number_of_files: int) -> None:
@@ -55,14 +55,15 @@ class SqliteJobStore:
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._lock, database_errors("reading a job"):
             row = self._db.execute("SELECT spec, number_of_files, created_at, request_id, error, errors, closed, "
-                                   "callback, republished_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                                   "callback, republished_at, message_key FROM jobs WHERE id = ?",
+                                   (job_id,)).fetchone()
         return None if row is None else self._record(job_id, row)
 
     @staticmethod
     def _record(job_id: str, row: tuple) -> JobRecord:
         return JobRecord(job_id, JobSpec.from_dict(json.loads(row[0])), row[1], row[2], row[3], row[4],
                          tuple(json.loads(row[5] or "[]")), bool(row[6]), json.loads(row[7]) if row[7] else None,
-                         row[8])
+                         row[8], row[9] or "")
 
     def register_arrival(self, job_id: str, name: str) -> bool:
         with self._lock, database_errors("registering an arrival"):
@@ -76,7 +77,7 @@ class SqliteJobStore:
     def watch_jobs(self, bucket: str) -> list[JobRecord]:
         with self._lock, database_errors("listing watch jobs"):
             rows = self._db.execute("SELECT id, spec, number_of_files, created_at, request_id, error, errors, closed, "
-                                    "callback, republished_at FROM jobs WHERE json_extract(spec, '$.watch') = 1 AND "
+                                    "callback, republished_at, message_key FROM jobs WHERE json_extract(spec, '$.watch') = 1 AND "
                                     "COALESCE(closed, 0) = 0").fetchall()
         jobs = [self._record(row[0], row[1:]) for row in rows]
         return [job for job in jobs if job.spec.bucket == bucket]

@@ -70,8 +70,14 @@ def _jobs_republished_at(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE jobs ADD COLUMN republished_at TEXT")
 
 
+def _jobs_message_key(db: sqlite3.Connection) -> None:
+    """7: the key each job's messages are signed with."""
+    if "message_key" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+        db.execute("ALTER TABLE jobs ADD COLUMN message_key TEXT")
+
+
 MIGRATIONS = (_create_tables, _jobs_columns_typed, _undone_jobs, _corrections, _results_recorded_at,
-              _jobs_republished_at)
+              _jobs_republished_at, _jobs_message_key)
 
 
 def schema_version(db: sqlite3.Connection) -> int:
