@@ -244,9 +244,10 @@ def _report(request: flask.Request, handler: Any, settings: Settings, job_id: st
     def full_photo_url(name: str) -> str:
         return f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}&size=full"
 
+    undone = "undone_at" in report.view.extra  # it owns no copies: nothing to undo or correct
     content_type, body = render(report.view, report.results, fmt, preview_url, live=True,
-                                corrections_url=f"{base}/{job_id}/corrections", full_photo=full_photo_url,
-                                undo_url=f"{base}/{job_id}/undo")
+                                corrections_url=None if undone else f"{base}/{job_id}/corrections",
+                                full_photo=full_photo_url, undo_url=None if undone else f"{base}/{job_id}/undo")
     response = flask.Response(body, status=200, content_type=content_type)
     if fmt != "html":
         response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{fmt}"'

@@ -102,6 +102,10 @@ class JobReader(Protocol):
         """At most `limit` ids of jobs starting with prefix (a shortened id), in id order."""
         ...
 
+    def undone_at(self, job_id: str) -> str | None:
+        """When the job was (first) undone; None while it was not (one keyed read)."""
+        ...
+
 
 class JobRecorder(JobReader, Protocol):
     """Creating jobs and fanning them out."""
@@ -166,10 +170,6 @@ class CopyManifest(JobReader, Protocol):
     def release_copy(self, job_id: str, name: str, copy: str) -> bool:
         """Take copy out of the photo's copies and out of what the job owns, atomically; True only for the one
         caller that took it out of what the job owned: that caller alone may remove the file."""
-        ...
-
-    def undone_at(self, job_id: str) -> str | None:
-        """When the job was (first) undone; None while it was not."""
         ...
 
     def record_undo(self, job_id: str, at: str) -> bool:

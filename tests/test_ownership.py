@@ -217,3 +217,19 @@ def test_a_signed_message_for_a_photo_deleted_since_the_listing_is_its_failure_a
     folder.classify(ClassifyMessage.for_job(job, "all/a.jpg"))
     view = folder.app.job_status(job.id)
     assert (view["failed"], view["complete"]) == (1, True)
+
+
+def test_the_page_of_an_undone_job_offers_no_undo_and_no_corrections(tmp_path):
+    from common.http import create_app
+    from common.routes import Action
+
+    folder, job_id = _sorted(tmp_path, photos=1)
+    app = folder.app
+    client = create_app(bootstrap.handlers(Action.REPORT, Action.UNDO, application=lambda: app),
+                        app.settings).test_client()
+    assert b'id="undo-job"' in client.get(f"/classification-job/{job_id}/report").data
+    assert client.post(f"/classification-job/{job_id}/undo", json={}).status_code == 200
+
+    page = client.get(f"/classification-job/{job_id}/report").data
+    assert b'id="undo-job"' not in page and b"data-corrections" not in page and b"undone" in page
+    assert folder.app.job_status(job_id)["undone_at"]

@@ -14,5 +14,7 @@ class JobStatus:
 
     def __call__(self, job_id: str) -> JobView:
         job = existing_job(self._jobs, job_id)
+        undone_at = self._jobs.undone_at(job.id)
         return status_view(job, self._jobs.counters(job.id)).with_extra(
-            **describe_resolution(job.spec.classes, job.spec.match, self._detector, job.spec.taught))
+            **describe_resolution(job.spec.classes, job.spec.match, self._detector, job.spec.taught),
+            **({"undone_at": undone_at} if undone_at else {}))
