@@ -57,7 +57,7 @@ class LocalApplication(Application):
         return ListJobs(self.port("jobs"), self.port("objects"), self.port("jobs"))
 
     def admit(self, max_queued: int) -> AdmitJob:
-        return AdmitJob(self.create_job, self.queue.backlog, max_queued)
+        return AdmitJob(self.create_job, self.queue.backlog, max_queued, retry=self.retry_job)
 
     # --- the runner's lifecycle: its queue and its background work -------------------------------------------
     def start(self) -> LocalApplication:

@@ -44,7 +44,7 @@ def execute(args: argparse.Namespace) -> int:
         handlers = {Action.CREATE: lambda: create, Action.STATUS: lambda: app.job_status,
                     Action.UNDO: lambda: app.undo_job, Action.CLOSE: lambda: app.close_job,
                     Action.REPORT: lambda: app.report, Action.THUMBNAIL: lambda: app.report,
-                    Action.CORRECT: lambda: app.correct_job, Action.RETRY: lambda: app.retry_job,
+                    Action.CORRECT: lambda: app.correct_job, Action.RETRY: lambda: admit.retry,
                     Action.INDEX: lambda: lambda: [(kept.view, kept.undone_at)
                                                   for kept in app.list_jobs(with_copies=False)]}
         # The loopback names are added by create_app; these are the user's own (flags, then ALLOWED_HOSTS).
