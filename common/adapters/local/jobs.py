@@ -1,6 +1,8 @@
-"""The job store on SQLite: jobs, their results, arrivals and completion markers."""
+"""The job store on SQLite: jobs, their results, arrivals and completion markers, and each job's counters, kept as
+its results are recorded (in the same transaction), never counted over them."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -11,6 +13,18 @@ from common.adapters.local.sqlite import connect, database_errors
 from common.domain.jobs import JobRecord, JobSpec
 from common.domain.results import Counters, ImageResult
 
+SECTIONS = {"section:failed": 0, "section:unmatched": 1}  # results.section; 2: matched a class (result_matches)
+# One statement adds a result's counts (or takes them away: negative) to its job's row, made on first use.
+_COUNT = ("INSERT INTO job_counters (job_id, processed, failed, unmatched, from_store, recomputed, written, "
+          "last_result_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+          "processed = processed + excluded.processed, failed = failed + excluded.failed, "
+          "unmatched = unmatched + excluded.unmatched, from_store = from_store + excluded.from_store, "
+          "recomputed = recomputed + excluded.recomputed, written = written + excluded.written, "
+          "last_result_at = CASE WHEN excluded.last_result_at > COALESCE(last_result_at, '') "
+          "THEN excluded.last_result_at ELSE last_result_at END")
+_COUNT_MATCH = ("INSERT INTO job_matches VALUES (?, ?, ?) ON CONFLICT (job_id, class) DO UPDATE SET "
+                "count = count + excluded.count")
+
 
 def _db_name(name: str) -> str:
     """Object names as SQLite can store them: a file name that is not valid UTF-8 reaches us with surrogate
@@ -18,9 +32,18 @@ def _db_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def _section(result: ImageResult) -> int:
+    return 0 if not result.ok else 2 if result.matched else 1
+
+
+def _search_text(result: ImageResult) -> str:
+    """What a page's search looks in: the name, then the top labels (lowercased by SQLite, as the query is)."""
+    return result.name + "\n" + ", ".join(label.name for label in result.labels[:3])
+
+
 class SqliteJobStore:
-    """Counters are aggregates over the results table, so they are exact by construction: the primary key makes
-    each image count once."""
+    """The primary key makes each image count once; the counters move in the same transaction as the insert (and
+    the removal of a retryable failure), so they are exact without being aggregates."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._db = connect(path)
@@ -65,10 +88,25 @@ class SqliteJobStore:
                          tuple(json.loads(row[5] or "[]")), bool(row[6]), json.loads(row[7]) if row[7] else None,
                          row[8], row[9] or "")
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One IMMEDIATE transaction (no other writer, of any process, in between); the caller holds the lock."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
     def register_arrival(self, job_id: str, name: str) -> bool:
-        with self._lock, database_errors("registering an arrival"):
-            return self._db.execute("INSERT OR IGNORE INTO arrivals VALUES (?, ?)",
-                                    (job_id, _db_name(name))).rowcount == 1
+        with self._lock, database_errors("registering an arrival"), self._transaction():
+            added = self._db.execute("INSERT OR IGNORE INTO arrivals VALUES (?, ?)",
+                                     (job_id, _db_name(name))).rowcount == 1
+            if added:
+                self._db.execute("INSERT INTO job_counters (job_id, arrived) VALUES (?, 1) ON CONFLICT (job_id) "
+                                 "DO UPDATE SET arrived = arrived + 1", (job_id,))
+            return added
 
     def close_job(self, job_id: str) -> None:
         with self._lock, database_errors("closing a job"):
@@ -84,7 +122,9 @@ class SqliteJobStore:
 
     def done_count(self, job_id: str) -> int:
         with self._lock, database_errors("counting results"):
-            return int(self._db.execute("SELECT COUNT(*) FROM results WHERE job_id = ?", (job_id,)).fetchone()[0])
+            row = self._db.execute("SELECT processed + failed FROM job_counters WHERE job_id = ?",
+                                   (job_id,)).fetchone()
+        return int(row[0]) if row else 0
 
     def claim_completion(self, job_id: str) -> bool:
         with self._lock, database_errors("claiming a completion"):
@@ -102,32 +142,44 @@ class SqliteJobStore:
                 self._db.execute("UPDATE jobs SET errors = ? WHERE id = ?", (json.dumps(errors + [message]), job_id))
 
     def record_result(self, job_id: str, result: ImageResult) -> bool:
-        with self._lock, database_errors("recording a result"):
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO results (job_id, name, ok, payload, recorded_at) VALUES (?, ?, ?, ?, ?)",
-                (job_id, _db_name(result.name), int(result.ok), json.dumps(result.to_dict()),
-                 datetime.now(UTC).isoformat(timespec="milliseconds")))
-            return cursor.rowcount == 1
+        payload, name = json.dumps(result.to_dict()), _db_name(result.name)
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        closest = max(result.scores.values()) if result.ok and result.scores else None
+        with self._lock, database_errors("recording a result"), self._transaction():
+            if self._db.execute(
+                    "INSERT OR IGNORE INTO results (job_id, name, ok, payload, recorded_at, section, search, score) "
+                    "VALUES (?, ?, ?, ?, ?, ?, lower(?), ?)", (job_id, name, int(result.ok), payload, at,
+                                                               _section(result), _search_text(result),
+                                                               closest)).rowcount != 1:
+                return False
+            self._count(job_id, result, 1, at)
+            self._db.executemany("INSERT OR IGNORE INTO result_matches VALUES (?, ?, ?, ?)",
+                                 [(job_id, c, name, result.scores.get(c, 0.0)) for c in result.matched])
+            return True
+
+    def _count(self, job_id: str, result: ImageResult, sign: int, at: str | None) -> None:
+        """Add one result's counts to its job's (sign -1: take them away), inside the caller's transaction."""
+        delta = Counters.of(result)
+        self._db.execute(_COUNT, (job_id, sign * delta.processed, sign * delta.failed, sign * delta.unmatched,
+                                  sign * delta.from_store, sign * delta.recomputed, sign * len(result.written), at))
+        if delta.matches:
+            self._db.executemany(_COUNT_MATCH, [(job_id, c, sign * n) for c, n in delta.matches.items()])
 
     def _change_result(self, job_id: str, name: str, change: Callable[[ImageResult], ImageResult | None],
                        unless_undone: bool) -> ImageResult | None:
         """Read, change and write one result in one IMMEDIATE transaction (no other writer, of any process, in
         between); the result as it was, or None when there is none (or the job is undone and that matters)."""
-        with self._lock, database_errors("changing a job's copies"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                before = self._locked_result(job_id, name)
-                if before is not None and unless_undone and self._db.execute(
-                        "SELECT 1 FROM undone WHERE job_id = ?", (job_id,)).fetchone():
-                    before = None
-                after = change(before) if before is not None else None
-                if after is not None:
-                    self._db.execute("UPDATE results SET payload = ? WHERE job_id = ? AND name = ?",
-                                     (json.dumps(after.to_dict()), job_id, _db_name(name)))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, database_errors("changing a job's copies"), self._transaction():
+            before = self._locked_result(job_id, name)
+            if before is not None and unless_undone and self._db.execute(
+                    "SELECT 1 FROM undone WHERE job_id = ?", (job_id,)).fetchone():
+                before = None
+            after = change(before) if before is not None else None
+            if after is not None and before is not None:
+                self._db.execute("UPDATE results SET payload = ? WHERE job_id = ? AND name = ?",
+                                 (json.dumps(after.to_dict()), job_id, _db_name(name)))
+                self._db.execute("UPDATE job_counters SET written = written + ? WHERE job_id = ?",
+                                 (len(after.written) - len(before.written), job_id))
         return before
 
     def _locked_result(self, job_id: str, name: str) -> ImageResult | None:
@@ -150,19 +202,21 @@ class SqliteJobStore:
         return None if row is None else str(row[0])
 
     def counters(self, job_id: str) -> Counters:
+        """Two keyed reads, whatever the job's size."""
         with self._lock, database_errors("reading a job's counters"):
-            processed, failed, unmatched, from_store, recomputed, latest = self._db.execute(
-                "SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0), "
-                "COALESCE(SUM(ok AND json_array_length(payload, '$.matched') = 0), 0), "
-                "COALESCE(SUM(json_extract(payload, '$.prediction') = 'store'), 0), "
-                "COALESCE(SUM(json_extract(payload, '$.prediction') = 'recomputed'), 0), MAX(recorded_at) "
-                "FROM results WHERE job_id = ?", (job_id,)).fetchone()
-            rows = self._db.execute(
-                "SELECT m.value, COUNT(*) FROM results, json_each(results.payload, '$.matched') AS m "
-                "WHERE results.job_id = ? GROUP BY m.value", (job_id,)).fetchall()
-            arrived = self._db.execute("SELECT COUNT(*) FROM arrivals WHERE job_id = ?", (job_id,)).fetchone()[0]
-        return Counters(int(processed), int(failed), {name: int(count) for name, count in rows}, int(unmatched),
-                        int(from_store), int(recomputed), int(arrived), latest)
+            row = self._db.execute("SELECT processed, failed, unmatched, from_store, recomputed, arrived, "
+                                   "last_result_at FROM job_counters WHERE job_id = ?", (job_id,)).fetchone()
+            rows = self._db.execute("SELECT class, count FROM job_matches WHERE job_id = ? AND count != 0 "
+                                    "ORDER BY class", (job_id,)).fetchall()
+        if row is None:
+            return Counters()
+        return Counters(row[0], row[1], dict(rows), row[2], row[3], row[4], row[5], row[6])
+
+    def copies_written(self, job_id: str) -> int:
+        """The copies the job owns now (written, not yet released), kept as the manifest changes."""
+        with self._lock, database_errors("reading a job's counters"):
+            row = self._db.execute("SELECT written FROM job_counters WHERE job_id = ?", (job_id,)).fetchone()
+        return int(row[0]) if row else 0
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
         with self._lock, database_errors("reading a job's results"):
@@ -170,6 +224,33 @@ class SqliteJobStore:
                                     (job_id,)).fetchall()
         for (payload,) in rows:
             yield ImageResult.from_dict(json.loads(payload))
+
+    def results_page(self, job_id: str, section: str, offset: int, limit: int, query: str = "",
+                     min_score: float | None = None, skip: int = 0) -> tuple[list[ImageResult], int]:
+        """One page of a section's results in name order, and how many the section has (with the search `query`
+        in the name past its first `skip` characters or in the top labels, and a score of at least `min_score`):
+        read through an index, so a page costs the same whatever the job's size (a search scans the section)."""
+        if section.startswith("class:"):
+            source = ("FROM result_matches AS m JOIN results AS r ON r.job_id = m.job_id AND r.name = m.name "
+                      "WHERE m.job_id = ? AND m.class = ?")
+            arguments: list[object] = [job_id, section[len("class:"):]]
+            score, order = "m.score", "m.name"
+        elif section in SECTIONS:
+            source, arguments = "FROM results AS r WHERE r.job_id = ? AND r.section = ?", [job_id, SECTIONS[section]]
+            score, order = "r.score", "r.name"
+        else:
+            return [], 0
+        if query:
+            source += " AND instr(substr(r.search, ?), lower(?)) > 0"
+            arguments += [skip + 1, query]
+        if min_score is not None:
+            source += f" AND {score} >= ?"
+            arguments.append(min_score)
+        with self._lock, database_errors("reading a page of results"):
+            total = self._db.execute(f"SELECT COUNT(*) {source}", arguments).fetchone()[0]
+            rows = self._db.execute(f"SELECT r.payload {source} ORDER BY {order} LIMIT ? OFFSET ?",
+                                    [*arguments, limit, offset]).fetchall()
+        return [ImageResult.from_dict(json.loads(payload)) for (payload,) in rows], int(total)
 
     def record_undo(self, job_id: str, at: str) -> bool:
         with self._lock, database_errors("recording an undo"):
@@ -201,14 +282,17 @@ class SqliteJobStore:
         return None if row is None else ImageResult.from_dict(json.loads(row[0]))
 
     def forget_retryable_failures(self, job_id: str, names: Iterable[str] | None = None) -> list[str]:
-        """Remove the job's failures that may pass now (the disk was full): a resume classifies them again. The
-        counters are sums over the results, so they follow."""
+        """Remove the job's failures that may pass now (the disk was full): a resume classifies them again. Their
+        counts are taken away in the same transaction."""
         where = "job_id = ? AND ok = 0 AND json_extract(payload, '$.retryable') = 1"
-        with self._lock, database_errors("forgetting retryable failures"):
+        with self._lock, database_errors("forgetting retryable failures"), self._transaction():
             if names is None:
                 rows = self._db.execute(f"DELETE FROM results WHERE {where} RETURNING payload", (job_id,)).fetchall()
             else:
                 rows = [row for name in names for row in self._db.execute(
                     f"DELETE FROM results WHERE {where} AND name = ? RETURNING payload",
                     (job_id, _db_name(name))).fetchall()]
-        return [json.loads(payload)["name"] for (payload,) in rows]
+            forgotten = [ImageResult.from_dict(json.loads(payload)) for (payload,) in rows]
+            for result in forgotten:
+                self._count(job_id, result, -1, None)
+        return [result.name for result in forgotten]

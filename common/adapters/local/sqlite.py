@@ -76,8 +76,60 @@ def _jobs_message_key(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE jobs ADD COLUMN message_key TEXT")
 
 
+def _job_counters(db: sqlite3.Connection) -> None:
+    """8: counters kept, not counted: each job's counts, updated in the same transaction as each of its results
+    (jobs.py), so a status read costs the same at 200,000 photos as at 10; and each result's section (0 failed,
+    1 matched no class, 2 matched), its searchable text (name and top labels, lowercased) and closest score, and a
+    row per class it matched, so that one page of a section is read through an index. Existing jobs are counted
+    here once, by the aggregates that used to run on every status read."""
+    db.execute("CREATE TABLE IF NOT EXISTS job_counters (job_id TEXT PRIMARY KEY, processed INTEGER NOT NULL DEFAULT 0, "
+               "failed INTEGER NOT NULL DEFAULT 0, unmatched INTEGER NOT NULL DEFAULT 0, from_store INTEGER NOT NULL "
+               "DEFAULT 0, recomputed INTEGER NOT NULL DEFAULT 0, arrived INTEGER NOT NULL DEFAULT 0, "
+               "written INTEGER NOT NULL DEFAULT 0, last_result_at TEXT)")
+    db.execute("CREATE TABLE IF NOT EXISTS job_matches (job_id TEXT NOT NULL, class TEXT NOT NULL, "
+               "count INTEGER NOT NULL, PRIMARY KEY (job_id, class)) WITHOUT ROWID")
+    db.execute("CREATE TABLE IF NOT EXISTS result_matches (job_id TEXT NOT NULL, class TEXT NOT NULL, "
+               "name TEXT NOT NULL, score REAL NOT NULL, PRIMARY KEY (job_id, class, name)) WITHOUT ROWID")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(results)")}
+    for column, kind in (("section", "INTEGER"), ("search", "TEXT"), ("score", "REAL")):
+        if column not in columns:
+            db.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
+    db.execute("CREATE INDEX IF NOT EXISTS results_by_section ON results (job_id, section, name)")
+    _count_existing(db)
+
+
+def _count_existing(db: sqlite3.Connection) -> None:
+    db.execute("INSERT OR IGNORE INTO job_counters (job_id) SELECT id FROM jobs")
+    db.execute(
+        "UPDATE job_counters SET (processed, failed, unmatched, from_store, recomputed, written, last_result_at) = "
+        "(SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0), "
+        "COALESCE(SUM(ok AND json_array_length(payload, '$.matched') = 0), 0), "
+        "COALESCE(SUM(json_extract(payload, '$.prediction') = 'store'), 0), "
+        "COALESCE(SUM(json_extract(payload, '$.prediction') = 'recomputed'), 0), "
+        "COALESCE(SUM(json_array_length(payload, '$.written')), 0), MAX(recorded_at) "
+        "FROM results WHERE results.job_id = job_counters.job_id), "
+        "arrived = (SELECT COUNT(*) FROM arrivals WHERE arrivals.job_id = job_counters.job_id)")
+    db.execute("INSERT OR IGNORE INTO job_matches SELECT results.job_id, m.value, COUNT(*) FROM results, "
+               "json_each(results.payload, '$.matched') AS m GROUP BY results.job_id, m.value")
+    db.execute("INSERT OR IGNORE INTO result_matches SELECT r.job_id, m.value, r.name, COALESCE((SELECT s.value FROM "
+               "json_each(r.payload, '$.scores') AS s WHERE s.key = m.value), 0) FROM results AS r, "
+               "json_each(r.payload, '$.matched') AS m")
+    db.execute("UPDATE results SET section = CASE WHEN ok = 0 THEN 0 WHEN json_array_length(payload, '$.matched') "
+               "= 0 THEN 1 ELSE 2 END, score = (SELECT MAX(s.value) FROM json_each(payload, '$.scores') AS s), "
+               "search = lower(name || char(10) || COALESCE((SELECT group_concat(json_extract(l.value, '$.name'), "
+               "', ') FROM json_each(payload, '$.labels') AS l WHERE l.key < 3), ''))")
+
+
+def _fingerprints(db: sqlite3.Connection) -> None:
+    """9: a folder's fingerprints by stat, as git's index: a photo whose path, size, times, device and inode are
+    unchanged since it was hashed is not read again (fingerprints.py holds the rule)."""
+    db.execute("CREATE TABLE IF NOT EXISTS fingerprints (path BLOB PRIMARY KEY, size INTEGER NOT NULL, "
+               "mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, device INTEGER NOT "
+               "NULL, content TEXT NOT NULL, hashed_ns INTEGER NOT NULL) WITHOUT ROWID")
+
+
 MIGRATIONS = (_create_tables, _jobs_columns_typed, _undone_jobs, _corrections, _results_recorded_at,
-              _jobs_republished_at, _jobs_message_key)
+              _jobs_republished_at, _jobs_message_key, _job_counters, _fingerprints)
 
 
 def schema_version(db: sqlite3.Connection) -> int:

@@ -52,7 +52,8 @@ def _run(args: argparse.Namespace, app, model: str, body: dict) -> int:  # type:
         else:
             job_id = app.create_job(body)["id"]
         while not app.wait(timeout=0.2):
-            progress.show(app.job_status(job_id))
+            if progress.enabled:  # the status is read only to be drawn: not at all with --json or no terminal
+                progress.show(app.job_status(job_id))
     except KeyboardInterrupt:
         progress.end()
         print("stopping: finishing the images in progress...", file=sys.stderr)
