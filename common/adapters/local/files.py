@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from common.adapters.local.fingerprints import DATABASE, FingerprintCache, Walked, now_ns
 from common.adapters.local.state import StateFolder, tidy
 from common.domain.errors import ObjectMissing, PermanentImageError, TransientError
 from common.domain.jobs import MAX_IMAGE_BYTES, STATE_DIR, collision_names
@@ -136,12 +137,23 @@ class FolderObjectStore:
         self._unlistable: dict[str, str] = {}  # folders the listing could not enter, and why
         self._tmp_fd: int | None = None
         self._tmp_lock = threading.Lock()
+        self._fingerprints: FingerprintCache | None | bool = False  # False: not opened yet
 
     def close(self) -> None:
         with self._tmp_lock:
             if self._tmp_fd is not None:
                 os.close(self._tmp_fd)
                 self._tmp_fd = None
+            if isinstance(self._fingerprints, FingerprintCache):
+                self._fingerprints.close()
+            self._fingerprints = None
+
+    def _cache(self) -> FingerprintCache | None:
+        """The folder's fingerprints by stat, opened on first use when the folder has a database."""
+        with self._tmp_lock:
+            if self._fingerprints is False:
+                self._fingerprints = FingerprintCache.of_folder(self.root / STATE_DIR / DATABASE, self)
+            return self._fingerprints or None
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError, AttributeError):
@@ -209,6 +221,10 @@ class FolderObjectStore:
         """Depth first, sorted, without recursion: any depth lists, folders past MAX_FOLDER_DEPTH fail as one
         entry each. Regular files and links to them (a broken or looping link fails with its reason when read);
         never pipes, sockets or devices, which would block or mean nothing; never folder links."""
+        return (name for name, _ in self._walk(prefix))
+
+    def _walk(self, prefix: str) -> Iterator[Walked]:
+        """list_names, each name with its directory entry (None for a folder that failed)."""
         try:
             top = self._prefix_folder(prefix)
         except ObjectMissing:
@@ -225,7 +241,7 @@ class FolderObjectStore:
                 if depth == 0:
                     return
                 self._unlistable[name_prefix.rstrip("/")] = error.strerror or str(error)
-                yield name_prefix.rstrip("/")
+                yield name_prefix.rstrip("/"), None
                 continue
             folders = []
             for entry in entries:
@@ -234,21 +250,29 @@ class FolderObjectStore:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(entry)
                 elif entry.is_file(follow_symlinks=False) or entry.is_symlink() and not _links_to_folder(entry):
-                    yield name_prefix + entry.name
+                    yield name_prefix + entry.name, entry
             for entry in reversed(folders):
                 if depth + 1 > MAX_FOLDER_DEPTH:
                     self._unlistable[name_prefix + entry.name] = (f"nested more than {MAX_FOLDER_DEPTH} folders "
                                                                   "deep: not listed")
-                    yield name_prefix + entry.name
+                    yield name_prefix + entry.name, None
                 else:
                     pending.append((Path(entry.path), f"{name_prefix}{entry.name}/", depth + 1))
 
     def list_objects(self, bucket: str, prefix: str) -> Iterator[Listed]:
-        # No fingerprint without reading: classify_image reads a local photo anyway, and hashes it then.
-        return (Listed(name) for name in self.list_names(bucket, prefix))
+        """With the fingerprint of each photo unchanged since this folder's store read it (fingerprints.py); the
+        others are read and hashed by whoever needs their bytes."""
+        cache = self._cache()
+        if cache is None:
+            return (Listed(name) for name in self.list_names(bucket, prefix))
+        return cache.listed(self._walk(prefix))
 
     def read(self, bucket: str, name: str) -> bytes:
-        data, _ = self._read(name)
+        opened = now_ns()
+        data, status = self._read(name)
+        cache = self._cache()
+        if cache is not None and cache.recording:  # what was read is remembered by its stat when read
+            cache.record(self._source(name)[1], status, content_fingerprint(data), opened)
         return data
 
     def exists(self, bucket: str, name: str) -> bool:

@@ -38,7 +38,7 @@ def _section(result: ImageResult) -> int:
 
 def _search_text(result: ImageResult) -> str:
     """What a page's search looks in: the name, then the top labels (lowercased by SQLite, as the query is)."""
-    return result.name + "\n" + ", ".join(label.name for label in result.labels[:3])
+    return _db_name(result.name) + "\n" + ", ".join(label.name for label in result.labels[:3])
 
 
 class SqliteJobStore:
