@@ -82,7 +82,7 @@ def trial(args: argparse.Namespace, seed: int) -> dict[str, object]:
             assert app.wait(timeout=3600)
             timings.append(time.perf_counter() - started)
             views.append(app.job_status(job["id"]))
-        results = {r.name: r.matched for r in app.port("jobs").results(views[0]["id"])}
+        results = {r.name: r.matched for r in app.ports.jobs.results(views[0]["id"])}
         app.stop()
     return {"seed": seed, "photos": len(truth), "f1": macro_f1(results, truth, classes),
             "first_seconds": round(timings[0], 3), "second_seconds": round(timings[1], 3),
@@ -104,7 +104,7 @@ def corrections_trial(args: argparse.Namespace, seed: int, word: str = "tulips",
         app = bootstrap.local_app(Settings(backend=Backend.LOCAL, local_root=str(root), bucket="local",
                                            model=Model(args.model), weights=str(args.weights), runtime=runtime),
                                   workers=2)
-        jobs = app.port("jobs")
+        jobs = app.ports.jobs
 
         def ask() -> dict[str, tuple[str, ...]]:
             job = app.create_job({"classes": [word], "dry_run": True})

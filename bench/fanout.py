@@ -6,6 +6,8 @@ Prints JSON: objects listed per second, messages published per second, and creat
 """
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import json
 import os
@@ -52,7 +54,8 @@ def main() -> None:
         subscriber.create_subscription(name=subscription, topic=topic)
 
         settings = Settings(project=emulators.project, bucket="fanout", topic="fanout")
-        create_job = bootstrap.cloud_app(settings, objects=store).create_job
+        create_job = bootstrap.cloud_app(settings, dataclasses.replace(bootstrap.cloud_ports(settings),
+                                                                       objects=store)).create_job
         # A warm instance: the class index is loaded and the Firestore channel is open (cold start is apart).
         create_job({"classes": ["dog"], "source_prefix": "empty/"})
         started = time.perf_counter()

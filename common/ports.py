@@ -156,6 +156,11 @@ class ResultRecorder(Protocol):
         """Note on the job what stops its images (each distinct message once), for its status to show."""
         ...
 
+    def on_counted(self, announce: Callable[[str], object]) -> bool:
+        """Whether this store checks completions itself, calling `announce` after each of its batched commits
+        (True: Firestore's shards); False: whoever records a result announces after it."""
+        ...
+
 
 class CopyManifest(JobReader, Protocol):
     """Which copies a job owns: changed only by compare-and-set, so that concurrent corrections, undo and
@@ -273,6 +278,10 @@ class CallbackSender(Protocol):
 class BackgroundWork(Protocol):
     def submit(self, task: Callable[[], object]) -> bool:
         """Run task later, off the caller's path; False (and nothing queued) when too much is waiting."""
+        ...
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to timeout seconds for what was submitted to finish; True if it did."""
         ...
 
 

@@ -18,7 +18,7 @@ from common.domain.results import Counters, ImageResult
 from common.domain.messages import ClassifyMessage
 from common.domain.predictions import content_fingerprint
 from common.ports import Copied, Listed, Removal
-from common.bootstrap import Application, handlers
+from common.bootstrap import Application, Inference, Ports, handlers
 from common.routes import Action
 
 # Solid-colour test images stand for ImageNet classes: the fake model "sees" the dominant colour.
@@ -170,6 +170,9 @@ class MemoryJobStore:
     def record_callback(self, job_id: str, outcome: dict) -> None:
         self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], callback=dict(outcome))
 
+    def on_counted(self, announce) -> bool:
+        return False
+
     def record_job_error(self, job_id: str, message: str) -> None:
         with self._lock:
             job = self.jobs[job_id]
@@ -312,50 +315,49 @@ class ListPublisher:
         return len(batch)
 
 
-class MemoryPorts:
-    """The in-memory fakes as an application's ports."""
+def memory_ports(objects: MemoryObjectStore | None = None, publisher: ListPublisher | None = None,
+                 **replaced: object) -> Ports:
+    """The in-memory fakes as an application's ports, built as `cloud_ports` builds the cloud's: a fake model, a
+    recording callback receiver, background work run inline; any field replaced by keyword."""
+    from common.inference.decoding import decode_image
 
-    def __init__(self, objects: MemoryObjectStore | None = None, publisher: ListPublisher | None = None) -> None:
-        self.objects = objects or MemoryObjectStore()
-        self.jobs = MemoryJobStore()
-        self.publisher = publisher or ListPublisher()
-        self.predictions = MemoryPredictionStore()
-        self.corrections = MemoryCorrections()
-        self.events = None
-        self.retries = self.jobs
+    jobs, classifier = MemoryJobStore(), FakeClassifier()
+    ports = Ports(objects=objects or MemoryObjectStore(), jobs=jobs, publisher=publisher or ListPublisher(),
+                  predictions=MemoryPredictionStore(), corrections=MemoryCorrections(),
+                  callbacks=RecordingCallbacks(200), background=InlineWork(),
+                  inference=Inference(classifier=lambda: classifier, model_key="fake-model", decode=decode_image),
+                  retries=jobs)
+    return dataclasses.replace(ports, **replaced)  # type: ignore[arg-type]
 
 
 class FakeApp(Application):
     """Every use case over the in-memory fakes, built by the composition root, with the fakes at hand for the test
     to inspect."""
 
-    def __init__(self, settings: Settings, ports: MemoryPorts, **overrides) -> None:
-        self.classifier = FakeClassifier()
-        self.fakes = ports
-        overrides = {"classifier": lambda: self.classifier, "model_key": "fake-model", "background": InlineWork(),
-                     **overrides}
-        super().__init__(settings, ports, **overrides)  # type: ignore[arg-type]
+    @property
+    def classifier(self) -> FakeClassifier:
+        return self.ports.inference.classifier()  # type: ignore[return-value]
 
     @property
     def objects(self) -> MemoryObjectStore:
-        return self.fakes.objects
+        return self.ports.objects  # type: ignore[return-value]
 
     @property
     def jobs(self) -> MemoryJobStore:
-        return self.fakes.jobs
+        return self.ports.jobs  # type: ignore[return-value]
 
     @property
     def publisher(self) -> ListPublisher:
-        return self.fakes.publisher
+        return self.ports.publisher  # type: ignore[return-value]
 
     @property
     def predictions(self) -> MemoryPredictionStore:
-        return self.fakes.predictions
+        return self.ports.predictions  # type: ignore[return-value]
 
 
 def fake_app(settings: Settings | None = None, objects: MemoryObjectStore | None = None,
-             publisher: ListPublisher | None = None, **overrides) -> FakeApp:
-    return FakeApp(settings or Settings(bucket="images"), MemoryPorts(objects, publisher), **overrides)
+             publisher: ListPublisher | None = None, **replaced: object) -> FakeApp:
+    return FakeApp(settings or Settings(bucket="images"), memory_ports(objects, publisher, **replaced))
 
 
 SERVED = (Action.CREATE, Action.STATUS, Action.UNDO, Action.CLOSE, Action.REPORT, Action.THUMBNAIL, Action.CORRECT,
@@ -378,4 +380,7 @@ class InlineWork:
     def submit(self, task) -> bool:
         self.submitted += 1
         task()
+        return True
+
+    def drain(self, timeout: float) -> bool:
         return True

@@ -5,6 +5,8 @@ futures fail with the API error Pub/Sub returns when it is unavailable, and the 
 one, under functions-framework) is fed by the emulator."""
 from __future__ import annotations
 
+import dataclasses
+
 import concurrent.futures
 import io
 import threading
@@ -76,9 +78,10 @@ def pipeline(emulators, shared):
     settings = Settings(project=emulators.project, bucket=stack.bucket, topic=stack.topic)
     real = PubSubPublisher.make_client()
     flaky = FlakyPublisherClient(real, FAIL_FROM)
-    service = bootstrap.cloud_app(settings, objects=store,
-                                  publisher=PubSubPublisher(flaky, real.topic_path(emulators.project, stack.topic)))
-    jobs = service.port("jobs")
+    service = bootstrap.cloud_app(settings, dataclasses.replace(
+        bootstrap.cloud_ports(settings), objects=store,
+        publisher=PubSubPublisher(flaky, real.topic_path(emulators.project, stack.topic))))
+    jobs = service.ports.jobs
     app = create_app(bootstrap.handlers(Action.CREATE, Action.STATUS, application=lambda: service),
                      settings).test_client()
     yield app, flaky, jobs

@@ -51,7 +51,7 @@ def with_a_sorted_job(key: str = "") -> tuple[FakeApp, object, str]:
 def state(app: FakeApp) -> tuple:
     """Everything a write could change: the jobs, the objects (copies), undos, messages, corrections."""
     return (sorted(app.jobs.jobs), sorted(app.objects.objects), dict(app.jobs.undone_jobs()),
-            len(app.publisher.messages), repr(app.fakes.corrections.__dict__))
+            len(app.publisher.messages), repr(app.ports.corrections.__dict__))
 
 
 def writes(job_id: str) -> dict[str, tuple[str, str, object]]:

@@ -251,7 +251,7 @@ def test_corrections_are_checked_and_change_nothing_when_refused(app, body, word
     deliver_all(app)
     response = client.post(f"/classification-job/{job['id']}/corrections", json=body)
     assert response.status_code == 400 and words in response.get_json()["message"]
-    assert response.get_json()["field"] == "corrections" and not app.fakes.corrections.rows
+    assert response.get_json()["field"] == "corrections" and not app.ports.corrections.rows
     assert copies(app, "tabby/") == ["tabby/r1.jpg", "tabby/r2.jpg"]
 
 

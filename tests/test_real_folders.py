@@ -2,6 +2,7 @@
 says why, and nothing hangs (issue 14). Real files on disk, the real folder and SQLite adapters, a fake model."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import threading
@@ -28,10 +29,14 @@ class Folder:
         self.queue = InProcessQueue(workers=2, backoff=0.01, max_attempts=2)
         config = Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos or ""),
                           bucket="local", **(settings or {}))
-        self.app = bootstrap.local_app(config, classifier=lambda: self.classifier, queue=self.queue,
-                                       background=overrides.pop("background", InlineWork()), **overrides)
-        self.objects = self.app.port("objects")
-        self.jobs = self.app.port("jobs")
+        from common.inference.decoding import decode_image
+
+        model = bootstrap.Inference(classifier=lambda: self.classifier, model_key="fake-model", decode=decode_image)
+        ports = dataclasses.replace(bootstrap.local_ports(config, self.queue), inference=model,
+                                    background=overrides.pop("background", InlineWork()), **overrides)
+        self.app = bootstrap.local_app(config, ports=ports, queue=self.queue)
+        self.objects = self.app.ports.objects
+        self.jobs = self.app.ports.jobs
         self.classify = self.app.classify_image
         self.create = self.app.create_job
         self.resume = self.app.resume_job

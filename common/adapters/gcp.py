@@ -245,9 +245,10 @@ class FirestoreJobStore:
     def _result_ref(self, job_id: str, name: str) -> Any:
         return self._jobs.document(job_id).collection("results").document(result_key(name))
 
-    def on_counted(self, announce: Callable[[str], Any]) -> None:
+    def on_counted(self, announce: Callable[[str], object]) -> bool:
         """Who checks a job's completion after this instance's commits (instead of after every image)."""
         self._tallies.on_counted = announce
+        return True
 
     @translated("recording a result")
     def record_result(self, job_id: str, result: ImageResult) -> bool:

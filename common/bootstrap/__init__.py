@@ -1,10 +1,10 @@
 """The composition root: the only module that knows which adapter serves which port.
 
-An `Application` is every use case, built on first use from a set of ports: `CloudPorts` (Cloud Storage,
-Firestore, Pub/Sub, or their emulators) or `LocalPorts` (a folder, SQLite, a thread pool). Any port can be
-replaced by a keyword (`objects=`, `jobs=`, `results=`, `publisher=`, `predictions=`, `events=`, `classifier=`,
-`callbacks=`, `background=`, `queue=`, `model_key=`): the tests and the test-only function target build through
-here. Nothing imports a cloud SDK, NumPy or a model runtime until a use case that needs it is first asked for.
+An `Application` is every use case, built on first use from one typed `Ports` value: `cloud_ports(settings)`
+(Cloud Storage, Firestore, Pub/Sub, or their emulators) or `local_ports(settings)` (a folder, SQLite, a thread pool).
+Tests build through the same functions and replace a port with `dataclasses.replace(ports, jobs=…)` (tests/fakes.py
+`memory_ports` for the in-memory fakes). Nothing imports a cloud SDK, NumPy or a model runtime until a use case that
+needs it is first asked for.
 """
 from __future__ import annotations
 
@@ -13,22 +13,25 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from common.bootstrap.application import Application, background_workers, model_config
+from common.bootstrap.application import Application
 from common.bootstrap.local import LocalApplication
-from common.bootstrap.ports import CloudPorts, LocalPorts, database_path
+from common.bootstrap.ports import (Inference, Ports, background_workers, cloud_ports, database_path, lazy,
+                                    local_ports, model_config)
 from common.config import Settings
 from common.domain.jobs import STATE_DIR
 from common.domain.options import Backend
 from common.routes import Action
 
 if TYPE_CHECKING:
-    from common.adapters.local import FolderLock
+    from common.adapters.local import FolderLock, InProcessQueue
+    from common.ports import ObjectReader
     from common.usecases.classify_image import ClassifyImage
     from common.usecases.dead_letter import RecordDeadLetter
     from common.usecases.watch import ObjectArrived
 
-__all__ = ["Application", "CloudPorts", "LocalApplication", "LocalPorts", "background_workers", "cloud_app",
-           "database_path", "folder_app", "handlers", "local_app", "model_config", "settings"]
+__all__ = ["Application", "Inference", "LocalApplication", "Ports", "background_workers", "cloud_app",
+           "cloud_ports", "database_path", "folder_app", "handlers", "lazy", "local_app", "local_ports", "model_config",
+           "settings"]
 
 
 def has_jobs(root: str | Path) -> bool:
@@ -68,8 +71,15 @@ def lock_folder(root: str | Path, command: str) -> FolderLock:
     return FolderLock(Path(root) / STATE_DIR, command).acquire()
 
 
-def local_app(settings: Settings, workers: int = 2, **overrides: Any) -> LocalApplication:
-    return LocalApplication(settings, workers, **overrides).start()
+def local_app(settings: Settings, workers: int = 2, ports: Ports | None = None,
+              queue: InProcessQueue | None = None) -> LocalApplication:
+    """A folder's application, its queue subscribed. `ports` (made by `local_ports`, with what a test replaced)
+    publishes to `queue`, the queue this application delivers from."""
+    from common.adapters.local import InProcessQueue
+
+    if queue is None:  # Retried for about 15 s: a disk briefly full, a file still being copied in.
+        queue = InProcessQueue(workers=workers, max_attempts=6, backoff=0.5)
+    return LocalApplication(settings, ports or local_ports(settings, queue), queue).start()
 
 
 def folder_app(root: Path, photos: Path | None = None, detector_model: str = "") -> LocalApplication:
@@ -78,15 +88,15 @@ def folder_app(root: Path, photos: Path | None = None, detector_model: str = "")
                               bucket="local", detector_model=detector_model))
 
 
-def folder_objects(folder: Path) -> Any:
+def folder_objects(folder: Path) -> ObjectReader:
     """The files of a folder, as an object store to read them from (`emulate --upload`)."""
     from common.adapters.local import FolderObjectStore
 
     return FolderObjectStore(folder)
 
 
-def cloud_app(settings: Settings, **overrides: Any) -> Application:
-    return Application(settings, CloudPorts(settings), **overrides)
+def cloud_app(settings: Settings, ports: Ports | None = None) -> Application:
+    return Application(settings, ports or cloud_ports(settings))
 
 
 # --- The functions: one application per process, from the environment -------------------------------------------

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from common.bootstrap.application import Application
-from common.bootstrap.ports import LocalPorts
+from common.bootstrap.ports import Ports
 from common.config import Settings
 from common.domain.messages import ClassifyMessage
 from common.domain.results import ImageResult
@@ -18,43 +18,39 @@ if TYPE_CHECKING:
 
 
 class LocalApplication(Application):
-    """The embedded runner: the use cases over one folder, its queue delivering to classify_image in-process."""
+    """The embedded runner: the use cases over one folder, its queue (the ports' publisher) delivering to
+    classify_image in-process."""
 
-    def __init__(self, settings: Settings, workers: int = 2, **overrides: Any) -> None:
-        super().__init__(settings, LocalPorts(settings, workers), **overrides)
+    def __init__(self, settings: Settings, ports: Ports, queue: InProcessQueue) -> None:
+        super().__init__(settings, ports)
         self.root = Path(settings.local_root)
+        self._queue = queue
 
     @cached_property
     def queue(self) -> InProcessQueue:
-        queue = self.port("publisher")
-        queue.subscribe(self.classify_image, on_give_up=self._record_give_up)
-        return queue
-
-    def port(self, name: str) -> Any:
-        if name == "publisher" and "queue" in self._overrides:
-            return self._overrides["queue"]
-        return super().port(name)
+        self._queue.subscribe(self.classify_image, on_give_up=self._record_give_up)
+        return self._queue
 
     def _record_give_up(self, message: ClassifyMessage, reason: str, retryable: bool) -> None:
         """A message the queue could not deliver: its image is failed with the reason, so its job finishes."""
-        if self.port("results").record_result(message.job_id, ImageResult.failure(message.name, reason, retryable)):
+        if self.ports.jobs.record_result(message.job_id, ImageResult.failure(message.name, reason, retryable)):
             self.announce(message.job_id)
 
     @cached_property
     def find_resumable(self) -> FindResumableJob:
-        return FindResumableJob(self.port("jobs"), self.settings.job_defaults)
+        return FindResumableJob(self.ports.jobs, self.settings.job_defaults)
 
     @cached_property
     def resume_unfinished(self) -> ResumeUnfinished:
-        return ResumeUnfinished(self.port("jobs"), self.resume_job)
+        return ResumeUnfinished(self.ports.jobs, self.resume_job)
 
     @cached_property
     def pick_job(self) -> PickJob:
-        return PickJob(self.port("jobs"), self.port("jobs"))
+        return PickJob(self.ports.jobs, self.ports.jobs)
 
     @cached_property
     def list_jobs(self) -> ListJobs:
-        return ListJobs(self.port("jobs"), self.port("objects"), self.port("jobs"))
+        return ListJobs(self.ports.jobs, self.ports.objects, self.ports.jobs)
 
     def admit(self, max_queued: int) -> AdmitJob:
         return AdmitJob(self.create_job, self.queue.backlog, max_queued, retry=self.retry_job)
@@ -74,8 +70,7 @@ class LocalApplication(Application):
         self.queue.shutdown(cancel=cancel)
 
     def wait_for_callbacks(self, timeout: float) -> bool:
-        drain = getattr(self.background, "drain", None)
-        return drain(timeout) if drain is not None else True
+        return self.ports.background.drain(timeout)
 
     def arrivals(self, photos: Path) -> FolderArrivals:
         """Files landing under photos (filesystem events, each once it stops changing) join the watch jobs."""

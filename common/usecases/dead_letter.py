@@ -26,17 +26,13 @@ def gave_up(deliveries: int | None, what: str = "deliveries") -> str:
 
 
 class RecordDeadLetter:
-    def __init__(self, jobs: CompletionClaims, results: ResultRecorder, arrivals: Arrivals,
-                 announce: Callable[[str], bool] | None = None, objects: ObjectReader | None = None) -> None:
+    def __init__(self, jobs: CompletionClaims, results: ResultRecorder, arrivals: Arrivals, objects: ObjectReader,
+                 announce: Callable[[str], bool] | None = None) -> None:
         self._jobs = jobs
         self._results = results
         self._arrivals = arrivals
         self._announce = announce
-        self._objects = objects  # None: names are not checked against the store (a store the caller trusts)
-
-    def checking(self, objects: ObjectReader) -> RecordDeadLetter:
-        """The same recorder, checking each name against the object store."""
-        return RecordDeadLetter(self._jobs, self._results, self._arrivals, self._announce, objects)
+        self._objects = objects
 
     def image(self, message: ClassifyMessage, deliveries: int | None) -> ImageResult | None:
         """The failure recorded, or None (already counted, or no job would have sent the message)."""
@@ -60,7 +56,7 @@ class RecordDeadLetter:
             return "no such job"
         if not is_plain_object_name(name) or not name.startswith(job.spec.source_prefix):
             return "the name is not under the job's prefix"
-        if self._objects is not None and not self._objects.exists(job.spec.bucket, name):
+        if not self._objects.exists(job.spec.bucket, name):
             return "no such object"
         if job.number_of_files is not None and self._counted(job) >= self._total(job):
             return "every image of the job is counted already"
@@ -76,7 +72,7 @@ class RecordDeadLetter:
 
     def object_event(self, bucket: str, name: str, deliveries: int | None) -> list[str]:
         """The watch jobs the object was recorded as failed in (none when there is no such object)."""
-        if self._objects is not None and not self._objects.exists(bucket, name):
+        if not self._objects.exists(bucket, name):
             log.warning("dead letter refused: no such object", extra={"object": name})
             return []
         failed = []

@@ -2,8 +2,6 @@
 finishes — an image as failed "gave up after N deliveries", a storage notification's object as failed in the watch
 jobs holding it. Only a name the job could have published counts: the name is checked against the bucket. Logic
 lives in common/."""
-from typing import Any
-
 import functions_framework
 from cloudevents.http import CloudEvent
 
@@ -11,13 +9,6 @@ from common import bootstrap
 from common.pubsub import handle_dead_letter
 
 
-def _recorder() -> Any:
-    """The process's dead-letter use case, checking names against its object store (a forged message naming an
-    object that does not exist counts nothing)."""
-    application = bootstrap.app()
-    return application.dead_letter.checking(application.port("objects"))
-
-
 @functions_framework.cloud_event
 def dead_letter(event: CloudEvent) -> object:
-    return handle_dead_letter(event["type"], event["id"], event.data, _recorder)
+    return handle_dead_letter(event["type"], event["id"], event.data, bootstrap.dead_letter_handler)

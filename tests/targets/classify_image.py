@@ -10,6 +10,8 @@ the delivery is acked.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import json
 import os
@@ -59,8 +61,13 @@ class ObservedObjects:
 
 
 class CrashingResults:
+    """The job store, crashing (when told to) around recording a result; everything else passed through."""
+
     def __init__(self, inner: Any) -> None:
         self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
     def record_job_error(self, job_id: str, message: str) -> None:
         self._inner.record_job_error(job_id, message)
@@ -75,9 +82,9 @@ class CrashingResults:
 @functools.lru_cache(maxsize=1)
 def handler() -> ClassifyImage:
     settings = bootstrap.settings()
-    ports = bootstrap.CloudPorts(settings)
-    return bootstrap.Application(settings, ports, objects=ObservedObjects(ports.objects),
-                                 results=CrashingResults(ports.jobs)).classify_image
+    ports = bootstrap.cloud_ports(settings)
+    return bootstrap.Application(settings, dataclasses.replace(ports, objects=ObservedObjects(ports.objects),
+                                                               jobs=CrashingResults(ports.jobs))).classify_image
 
 
 @functions_framework.cloud_event

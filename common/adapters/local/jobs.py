@@ -134,6 +134,9 @@ class SqliteJobStore:
         with self._lock, database_errors("recording a callback"):
             self._db.execute("UPDATE jobs SET callback = ? WHERE id = ?", (json.dumps(outcome), job_id))
 
+    def on_counted(self, announce: Callable[[str], object]) -> bool:
+        return False  # each result is counted as it is recorded: its recorder announces
+
     def record_job_error(self, job_id: str, message: str) -> None:
         with self._lock, database_errors("recording a job's error"):
             row = self._db.execute("SELECT errors FROM jobs WHERE id = ?", (job_id,)).fetchone()

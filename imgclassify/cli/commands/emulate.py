@@ -75,7 +75,7 @@ def execute(args: argparse.Namespace) -> int:
             app.recent_jobs(1)  # its client made here, inside the emulators' environment, for the gateway too
 
             def front_page_jobs() -> list[tuple[object, str | None]]:
-                undone = app.port("jobs").undone_jobs()
+                undone = app.ports.jobs.undone_jobs()
                 return [(view, undone.get(view.id)) for view in app.recent_jobs(50)]
 
             stack.jobs_index = front_page_jobs

@@ -60,7 +60,7 @@ def execute(args: argparse.Namespace) -> int:
             app.root / f"report-{job_id[:8]}.{args.format}"
         _, body = render_file(report.view, report.results, args.format,
                               lambda name, box: app.report.thumbnail(job_id, name, box),
-                              full_photo_link(app.port("objects"), out))
+                              full_photo_link(app.ports.objects, out))
     if out is None:
         sys.stdout.write(body)
         return 0
