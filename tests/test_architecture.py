@@ -30,18 +30,22 @@ ALLOWED = {
     "common.adapters": {"common.domain", "common.logs", "common.ports", "common.adapters"},
     "common.http": {"common.domain", "common.config", "common.logs", "common.routes", "common.pages"},
     "common.pubsub": {"common.domain", "common.logs"},
+    # The infrastructure declared once (deploy.sh and the emulated stack read it): the route table's functions.
+    "common.infrastructure": {"common.domain", "common.routes"},
     "functions": ENTRY,
     "imgclassify.cli": ENTRY | {"imgclassify.cli", "imgclassify.emulation", "imgclassify.local_stack",
                                 "imgclassify.http_server",
                                 "imgclassify.litert_build", "imgclassify.weights", "imgclassify.detector_build"},
     "imgclassify.emulation": {"common.domain"},
     "imgclassify.local_stack": {"common.domain", "common.http", "common.routes", "common.adapters.gcp",
-                                "common.pages", "imgclassify.emulation"},  # clients; the gateway's front page
+                                "common.pages", "common.infrastructure",
+                                "imgclassify.emulation"},  # clients; the gateway's front page; what is deployed
     "imgclassify.http_server": {"common.logs"},
     "imgclassify.weights": {"common.domain", "common.inference"},
     "imgclassify.litert_build": {"common.domain", "common.inference", "common.logs"},
     "imgclassify.detector_build": {"common.domain", "imgclassify.litert_build"},
     "imgclassify.gateway_config": {"common.domain", "common.routes"},  # deploy.sh's API Gateway config
+    "imgclassify.deploy_json": set(),  # deploy.sh's readers of gcloud's JSON
 }
 
 

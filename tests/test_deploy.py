@@ -38,6 +38,9 @@ case "$*" in
   *"gateways describe"*"defaultHostname"*) echo imgclassify-abc.uc.gateway.dev; exit 0 ;;
   *"api-configs list"*) echo projects/proj/locations/global/apis/imgclassify/configs/imgclassify-0123; exit 0 ;;
   *" describe "*"--format=value(projectNumber)"*) echo 424242; exit 0 ;;
+  "storage buckets describe "*"--format=json"*)  # the labels record what deploy.sh created
+    [[ ${FAKE_GCLOUD_EXISTING:-0} == 1 ]] || exit 1
+    echo "{\"name\": \"proj-images\", \"labels\": {${FAKE_BUCKET_LABELS:-}}}"; exit 0 ;;
   *"functions describe "*"eventTrigger.trigger"*) echo "projects/p/locations/r/triggers/$3-trigger"; exit 0 ;;
   *"eventarc triggers describe"*) echo "projects/p/subscriptions/eventarc-${4%-trigger}-sub"; exit 0 ;;
   *"serviceConfig.uri"*) echo "https://$3-abc.a.run.app"; exit 0 ;;
@@ -65,13 +68,14 @@ def fake_gcloud(tmp_path):
            "DETECTOR_FILE": str(detector)}
     env.pop("GOOGLE_CLOUD_PROJECT", None)
 
-    def deploy(*args: str, existing: bool = False, **extra_env: str) -> tuple[subprocess.CompletedProcess[str],
-                                                                             list[list[str]]]:
+    def deploy(*args: str, existing: bool = False, stdin: int = subprocess.DEVNULL,
+               **extra_env: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
         log.write_text("")
         Path(f"{log}.failures").unlink(missing_ok=True)
+        # Standard input is no terminal unless a test gives one: deploy.sh asks before deleting data on a terminal.
         result = subprocess.run(["bash", str(REPO / "deploy.sh"), *args], capture_output=True, text=True,
                                 env={**env, "FAKE_GCLOUD_EXISTING": "1" if existing else "0", **extra_env},
-                                timeout=120)
+                                stdin=stdin, timeout=120)
         calls = [line.split("\x1f")[:-1] for line in log.read_text().splitlines()]
         return result, calls
 
@@ -101,6 +105,9 @@ def test_first_deploy_creates_everything_and_deploys_five_functions(fake_gcloud)
                or call[:3] == ["billing", "projects", "describe"] and call[3] == "proj"
                for call in calls)  # (which account is logged in is no project's)
     assert _find(calls, "storage", "buckets", "create", "gs://proj-images")
+    # what it created is recorded on the bucket: --delete-data deletes only that
+    [labels] = _find(calls, "storage", "buckets", "update", "gs://proj-images")
+    assert _flag(labels, "--update-labels") == ["imgclassify-created=true,imgclassify-created-database=true"]
     assert {c[3] for c in _find(calls, "pubsub", "topics", "create")} == {
         "classify-image", "classify-image-dead-letter", "classify-image-uploads", "job-events"}
     [upload] = _find(calls, "storage", "cp")
@@ -127,11 +134,13 @@ def test_first_deploy_creates_everything_and_deploys_five_functions(fake_gcloud)
 
     updates = {c[3]: c for c in _find(calls, "pubsub", "subscriptions", "update")}
     # classify-image's and object-arrived's deliveries are capped and dead-lettered; dead-letter's are not (a loop)
-    assert set(updates) == {"projects/p/subscriptions/eventarc-classify-image-sub",
-                            "projects/p/subscriptions/eventarc-object-arrived-sub"}
-    for update in updates.values():
-        assert _flag(update, "--dead-letter-topic") == ["classify-image-dead-letter"]
-        assert _flag(update, "--max-delivery-attempts") == ["10"]
+    capped = {name for name, call in updates.items() if _flag(call, "--dead-letter-topic")}
+    assert capped == {"projects/p/subscriptions/eventarc-classify-image-sub",
+                      "projects/p/subscriptions/eventarc-object-arrived-sub"}
+    assert set(updates) == capped | {"projects/p/subscriptions/eventarc-dead-letter-sub"}
+    for name in capped:
+        assert _flag(updates[name], "--dead-letter-topic") == ["classify-image-dead-letter"]
+        assert _flag(updates[name], "--max-delivery-attempts") == ["10"]
     # a cold start plus the 120 s function timeout
     assert int(_flag(updates["projects/p/subscriptions/eventarc-classify-image-sub"], "--ack-deadline")[0]) >= 300
     dead_letter = deploys["dead-letter"]
@@ -178,6 +187,7 @@ def test_each_function_runs_as_its_own_identity_with_least_privilege(fake_gcloud
         ("storage gs://proj-images", sa["create"], "roles/storage.objectAdmin"),
         ("storage gs://proj-images", sa["classify"], "roles/storage.objectAdmin"),
         ("storage gs://proj-images", sa["status"], "roles/storage.objectViewer"),
+        ("storage gs://proj-images", sa["deadletter"], "roles/storage.objectViewer"),  # checks the object exists
         ("projects proj", sa["status"], "roles/datastore.viewer"),
         ("projects proj", sa["classify"], "roles/datastore.user"),
         ("pubsub classify-image", sa["create"], "roles/pubsub.publisher"),
@@ -243,7 +253,7 @@ def test_the_default_deploy_fetches_the_imagenet_weights_and_ships_a_guarded_int
     assert result.returncode == 0, result.stderr
     assert calls == []
     assert "-m imgclassify.weights --model resnet50" in result.stdout
-    assert "gcloud storage ls gs://proj-images/all/**" in result.stdout
+    assert "gcloud storage ls gs://proj-images/all/\\*\\* --project proj" in result.stdout  # printed as typed
     build = next(line for line in result.stdout.splitlines() if "tools/build_tflite.py" in line)
     assert "--kinds int8 int8-mixed fp32" in build
     assert "MODEL_RUNTIME=litert" in result.stdout and "int8.tflite" in result.stdout
@@ -360,6 +370,9 @@ def test_build_litert_deploys_a_tflite_without_tensorflow(fake_gcloud, tmp_path)
     assert "ai-edge-litert==" in requirements and "tensorflow" not in requirements
 
 
+CREATED_BY_DEPLOY = '"imgclassify-created": "true", "imgclassify-created-database": "true"'
+
+
 def test_delete_removes_what_deploy_created_and_keeps_the_data_unless_asked(fake_gcloud):
     result, calls = fake_gcloud("--project", "proj", "--delete", existing=True)
     assert result.returncode == 0, result.stderr
@@ -377,7 +390,8 @@ def test_delete_removes_what_deploy_created_and_keeps_the_data_unless_asked(fake
     assert not _find(calls, "storage", "rm") and not _find(calls, "firestore", "databases", "delete")
     assert "are kept" in result.stdout
 
-    with_data, calls = fake_gcloud("--project", "proj", "--delete-data", existing=True)
+    with_data, calls = fake_gcloud("--project", "proj", "--delete-data", "--yes", existing=True,
+                                   FAKE_BUCKET_LABELS=CREATED_BY_DEPLOY)
     assert with_data.returncode == 0 and _find(calls, "storage", "rm") and _find(calls, "firestore", "databases",
                                                                                    "delete")
     dry, calls = fake_gcloud("--project", "proj", "--delete", "--dry-run")
@@ -468,3 +482,138 @@ def test_running_it_again_on_a_deployed_project_changes_nothing_and_is_the_same_
     assert first.returncode == second.returncode == 0
     assert calls_once == calls_twice  # deterministic: the same commands, the same configuration
     assert not [c for c in calls_once if "create" in c[:4] or c[:2] == ["storage", "cp"]]
+
+
+def _deleted(calls) -> list[list[str]]:
+    return [c for c in calls if "delete" in c[:4] or c[:2] == ["storage", "rm"] or "remove-iam-policy-binding" in c]
+
+
+def test_delete_data_lists_what_it_deletes_and_without_a_terminal_needs_yes(fake_gcloud):
+    refused, calls = fake_gcloud("--project", "proj", "--delete-data", existing=True,
+                                 FAKE_BUCKET_LABELS=CREATED_BY_DEPLOY)
+    assert refused.returncode == 1 and "--yes" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert _deleted(calls) == []
+    for listed in ("create-job job-status classify-image object-arrived dead-letter", "8 service accounts",
+                   "classify-image-dead-letter-hold", "the bucket gs://proj-images with every photo",
+                   "the Firestore database (default) with every job"):
+        assert listed in refused.stdout, listed
+
+
+def test_delete_data_on_a_terminal_asks_and_deletes_only_on_yes(fake_gcloud):
+    import pty
+
+    for answer, deletes in (("no", False), ("yes", True)):
+        leader, follower = pty.openpty()
+        try:
+            os.write(leader, f"{answer}\n".encode())  # typed ahead: read(1) takes the line once it asks
+            result, calls = fake_gcloud("--project", "proj", "--delete-data", existing=True, stdin=follower,
+                                        FAKE_BUCKET_LABELS=CREATED_BY_DEPLOY)
+        finally:
+            os.close(leader)
+            os.close(follower)
+        assert "Type yes to confirm" in result.stderr
+        assert (result.returncode == 0) == deletes and bool(_deleted(calls)) == deletes
+        assert bool(_find(calls, "storage", "rm")) == deletes
+
+
+def test_delete_data_never_deletes_a_bucket_or_database_it_did_not_create(fake_gcloud):
+    kept, calls = fake_gcloud("--project", "proj", "--delete-data", existing=True)  # no labels: nothing to ask
+    assert kept.returncode == 0, kept.stderr
+    assert not _find(calls, "storage", "rm") and not _find(calls, "firestore", "databases", "delete")
+    assert "kept: the bucket gs://proj-images" in kept.stdout and "did not create it" in kept.stdout
+    assert _find(calls, "functions", "delete")  # the rest of the teardown still runs
+
+    # The database only (the bucket was the user's): the database goes, the bucket stays without the label.
+    database, calls = fake_gcloud("--project", "proj", "--delete-data", "--yes", existing=True,
+                                  FAKE_BUCKET_LABELS='"imgclassify-created-database": "true"')
+    assert database.returncode == 0 and _find(calls, "firestore", "databases", "delete")
+    assert not _find(calls, "storage", "rm")
+    [unlabel] = _find(calls, "storage", "buckets", "update")
+    assert _flag(unlabel, "--remove-labels") == ["imgclassify-created-database"]
+
+
+def test_a_second_deploy_records_nothing_it_did_not_create(fake_gcloud):
+    _, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras", existing=True)
+    assert not _find(calls, "storage", "buckets", "update")  # an existing bucket is not claimed
+
+
+def test_a_dry_run_prints_nothing_after_saying_nothing_was_deployed_and_says_what_needs_internet(fake_gcloud):
+    result, calls = fake_gcloud("--dry-run", "--project", "proj", "--service-key-secret", "k")
+    assert result.returncode == 0 and calls == []
+    assert result.stdout.rstrip().splitlines()[-1] == "== dry run: nothing was deployed"
+    assert "base URL (POST /classification-job" in result.stdout and "create-job: " in result.stdout
+    cached = (REPO / "build/models/resnet50-imagenet.weights.h5").exists()
+    assert ("needs internet" in result.stdout) != cached
+    offline, _ = fake_gcloud("--dry-run", "--project", "proj", "--weights", fake_gcloud.weights)
+    assert "needs internet" not in offline.stdout  # a file given: nothing to download
+
+    teardown, calls = fake_gcloud("--dry-run", "--project", "proj", "--delete-data")
+    assert teardown.returncode == 0 and calls == [] and "Type yes" not in teardown.stderr
+    assert teardown.stdout.rstrip().splitlines()[-1] == "== dry run: nothing was deleted"
+    assert "a dry run reads no labels" in teardown.stdout and "+ gcloud storage rm --recursive" in teardown.stdout
+
+
+def gcloud_refusals(sdk: str, calls_file: str) -> None:
+    """Run in a subprocess (gcloud's own libraries on the path): parse each call with the installed gcloud's
+    argument parser — what `gcloud` does before it runs anything — and print, as JSON, each call it refuses with
+    gcloud's message. Nothing is run: parsing only."""
+    import contextlib
+    import io
+    import json
+    import sys
+
+    sys.path[:0] = [f"{sdk}/lib", f"{sdk}/lib/third_party"]
+    from googlecloudsdk import gcloud_main
+
+    top = gcloud_main.CreateCLI([])._TopElement()
+    refused = []
+    for call in json.loads(Path(calls_file).read_text()):
+        node, at = top, 0
+        while at < len(call) and node.is_group and (child := node.LoadSubElement(call[at])) is not None:
+            node, at = child, at + 1
+        message = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(message):
+                if node.is_group:
+                    raise SystemExit(f"not a command: {call[:at + 1]}")
+                node._parser.parse_args(call[at:])
+        except SystemExit as exc:
+            refused.append([" ".join(call), message.getvalue().strip() or str(exc)])
+    print(json.dumps(refused))
+
+
+@pytest.mark.slow
+def test_every_gcloud_call_parses_with_the_installed_gcloud(fake_gcloud, tmp_path):
+    """The stand-in records what deploy.sh would run; the real gcloud's parser says whether it would accept it
+    (every command, flag and flag value: an unknown or misspelt one is refused before gcloud calls anything)."""
+    import json
+    import shutil
+    import sys
+
+    gcloud = shutil.which("gcloud")
+    sdk = gcloud and Path(os.path.realpath(gcloud)).parent.parent
+    if not sdk or not (sdk / "lib/googlecloudsdk/gcloud_main.py").exists():
+        pytest.skip("no installed gcloud (google-cloud-cli)")
+    runs = [
+        fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                    "--allow-unauthenticated", "--service-key-secret", "k"),
+        fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                    "--service-key-secret", "k", existing=True),
+        fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, FAKE_PHOTOS="0"),  # samples, finds none
+        fake_gcloud("--project", "proj", "--delete-data", "--yes", existing=True,
+                    FAKE_BUCKET_LABELS='"imgclassify-created-database": "true"'),
+        fake_gcloud("--project", "proj", "--delete-data", "--yes", existing=True, FAKE_BUCKET_LABELS=CREATED_BY_DEPLOY),
+    ]
+    calls = [call for result, run_calls in runs for call in run_calls]
+    assert all(result.returncode == 0 for result, _ in runs) and len(calls) > 300
+    recorded = tmp_path / "calls.json"
+    recorded.write_text(json.dumps(sorted({tuple(call) for call in calls})))
+    config = tmp_path / "gcloud-config"  # gcloud's own settings: a fresh folder, no account, nothing reported
+    parsed = subprocess.run(
+        [sys.executable, "-c", "import sys; from tests.test_deploy import gcloud_refusals; gcloud_refusals(*sys.argv[1:])",
+         str(sdk), str(recorded)], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "CLOUDSDK_CONFIG": str(config), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+             "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "true", "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "true",
+             "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false"})
+    assert parsed.returncode == 0, parsed.stderr
+    assert json.loads(parsed.stdout) == [], parsed.stderr  # gcloud says why on its standard error
