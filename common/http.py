@@ -24,7 +24,7 @@ from common.domain.errors import (ClientError, ConfigurationError, Conflict, Fan
                                   NotFound, Overloaded, TransientError)
 from common.logs import get_logger
 from common.routes import (JOB_PATH, LOOPBACK_HOSTS, Action, CrossSite, MethodNotAllowed, NotJson, WrongHost,
-                           check_browser, check_host, match, origin, origin_of_url)
+                           bounded, check_browser, check_host, match, origin, origin_of_url, with_pages)
 
 log = get_logger("http")
 
@@ -227,31 +227,57 @@ def _correct(request: flask.Request, handler: Any, settings: Settings, job_id: s
                                                                                        settings.max_body_bytes))}, 200)
 
 
+def _links(request: flask.Request, job_id: str) -> tuple[str, Callable[..., str], Callable[[str], str]]:
+    """A served page's base URL, and where its previews and full photos are fetched (through this service)."""
+    base = f"{request.script_root}{JOB_PATH}/{job_id}"
+
+    def preview_url(name: str, box: tuple[float, ...] | None) -> str:
+        url = f"{base}/thumbnail?name={quote(name, safe='')}"
+        return url + ("&box=" + ",".join(f"{v:.4f}" for v in box) if box else "")
+
+    return base, preview_url, lambda name: f"{base}/thumbnail?name={quote(name, safe='')}&size=full"
+
+
 def _report(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
-    """The results page (?format=html|csv|jsonl), with previews fetched through this same service."""
-    from common.pages import FORMATS, render
+    """The results page (?format=html|csv|jsonl): the page with the first photos of each section (it fetches
+    the others from …/results), an export with every result."""
+    from common.pages import FORMATS, page_sections, render, served_first_page
 
     job_id = _required_id(job_id)
     fmt = request.args.get("format", "html")
     if fmt not in FORMATS:
         raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}", field="format")
-    report = handler(job_id)
-    base = request.script_root + JOB_PATH
-    def preview_url(name: str, box: tuple[float, ...] | None) -> str:
-        url = f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}"
-        return url + ("&box=" + ",".join(f"{v:.4f}" for v in box) if box else "")
-
-    def full_photo_url(name: str) -> str:
-        return f"{base}/{job_id}/thumbnail?name={quote(name, safe='')}&size=full"
-
-    undone = "undone_at" in report.view.extra  # it owns no copies: nothing to undo or correct
-    content_type, body = render(report.view, report.results, fmt, preview_url, live=True,
-                                corrections_url=None if undone else f"{base}/{job_id}/corrections",
-                                full_photo=full_photo_url, undo_url=None if undone else f"{base}/{job_id}/undo")
+    base, preview_url, full_photo_url = _links(request, job_id)
+    sections = None
+    if fmt == "html":
+        view, pages = handler.sections(job_id, served_first_page)
+        results, sections = [], page_sections(view, ((p.key, p.results, p.total) for p in pages))
+    else:
+        view, results = (report := handler(job_id)).view, report.results
+    undone = "undone_at" in view.extra  # it owns no copies: nothing to undo or correct
+    content_type, body = render(view, results, fmt, preview_url, live=True,
+                                corrections_url=None if undone else f"{base}/corrections", full_photo=full_photo_url,
+                                undo_url=None if undone else f"{base}/undo", sections=sections,
+                                results_url=f"{base}/results")
     response = flask.Response(body, status=200, content_type=content_type)
     if fmt != "html":
         response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.{fmt}"'
     return response
+
+
+def _results(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
+    """One page of one section of the results page (…/results?section=&offset=&limit=&q=&score=): its figures."""
+    from common.pages import SERVED_PAGE, render_figures
+
+    args, job_id = request.args, _required_id(job_id)
+    offset, limit = bounded(args, "offset", 0, 0, 10**9), bounded(args, "limit", SERVED_PAGE, 1, SERVED_PAGE)
+    score = bounded(args, "score", None, 0, 1, float)
+    view, page = handler.page(job_id, args.get("section", ""), offset, limit, args.get("q", "")[:100], score)
+    base, preview_url, full_photo_url = _links(request, job_id)
+    html = render_figures(view, page.key, page.results, preview_url,
+                          None if "undone_at" in view.extra else f"{base}/corrections", full_photo_url)
+    return json_response({"code": 200, "section": page.key, "offset": offset, "count": len(page.results),
+                          "total": page.total, "html": html}, 200)
 
 
 def _thumbnail(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
@@ -291,15 +317,15 @@ def _index(request: flask.Request, handler: Any, settings: Settings, job_id: str
 
 
 RESPONDERS = {Action.CREATE: _create, Action.STATUS: _status, Action.CLOSE: _act, Action.RETRY: _act,
-              Action.UNDO: _undo,
-              Action.REPORT: _report, Action.THUMBNAIL: _thumbnail, Action.INDEX: _index, Action.CORRECT: _correct}
+              Action.UNDO: _undo, Action.REPORT: _report, Action.RESULTS: _results, Action.THUMBNAIL: _thumbnail,
+              Action.INDEX: _index, Action.CORRECT: _correct}
 
 
 def dispatch(request: flask.Request, handlers: Handlers, settings: Callable[[], Settings],
              root_is_collection: bool = True) -> flask.Response:
     """Answer a request with the use case its route names. A function's root ("/") is the job collection (a
     function URL is POSTed to directly); the embedded server's root is its jobs index."""
-    return hardened(_dispatch(request, handlers, settings, root_is_collection))
+    return hardened(_dispatch(request, with_pages(handlers), settings, root_is_collection))
 
 
 @guarded
@@ -332,7 +358,7 @@ def create_app(handlers: Handlers, settings: Settings) -> flask.Flask:
             return None
         try:
             check_boundary(flask.request, settings.allowed_hosts, settings.status_url_base)
-            match("OPTIONS", flask.request.path, served=handlers.keys())
+            match("OPTIONS", flask.request.path, served=with_pages(handlers).keys())
         except MethodNotAllowed as exc:
             allowed = list(exc.details.get("allow", []))  # type: ignore[arg-type]
             response = json_response({"code": 200, "allow": allowed}, 200)

@@ -4,15 +4,17 @@ boundary every one of them applies before a route acts: which Host names are ans
 may make from another site (none that change anything)."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.utils import host_is_trusted
 
-from common.domain.errors import ClientError, NotFound
+from common.domain.errors import ClientError, InvalidRequest, NotFound
 
 JOB_PATH = "/classification-job"
 
@@ -21,6 +23,7 @@ class Action(StrEnum):
     CREATE = "create"
     STATUS = "status"
     REPORT = "report"
+    RESULTS = "results"  # one page of a section of the results page
     THUMBNAIL = "thumbnail"
     UNDO = "undo"
     CLOSE = "close"
@@ -61,6 +64,7 @@ ROUTES = (
     Route("POST", Action.CREATE, Function.CREATE_JOB),
     Route("GET", Action.STATUS, Function.JOB_STATUS),
     Route("GET", Action.REPORT, Function.JOB_STATUS, "report"),
+    Route("GET", Action.RESULTS, Function.JOB_STATUS, "results"),
     Route("GET", Action.THUMBNAIL, Function.JOB_STATUS, "thumbnail"),
     Route("POST", Action.UNDO, Function.CREATE_JOB, "undo"),
     Route("POST", Action.CLOSE, Function.CREATE_JOB, "close"),
@@ -69,6 +73,23 @@ ROUTES = (
     Route("GET", Action.INDEX, Function.NONE),
 )
 _SUFFIXES = {route.suffix for route in ROUTES if route.suffix}
+Served = TypeVar("Served")
+
+
+def with_pages(handlers: Mapping[Action, Served]) -> Mapping[Action, Served]:
+    """A results page's pages of photos are served wherever the page is, by the same use case."""
+    if Action.REPORT in handlers and Action.RESULTS not in handlers:
+        return {**handlers, Action.RESULTS: handlers[Action.REPORT]}
+    return handlers
+
+
+def bounded(args: Mapping[str, str], name: str, default: Any, low: float, high: float, kind: type = int) -> Any:
+    """A query parameter that is a number in [low, high] (`default` when absent), or a 400 naming it."""
+    with contextlib.suppress(ValueError):
+        value = kind(args[name]) if args.get(name, "") != "" else default
+        if value is default or low <= value <= high:
+            return value
+    raise InvalidRequest(f"{name} must be a number from {low} to {high}", field=name)
 
 
 @dataclass(frozen=True)

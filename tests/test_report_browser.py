@@ -82,11 +82,17 @@ def open_page(browser, url: str):
 
 
 def reveal_everything(page) -> None:
-    """Open every 'show more' page and load every preview (they are lazy)."""
+    """Open every 'show more' page (a served page fetches each: wait for it) and load every preview (lazy)."""
     while page.locator("button.more").count():
         page.locator("button.more").first.click()
+        page.wait_for_function("!document.querySelector('button.more[disabled]')", timeout=60_000)
     page.evaluate("document.querySelectorAll('img').forEach(img => img.loading = 'eager')")
     page.wait_for_function("[...document.images].every(img => img.complete)", timeout=60_000)
+
+
+def searched(page) -> None:
+    """A served page's search asks the server (after a pause in typing): wait for its answers."""
+    page.wait_for_function("document.querySelector('form.filters').dataset.busy === '0'", timeout=30_000)
 
 
 def files_in(page, selector: str) -> list[str]:
@@ -250,13 +256,15 @@ def test_the_served_front_page_starts_a_job_lists_it_live_and_undoes_it_with_the
         dog = next(file for section, file, _ in results if section == "dogs")
         page.locator("input[name=q]").focus()
         page.keyboard.type(dog.rsplit("/", 1)[-1])
-        searched = page.eval_on_selector_all("figure:not([hidden])", "els => els.map(e => e.dataset.file)")
+        searched(page)
+        found = page.eval_on_selector_all("figure:not([hidden])", "els => els.map(e => e.dataset.file)")
         page.locator("input[name=q]").fill("")
         page.select_option("select[name=section]", "class:birds")
         sections = page.eval_on_selector_all("section:not([hidden])", "els => els.map(e => e.dataset.class)")
         page.select_option("select[name=section]", "")
         page.locator("input[name=score]").fill("0.9")
         page.locator("input[name=score]").dispatch_event("input")
+        searched(page)
         high = page.eval_on_selector_all("figure:not([hidden])", "els => els.map(e => e.dataset.file)")
         said = page.inner_text("form.filters output.shown")
         full = requests.get(base + page.locator(f'figure[data-file="{dog}"] a.full').first.get_attribute("href"),
@@ -280,7 +288,7 @@ def test_the_served_front_page_starts_a_job_lists_it_live_and_undoes_it_with_the
     assert errors == [] and index_errors == [] and watcher_errors == []
     assert "dog" in suggested and len(suggested) <= 12 and chips == ["dogs", "birds"]
     assert status["classes"] == ["dogs", "birds"] and "dry_run" not in status and status["matches"]["dogs"] > 0
-    assert searched == [dog] and sections == ["birds"]
+    assert found == [dog] and sections == ["birds"]
     expected_high = sorted(file for _, file, score in results if score is not None and score >= 0.9)
     assert sorted(high) == expected_high and said.startswith(f"{len(expected_high)} of ")
     assert full.status_code == 200 and full.headers["Content-Type"] == "image/jpeg"

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import jinja2
 from markupsafe import Markup
@@ -14,8 +16,15 @@ from common.pages.exports import export_csv, export_jsonl, relative
 
 FORMATS = {"html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8",
            "jsonl": "application/x-ndjson; charset=utf-8"}
-FIRST_PAGE = 120  # photos rendered per section at load; the rest wait in <template>s until asked for
+FIRST_PAGE = 120  # photos rendered per section at load; a file keeps the rest in <template>s until asked for
 PAGE = 240
+SERVED_FIGURES = 360  # a served page's first figures, shared by its sections (~1 KB each): its size whatever the job's
+SERVED_PAGE = 120  # photos a served page fetches per "show more" or search
+
+
+def served_first_page(sections: int) -> int:
+    """How many photos each section of a served page shows at load: at least 12, at most FIRST_PAGE."""
+    return max(12, min(FIRST_PAGE, SERVED_FIGURES // max(1, sections)))
 REFRESH_SECONDS = 3  # a served page of a running job reloads itself
 
 Box = tuple[float, float, float, float]  # the detector's box, fractions of the photo: x0, y0, x1, y1
@@ -35,7 +44,7 @@ def _top_labels(result: ImageResult) -> str:
     return ", ".join(f"{label.name} {label.score:.2f}" for label in result.labels[:3])
 
 
-def _detected(result: ImageResult, class_name: str, min_score: float) -> dict | None:  # type: ignore[type-arg]
+def _detected(result: ImageResult, class_name: str, min_score: float) -> dict[str, Any] | None:
     detection = result.detections.get(class_name)
     return detection if detection and detection["score"] >= min_score else None
 
@@ -62,37 +71,94 @@ def _closest_line(result: ImageResult) -> Markup:
     return Markup('<div class="score">top: {}</div>').format(result.labels[0].name if result.labels else "?")
 
 
-def render_report(view: JobView, results: Iterable[ImageResult], thumbnail: ThumbnailSource,
-                  refresh_seconds: int | None = None, corrections_url: str | None = None,
-                  full_photo: FullPhotoSource | None = None, undo_url: str | None = None) -> str:
-    ordered = sorted(results, key=lambda r: r.name)
+@dataclass(frozen=True)
+class PageSection:
+    """A section as the page shows it: which (attribute, value) names it, its key for the server, title and
+    meaning, the results it shows (all of them in a file; the first page on a served page) and how many it has."""
+
+    attribute: str
+    value: str
+    key: str
+    title: str
+    meaning: str
+    results: list[ImageResult]
+    total: int
+
+
+def _titles(view: JobView) -> dict[str, tuple[str, str, str, str]]:
+    """Each section key: (attribute, value, title, meaning)."""
     resolved = view.get("resolved", {})
-    classes = [(name, [r for r in ordered if r.ok and name in r.matched],
-                "; ".join(resolved.get(name, [])) or f"match rule: {view['match']}") for name in view["classes"]]
+    titles = {f"class:{name}": ("data-class", name, name, "; ".join(resolved.get(name, [])) or
+                                f"match rule: {view['match']}") for name in view["classes"]}
+    titles["section:unmatched"] = ("data-section", "unmatched", "Matched no class",
+                                   "each photo's closest class and its score")
+    titles["section:failed"] = ("data-section", "failed", "Failed", "could not be classified, and why")
+    return titles
+
+
+def page_sections(view: JobView, pages: Iterable[tuple[str, list[ImageResult], int]]) -> list[PageSection]:
+    """(key, results shown, total) per section -> the sections as the page shows them."""
+    titles = _titles(view)
+    return [PageSection(*titles[key][:2], key, *titles[key][2:], results, total) for key, results, total in pages]
+
+
+def every_result(view: JobView, results: Iterable[ImageResult]) -> list[PageSection]:
+    """Every result in its sections (a file: self-contained)."""
+    ordered = sorted(results, key=lambda r: r.name)
+    members = {f"class:{name}": [r for r in ordered if r.ok and name in r.matched] for name in view["classes"]}
+    members["section:unmatched"] = [r for r in ordered if r.ok and not r.matched]
+    members["section:failed"] = [r for r in ordered if not r.ok]
+    return page_sections(view, ((key, chosen, len(chosen)) for key, chosen in members.items()))
+
+
+def _context(view: JobView, thumbnail: ThumbnailSource, corrections_url: str | None,
+             full_photo: FullPhotoSource | None) -> dict[str, Any]:
+    """What the figures need: the template helpers over this job."""
+    least = view["detector_min_score"]
+    return dict(view=view, thumbnail=thumbnail, relative=lambda name: relative(name, view["source_prefix"]),
+                top_labels=_top_labels, score_line=lambda r, c: _score_line(r, c, least), closest_line=_closest_line,
+                closest_score=_closest_score, full_photo=full_photo or (lambda name: None),
+                matched_box=lambda r, c: tuple(d["box"]) if (d := _detected(r, c, least)) else None,
+                reason_line=lambda r: Markup('<div class="reason">{}</div>').format(r.reason),
+                corrections_url=corrections_url)
+
+
+def render_report(view: JobView, sections: list[PageSection], thumbnail: ThumbnailSource,
+                  refresh_seconds: int | None = None, corrections_url: str | None = None,
+                  full_photo: FullPhotoSource | None = None, undo_url: str | None = None,
+                  results_url: str | None = None, left_out: int = 0) -> str:
+    """The page; `results_url`: served, its other pages fetched from there as they are asked for."""
     where = view["source_prefix"] if view["bucket"] == "local" else f'gs://{view["bucket"]}/{view["source_prefix"]}'
     return _environment().get_template("report.html").render(
-        view=view, classes=classes, unmatched=[r for r in ordered if r.ok and not r.matched],
-        failed=[r for r in ordered if not r.ok], where=where,
+        **_context(view, thumbnail, corrections_url, full_photo), sections=sections, where=where,
         warnings=list(view.get("warnings", [])) + list(view.get("errors", [])), refresh_seconds=refresh_seconds,
-        thumbnail=thumbnail, relative=lambda name: relative(name, view["source_prefix"]), top_labels=_top_labels,
-        score_line=lambda r, c: _score_line(r, c, view["detector_min_score"]), closest_line=_closest_line,
-        closest_score=_closest_score, full_photo=full_photo or (lambda name: None), undo_url=undo_url,
-        matched_box=lambda r, c: tuple(d["box"]) if (d := _detected(r, c, view["detector_min_score"])) else None,
-        reason_line=lambda r: Markup('<div class="reason">{}</div>').format(r.reason),
-        first_page=FIRST_PAGE, page_size=PAGE, corrections_url=corrections_url)
+        undo_url=undo_url, results_url=results_url, first_page=FIRST_PAGE, page_size=SERVED_PAGE if results_url
+        else PAGE, left_out=left_out,
+        inline_limit=MAX_INLINE_PREVIEWS)
+
+
+def render_figures(view: JobView, section: str, results: Iterable[ImageResult], thumbnail: ThumbnailSource,
+                   corrections_url: str | None = None, full_photo: FullPhotoSource | None = None) -> str:
+    """One page of a section's figures, as the served page adds them (the same markup as the page's own)."""
+    module = _environment().get_template("figures.html").make_module(
+        _context(view, thumbnail, corrections_url, full_photo))
+    return "".join(str(module.in_section(section, result)) for result in results)  # type: ignore[attr-defined]
 
 
 def render(view: JobView, results: Iterable[ImageResult], fmt: str, thumbnail: ThumbnailSource,
            live: bool = False, corrections_url: str | None = None, full_photo: FullPhotoSource | None = None,
-           undo_url: str | None = None) -> tuple[str, str]:
+           undo_url: str | None = None, sections: list[PageSection] | None = None,
+           results_url: str | None = None) -> tuple[str, str]:
     """(content type, body) of a job's page or export; a served page of a job in progress refreshes itself, one
-    that can take corrections (`corrections_url`) has them on each photo, and one with `undo_url` an undo button."""
+    that can take corrections (`corrections_url`) has them on each photo, and one with `undo_url` an undo button.
+    A served page is given its first `sections` (and where to fetch more) instead of every result."""
     if fmt == "csv":
         return FORMATS[fmt], export_csv(view, results)
     if fmt == "jsonl":
         return FORMATS[fmt], export_jsonl(view, results)
     refresh = REFRESH_SECONDS if live and JobState(view["state"]).in_progress else None
-    return FORMATS[fmt], render_report(view, results, thumbnail, refresh, corrections_url, full_photo, undo_url)
+    return FORMATS[fmt], render_report(view, sections if sections is not None else every_result(view, results),
+                                       thumbnail, refresh, corrections_url, full_photo, undo_url, results_url)
 
 
 MAX_INLINE_PREVIEWS = 3000  # a file carries previews inline (~5 KB each): past this, names only (a quick file)
@@ -102,7 +168,12 @@ def render_file(view: JobView, results: Iterable[ImageResult], fmt: str,
                 preview: Callable[[str, Box | None], bytes | None],
                 full_photo: FullPhotoSource | None = None) -> tuple[str, str]:
     """A page to keep as a file: previews inline as data URIs, so it opens from disk with no server; each links
-    to its full photo where `full_photo` says where that is from the file."""
+    to its full photo where `full_photo` says where that is from the file. Past MAX_INLINE_PREVIEWS figures the
+    file says plainly that the rest have no preview, and how to see them all."""
+    if fmt != "html":
+        return render(view, results, fmt, lambda name, box: None)
+    sections = every_result(view, results)
+    figures = sum(len(section.results) for section in sections)
     inlined = 0
 
     def inline(name: str, box: Box | None = None) -> str | None:
@@ -111,7 +182,8 @@ def render_file(view: JobView, results: Iterable[ImageResult], fmt: str,
         data = preview(name, box) if inlined <= MAX_INLINE_PREVIEWS else None
         return None if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
-    return render(view, results, fmt, inline, full_photo=full_photo)
+    return FORMATS[fmt], render_report(view, sections, inline, full_photo=full_photo,
+                                       left_out=max(0, figures - MAX_INLINE_PREVIEWS))
 
 
 def render_index(jobs: Iterable[tuple[JobView, str | None]], vocabulary: Iterable[str], jobs_url: str) -> str:

@@ -3,10 +3,11 @@ reads the job, its results and (for previews) the photos; it writes nothing. The
 them (common/pages)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from common.domain.errors import NotFound, ObjectMissing, PermanentImageError, TransientError
+from common.domain.errors import InvalidRequest, NotFound, ObjectMissing, PermanentImageError, TransientError
 from common.domain.jobs import is_plain_object_name
 from common.domain.results import ImageResult
 from common.domain.status import JobView
@@ -21,6 +22,50 @@ class JobReport:
     results: list[ImageResult]
 
 
+@dataclass(frozen=True)
+class Section:
+    """One page of a section of a job's results ("class:<name>", "section:unmatched", "section:failed"), in name
+    order, and how many the section holds (under the search, when there is one)."""
+
+    key: str
+    results: list[ImageResult]
+    total: int
+
+
+@runtime_checkable
+class ResultPages(Protocol):
+    """A job store that reads one page of a section through an index (SQLite); others are filtered here."""
+
+    def results_page(self, job_id: str, section: str, offset: int, limit: int, query: str = "",
+                     min_score: float | None = None, skip: int = 0) -> tuple[list[ImageResult], int]: ...
+
+
+def section_keys(view: JobView) -> list[str]:
+    return [f"class:{name}" for name in view["classes"]] + ["section:unmatched", "section:failed"]
+
+
+def _member(result: ImageResult, section: str) -> tuple[bool, float | None]:
+    """Whether a result is in a section, and its score there (what the page's score filter compares)."""
+    if section.startswith("class:"):
+        name = section[len("class:"):]
+        return result.ok and name in result.matched, result.scores.get(name, 0.0)
+    if section == "section:unmatched":
+        return result.ok and not result.matched, max(result.scores.values(), default=None)
+    return section == "section:failed" and not result.ok, None
+
+
+def filtered(results: Iterable[ImageResult], section: str, query: str, min_score: float | None,
+             skip: int) -> list[ImageResult]:
+    """A section under a search, over every result: the rule ResultPages applies through its index."""
+    chosen = []
+    for result in sorted(results, key=lambda r: r.name):
+        member, score = _member(result, section)
+        text = (result.name[skip:] + "\n" + ", ".join(label.name for label in result.labels[:3])).lower()
+        if member and query.lower() in text and (min_score is None or (score is not None and score >= min_score)):
+            chosen.append(result)
+    return chosen
+
+
 class ReportJob:
     def __init__(self, jobs: JobReader, objects: ObjectReader, thumbnail: Callable[..., bytes | None],
                  status: JobStatus | None = None) -> None:
@@ -30,8 +75,34 @@ class ReportJob:
         self._thumbnail = thumbnail
 
     def __call__(self, job_id: str) -> JobReport:
+        """The view and every result (a file, an export: what grows with the job)."""
         view = self._status(job_id)
         return JobReport(view, list(self._jobs.results(view.id)))
+
+    def sections(self, job_id: str, per_section: Callable[[int], int]) -> tuple[JobView, list[Section]]:
+        """The first page of each section, `per_section(sections)` photos long (a served page: the same size
+        whatever the job's)."""
+        view = self._status(job_id)
+        keys = section_keys(view)
+        return view, [self._page(view, key, 0, per_section(len(keys)), "", None) for key in keys]
+
+    def page(self, job_id: str, section: str, offset: int, limit: int, query: str = "",
+             min_score: float | None = None) -> tuple[JobView, Section]:
+        """One page of one section under a search and a minimum score (what a page fetches as it is used)."""
+        view = self._status(job_id)
+        if section not in section_keys(view):
+            raise InvalidRequest(f"no section {section!r} in this job: one of {', '.join(section_keys(view))}",
+                           field="section")
+        return view, self._page(view, section, offset, limit, query, min_score)
+
+    def _page(self, view: JobView, section: str, offset: int, limit: int, query: str,
+              min_score: float | None) -> Section:
+        skip = len(view["source_prefix"])  # names are searched as the page shows them: under the prefix
+        if isinstance(self._jobs, ResultPages):
+            results, total = self._jobs.results_page(view.id, section, offset, limit, query, min_score, skip)
+            return Section(section, results, total)
+        chosen = filtered(self._jobs.results(view.id), section, query, min_score, skip)
+        return Section(section, chosen[offset:offset + limit], len(chosen))
 
     def thumbnail(self, job_id: str, name: str, box: tuple[float, float, float, float] | None = None,
                   full: bool = False) -> bytes | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from common.domain.errors import NotFound, Overloaded
 from common.domain.jobs import JobDefaults
@@ -115,9 +115,16 @@ class AdmitJob:
 @dataclass(frozen=True)
 class KeptJob:
     view: JobView
-    copies_made: int | None  # None: not counted (a listing that reads no results)
-    copies_present: int | None  # of those, still where the job put them
+    copies_made: int | None  # the copies the job owns (written, not released); None: not asked
+    copies_present: int | None  # of those, still where the job put them; None: not looked for
     undone_at: str | None = None
+
+
+@runtime_checkable
+class KeptCopies(Protocol):
+    """A job store that keeps how many copies each job owns (SQLite): `jobs` reads that, not every result."""
+
+    def copies_written(self, job_id: str) -> int: ...
 
 
 class ListJobs:
@@ -126,18 +133,21 @@ class ListJobs:
         self._objects = objects
         self._undone = undone
 
-    def __call__(self, with_copies: bool = True) -> list[KeptJob]:
-        """Every job, with its copies counted (each result read, each copy looked for) unless `with_copies` is
-        False: what a page polling for progress asks."""
+    def __call__(self, with_copies: bool = True, look: bool = False) -> list[KeptJob]:
+        """Every job from its kept counters, with how many copies it owns unless `with_copies` is False (what a
+        page polling for progress asks); `look`: each copy looked for on disk too (each result read: a cost that
+        grows with the job, asked for by `jobs --check`)."""
         kept = []
         undone = self._undone.undone_jobs() if self._undone is not None else {}
         for view in views_of(self._jobs, self._jobs.job_ids()):
             if not with_copies:
                 kept.append(KeptJob(view, None, None, undone.get(view.id)))
-                continue
-            written = [name for result in self._jobs.results(view.id) for name in result.written]
-            present = sum(self._objects.exists(view.job.spec.bucket, name) for name in written)
-            kept.append(KeptJob(view, len(written), present, undone.get(view.id)))
+            elif look or not isinstance(self._jobs, KeptCopies):
+                written = [name for result in self._jobs.results(view.id) for name in result.written]
+                present = sum(self._objects.exists(view.job.spec.bucket, name) for name in written) if look else None
+                kept.append(KeptJob(view, len(written), present, undone.get(view.id)))
+            else:
+                kept.append(KeptJob(view, self._jobs.copies_written(view.id), None, undone.get(view.id)))
         return kept
 
 

@@ -1,6 +1,7 @@
+// A file's "show more": the next page of photos, kept in the section's <template>s (a served page fetches them).
 document.addEventListener('click', function (event) {
   var button = event.target.closest('button.more');
-  if (!button) return;
+  if (!button || document.body.dataset.results) return;
   var grid = document.getElementById(button.dataset.grid);
   var next = grid.parentNode.querySelector('template.more');
   if (next) { grid.appendChild(next.content); next.remove(); }
@@ -37,8 +38,8 @@ document.addEventListener('submit', function (event) {
   if (value) correct(form.closest('.correct'), value, true);
 });
 
-// Search and filters: by name or label, by section, by score. Filtering shows every page of photos first (the
-// "show more" pages), so what is hidden is only what does not match.
+// A file's search and filters: by name or label, by section, by score. Filtering shows every page of photos first
+// (the "show more" pages), so what is hidden is only what does not match. A served page asks the server instead.
 var filters = document.querySelector('form.filters');
 function showEverything() {
   document.querySelectorAll('button.more').forEach(function (button) {
@@ -75,7 +76,7 @@ function applyFilters() {
   try { sessionStorage.setItem('filters:' + document.body.dataset.job, JSON.stringify(
     {q: filters.elements.q.value, section: chosen, score: filters.elements.score.value})); } catch (e) {}
 }
-if (filters) {
+if (filters && !document.body.dataset.results) {
   filters.addEventListener('input', applyFilters);
   filters.addEventListener('submit', function (event) { event.preventDefault(); });
   try {

@@ -1,4 +1,5 @@
-"""`imgclassify jobs DIR`: the folder's jobs, with how many of their copies are still there."""
+"""`imgclassify jobs DIR`: the folder's jobs from their kept counters, with how many copies each owns (`--check`: and
+how many of those are still there)."""
 from __future__ import annotations
 
 import argparse
@@ -14,11 +15,13 @@ HELP = "list the folder's jobs (watching and undone ones said)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_folder(parser)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--check", action="store_true",
+                        help="also look for each copy on disk (reads every result: slower for large jobs)")
 
 
 def execute(args: argparse.Namespace) -> int:
     with existing_folder(args) as app:
-        kept = app.list_jobs()
+        kept = app.list_jobs(look=args.check)
     rows = [{"id": job.view.id, "created_at": job.view["created_at"], "classes": job.view["classes"],
              "state": str(job.view.state) + (" (dry run)" if job.view.get("dry_run") else "") +
              (" (undone)" if job.undone_at else ""), "undone_at": job.undone_at,
@@ -31,7 +34,7 @@ def execute(args: argparse.Namespace) -> int:
     print(f"{'job':32}  {'created':19}  {'state':18}  {'done':>9}  {'copies':>9}  classes")
     for job, row in zip(kept, rows):
         done = f"{job.view.done}/{row['number_of_files']}"
-        copies = f"{row['copies_present']}/{row['copies_made']}"
+        copies = f"{row['copies_present']}/{row['copies_made']}" if args.check else str(row["copies_made"])
         print(f"{row['id']:32}  {row['created_at'][:19]:19}  {row['state']:18}  {done:>9}  {copies:>9}  "
               f"{', '.join(row['classes'])}")
     return 0
