@@ -207,6 +207,10 @@ class JobListing(Protocol):
 
     def latest_job_id(self) -> str | None: ...
 
+    def recent_job_ids(self, limit: int) -> list[str]:
+        """The newest `limit` jobs, newest first."""
+        ...
+
 
 class UndoRecords(Protocol):
     """Which jobs were undone, and when (so "the latest job" of undo means the latest not undone yet)."""
@@ -225,7 +229,8 @@ class RetryableFailures(Protocol):
         ...
 
 
-class JobStore(JobRecorder, Arrivals, ResultRecorder, CompletionClaims, CopyManifest, UndoRecords, Protocol):
+class JobStore(JobRecorder, Arrivals, ResultRecorder, CompletionClaims, CopyManifest, UndoRecords, JobListing,
+               Protocol):
     """Everything a job store adapter provides."""
 
 

@@ -66,7 +66,8 @@ def handle_object_event(event_type: str, event_id: str, data: Mapping[str, Any] 
         return []
     content = None
     try:
-        metadata = json.loads(base64.b64decode(message.get("data") or b""))
+        encoded = message.get("data") if isinstance(message, Mapping) else None
+        metadata = json.loads(base64.b64decode(encoded or b""))
         md5 = metadata.get("md5Hash") if isinstance(metadata, dict) else None
         content = f"md5:{md5}" if isinstance(md5, str) and md5 else None
     except (ValueError, TypeError):

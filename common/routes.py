@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from werkzeug.datastructures import Headers
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.utils import host_is_trusted
 
@@ -213,13 +214,14 @@ def origin_of_url(url: str) -> str | None:
     return origin(parts.scheme, parts.netloc) if parts.scheme and parts.netloc else None
 
 
-def _top_level_navigation(method: str, headers: Mapping[str, str]) -> bool:
+def _top_level_navigation(method: str, headers: Headers | Mapping[str, str]) -> bool:
     """A link from elsewhere opening a page: the other site sees nothing of what it gets (and pages refuse frames)."""
     return method in ("GET", "HEAD") and headers.get("Sec-Fetch-Mode", "").lower() == "navigate" and \
         headers.get("Sec-Fetch-Dest", "").lower() in ("document", "")
 
 
-def check_browser(method: str, headers: Mapping[str, str], own_origins: Callable[[], Collection[str]]) -> None:
+def check_browser(method: str, headers: Headers | Mapping[str, str], own_origins: Callable[[], Collection[str]]
+                  ) -> None:
     """What a browser says about who made a request. A write needs a JSON content type (a form or a no-cors fetch
     cannot send one; a fetch that does is preflighted, which this service never grants), and, when the browser
     says where it came from, this server's own origin. From another site only a top-level navigation is

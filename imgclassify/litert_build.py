@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ def decode_photos(folders: Sequence[Path], limit: int) -> np.ndarray | None:
     from common.domain.errors import PermanentImageError
     from common.inference.decoding import decode_image
 
-    images = []
+    images: list[Any] = []
     for folder in folders:
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
             if len(images) >= limit:
@@ -107,7 +107,7 @@ def _converter(keras_classifier: KerasClassifier, kind: str, calibration: np.nda
         raise ValueError(f"{kind} needs calibration photos")
     model = keras_classifier.model
 
-    def representative():  # type: ignore[no-untyped-def]
+    def representative() -> Iterator[list[Any]]:
         for image in calibration:
             yield [preprocess(model, image[None])]
 

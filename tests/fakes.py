@@ -250,6 +250,9 @@ class MemoryJobStore:
     def job_ids(self) -> list[str]:
         return [job.id for job in sorted(self.jobs.values(), key=lambda j: j.created_at)]
 
+    def recent_job_ids(self, limit: int) -> list[str]:
+        return list(reversed(self.job_ids()))[:limit]
+
     def latest_job_id(self) -> str | None:
         return max(self.jobs.values(), key=lambda j: j.created_at).id if self.jobs else None
 

@@ -310,6 +310,12 @@ class FirestoreJobStore:
             filter=firestore.FieldFilter("__name__", "<", end)).limit(limit)
         return [snapshot.id for snapshot in query.stream()]
 
+    @translated("listing jobs")
+    def job_ids(self) -> list[str]:
+        """Every job, oldest first (a read per job: the embedded CLI's listing, not a request path)."""
+        query = self._jobs.order_by("created_at")
+        return [snapshot.id for snapshot in query.select([]).stream()]
+
     @translated("listing recent jobs")
     def recent_job_ids(self, limit: int) -> list[str]:
         query = self._jobs.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)

@@ -24,7 +24,7 @@ from common.routes import Action
 
 if TYPE_CHECKING:
     from common.adapters.local import FolderLock, InProcessQueue
-    from common.ports import ObjectReader
+    from common.usecases.upload import Source
     from common.usecases.classify_image import ClassifyImage
     from common.usecases.dead_letter import RecordDeadLetter
     from common.usecases.watch import ObjectArrived
@@ -88,7 +88,7 @@ def folder_app(root: Path, photos: Path | None = None, detector_model: str = "")
                               bucket="local", detector_model=detector_model))
 
 
-def folder_objects(folder: Path) -> ObjectReader:
+def folder_objects(folder: Path) -> Source:
     """The files of a folder, as an object store to read them from (`emulate --upload`)."""
     from common.adapters.local import FolderObjectStore
 
@@ -123,7 +123,10 @@ def handlers(*actions: Action, application: Callable[[], Application] | None = N
     def current() -> Application:
         return application() if application is not None else app()
 
-    return {action: (lambda name=USE_CASE_OF[action]: getattr(current(), name)) for action in actions}
+    def use_case(name: str) -> Callable[[], Any]:
+        return lambda: getattr(current(), name)
+
+    return {action: use_case(USE_CASE_OF[action]) for action in actions}
 
 
 def classify_image_handler() -> ClassifyImage:

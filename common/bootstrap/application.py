@@ -15,11 +15,11 @@ from common.usecases.job_status import JobStatus
 from common.usecases.report_job import ReportJob
 from common.usecases.runner import RecentJobs
 from common.usecases.undo_job import UndoJob
-from common.usecases.upload import UploadFolder
+from common.usecases.upload import Source, UploadFolder
 from common.usecases.watch import CloseJob, ObjectArrived
 
 if TYPE_CHECKING:
-    from common.ports import Classifier, ObjectReader
+    from common.ports import Classifier
     from common.usecases.classify_image import ClassifyImage
     from common.usecases.deliver_callback import DeliverCallback
 
@@ -119,5 +119,5 @@ class Application:
     def recent_jobs(self) -> RecentJobs:
         return RecentJobs(self.ports.jobs)
 
-    def upload_folder(self, source: ObjectReader) -> UploadFolder:
+    def upload_folder(self, source: Source) -> UploadFolder:
         return UploadFolder(source, self.ports.objects)

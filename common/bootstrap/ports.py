@@ -45,7 +45,7 @@ class Inference:
     prediction store's key), the decoder of untrusted images, and the object detector when one is configured."""
 
     classifier: Callable[[], Classifier]
-    model_key: str
+    model_key: str | None  # None: predictions are not stored (random weights differ on every load)
     decode: Decoder
     detector: Callable[[], Detector] | None = None
     detector_key: str | None = None

@@ -45,8 +45,8 @@ class Conflict(ClientError):
 class Overloaded(ClientError):
     """Too much work in flight: retry later."""
 
-    def __init__(self, message: str, retry_after: int, **details: object) -> None:
-        super().__init__(message, **details)
+    def __init__(self, message: str, retry_after: int, field: str | None = None, **details: object) -> None:
+        super().__init__(message, field, **details)
         self.retry_after = retry_after
 
 

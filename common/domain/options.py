@@ -38,6 +38,8 @@ Choice = TypeVar("Choice", bound=StrEnum)
 def parse(kind: type[Choice], raw: object, what: str) -> Choice:
     """The member named by raw, or ValueError naming the valid choices."""
     try:
+        if not isinstance(raw, str):
+            raise ValueError(raw)
         return kind(raw)
     except ValueError:
         raise ValueError(f"unknown {what} {raw!r}; choose one of {', '.join(choices(kind))}") from None

@@ -64,7 +64,7 @@ class UnknownClass(InvalidRequest):
 
 
 class Taxonomy:
-    def __init__(self, data: dict, all_lemmas: frozenset[str]) -> None:
+    def __init__(self, data: dict[str, Any], all_lemmas: frozenset[str]) -> None:
         self.synsets = data["synsets"]
         self.by_name = {s["name"]: i for i, s in enumerate(self.synsets)}
         self.senses: dict[str, list[int]] = data["senses"]
@@ -179,7 +179,8 @@ def _resolve_all(classes: tuple[str, ...], detector: bool, taught: frozenset[str
                  ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
     # Cached: job_status shows the resolution on every poll, and a job's classes never change.
     taxonomy = load_taxonomy()
-    meanings, warnings = [], []
+    meanings: list[tuple[str, tuple[str, ...]]] = []
+    warnings = []
     for i, c in enumerate(classes):
         try:
             resolution = taxonomy.resolve(c, i)

@@ -37,11 +37,12 @@ class BatchingClassifier:
 
     def predict_with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         with self._lock:
-            batch = self._forming
-            leader = batch is None or batch.full.is_set()
+            forming = self._forming
+            leader = forming is None or forming.full.is_set()
+            batch = _Batch() if leader or forming is None else forming
             if leader:
-                batch = self._forming = _Batch()
-            start = sum(len(x) for x in batch.inputs)
+                self._forming = batch
+            start = sum(int(len(x)) for x in batch.inputs)
             batch.inputs.append(pixels)
             if start + len(pixels) >= self._max_batch:
                 batch.full.set()

@@ -85,7 +85,7 @@ class ClassifyImage:
             refusal = f"the object is not under the job's prefix {job.spec.source_prefix!r}"
         elif not message.signed_by(job):
             refusal = "not signed with the job's key: the job did not publish it"
-        if refusal is not None:
+        if refusal is not None or job is None:
             log.warning("message refused, not counted", extra={"job_id": message.job_id, "object": message.name,
                                                                 "reason": refusal})
             return None

@@ -83,7 +83,9 @@ class CorrectJob:
 
     def _take_away(self, job: JobRecord, item: Correction, result: ImageResult) -> dict[str, Any]:
         folder = f"{item.class_name}/".casefold()
-        removed, kept, reasons = [], [], {}
+        removed: list[str] = []
+        kept: list[str] = []
+        reasons: dict[str, str] = {}
         for name in result.copies:
             if not name.casefold().startswith(folder):
                 continue

@@ -56,6 +56,4 @@ class CloseJob:
             self._jobs.close_job(job_id)
         if self._announce is not None:
             self._announce(job_id)  # nothing in flight: complete now
-        job = self._jobs.get_job(job_id)
-        assert job is not None
-        return status_view(job, self._jobs.counters(job_id))
+        return status_view(existing_job(self._jobs, job_id), self._jobs.counters(job_id))

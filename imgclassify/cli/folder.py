@@ -39,7 +39,7 @@ def folders(args: argparse.Namespace) -> tuple[Path, Path]:
     return root, photos
 
 
-class FolderLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class FolderLogHandler(logging.StreamHandler):
     """The structured log of a folder's command, appended to DIR/.imgclassify/log.jsonl (its own open file)."""
 
 

@@ -52,7 +52,8 @@ def _quiet_frameworks() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)  # type: ignore[assignment]
+    # Not a TextIO subclass on purpose: every attribute but write (isatty, fileno, encoding) is the real stream's.
+    sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)
     try:
         return _main(argv)
     finally:
@@ -70,8 +71,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except (UsageError, ConfigurationError, ClientError) as exc:
         message = exc.message if isinstance(exc, ClientError) else str(exc)
         suggestions = exc.details.get("suggestions") if isinstance(exc, ClientError) else None
-        if suggestions:
-            message += f" — did you mean {' or '.join(map(str, suggestions))}?"
+        if isinstance(suggestions, list) and suggestions:
+            message += f" — did you mean {' or '.join(str(s) for s in suggestions)}?"
         print(f"imgclassify: error: {message}", file=sys.stderr)
         return 2
     except ServiceError as exc:

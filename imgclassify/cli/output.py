@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Mapping
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from common.domain.results import ImageResult
 from common.domain.status import JobView
@@ -42,7 +42,7 @@ class Progress:
     def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
         self.enabled = enabled
         # Its own carriage return rewrites the line; everything else printed is escaped (PrintableStream).
-        self.stream = stream or getattr(sys.stderr, "raw", sys.stderr)
+        self.stream: TextIO = stream if stream is not None else cast(TextIO, getattr(sys.stderr, "raw", sys.stderr))
         self.start = time.monotonic()
         self.first_done: int | None = None
 

@@ -3,12 +3,17 @@ time have stopped changing (an upload still being written waits; one that never 
 MAX_SETTLE_SECONDS). A thread polls what is settling; `on_arrival` gets the object name ("all/<path>")."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.logs import get_logger
+
+if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
 
 log = get_logger("arrivals")
 
@@ -29,7 +34,7 @@ class FolderArrivals:
         self._settling: dict[Path, tuple[tuple[int, int], float, float]] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._observer = None
+        self._observer: BaseObserver | None = None
         self._poller: threading.Thread | None = None
 
     def seen(self, path: Path) -> None:
@@ -80,7 +85,7 @@ class FolderArrivals:
         class Changes(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
                 if not event.is_directory and event.event_type in ("created", "modified", "moved", "closed"):
-                    arrivals.seen(Path(getattr(event, "dest_path", "") or event.src_path))
+                    arrivals.seen(Path(os.fsdecode(getattr(event, "dest_path", "") or event.src_path)))
 
         observer = Observer()
         observer.schedule(Changes(), str(self._photos), recursive=True)

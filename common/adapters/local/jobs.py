@@ -273,6 +273,11 @@ class SqliteJobStore:
         with self._lock, database_errors("listing jobs"):
             return [row[0] for row in self._db.execute("SELECT id FROM jobs ORDER BY created_at, rowid")]
 
+    def recent_job_ids(self, limit: int) -> list[str]:
+        with self._lock, database_errors("listing recent jobs"):
+            return [row[0] for row in self._db.execute(
+                "SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))]
+
     def latest_job_id(self) -> str | None:
         with self._lock, database_errors("finding the latest job"):
             row = self._db.execute("SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()

@@ -5,7 +5,9 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, cast
 
 from common.pages import render_file
 from imgclassify.cli.folder import existing_folder
@@ -35,7 +37,13 @@ def write_new_file(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def full_photo_link(objects, page: Path | None):  # type: ignore[no-untyped-def]
+class LocalFiles(Protocol):
+    """A folder's object store: each object is a file on this machine."""
+
+    def local_path(self, name: str) -> Path: ...
+
+
+def full_photo_link(objects: LocalFiles, page: Path | None) -> Callable[[str], str | None]:
     """Where a page written to `page` (None: to stdout, anywhere) finds each full photo: relative to the page,
     so a folder moved with its report still links."""
     from urllib.request import pathname2url
@@ -60,7 +68,7 @@ def execute(args: argparse.Namespace) -> int:
             app.root / f"report-{job_id[:8]}.{args.format}"
         _, body = render_file(report.view, report.results, args.format,
                               lambda name, box: app.report.thumbnail(job_id, name, box),
-                              full_photo_link(app.ports.objects, out))
+                              full_photo_link(cast(LocalFiles, app.ports.objects), out))  # a folder app
     if out is None:
         sys.stdout.write(body)
         return 0

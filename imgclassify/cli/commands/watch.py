@@ -39,7 +39,7 @@ def execute(args: argparse.Namespace) -> int:
         print(f"watching {photos} (job {job_id}, {model}): {job['number_of_files']} photos there now; "
               "new ones are sorted as they land. Ctrl-C stops.", file=sys.stderr, flush=True)
         interrupt_like_ctrl_c()
-        shown, failures_shown = "", set()
+        shown, failures_shown = "", set[str]()
         try:
             while True:
                 time.sleep(0.25)
