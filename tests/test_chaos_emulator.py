@@ -85,7 +85,8 @@ def publish_duplicates_and_forgeries(stack, job: dict, classes: list[str]) -> No
                                     pubsub_v1.PublisherClient.topic_path(stack.emulators.project, stack.topic))
     from tests.test_pipeline_emulator import stored_job
 
-    record = stored_job(stack, job["id"])
+    with environ(stack.emulators.env):
+        record = stored_job(stack, job["id"])
     forged = [ClassifyMessage(job["id"], "private/secret.jpg", loose), ClassifyMessage("f" * 32, names[0], spec),
               ClassifyMessage(job["id"], names[0], spec),  # a real name, but not signed with the job's key
               ClassifyMessage(job["id"], "all/never-listed.jpg", spec, sig="0" * 32)]
