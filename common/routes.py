@@ -8,11 +8,14 @@ import contextlib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import werkzeug.exceptions
 from werkzeug.datastructures import Headers
 from werkzeug.http import parse_options_header
+from werkzeug.routing import Map, PathConverter, Rule
 from werkzeug.sansio.utils import host_is_trusted
 
 from common.domain.errors import ClientError, InvalidRequest, NotFound
@@ -73,7 +76,6 @@ ROUTES = (
     Route("POST", Action.RETRY, Function.CREATE_JOB, "retry"),
     Route("GET", Action.INDEX, Function.NONE),
 )
-_SUFFIXES = {route.suffix for route in ROUTES if route.suffix}
 Served = TypeVar("Served")
 
 
@@ -99,46 +101,45 @@ class Match:
     job_id: str | None = None
 
 
-def _candidates(path: str) -> tuple[str, str | None]:
-    """(suffix, job id) a path names: "" and None for the jobs collection, "/" for the index."""
-    path = path.rstrip("/") or "/"
-    if path == "/":
-        return "/", None
-    if path == JOB_PATH:
-        return "", None
-    if not path.startswith(JOB_PATH + "/"):
-        raise NotFound(f"no such path {path}; POST {JOB_PATH} or GET {JOB_PATH}/<id>", field="path")
-    rest = path[len(JOB_PATH) + 1:]
-    job_id, _, suffix = rest.rpartition("/")
-    if job_id and suffix in _SUFFIXES:
-        return suffix, job_id
-    return "", rest  # /classification-job/<anything>: a status request (an odd id is the use case's to refuse)
+class _JobId(PathConverter):
+    """A job id as the status path takes it: anything (an odd id is the use case's to refuse) that does not end
+    in one of the table's suffixes (that path is the suffix's route, whatever its method)."""
+
+    regex = r"(?!.*/(?:%s)$)[^/].*?" % "|".join(sorted(route.suffix for route in ROUTES if route.suffix))
+
+
+def _rule(route: Route) -> Rule:
+    path = "/" if route.action == Action.INDEX else JOB_PATH if route.action == Action.CREATE else \
+        f"{JOB_PATH}/<job_id:job_id>" if route.action == Action.STATUS else f"{JOB_PATH}/<path:job_id>/{route.suffix}"
+    return Rule(path, methods=[route.method], endpoint=route)
+
+
+@lru_cache(maxsize=32)
+def _routing(served: frozenset[Action]) -> Map:
+    """The table as werkzeug's Map (HEAD answered as GET, 405s naming the methods a path has)."""
+    return Map([_rule(route) for route in ROUTES if route.action in served], converters={"job_id": _JobId},
+               strict_slashes=False, merge_slashes=False)
 
 
 def match(method: str, path: str, query_id: str | None = None, served: Collection[Action] | None = None) -> Match:
     """The route for a request among those `served` (all by default); NotFound or MethodNotAllowed (naming what
     is allowed) otherwise. On the collection, GET is the old status form (?id=), and where nothing is created
     (the job-status function) a bare GET is a status request without an id."""
-    served = set(Action) if served is None else set(served)
-    suffix, job_id = _candidates(path)
-    routes = [r for r in ROUTES if r.action in served]
-    if suffix == "/":
-        routes = [r for r in routes if r.action == Action.INDEX]
-    elif job_id is None:
-        status_here = query_id is not None or Action.CREATE not in served
-        routes = [r for r in routes if r.action == Action.CREATE or (r.action == Action.STATUS and status_here)]
-        job_id = query_id
-    else:
-        routes = [r for r in routes if r.suffix == suffix and r.action not in (Action.CREATE, Action.INDEX)]
-    method = "GET" if method == "HEAD" else method
-    for route in routes:
-        if route.method == method:
-            return Match(route, job_id)
-    allowed = sorted({r.method for r in routes}) or ["GET"]
-    if not routes:
-        raise NotFound(f"no such path {path}", field="path")
-    example = routes[0].template
-    raise MethodNotAllowed(f"use {' or '.join(allowed)} {example}", field="method", allow=allowed)
+    served = frozenset(Action if served is None else served)
+    path = path.rstrip("/") or "/"
+    status = next((r for r in ROUTES if r.action == Action.STATUS), None)
+    if path == JOB_PATH and method in ("GET", "HEAD") and Action.STATUS in served and status is not None and \
+            (query_id is not None or Action.CREATE not in served):
+        return Match(status, query_id)
+    try:
+        route, arguments = _routing(served).bind("", path_info=path).match(method=method)
+    except werkzeug.exceptions.MethodNotAllowed as exc:
+        allowed = sorted(set(exc.valid_methods or ["GET"]) - {"HEAD"})
+        raise MethodNotAllowed(f"use {' or '.join(allowed)} {path}", field="method", allow=allowed) from None
+    except werkzeug.exceptions.HTTPException:
+        hint = "" if path.startswith(JOB_PATH) else f"; POST {JOB_PATH} or GET {JOB_PATH}/<id>"
+        raise NotFound(f"no such path {path}{hint}", field="path") from None
+    return Match(route, arguments.get("job_id"))
 
 
 # --- the boundary: which requests are answered at all -------------------------------------------------------------
