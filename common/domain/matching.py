@@ -30,7 +30,8 @@ class MatchOutcome:
     labels: tuple[Label, ...]
     scores: dict[str, float] = field(default_factory=dict)
     detections: dict[str, Detection] = field(default_factory=dict)
-    similarities: dict[str, float] = field(default_factory=dict)  # classes with examples: to their prototype
+    # Classes with examples: the photo's similarity to their prototype, and what it was held to (examples.Verdict)
+    similarities: dict[str, float] = field(default_factory=dict)
 
 
 def top_labels(probabilities: np.ndarray, k: int, classes: Sequence[ImageNetClass] | None = None) -> tuple[Label, ...]:
@@ -86,8 +87,9 @@ def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarr
     scores = hierarchy_scores(spec.classes, probabilities, taught)
     found = {} if detections is None else {c: d for c in spec.classes if c not in taught or is_word(c)
                                            if (d := best_detection(c, detections)) is not None}
-    by_examples, similar = examples.decide(features) if taught else ((), {})
+    by_examples, verdicts = examples.decide(features, probabilities) if examples is not None and \
+        features is not None else ((), {})
     matched = tuple(c for c in spec.classes if (scores[c] >= spec.min_score and scores[c] > 0.0) or
                     (c in found and found[c].score >= spec.detector_min_score) or c in by_examples)
-    similarities = {c: round(v, 4) for c, v in similar.items()}
+    similarities = {key: value for c, verdict in verdicts.items() for key, value in verdict.explained(c).items()}
     return MatchOutcome(matched, labels, scores, found, similarities)

@@ -20,6 +20,9 @@ from common.usecases.photo_vectors import PhotoVectors, StageTimer
 log = get_logger("examples")
 BACKGROUND_LISTING = 8 * BACKGROUND_SAMPLE  # listed to sample from: bounded, whatever the job's size
 KEPT_JOBS = 16
+NO_FEATURES = ("this model build gives no features, so it cannot learn example photos: pass Keras weights "
+               "(--weights FILE.weights.h5; imgclassify builds a LiteRT model with features from them) or a .tflite "
+               "imgclassify built (named …-b2-….tflite)")
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,11 @@ class LearnExamples:
             raise InvalidExamples(learned.reason)
         return learned
 
-    def _features(self, spec: JobSpec, photos: list[Listed], wanted: int | None = None) -> list[np.ndarray]:
-        """The features of the photos that decode, the first `wanted` of them when given."""
+    def _vectors_of(self, spec: JobSpec, photos: list[Listed], wanted: int | None = None
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(features, probabilities) of the photos that decode, the first `wanted` of them when given."""
         rows: list[np.ndarray] = []
+        probabilities: list[np.ndarray] = []
         for photo in photos:
             if wanted is not None and len(rows) >= wanted:
                 break
@@ -69,10 +74,10 @@ class LearnExamples:
             except (ObjectMissing, PermanentImageError):
                 continue  # not an image, gone: the others decide
             if vectors.features is None:
-                raise InvalidExamples("this model build gives no features, so it cannot learn example photos: "
-                                      "use a build made by imgclassify (from Keras weights)")
+                raise InvalidExamples(NO_FEATURES)
             rows.append(vectors.features)
-        return rows
+            probabilities.append(vectors.probabilities)
+        return rows, probabilities
 
     def _said(self, spec: JobSpec) -> dict[str, dict[str, bool]]:
         if self._corrections is None:
@@ -91,13 +96,15 @@ class LearnExamples:
     def _learn(self, spec: JobSpec) -> Taught:
         said = self._said(spec)
         prefixes = dict(spec.examples)
-        examples, negatives = {}, {}
+        examples, negatives, meanings = {}, {}, {}
         for name in spec.classes:
             positives = self._corrected([c for c, belongs in said.get(name, {}).items() if belongs])
             if name in prefixes:
                 prefix = prefixes[name]
-                rows = self._features(spec, example_photos(self._objects, spec.bucket, prefix),
-                                      MAX_EXAMPLES) if prefix else []
+                rows, probabilities = self._vectors_of(spec, example_photos(self._objects, spec.bucket, prefix),
+                                                       MAX_EXAMPLES) if prefix else ([], [])
+                if probabilities:  # what the model takes them for: the photos', not the corrections'
+                    meanings[name] = np.stack(probabilities)
                 rows += positives
                 examples[name] = np.stack(rows) if rows else np.zeros((0, 1), np.float32)
             elif len(positives) >= MIN_EXAMPLES:  # taught by corrections alone
@@ -108,11 +115,18 @@ class LearnExamples:
         if not examples:
             return Taught(None, said)
         listed = {o.name: o for o in itertools.islice(job_images(self._objects, spec), BACKGROUND_LISTING)}
-        background = self._features(spec, [listed[n] for n in background_sample(list(listed))])
+        background, seen = self._vectors_of(spec, [listed[n] for n in background_sample(list(listed))])
         try:
-            model = learn(examples, np.stack(background) if background else np.zeros((0, 1), np.float32), negatives)
+            model = learn(examples, np.stack(background) if background else np.zeros((0, 1), np.float32), negatives,
+                          meanings, np.stack(seen) if seen else np.zeros((0, 1), np.float32))
         except ValueError as exc:
             raise InvalidExamples(f"examples: {exc}") from None
-        log.info("examples learned", extra={"classes": list(model.classes), "background": len(background),
-                                            "examples": {c: len(r) for c, r in examples.items()}})
+        if model.refused:  # nothing is sorted rather than a folder sorted at random: one line says why
+            raise InvalidExamples("examples: " + "; ".join(model.refused[c] for c in model.classes
+                                                           if c in model.refused))
+        log.info("examples learned", extra={
+            "classes": list(model.classes), "background": len(background),
+            "examples": {c: len(r) for c, r in examples.items()},
+            "meanings": {c: m.synset for c, m in zip(model.classes, model.meanings, strict=True) if m is not None},
+            "thresholds": {c: round(float(t), 4) for c, t in zip(model.classes, model.thresholds, strict=True)}})
         return Taught(model, said)
