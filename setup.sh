@@ -27,7 +27,7 @@ echo "[2/3] upgrading pip"
 .venv/bin/python -m pip install --quiet --upgrade pip
 echo "[3/3] installing imgclassify with every extra (TensorFlow, GCP clients, test tools; the first time takes a" \
      "minute or two)"
-if ! .venv/bin/python -m pip install --progress-bar off -c constraints.txt -e ".[keras,litert,gcp,dev]" 2>&1 \
+if ! .venv/bin/python -m pip install --progress-bar off -c constraints.txt -e ".[keras,gcp,dev]" 2>&1 \
     | tee "$log" | progress; then
   echo "pip failed; its last lines:" >&2
   tail -n 30 "$log" >&2

@@ -63,6 +63,3 @@ def decode_stored(blob: bytes, expected: int) -> tuple[np.ndarray, np.ndarray | 
     return vector, np.frombuffer(raw, dtype="<f2", offset=4 * count).astype(np.float32)
 
 
-def decode_vector(blob: bytes, expected: int) -> np.ndarray:
-    return decode_stored(blob, expected)[0]
-

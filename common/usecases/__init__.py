@@ -8,5 +8,5 @@
 - watch:               objects arriving for watch jobs, and closing them
 - announce_completion: the job-events message and the callback, once per job
 
-common/bootstrap.py wires them to adapters; the HTTP layer and the Pub/Sub entry points call them.
+common/bootstrap/ wires them to adapters; the HTTP layer and the Pub/Sub entry points call them.
 """

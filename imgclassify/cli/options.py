@@ -8,7 +8,6 @@ from typing import Any
 
 from common.domain.options import MatchMode, Model, Runtime, choices
 
-DEFAULT_WEIGHTS = "imagenet"  # Keras downloads ImageNet weights on first use (needs internet)
 
 EXAMPLES = """examples:
   imgclassify run ~/Pictures/trip --classes dogs cats food       # sorts ~/Pictures/trip/all/** into dogs/ cats/ food/

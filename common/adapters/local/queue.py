@@ -31,7 +31,6 @@ class InProcessQueue:
         self._on_give_up = on_give_up
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
-        self.dead_letters: list[tuple[ClassifyMessage, str]] = []
 
     def subscribe(self, handler: Callable[[ClassifyMessage], object], on_give_up: GiveUp | None = None) -> None:
         self._handler = handler
@@ -58,7 +57,6 @@ class InProcessQueue:
     def _give_up(self, message: ClassifyMessage, reason: str, retryable: bool) -> None:
         log.error("message dead-lettered", extra={"job_id": message.job_id, "object": message.name,
                                                   "error": reason})
-        self.dead_letters.append((message, reason))
         if self._on_give_up is not None:
             try:
                 self._on_give_up(message, reason, retryable)
