@@ -158,3 +158,20 @@ def test_a_page_of_a_section_is_what_filtering_every_result_shows(tmp_path, quer
         assert {total for _, total in pages} == {len(expected)}
     assert store.results_page(job.id, "section:nothing", 0, 10) == ([], 0)
     store.close()
+
+
+def test_results_are_committed_in_groups_but_a_copy_written_is_committed_before_it_returns(tmp_path):
+    writer, other = SqliteJobStore(tmp_path / "jobs.sqlite3"), SqliteJobStore(tmp_path / "jobs.sqlite3")
+    job = _job(writer)
+    assert writer.record_result(job.id, ImageResult("all/a.jpg", True, scores={"dog": 0.1}))
+    assert not writer.record_result(job.id, ImageResult("all/a.jpg", True))  # waiting counts as recorded
+    assert writer.done_count(job.id) == 1 and other.done_count(job.id) == 0  # not committed yet
+    copied = ImageResult("all/b.jpg", True, ("dog",), copies=("dog/b.jpg",), written=("dog/b.jpg",))
+    assert writer.record_result(job.id, copied)
+    assert other.done_count(job.id) == 2 and other.copies_written(job.id) == 1  # with what was waiting
+    assert writer.record_result(job.id, ImageResult("all/c.jpg", False, reason="x"))
+    assert writer.counters(job.id).failed == 1 and other.counters(job.id).failed == 1  # a read commits first
+    assert writer.record_result(job.id, ImageResult("all/d.jpg", True))
+    writer.close()
+    assert other.counters(job.id).processed == 3 and len(list(other.results(job.id))) == 4
+    other.close()

@@ -1,11 +1,23 @@
 """The job store on SQLite: jobs, their results, arrivals and completion markers, and each job's counters, kept as
-its results are recorded (in the same transaction), never counted over them."""
+its results are recorded (in the same transaction), never counted over them.
+
+Results are committed in groups (group commit): a commit costs ~100-200 µs whatever it holds, more than the rest of
+a known photo's work. A result is held in memory until RECORD_BATCH are waiting or RECORD_SECONDS have passed, or
+anything reads the job (this process reads its own results: every read commits what is waiting first). A result
+whose delivery wrote a copy is committed before it returns, with those waiting: the job's ownership of a copy is
+never lost. A hard kill loses at most the last RECORD_SECONDS of results that wrote nothing; they were not counted
+either, so the rerun classifies them again (from the prediction store) and counts stay exact.
+"""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import sqlite3
 import threading
+import time
+import weakref
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Iterator
 
@@ -24,6 +36,53 @@ _COUNT = ("INSERT INTO job_counters (job_id, processed, failed, unmatched, from_
           "THEN excluded.last_result_at ELSE last_result_at END")
 _COUNT_MATCH = ("INSERT INTO job_matches VALUES (?, ?, ?) ON CONFLICT (job_id, class) DO UPDATE SET "
                 "count = count + excluded.count")
+_INSERT = ("INSERT OR IGNORE INTO results (job_id, name, ok, payload, recorded_at, section, search, score) "
+           "VALUES (?, ?, ?, ?, ?, ?, lower(?), ?)")
+RECORD_BATCH = 256
+RECORD_SECONDS = 0.1
+
+
+@dataclass
+class _Waiting:
+    """Results recorded and not committed yet, in order: (job id, stored name) -> the row and its result."""
+
+    rows: dict[tuple[str, str], tuple[tuple[object, ...], ImageResult]] = field(default_factory=dict)
+    per_job: dict[str, int] = field(default_factory=dict)
+    since: float = 0.0
+
+
+def _commit(db: sqlite3.Connection, waiting: _Waiting) -> None:
+    """Insert and count every waiting result in one transaction (the caller holds the store's lock); on failure
+    they stay waiting."""
+    if not waiting.rows:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for (job_id, name), (row, result) in waiting.rows.items():
+            if db.execute(_INSERT, row).rowcount == 1:
+                _count(db, job_id, result, 1, str(row[4]))
+                db.executemany("INSERT OR IGNORE INTO result_matches VALUES (?, ?, ?, ?)",
+                               [(job_id, c, name, result.scores.get(c, 0.0)) for c in result.matched])
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    waiting.rows.clear()
+    waiting.per_job.clear()
+
+
+def _commit_at_exit(db: sqlite3.Connection, lock: threading.Lock, waiting: _Waiting) -> None:
+    with lock, contextlib.suppress(sqlite3.Error):
+        _commit(db, waiting)
+
+
+def _count(db: sqlite3.Connection, job_id: str, result: ImageResult, sign: int, at: str | None) -> None:
+    """Add one result's counts to its job's (sign -1: take them away), inside the caller's transaction."""
+    delta = Counters.of(result)
+    db.execute(_COUNT, (job_id, sign * delta.processed, sign * delta.failed, sign * delta.unmatched,
+                        sign * delta.from_store, sign * delta.recomputed, sign * len(result.written), at))
+    if delta.matches:
+        db.executemany(_COUNT_MATCH, [(job_id, c, sign * n) for c, n in delta.matches.items()])
 
 
 def _db_name(name: str) -> str:
@@ -48,10 +107,20 @@ class SqliteJobStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._db = connect(path)
         self._lock = threading.Lock()
+        self._waiting = _Waiting()
+        self._closed = weakref.finalize(self, _commit_at_exit, self._db, self._lock, self._waiting)
 
     def close(self) -> None:
+        self._closed()  # what is waiting is committed
         with self._lock:
             self._db.close()
+
+    @contextlib.contextmanager
+    def _current(self, operation: str) -> Iterator[None]:
+        """The lock, with the results waiting committed first: a read sees every result recorded before it."""
+        with self._lock, database_errors(operation):
+            _commit(self._db, self._waiting)
+            yield
 
     def create_job(self, job: JobRecord) -> bool:
         with self._lock, database_errors("recording a job"):
@@ -121,10 +190,11 @@ class SqliteJobStore:
         return [job for job in jobs if job.spec.bucket == bucket]
 
     def done_count(self, job_id: str) -> int:
+        """Asked after every image: the kept count and those waiting, without committing them."""
         with self._lock, database_errors("counting results"):
             row = self._db.execute("SELECT processed + failed FROM job_counters WHERE job_id = ?",
                                    (job_id,)).fetchone()
-        return int(row[0]) if row else 0
+            return (int(row[0]) if row else 0) + self._waiting.per_job.get(job_id, 0)
 
     def claim_completion(self, job_id: str) -> bool:
         with self._lock, database_errors("claiming a completion"):
@@ -145,34 +215,30 @@ class SqliteJobStore:
                 self._db.execute("UPDATE jobs SET errors = ? WHERE id = ?", (json.dumps(errors + [message]), job_id))
 
     def record_result(self, job_id: str, result: ImageResult) -> bool:
-        payload, name = json.dumps(result.to_dict()), _db_name(result.name)
-        at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        closest = max(result.scores.values()) if result.ok and result.scores else None
-        with self._lock, database_errors("recording a result"), self._transaction():
-            if self._db.execute(
-                    "INSERT OR IGNORE INTO results (job_id, name, ok, payload, recorded_at, section, search, score) "
-                    "VALUES (?, ?, ?, ?, ?, ?, lower(?), ?)", (job_id, name, int(result.ok), payload, at,
-                                                               _section(result), _search_text(result),
-                                                               closest)).rowcount != 1:
+        """Once per (job, name): False for a result already recorded, committed or waiting."""
+        name = _db_name(result.name)
+        row = (job_id, name, int(result.ok), json.dumps(result.to_dict()),
+               datetime.now(UTC).isoformat(timespec="milliseconds"), _section(result), _search_text(result),
+               max(result.scores.values()) if result.ok and result.scores else None)
+        waiting = self._waiting
+        with self._lock, database_errors("recording a result"):
+            if (job_id, name) in waiting.rows or self._db.execute(
+                    "SELECT 1 FROM results WHERE job_id = ? AND name = ?", (job_id, name)).fetchone():
                 return False
-            self._count(job_id, result, 1, at)
-            self._db.executemany("INSERT OR IGNORE INTO result_matches VALUES (?, ?, ?, ?)",
-                                 [(job_id, c, name, result.scores.get(c, 0.0)) for c in result.matched])
-            return True
-
-    def _count(self, job_id: str, result: ImageResult, sign: int, at: str | None) -> None:
-        """Add one result's counts to its job's (sign -1: take them away), inside the caller's transaction."""
-        delta = Counters.of(result)
-        self._db.execute(_COUNT, (job_id, sign * delta.processed, sign * delta.failed, sign * delta.unmatched,
-                                  sign * delta.from_store, sign * delta.recomputed, sign * len(result.written), at))
-        if delta.matches:
-            self._db.executemany(_COUNT_MATCH, [(job_id, c, sign * n) for c, n in delta.matches.items()])
+            if not waiting.rows:
+                waiting.since = time.monotonic()
+            waiting.rows[(job_id, name)] = (row, result)
+            waiting.per_job[job_id] = waiting.per_job.get(job_id, 0) + 1
+            if result.written or len(waiting.rows) >= RECORD_BATCH or \
+                    time.monotonic() - waiting.since >= RECORD_SECONDS:
+                _commit(self._db, waiting)  # a copy's ownership is durable before its delivery returns
+        return True
 
     def _change_result(self, job_id: str, name: str, change: Callable[[ImageResult], ImageResult | None],
                        unless_undone: bool) -> ImageResult | None:
         """Read, change and write one result in one IMMEDIATE transaction (no other writer, of any process, in
         between); the result as it was, or None when there is none (or the job is undone and that matters)."""
-        with self._lock, database_errors("changing a job's copies"), self._transaction():
+        with self._current("changing a job's copies"), self._transaction():
             before = self._locked_result(job_id, name)
             if before is not None and unless_undone and self._db.execute(
                     "SELECT 1 FROM undone WHERE job_id = ?", (job_id,)).fetchone():
@@ -206,7 +272,7 @@ class SqliteJobStore:
 
     def counters(self, job_id: str) -> Counters:
         """Two keyed reads, whatever the job's size."""
-        with self._lock, database_errors("reading a job's counters"):
+        with self._current("reading a job's counters"):
             row = self._db.execute("SELECT processed, failed, unmatched, from_store, recomputed, arrived, "
                                    "last_result_at FROM job_counters WHERE job_id = ?", (job_id,)).fetchone()
             rows = self._db.execute("SELECT class, count FROM job_matches WHERE job_id = ? AND count != 0 "
@@ -217,12 +283,12 @@ class SqliteJobStore:
 
     def copies_written(self, job_id: str) -> int:
         """The copies the job owns now (written, not yet released), kept as the manifest changes."""
-        with self._lock, database_errors("reading a job's counters"):
+        with self._current("reading a job's counters"):
             row = self._db.execute("SELECT written FROM job_counters WHERE job_id = ?", (job_id,)).fetchone()
         return int(row[0]) if row else 0
 
     def results(self, job_id: str) -> Iterator[ImageResult]:
-        with self._lock, database_errors("reading a job's results"):
+        with self._current("reading a job's results"):
             rows = self._db.execute("SELECT payload FROM results WHERE job_id = ? ORDER BY name",
                                     (job_id,)).fetchall()
         for (payload,) in rows:
@@ -249,7 +315,7 @@ class SqliteJobStore:
         if min_score is not None:
             source += f" AND {score} >= ?"
             arguments.append(min_score)
-        with self._lock, database_errors("reading a page of results"):
+        with self._current("reading a page of results"):
             total = self._db.execute(f"SELECT COUNT(*) {source}", arguments).fetchone()[0]
             rows = self._db.execute(f"SELECT r.payload {source} ORDER BY {order} LIMIT ? OFFSET ?",
                                     [*arguments, limit, offset]).fetchall()
@@ -284,7 +350,7 @@ class SqliteJobStore:
         return row[0] if row else None
 
     def result(self, job_id: str, name: str) -> ImageResult | None:
-        with self._lock, database_errors("reading a result"):
+        with self._current("reading a result"):
             row = self._db.execute("SELECT payload FROM results WHERE job_id = ? AND name = ?",
                                    (job_id, _db_name(name))).fetchone()
         return None if row is None else ImageResult.from_dict(json.loads(row[0]))
@@ -293,7 +359,7 @@ class SqliteJobStore:
         """Remove the job's failures that may pass now (the disk was full): a resume classifies them again. Their
         counts are taken away in the same transaction."""
         where = "job_id = ? AND ok = 0 AND json_extract(payload, '$.retryable') = 1"
-        with self._lock, database_errors("forgetting retryable failures"), self._transaction():
+        with self._current("forgetting retryable failures"), self._transaction():
             if names is None:
                 rows = self._db.execute(f"DELETE FROM results WHERE {where} RETURNING payload", (job_id,)).fetchall()
             else:
@@ -302,5 +368,5 @@ class SqliteJobStore:
                     (job_id, _db_name(name))).fetchall()]
             forgotten = [ImageResult.from_dict(json.loads(payload)) for (payload,) in rows]
             for result in forgotten:
-                self._count(job_id, result, -1, None)
+                _count(self._db, job_id, result, -1, None)
         return [result.name for result in forgotten]
