@@ -40,6 +40,13 @@ class ResultPages(Protocol):
                      min_score: float | None = None, skip: int = 0) -> tuple[list[ImageResult], int]: ...
 
 
+@runtime_checkable
+class KeptCopies(Protocol):
+    """A job store that keeps how many copies each job owns (SQLite): read that, not every result."""
+
+    def copies_written(self, job_id: str) -> int: ...
+
+
 def section_keys(view: JobView) -> list[str]:
     return [f"class:{name}" for name in view["classes"]] + ["section:unmatched", "section:failed"]
 
@@ -78,6 +85,13 @@ class ReportJob:
         """The view and every result (a file, an export: what grows with the job)."""
         view = self._status(job_id)
         return JobReport(view, list(self._jobs.results(view.id)))
+
+    def totals(self, job_id: str) -> tuple[JobView, int]:
+        """The view and how many copies the job owns (what `run` ends with), from kept counters where kept."""
+        view = self._status(job_id)
+        if isinstance(self._jobs, KeptCopies):
+            return view, self._jobs.copies_written(view.id)
+        return view, sum(len(result.written) for result in self._jobs.results(view.id))
 
     def sections(self, job_id: str, per_section: Callable[[int], int]) -> tuple[JobView, list[Section]]:
         """The first page of each section, `per_section(sections)` photos long (a served page: the same size

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from common.domain.errors import NotFound, Overloaded
 from common.domain.jobs import JobDefaults
@@ -12,6 +12,7 @@ from common.domain.requests import parse_job_request
 from common.domain.status import JobView, status_view
 from common.ports import JobListing, JobReader, ObjectReader, UndoRecords
 from common.usecases.create_job import CreateJob, ResumeJob
+from common.usecases.report_job import KeptCopies
 
 
 class KeptJobs(JobReader, JobListing, Protocol):
@@ -118,13 +119,6 @@ class KeptJob:
     copies_made: int | None  # the copies the job owns (written, not released); None: not asked
     copies_present: int | None  # of those, still where the job put them; None: not looked for
     undone_at: str | None = None
-
-
-@runtime_checkable
-class KeptCopies(Protocol):
-    """A job store that keeps how many copies each job owns (SQLite): `jobs` reads that, not every result."""
-
-    def copies_written(self, job_id: str) -> int: ...
 
 
 class ListJobs:

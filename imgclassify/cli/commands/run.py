@@ -65,14 +65,12 @@ def _run(args: argparse.Namespace, app, model: str, body: dict) -> int:  # type:
         print(f"interrupted: {view.done} of {view.number_of_files} images done. "
               f"Run the same command again to resume job {job_id}.", file=sys.stderr)
         return 130
-    report = app.report(job_id)  # the final view and every result, read once
-    view, results = report.view, report.results
+    view, written = app.report.totals(job_id)  # kept counters: every result is read only for a dry run's plan
     progress.show(view)
     progress.end()
     app.stop()
-    written = sum(len(result.written) for result in results)
     answer = {**view.to_dict(), "model": model, "copies_written": written}
-    plan = planned_copies(results, view["source_prefix"]) if view.get("dry_run") else None
+    plan = planned_copies(app.report(job_id).results, view["source_prefix"]) if view.get("dry_run") else None
     if plan is not None:
         answer["would_copy"] = plan
     if resumed is not None:
