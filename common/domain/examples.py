@@ -70,6 +70,18 @@ def _synsets() -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
             cover)
 
 
+def synset_word(wnid: float | str) -> str:
+    """A synset's first word, by its WordNet id ("n02084071") or that id's number (as a result keeps it)."""
+    key = wnid if isinstance(wnid, str) else f"n{int(wnid):08d}"
+    return _words().get(key, key)
+
+
+@lru_cache(maxsize=1)
+def _words() -> dict[str, str]:
+    names, wnids, _ = _synsets()
+    return {w: n.split(".")[0].replace("_", " ") for n, w in zip(names, wnids, strict=True)}
+
+
 @dataclass(frozen=True)
 class Meaning:
     """What the model takes the examples for, when they agree: a WordNet synset and the ImageNet classes under it."""

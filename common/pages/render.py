@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from common.domain.examples import MEANING_MASS, synset_word
 from common.domain.results import ImageResult
 from common.domain.status import JobState, JobView
 from common.pages.exports import export_csv, export_jsonl, relative
@@ -49,12 +50,40 @@ def _detected(result: ImageResult, class_name: str, min_score: float) -> dict[st
     return detection if detection and detection["score"] >= min_score else None
 
 
-def _score_line(result: ImageResult, class_name: str, min_score: float) -> Markup:
-    """Why the photo is in the class: the classifier's mass, and the detector's class and score when it matched."""
-    line = Markup('<div class="score">score {:.2f}</div>').format(result.scores.get(class_name, 0)) \
-        if result.scores else Markup("")
-    detection = _detected(result, class_name, min_score)
+def _why(result: ImageResult, class_name: str, view: JobView) -> tuple[float, Markup]:
+    """Why the photo is in the class, and the score that says so: its similarity to the class's examples against the
+    class's threshold (and the model's probability under the examples' meaning), the classifier's mass, the
+    detector's score, or a correction."""
+    kept = result.similarities
+    threshold = kept.get(f"{class_name}/threshold")
+    mass = kept.get(f"{class_name}/mass")
+    if class_name in kept and threshold is not None and kept[class_name] >= threshold - 1e-4 and \
+            (mass is None or mass >= MEANING_MASS):
+        line = Markup('<div class="score" data-why="examples">like your examples: {:.2f} ≥ {:.2f}</div>').format(
+            kept[class_name], threshold)
+        wnid = kept.get(f"{class_name}/wnid")
+        if mass is not None and wnid is not None:
+            line += Markup('<div class="why">the model sees {} in it: {:.2f} ≥ {:.2f}, as in your examples</div>'
+                           ).format(synset_word(wnid), mass, MEANING_MASS)
+        return kept[class_name], line
+    score = result.scores.get(class_name, 0.0)
+    if score >= view["min_score"] and score > 0.0:
+        return score, Markup('<div class="score" data-why="classifier">score {:.2f} ≥ {:.2f}</div>').format(
+            score, view["min_score"])
+    detection = _detected(result, class_name, view["detector_min_score"])
     if detection:
+        return detection["score"], Markup('<div class="score detected" data-why="detector" data-detected="{}">'
+                                          'detector: {} {:.2f} ≥ {:.2f}</div>').format(
+            detection["label"], detection["label"], detection["score"], view["detector_min_score"])
+    return score, Markup('<div class="score" data-why="correction">here by a correction (the model: {:.2f})</div>'
+                         ).format(kept.get(class_name, score))
+
+
+def _score_line(result: ImageResult, class_name: str, view: JobView) -> Markup:
+    """Why the photo is in the class; the detector's match too when the classifier's score is what put it there."""
+    line = _why(result, class_name, view)[1]
+    detection = _detected(result, class_name, view["detector_min_score"])
+    if detection and 'data-why="detector"' not in line:
         line += Markup('<div class="detected" data-detected="{}">detector: {} {:.2f}</div>').format(
             detection["label"], detection["label"], detection["score"])
     return line
@@ -65,9 +94,29 @@ def _closest_score(result: ImageResult) -> float | None:
 
 
 def _closest_line(result: ImageResult) -> Markup:
+    line = Markup("")
     if result.scores:
         name, score = max(result.scores.items(), key=lambda item: item[1])
-        return Markup('<div class="score">closest: {} {:.2f}</div>').format(name, score)
+        line = Markup('<div class="score">closest: {} {:.2f}</div>').format(name, score)
+    taught = {name: value - result.similarities[f"{name}/threshold"] for name, value in result.similarities.items()
+              if "/" not in name and f"{name}/threshold" in result.similarities}
+    if taught:  # a class taught by examples: how far the photo is from what it needed
+        name = max(taught, key=lambda n: taught[n])
+        similarity, threshold = result.similarities[name], result.similarities[f"{name}/threshold"]
+        mass = result.similarities.get(f"{name}/mass")
+        if taught[name] < -1e-4:
+            line += Markup('<div class="why">like your {} examples: {:.2f} &lt; {:.2f}</div>').format(
+                name, similarity, threshold)
+        elif mass is not None and mass < MEANING_MASS:
+            line += Markup('<div class="why">like your {} examples ({:.2f} ≥ {:.2f}), but the model sees {} in it '
+                           'only {:.2f} &lt; {:.2f}</div>').format(
+                name, similarity, threshold, synset_word(result.similarities.get(f"{name}/wnid", 0.0)), mass,
+                MEANING_MASS)
+        else:
+            line += Markup('<div class="why">like your {} examples ({:.2f} ≥ {:.2f}), but nearer another class or '
+                           'said not to be one</div>').format(name, similarity, threshold)
+    if line:
+        return line
     return Markup('<div class="score">top: {}</div>').format(result.labels[0].name if result.labels else "?")
 
 
@@ -116,7 +165,8 @@ def _context(view: JobView, thumbnail: ThumbnailSource, corrections_url: str | N
     """What the figures need: the template helpers over this job."""
     least = view["detector_min_score"]
     return dict(view=view, thumbnail=thumbnail, relative=lambda name: relative(name, view["source_prefix"]),
-                top_labels=_top_labels, score_line=lambda r, c: _score_line(r, c, least), closest_line=_closest_line,
+                top_labels=_top_labels, score_line=lambda r, c: _score_line(r, c, view), closest_line=_closest_line,
+                class_score=lambda r, c: _why(r, c, view)[0],
                 closest_score=_closest_score, full_photo=full_photo or (lambda name: None),
                 matched_box=lambda r, c: tuple(d["box"]) if (d := _detected(r, c, least)) else None,
                 reason_line=lambda r: Markup('<div class="reason">{}</div>').format(r.reason),

@@ -1,0 +1,61 @@
+"""Every decision explains itself on the results page (issue 30): a taught class's photo shows its similarity against
+the class's threshold (and what the model sees in it, where the examples' meaning counted), a detector's match the
+detector's score where the classifier's would be, a photo put there by a correction says so; none shows "score
+0.00" as its reason."""
+from __future__ import annotations
+
+import re
+
+from common.domain.jobs import JobRecord, JobSpec
+from common.domain.results import Counters, ImageResult, Label
+from common.domain.status import status_view
+from common.pages import render_file
+
+SPEC = JobSpec(classes=("pets", "people", "roses"), bucket="local", examples=(("pets", "examples/pets/"),))
+LABELS = (Label(207, "golden retriever", 0.91),)
+
+
+def page(*results: ImageResult) -> str:
+    view = status_view(JobRecord("a" * 32, SPEC, len(results), "2026-01-01T00:00:00+00:00"), Counters())
+    return render_file(view, results, "html", lambda name, box: None)[1]
+
+
+def figure(html: str, section: str, name: str) -> str:
+    block = html.split(f'data-class="{section}"', 1)[1].split("</section>", 1)[0]
+    return re.search(rf'<figure data-file="{name}".*?</figure>', block, re.S).group(0)
+
+
+def test_a_taught_photo_shows_its_similarity_against_the_threshold_and_what_the_model_sees():
+    dog = ImageResult("all/dog.jpg", True, ("pets",), LABELS, scores={"pets": 0.0, "people": 0.0, "roses": 0.0},
+                      similarities={"pets": 0.71, "pets/threshold": 0.64, "pets/mass": 0.93, "pets/wnid": 2084071.0})
+    shown = figure(page(dog), "pets", "dog.jpg")
+    assert "like your examples: 0.71 ≥ 0.64" in shown and "the model sees dog in it: 0.93 ≥ 0.50" in shown
+    assert "score 0.00" not in shown and 'data-score="0.7100"' in shown
+
+
+def test_a_detectors_match_shows_the_detectors_score_where_the_classifiers_would_be():
+    person = ImageResult("all/me.jpg", True, ("people",), LABELS, scores={"pets": 0.0, "people": 0.02, "roses": 0.0},
+                         detections={"people": {"label": "person", "score": 0.87, "box": [0.1, 0.1, 0.5, 0.9]}})
+    shown = figure(page(person), "people", "me.jpg")
+    assert re.search(r'class="score detected"[^>]*>detector: person 0\.87 ≥ 0\.\d+<', shown)
+    assert "score 0.02" not in shown and 'data-score="0.8700"' in shown
+
+
+def test_a_photo_a_correction_put_in_a_class_says_so():
+    rose = ImageResult("all/rose.jpg", True, ("roses",), LABELS, scores={"pets": 0.0, "people": 0.0, "roses": 0.01})
+    assert "here by a correction" in figure(page(rose), "roses", "rose.jpg")
+
+
+def test_an_unmatched_photo_shows_how_far_it_was_from_a_taught_class():
+    cat = ImageResult("all/cat.jpg", True, (), LABELS, scores={"pets": 0.0, "people": 0.0, "roses": 0.0},
+                      similarities={"pets": 0.31, "pets/threshold": 0.64})
+    html = page(cat)
+    block = html.split('data-section="unmatched"', 1)[1]
+    assert "like your pets examples: 0.31 &lt; 0.64" in block
+
+
+def test_an_unmatched_photo_like_the_examples_says_the_model_sees_something_else_in_it():
+    pizza = ImageResult("all/pizza.jpg", True, (), LABELS, scores={"pets": 0.0, "people": 0.0, "roses": 0.0},
+                        similarities={"pets": 0.70, "pets/threshold": 0.64, "pets/mass": 0.01, "pets/wnid": 2084071.0})
+    block = page(pizza).split('data-section="unmatched"', 1)[1]
+    assert "like your pets examples (0.70 ≥ 0.64), but the model sees dog in it only 0.01 &lt; 0.50" in block
