@@ -121,9 +121,11 @@ class LearnExamples:
                           meanings, np.stack(seen) if seen else np.zeros((0, 1), np.float32))
         except ValueError as exc:
             raise InvalidExamples(f"examples: {exc}") from None
-        if model.refused:  # nothing is sorted rather than a folder sorted at random: one line says why
-            raise InvalidExamples("examples: " + "; ".join(model.refused[c] for c in model.classes
-                                                           if c in model.refused))
+        # Nothing is sorted rather than a folder sorted at random: one line says why. A class taught by corrections
+        # alone is not refused: its corrected photos are followed exactly, and it learns nothing more from them.
+        refused = [model.refused[c] for c in model.classes if c in model.refused and prefixes.get(c)]
+        if refused:
+            raise InvalidExamples("examples: " + "; ".join(refused))
         log.info("examples learned", extra={
             "classes": list(model.classes), "background": len(background),
             "examples": {c: len(r) for c, r in examples.items()},
