@@ -175,3 +175,26 @@ def test_results_are_committed_in_groups_but_a_copy_written_is_committed_before_
     writer.close()
     assert other.counters(job.id).processed == 3 and len(list(other.results(job.id))) == 4
     other.close()
+
+
+def test_results_are_stored_compactly_and_read_back_exactly_in_either_form(tmp_path):
+    from common.adapters.local.jobs import _db_name, _decode, _encode
+    from common.domain.labels import imagenet_classes
+
+    rng = random.Random(11)
+    names = imagenet_classes()
+    odd = ImageResult("all/caf\udce9.jpg", True, ("dog",), (Label(207, names[207].name, 0.5), Label(3, "person", 0.25)),
+                      scores={"dog": 0.5}, copies=("dog/a.jpg", "dog/b.jpg"), written=("dog/b.jpg",),
+                      identities={"dog/b.jpg": "1:2:3"}, content="md5:x", prediction="store")
+    results = [_result(rng, i) for i in range(200)] + [odd]
+    results = [ImageResult(r.name, r.ok, r.matched, tuple(Label(l.index, names[l.index].name, l.score)
+                                                          for l in r.labels) if r is not odd else r.labels,
+                           r.reason, r.scores, r.copies, r.written, r.content, r.prediction, r.retryable,
+                           identities=r.identities) for r in results]
+    for result in results:
+        stored = _db_name(result.name)
+        assert _decode(stored, _encode(result)) == result
+        assert _decode(stored, json.dumps(result.to_dict())) == result  # rows written before
+    compact = sum(len(_encode(r)) for r in results) / len(results)
+    before = sum(len(json.dumps(r.to_dict())) for r in results) / len(results)
+    assert compact < 0.6 * before
