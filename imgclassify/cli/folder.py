@@ -3,14 +3,14 @@ its log file."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from common import bootstrap
-from common.config import Settings, env_flag
+from common.config import Settings
 from common.domain.options import Backend
 from common.logs import CloudLoggingFormatter, get_logger
 from imgclassify.cli.model import (check_model_options, choose_detector, choose_weights, configured_detector,
@@ -71,16 +71,15 @@ def embedded_app(args: argparse.Namespace, load_model: bool) -> Iterator[tuple[b
         log_to_file(root, args.verbose)
         weights, runtime = choose_weights(args, photos)
         detector = choose_detector(args, needed=_needs_detector(args))
-        settings = Settings(backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos),
-                            local_sources=example_sources(args), model=args.model,
-                            weights=weights, runtime=runtime, bucket="local",
-                            service_key=os.environ.get("SERVICE_KEY", ""), default_top_k=args.top_k,
-                            default_min_score=args.min_score,
-                            # A local user's own webhook on this machine is theirs to call; private networks only
-                            # where they say so, as an operator would.
-                            callback_allow_loopback=True,
-                            callback_allow_private=env_flag(os.environ, "CALLBACK_ALLOW_PRIVATE"),
-                            detector_model=detector)
+        # The one settings model: the environment as a cloud instance reads it (SERVICE_KEY,
+        # CALLBACK_ALLOW_PRIVATE, ALLOWED_HOSTS…), under what this command resolved from its flags and the folder.
+        settings = dataclasses.replace(
+            Settings.from_env(), backend=Backend.LOCAL, local_root=str(root), local_photos=str(photos),
+            local_sources=example_sources(args), model=args.model, weights=weights, runtime=runtime, bucket="local",
+            default_top_k=args.top_k, default_min_score=args.min_score, detector_model=detector,
+            # A local user's own webhook on this machine is theirs to call; private networks only where they say
+            # so, as an operator would.
+            callback_allow_loopback=True)
         app = bootstrap.local_app(settings, workers=args.workers)
         if load_model or args.weights == "imagenet":
             app.load_model()

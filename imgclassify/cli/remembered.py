@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import bootstrap
+from common import bootstrap, config
 from common.domain.jobs import STATE_DIR
 from common.domain.options import Model, Runtime, choices
 from common.domain.requests import REQUEST_FIELDS
@@ -23,11 +23,15 @@ from imgclassify.cli.output import printable
 # What is remembered, each with how a kept (or environment) value is read back.
 REMEMBERED: dict[str, Callable[[str], Any]] = {"model": str, "weights": str, "runtime": str, "top_k": int,
                                               "min_score": float}
-# None: the match rule's own tuned value (min_score), decided by the job, not here.
-DEFAULTS: dict[str, Any] = {"model": Model.RESNET50.value, "weights": "imagenet", "runtime": "auto", "top_k": 5,
-                            "min_score": None}
-ENVIRONMENT = {"model": "MODEL", "weights": "MODEL_WEIGHTS", "runtime": "MODEL_RUNTIME", "top_k": "DEFAULT_TOP_K",
-               "min_score": "DEFAULT_MIN_SCORE"}
+# The settings each option stands for (common/config.py: their variables and defaults live there). The CLI's own
+# defaults are only where a command differs from a cloud instance: it lets Keras download ImageNet weights, and
+# picks the runtime by the weights file. min_score None: the match rule's own tuned value, decided by the job.
+SETTING_OF = {"model": "model", "weights": "weights", "runtime": "runtime", "top_k": "default_top_k",
+              "min_score": "default_min_score"}
+DEFAULTS: dict[str, Any] = {**{option: config.default(name) for option, name in SETTING_OF.items()},
+                            "weights": "imagenet", "runtime": "auto"}
+DEFAULTS["model"] = str(DEFAULTS["model"])
+ENVIRONMENT = {option: config.variable(name) for option, name in SETTING_OF.items()}
 
 
 SETTINGS_FILE = "settings.json"
