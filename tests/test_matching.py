@@ -59,7 +59,8 @@ def test_weak_classes_warn_and_precise_classes_do_not():
     assert "scuba diver" in resolve("person").warning
     assert resolve("tabby").warning is None  # names one ImageNet class exactly: precise, not weak
     nothing = resolve("democracy")
-    assert nothing.classes == frozenset() and "match nothing" in nothing.warning
+    assert nothing.classes == frozenset() and "finds nothing by itself" in nothing.warning
+    assert "--examples democracy=FOLDER" in nothing.warning
 
 
 def test_unknown_words_are_400_with_suggestions():
@@ -124,3 +125,48 @@ def test_substring_rule_uses_the_keras_label_names():
              906: "Windsor_tie", 934: "hotdog", 986: "yellow_lady's_slipper", 996: "hen-of-the-woods"}
     classes = imagenet_classes()
     assert {i: classes[i].keras_name for i in keras} == keras
+
+
+# --- words people use -------------------------------------------------------------------------------------------
+
+def test_an_everyday_word_that_covers_nothing_points_to_what_would_work():
+    from common.domain.options import MatchMode
+    from common.domain.taxonomy import describe_resolution
+
+    warnings = describe_resolution(("pets", "kids", "beach", "sunset", "wedding", "documents"),
+                                   MatchMode.HIERARCHY)["warnings"]
+    said = dict(zip(("pets", "kids", "beach", "sunset", "wedding", "documents"), warnings, strict=True))
+    assert "ask for dogs and cats instead" in said["pets"] and "--examples pets=FOLDER" in said["pets"]
+    assert "ask for people instead" in said["kids"] and "seashore" in said["beach"]
+    assert "--examples sunset=FOLDER" in said["sunset"] and "people" in said["wedding"]
+    assert "menu" in said["documents"]
+
+
+def test_every_unknown_word_of_a_request_is_named_at_once():
+    from common.domain.options import MatchMode
+    from common.domain.taxonomy import describe_resolution
+
+    with pytest.raises(UnknownClass) as caught:
+        describe_resolution(("selfies", "dogs", "dgo", "glorp"), MatchMode.HIERARCHY)
+    message = caught.value.message
+    assert "classes[0] 'selfies'" in message and "classes[2] 'dgo'" in message and "classes[3] 'glorp'" in message
+    assert "dingo" in message and "--examples selfies=FOLDER" in message
+    with pytest.raises(UnknownClass) as alone:
+        describe_resolution(("selfies",), MatchMode.HIERARCHY)
+    assert alone.value.to_json()["suggestions"] == ["people"]  # not shellfish or damselfish
+
+
+def test_the_form_suggests_people_the_detectors_classes_and_the_taught_classes_first():
+    from common.domain.jobs import JobRecord, JobSpec
+    from common.domain.results import Counters
+    from common.domain.status import status_view
+    from common.domain.taxonomy import class_vocabulary
+    from common.pages import render_index
+
+    words = class_vocabulary()
+    assert words[0] == "people" and {"horse", "giraffe", "teddy bear"} <= set(words[:120])
+    taught = status_view(JobRecord("c" * 32, JobSpec(("roses",), "local", examples=(("roses", "examples/r/"),)), 1,
+                                   "2026-01-01T00:00:00+00:00"), Counters())
+    page = render_index([(taught, None)], words, "/classification-job", taught=["receipts"])
+    listed = page.split('id="vocabulary-words">', 1)[1]
+    assert listed.index('"receipts"') < listed.index('"roses"') < listed.index('"people"')

@@ -27,7 +27,8 @@ def figure(html: str, section: str, name: str) -> str:
 
 def test_a_taught_photo_shows_its_similarity_against_the_threshold_and_what_the_model_sees():
     dog = ImageResult("all/dog.jpg", True, ("pets",), LABELS, scores={"pets": 0.0, "people": 0.0, "roses": 0.0},
-                      similarities={"pets": 0.71, "pets/threshold": 0.64, "pets/mass": 0.93, "pets/wnid": 2084071.0})
+                      similarities={"pets": 0.71, "pets/threshold": 0.64, "pets/mass": 0.93, "pets/wnid": 2084071.0},
+                      copies=("pets/dog.jpg",))
     shown = figure(page(dog), "pets", "dog.jpg")
     assert "like your examples: 0.71 ≥ 0.64" in shown and "the model sees dog in it: 0.93 ≥ 0.50" in shown
     assert "score 0.00" not in shown and 'data-score="0.7100"' in shown
@@ -35,14 +36,16 @@ def test_a_taught_photo_shows_its_similarity_against_the_threshold_and_what_the_
 
 def test_a_detectors_match_shows_the_detectors_score_where_the_classifiers_would_be():
     person = ImageResult("all/me.jpg", True, ("people",), LABELS, scores={"pets": 0.0, "people": 0.02, "roses": 0.0},
-                         detections={"people": {"label": "person", "score": 0.87, "box": [0.1, 0.1, 0.5, 0.9]}})
+                         detections={"people": {"label": "person", "score": 0.87, "box": [0.1, 0.1, 0.5, 0.9]}},
+                         copies=("people/me.jpg",))
     shown = figure(page(person), "people", "me.jpg")
     assert re.search(r'class="score detected"[^>]*>detector: person 0\.87 ≥ 0\.\d+<', shown)
     assert "score 0.02" not in shown and 'data-score="0.8700"' in shown
 
 
 def test_a_photo_a_correction_put_in_a_class_says_so():
-    rose = ImageResult("all/rose.jpg", True, ("roses",), LABELS, scores={"pets": 0.0, "people": 0.0, "roses": 0.01})
+    rose = ImageResult("all/rose.jpg", True, ("roses",), LABELS, scores={"pets": 0.0, "people": 0.0, "roses": 0.01},
+                       copies=("roses/rose.jpg",))
     assert "here by a correction" in figure(page(rose), "roses", "rose.jpg")
 
 
@@ -59,3 +62,14 @@ def test_an_unmatched_photo_like_the_examples_says_the_model_sees_something_else
                         similarities={"pets": 0.70, "pets/threshold": 0.64, "pets/mass": 0.01, "pets/wnid": 2084071.0})
     block = page(pizza).split('data-section="unmatched"', 1)[1]
     assert "like your pets examples (0.70 ≥ 0.64), but the model sees dog in it only 0.01 &lt; 0.50" in block
+
+
+def test_a_corrected_photo_is_shown_where_its_copies_now_are():
+    """"not roses" took the job's copy away; "add to people" made one; "add to keepers" (no class of the job) too."""
+    view = status_view(JobRecord("b" * 32, SPEC, 2, "2026-01-01T00:00:00+00:00"), Counters())
+    moved = ImageResult("all/x.jpg", True, ("roses",), LABELS, scores={"pets": 0.0, "people": 0.0, "roses": 0.6},
+                        copies=("people/x.jpg", "keepers/x.jpg"), written=("people/x.jpg", "keepers/x.jpg"))
+    html = render_file(view, [moved], "html", lambda name, box: None)[1]
+    assert "x.jpg" not in html.split('data-class="roses"', 1)[1].split("</section>", 1)[0]
+    people = figure(html, "people", "x.jpg")
+    assert "here by a correction" in people and "added to keepers (a correction)" in people

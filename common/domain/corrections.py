@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from common.domain.errors import InvalidRequest
 from common.domain.requests import validate_class_name
+from common.domain.results import ImageResult
 
 MAX_CORRECTIONS = 500  # per request
 
@@ -53,3 +54,21 @@ def corrected_matches(classes: tuple[str, ...], matched: tuple[str, ...], conten
                       said: Mapping[str, Mapping[str, bool]]) -> tuple[str, ...]:
     """A photo someone corrected is what they said, whatever the model says (`said`: class -> content -> belongs)."""
     return tuple(c for c in classes if said.get(c, {}).get(content, c in matched))
+
+
+def placed(result: ImageResult, class_name: str, by_copies: bool) -> bool:
+    """Whether a photo is in a class now. For a job whose copies stand (`by_copies`: neither a dry run nor undone):
+    whether it has a copy in the class's folder, so a correction that took the copy away or added one moves it;
+    otherwise what it matched."""
+    if not result.ok:
+        return False
+    if not by_copies:
+        return class_name in result.matched
+    folder = f"{class_name}/".casefold()
+    return any(copy.casefold().startswith(folder) for copy in result.copies)
+
+
+def added_elsewhere(result: ImageResult, classes: tuple[str, ...]) -> list[str]:
+    """The photo's copies outside every folder of the job's classes: where corrections added it."""
+    folders = tuple(f"{c}/".casefold() for c in classes)
+    return [copy for copy in result.copies if not copy.casefold().startswith(folders)]

@@ -25,6 +25,41 @@ _NOUN_SUFFIXES = (("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("sh
                   ("ies", "y"), ("s", ""))
 
 
+# Words people sort photos by that no ImageNet or COCO class descends from in WordNet (or that WordNet lacks), and
+# the classes that find them: what a message points to instead of "matches nothing". By base form.
+EVERYDAY: dict[str, tuple[str, ...]] = {
+    "pet": ("dogs", "cats"), "kid": ("people",), "child": ("people",), "baby": ("people",),
+    "family": ("people",), "friend": ("people",), "selfie": ("people",), "portrait": ("people",),
+    "wedding": ("people", "groom", "gown"), "party": ("people",), "beach": ("seashore", "sandbar"),
+    "sea": ("seashore", "sandbar"), "landscape": ("valley", "lakeside", "seashore", "mountains"),
+    "nature": ("valley", "lakeside", "seashore", "mountains"), "mountain": ("mountains",),
+    "document": ("menu", "envelope", "web site"), "receipt": (), "screenshot": ("web site",), "sunset": (),
+    "snow": ("snowmobile", "ski"), "christmas": (), "birthday": ("balloon", "candles"), "tree": (),
+    "city": (), "holiday": (), "concert": ("stage",), "sport": ("people",), "car": ("cars",),
+}
+
+
+def _everyday(word: str) -> tuple[str, ...] | None:
+    """The classes that find an everyday word (possibly none), or None when it is not one."""
+    word = Taxonomy.normalise(word)
+    for form in (word, *(word[:-len(suffix)] + ending for suffix, ending in _NOUN_SUFFIXES
+                         if word.endswith(suffix) and len(word) > len(suffix)), {"children": "child"}.get(word, "")):
+        if form in EVERYDAY:
+            return EVERYDAY[form]
+    return None
+
+
+def instead(query: str, named: bool = True) -> str:
+    """What would find what `query` means, for a message about a class that finds nothing (`named`: the classes
+    that find it too; else they are the error's suggestions)."""
+    covering = (_everyday(query) or ()) if named else ()
+    teach = f"teach it by example photos (--examples {Taxonomy.normalise(query).replace('_', '-')}=FOLDER)"
+    if not covering:
+        return teach
+    listed = f"{', '.join(covering[:-1])} and {covering[-1]}" if len(covering) > 1 else covering[0]
+    return f"ask for {listed} instead, or {teach}"
+
+
 def imagenet_classes_phrase(count: int) -> str:
     return f"{count} ImageNet class" + ("" if count == 1 else "es")
 
@@ -60,7 +95,11 @@ class Resolution:
 
 
 class UnknownClass(InvalidRequest):
-    pass
+    """A class that is no WordNet noun; `word` is the class as asked for."""
+
+    def __init__(self, message: str, word: str = "", **details: object) -> None:
+        super().__init__(message, field="classes", **details)
+        self.word = word
 
 
 class Taxonomy:
@@ -118,7 +157,11 @@ class Taxonomy:
             return self._resolution(query, [node])
         forms = self.base_forms(word)
         if not forms:
-            raise UnknownClass(f"classes[{position}] {query!r} is not a WordNet noun", field="classes",
+            covering = _everyday(word)
+            if covering is not None:
+                raise UnknownClass(f"classes[{position}] {query!r} is not a WordNet noun: {instead(query, False)}",
+                                   query, suggestions=list(covering))
+            raise UnknownClass(f"classes[{position}] {query!r} is not a WordNet noun", query,
                                suggestions=self.suggest(word))
         chosen = [s for s in (self._best_sense(f) for f in forms) if s is not None]
         return self._resolution(query, list(dict.fromkeys(chosen[:1])) if chosen else [])
@@ -128,9 +171,11 @@ class Taxonomy:
         detected = frozenset().union(*(self.coco_cover[n] for n in nodes)) if nodes else frozenset()
         names = tuple(self.synsets[n]["name"] for n in nodes)
         warning = None
-        if not classes:
-            warning = f"{query!r} is a WordNet noun but no ImageNet class descends from it: it will match nothing" + (
-                " unless the service has the object detector" if detected else "")
+        if not classes and detected:
+            warning = f"{query!r} is a WordNet noun but no ImageNet class descends from it: it matches only what the " \
+                      "object detector finds"
+        elif not classes:
+            warning = f"{query!r} covers no ImageNet class, so it finds nothing by itself: {instead(query)}"
         elif len(classes) < WEAK_CLASS_LIMIT and not set(nodes) <= self._is_imagenet_class:
             # A query naming an ImageNet class itself ("tabby") is precise, not weak.
             labels = ", ".join(imagenet_classes()[i].name for i in sorted(classes))
@@ -161,9 +206,16 @@ def load_taxonomy() -> Taxonomy:
     return Taxonomy(data, lemmas)
 
 
+COMMON_CLASSES = ("people", "dogs", "cats", "birds", "horses", "cars", "food", "flowers", "trucks", "boats",
+                  "musical instruments", "fruit", "furniture")
+
+
 @lru_cache(maxsize=1)
 def class_vocabulary() -> tuple[str, ...]:
-    return tuple(load_taxonomy().vocabulary())
+    """What a form suggests as someone types: the words people ask for most (the detector's people first), the
+    detector's classes, then every word the service can find, the widest first."""
+    taxonomy = load_taxonomy()
+    return tuple(dict.fromkeys((*COMMON_CLASSES, *(entry["name"] for entry in taxonomy.coco), *taxonomy.vocabulary())))
 
 
 @lru_cache(maxsize=4096)
@@ -181,19 +233,31 @@ def _resolve_all(classes: tuple[str, ...], detector: bool, taught: frozenset[str
     taxonomy = load_taxonomy()
     meanings: list[tuple[str, tuple[str, ...]]] = []
     warnings = []
+    unknown: list[UnknownClass] = []
     for i, c in enumerate(classes):
         try:
             resolution = taxonomy.resolve(c, i)
-        except UnknownClass:
+        except UnknownClass as exc:
             if c not in taught:
-                raise
+                unknown.append(exc)
             meanings.append((c, (TAUGHT,)))  # any word may name a class its examples define
             continue
         meanings.append((c, tuple(resolution.describe(detector)) + ((TAUGHT,) if c in taught else ())))
         warning = resolution.warning_with(detector)
         if warning and c not in taught:  # "matches nothing" is not true of a class with examples
             warnings.append(warning)
+    if len(unknown) == 1:
+        raise unknown[0]
+    if unknown:  # every word the request has wrong, at once
+        raise UnknownClass("; ".join(_with_suggestions(exc) for exc in unknown), ", ".join(e.word for e in unknown))
     return tuple(meanings), tuple(warnings)
+
+
+def _with_suggestions(exc: UnknownClass) -> str:
+    suggestions = exc.details.get("suggestions")
+    if isinstance(suggestions, list) and suggestions:
+        return f"{exc.message} (did you mean {' or '.join(str(s) for s in suggestions)}?)"
+    return exc.message
 
 
 @lru_cache(maxsize=4096)

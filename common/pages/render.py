@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from common.domain.corrections import added_elsewhere, placed
 from common.domain.examples import MEANING_MASS, synset_word
 from common.domain.results import ImageResult
 from common.domain.status import JobState, JobView
@@ -86,14 +87,25 @@ def _score_line(result: ImageResult, class_name: str, view: JobView) -> Markup:
     if detection and 'data-why="detector"' not in line:
         line += Markup('<div class="detected" data-detected="{}">detector: {} {:.2f}</div>').format(
             detection["label"], detection["label"], detection["score"])
-    return line
+    return line + _added_line(result, view)
+
+
+def _added_line(result: ImageResult, view: JobView) -> Markup:
+    """Where corrections added the photo outside the job's classes (those have no section of their own)."""
+    elsewhere = added_elsewhere(result, tuple(view["classes"])) if not view.get("dry_run") else []
+    return Markup('<div class="why" data-added="{}">added to {} (a correction)</div>').format(
+        " ".join(elsewhere), ", ".join(copy.split("/", 1)[0] for copy in elsewhere)) if elsewhere else Markup("")
 
 
 def _closest_score(result: ImageResult) -> float | None:
     return max(result.scores.values()) if result.scores else None
 
 
-def _closest_line(result: ImageResult) -> Markup:
+def _closest_line(result: ImageResult, view: JobView) -> Markup:
+    return _closest(result) + _added_line(result, view)
+
+
+def _closest(result: ImageResult) -> Markup:
     line = Markup("")
     if result.scores:
         name, score = max(result.scores.items(), key=lambda item: item[1])
@@ -154,8 +166,10 @@ def page_sections(view: JobView, pages: Iterable[tuple[str, list[ImageResult], i
 def every_result(view: JobView, results: Iterable[ImageResult]) -> list[PageSection]:
     """Every result in its sections (a file: self-contained)."""
     ordered = sorted(results, key=lambda r: r.name)
-    members = {f"class:{name}": [r for r in ordered if r.ok and name in r.matched] for name in view["classes"]}
-    members["section:unmatched"] = [r for r in ordered if r.ok and not r.matched]
+    by_copies = not view.get("dry_run") and not view.get("undone_at")  # where corrections put a photo, it is shown
+    members = {f"class:{name}": [r for r in ordered if placed(r, name, by_copies)] for name in view["classes"]}
+    members["section:unmatched"] = [r for r in ordered if r.ok and not any(
+        placed(r, name, by_copies) for name in view["classes"])]
     members["section:failed"] = [r for r in ordered if not r.ok]
     return page_sections(view, ((key, chosen, len(chosen)) for key, chosen in members.items()))
 
@@ -165,7 +179,8 @@ def _context(view: JobView, thumbnail: ThumbnailSource, corrections_url: str | N
     """What the figures need: the template helpers over this job."""
     least = view["detector_min_score"]
     return dict(view=view, thumbnail=thumbnail, relative=lambda name: relative(name, view["source_prefix"]),
-                top_labels=_top_labels, score_line=lambda r, c: _score_line(r, c, view), closest_line=_closest_line,
+                top_labels=_top_labels, score_line=lambda r, c: _score_line(r, c, view),
+                closest_line=lambda r: _closest_line(r, view),
                 class_score=lambda r, c: _why(r, c, view)[0],
                 closest_score=_closest_score, full_photo=full_photo or (lambda name: None),
                 matched_box=lambda r, c: tuple(d["box"]) if (d := _detected(r, c, least)) else None,
@@ -236,9 +251,12 @@ def render_file(view: JobView, results: Iterable[ImageResult], fmt: str,
                                        left_out=max(0, figures - MAX_INLINE_PREVIEWS))
 
 
-def render_index(jobs: Iterable[tuple[JobView, str | None]], vocabulary: Iterable[str], jobs_url: str) -> str:
-    """A served folder's front page: a form starting a job (its classes suggested from `vocabulary`), and the
-    jobs (each with when it was undone, if it was), newest first, each linking to its page."""
+def render_index(jobs: Iterable[tuple[JobView, str | None]], vocabulary: Iterable[str], jobs_url: str,
+                 taught: Iterable[str] = ()) -> str:
+    """A served folder's front page: a form starting a job (its classes suggested from `vocabulary`, the classes
+    taught by examples first: the server's own, `taught`, and those the jobs here were taught), and the jobs (each
+    with when it was undone, if it was), newest first, each linking to its page."""
     ordered = sorted(jobs, key=lambda job: job[0]["created_at"], reverse=True)
-    return _environment().get_template("index.html").render(jobs=ordered, vocabulary=list(vocabulary),
-                                                            jobs_url=jobs_url)
+    learned = [name for view, _ in ordered for name, _ in view.job.spec.examples]
+    words = list(dict.fromkeys([*taught, *learned, *vocabulary]))
+    return _environment().get_template("index.html").render(jobs=ordered, vocabulary=words, jobs_url=jobs_url)

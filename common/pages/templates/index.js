@@ -51,19 +51,26 @@ document.getElementById('add-class').addEventListener('click', function () { add
 document.getElementById('new-job').addEventListener('submit', function (event) {
   event.preventDefault();
   addClasses(input.value);
-  if (!chosen.length) { said.textContent = 'add at least one class'; input.focus(); return; }
+  if (!chosen.length) { said.textContent = 'add at least one class'; said.className = 'error'; input.focus(); return; }
   var form = event.target;
   var body = {classes: chosen.slice(), dry_run: form.elements.dry_run.checked};
   if (form.elements.min_score.value) body.min_score = Number(form.elements.min_score.value);
   said.textContent = 'starting…';
+  said.className = '';
   fetch(document.body.dataset.jobs, {method: 'POST', headers: {'Content-Type': 'application/json'},
     credentials: 'same-origin', body: JSON.stringify(body)})
     .then(answer)
     .then(function (result) {
-      if (!result[0]) { said.textContent = result[1].message || 'not started'; return; }
+      if (!result[0]) {
+        var suggested = result[1].suggestions || [];
+        said.textContent = (result[1].message || 'not started') +
+          (suggested.length ? ' — did you mean ' + suggested.join(' or ') + '?' : '');
+        said.className = 'error';
+        return;
+      }
       location.href = document.body.dataset.jobs + '/' + result[1].id + '/report';
     })
-    .catch(function () { said.textContent = 'not started: the server did not answer'; });
+    .catch(function () { said.textContent = 'not started: the server did not answer'; said.className = 'error'; });
 });
 
 document.addEventListener('click', function (event) {

@@ -20,11 +20,31 @@ function correct(box, className, belongs) {
     .then(answer)
     .then(function (result) {
       var figure = box.closest('figure');
+      said.className = result[0] ? '' : 'error';
       if (!result[0]) { said.textContent = result[1].message || 'not saved'; return; }
       figure.dataset.corrected = (belongs ? '+' : '-') + className;
       said.textContent = belongs ? 'added to ' + className : 'marked not ' + className;
+      var note = box.querySelector('small.told') || box.appendChild(document.createElement('small'));
+      note.className = 'told why';
+      note.textContent = told((result[1].corrections || [])[0] || {}, className, belongs);
     })
-    .catch(function () { said.textContent = 'not saved: the server did not answer'; });
+    .catch(function () { said.textContent = 'not saved: the server did not answer'; said.className = 'error'; });
+}
+// What a correction did, as the server says: the copy made or taken away, or why a copy stays (kept for later
+// jobs either way). On a reload the photo is where its copies now are.
+function told(done, className, belongs) {
+  var parts = [];
+  if (done.copy) parts.push('copied to ' + done.copy);
+  if (done.copy_failed) parts.push('no copy: ' + done.copy_failed);
+  if (done.removed && done.removed.length) parts.push('removed ' + done.removed.join(', '));
+  (done.kept || []).forEach(function (name) {
+    parts.push('kept ' + name + ': ' + ((done.kept_because || {})[name] || 'changed since'));
+  });
+  if (typeof done.copies === 'string') parts.push('copies: ' + done.copies);
+  if (!belongs && !(done.removed || []).length && !(done.kept || []).length && typeof done.copies !== 'string')
+    parts.push('it had no copy in ' + className);
+  parts.push('later jobs here follow it');
+  return parts.join('; ');
 }
 document.addEventListener('click', function (event) {
   var button = event.target.closest('button.not');

@@ -11,10 +11,15 @@ function undoJob(url, button, said) {
     body: '{}'})
     .then(answer)
     .then(function (result) {
+      said.className = result[0] ? '' : 'error';
       if (!result[0]) { said.textContent = result[1].message || 'not undone'; return; }
       button.remove();
       said.textContent = 'removed ' + result[1].removed + ' copies' +
         (result[1].kept.length ? ', kept ' + result[1].kept.length + ' changed since' : '');
+      var note = document.createElement('small');
+      note.className = 'why';
+      note.textContent = ' the corrections made on it are kept: later jobs here still follow them';
+      said.after(note);
     })
-    .catch(function () { said.textContent = 'not undone: the server did not answer'; });
+    .catch(function () { said.textContent = 'not undone: the server did not answer'; said.className = 'error'; });
 }
