@@ -50,7 +50,7 @@ class Folder:
         # single image's, which can flip a score sitting on a threshold between a stored and a fresh run.
         self.queue = InProcessQueue(workers=1)
         self.queue.subscribe(ClassifyImage(self.objects, self.jobs, model, decode_image, self.predictions,
-                                           model_key or model_fingerprint(CONFIG)))
+                                           model_key or model_fingerprint(CONFIG), self.predictions))
         self.create = CreateJob(self.objects, self.jobs, self.queue, JobDefaults(bucket="local"))
         self.status = JobStatus(self.jobs)
         self.undo = UndoJob(self.objects, self.jobs)

@@ -18,7 +18,7 @@ from common.inference.decoding import decode_image
 from common.usecases.classify_image import ClassifyImage
 from common.usecases.create_job import CreateJob
 from common.usecases.job_status import JobStatus
-from tests.fakes import FakeClassifier, ListPublisher, MemoryPredictionStore, solid_jpeg
+from tests.fakes import FakeClassifier, ListPublisher, MemoryCorrections, MemoryPredictionStore, solid_jpeg
 from tests.poison import poison_files
 
 
@@ -56,7 +56,7 @@ class Embedded:
         self.status = JobStatus(self.jobs)
         # With a prediction store, as production has: a redelivery is answered from it, not by the model.
         self.classify = ClassifyImage(self.store, self.jobs, lambda: self.classifier, decode_image,
-                                      MemoryPredictionStore(), model_key="fake-model")
+                                      MemoryPredictionStore(), "fake-model", MemoryCorrections())
 
 
 def embedded(tmp_path, **store_options):

@@ -103,9 +103,9 @@ class Application:
         announce = None if self.ports.jobs.on_counted(self.announce) else self.announce
         # Files on a disk may be read while still being written (a truncated read is retried); objects are whole.
         return ClassifyImage(self.ports.objects, self.ports.jobs, model.classifier, model.decode,
-                             self.ports.predictions, model.model_key, announce,
+                             self.ports.predictions, model.model_key, self.ports.corrections, announce=announce,
                              retry_truncated=self.settings.backend == Backend.LOCAL, detector=model.detector,
-                             detector_key=model.detector_key, corrections=self.ports.corrections, jobs=self.ports.jobs)
+                             detector_key=model.detector_key)
 
     def load_model(self) -> Classifier:
         return self.ports.inference.classifier()

@@ -7,6 +7,7 @@ recorded with its reason and acked. A bug therefore fails the images it touches 
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,12 +31,17 @@ log = get_logger("classify_image")
 KEPT_SPECS = 256  # jobs whose recorded settings an instance keeps (a spec never changes)
 
 
+class ClassifyRecords(ResultRecorder, CopyManifest, Protocol):
+    """The job store as classify_image uses it: the job's record, its results, its copies' manifest."""
+
+
 class ClassifyImage:
-    def __init__(self, objects: ObjectStore, results: ResultRecorder, classifier: Callable[[], Classifier],
-                 decode: Decoder, predictions: PredictionStore | None = None, model_key: str | None = None,
+    def __init__(self, objects: ObjectStore, jobs: ClassifyRecords, classifier: Callable[[], Classifier],
+                 decode: Decoder, predictions: PredictionStore, model_key: str | None, corrections: Corrections, *,
                  announce: Callable[[str], bool] | None = None, retry_truncated: bool = False,
-                 detector: Callable[[], Detector] | None = None, detector_key: str | None = None,
-                 corrections: Corrections | None = None, jobs: CopyManifest | None = None) -> None:
+                 detector: Callable[[], Detector] | None = None, detector_key: str | None = None) -> None:
+        """model_key None: predictions are not stored (random weights); announce None: the store announces
+        completions itself (ResultRecorder.on_counted); detector None: no object detector configured."""
         self._objects = objects
         # On a disk a file may be read while it is still being written: a truncated read there may pass (the
         # queue retries it, with backoff, a bounded number of times). A bucket's objects appear whole.
@@ -44,7 +50,7 @@ class ClassifyImage:
         # ImageNet: people, horses), each stored under its own fingerprint.
         self.vectors = PhotoVectors(objects, classifier, decode, predictions, model_key, detector, detector_key)
         self._announce = announce  # called after each recorded image: whoever records the last one announces
-        self._results = results
+        self._results = jobs
         # The job's record decides what a message may do (prefix, classes, thresholds), never the message: a
         # forged or stale delivery cannot copy other objects or count into another job. Kept per instance.
         self._jobs = jobs
@@ -64,7 +70,7 @@ class ClassifyImage:
             if job_id in self._specs:
                 self._specs.move_to_end(job_id)
                 return self._specs[job_id]
-        job = self._jobs.get_job(job_id) if self._jobs is not None else None
+        job = self._jobs.get_job(job_id)
         if job is None:
             return None
         with self._specs_lock:
@@ -75,8 +81,6 @@ class ClassifyImage:
 
     def _trusted(self, message: ClassifyMessage) -> ClassifyMessage | None:
         """The message with its job's recorded settings, or None (logged) when no job would have sent it."""
-        if self._jobs is None:
-            return message
         job = self._recorded_job(message.job_id)
         refusal = None
         if job is None:
@@ -140,7 +144,7 @@ class ClassifyImage:
         them away since (final for that image and class), or a concurrent delivery recorded first. A copy the job's
         manifest does not list as the photo's goes again (this delivery made it moments ago); one it lists but does
         not own becomes the job's, since this delivery wrote it."""
-        if not mine.written or self._jobs is None:
+        if not mine.written:
             return
         recorded = self._jobs.result(message.job_id, message.name)
         for name in mine.written:
