@@ -3,6 +3,7 @@ job wrote); a photo added to a class gets a copy there (never over another file)
 photo's content, for that class word in that bucket: later jobs there learn from it."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from common.domain.corrections import Correction, parse_corrections
@@ -37,9 +38,13 @@ class CorrectJob:
         results = []
         for position, item in enumerate(items):
             result = self._jobs.result(job.id, item.name)
+            if result is None and not item.name.startswith(job.spec.source_prefix):  # as the page and export show it
+                result = self._jobs.result(job.id, job.spec.source_prefix + item.name)
             if result is None or not result.content:
-                raise InvalidRequest(f"corrections[{position}].name {item.name!r} is not a photo this job classified",
+                raise InvalidRequest(f"corrections[{position}].name {item.name!r} is not a photo this job classified "
+                                     f"(its name as the results page shows it, or under {job.spec.source_prefix!r})",
                                      field="corrections")
+            items[position] = replace(item, name=result.name)
             folder = f"{item.class_name}/".casefold()
             prefix = job.spec.source_prefix.casefold()
             if folder.startswith(prefix) or prefix.startswith(folder):
@@ -109,24 +114,30 @@ class KeptCorrections:
         self._jobs = jobs
         self._bucket = bucket
 
-    def _photos(self) -> dict[str, str]:
-        """content -> a name it had in a job (the latest job's first)."""
-        names: dict[str, str] = {}
-        for job_id in reversed(self._jobs.job_ids()):
+    def _photos(self) -> dict[str, tuple[str, str]]:
+        """content -> a name it had in a job (the latest job's) and that name as the results page shows it (under
+        the job's source prefix)."""
+        names: dict[str, tuple[str, str]] = {}
+        for job_id in self._jobs.job_ids():
+            job = self._jobs.get_job(job_id)
+            prefix = job.spec.source_prefix if job is not None else ""
             for result in self._jobs.results(job_id):
                 if result.content:
-                    names[result.content] = result.name
+                    shown = result.name[len(prefix):] if prefix and result.name.startswith(prefix) else result.name
+                    names[result.content] = (result.name, shown)
         return names
 
     def __call__(self) -> list[dict[str, Any]]:
         photos = self._photos()
-        return [{"class": word, "belongs": belongs, "content": content, "photo": photos.get(content, "")}
+        return [{"class": word, "belongs": belongs, "content": content, "photo": photos.get(content, ("", ""))[1],
+                 "name": photos.get(content, ("", ""))[0]}
                 for word in self._corrections.corrected_words(self._bucket)
                 for content, belongs in self._corrections.corrections(self._bucket, word).items()]
 
     def forget(self, word: str, photo: str | None = None) -> int:
-        """How many were forgotten: all of the word's, or those of the photo (by name or content)."""
+        """How many were forgotten: all of the word's, or those of the photo (by its name as the results page shows
+        it, its full name, or its content)."""
         kept = self._corrections.corrections(self._bucket, word.casefold())
         photos = self._photos()
-        chosen = [c for c in kept if photo is None or photo in (c, photos.get(c))]
+        chosen = [c for c in kept if photo is None or photo == c or photo in photos.get(c, ())]
         return sum(self._corrections.forget_correction(self._bucket, word.casefold(), c) for c in chosen)

@@ -139,3 +139,48 @@ def progress_line(view: JobView) -> str:
     for error in view.get("errors", []):
         line += f"\n  error: {error}"
     return line
+
+
+def latest_that_changed(kept: Iterable[Any], not_undone: bool = False) -> tuple[str | None, str]:
+    """Of a folder's jobs (runner.KeptJob, oldest first), the latest that made copies (not a dry run; with
+    `not_undone`, not undone either), and a line saying which job was taken and why it is not simply the latest."""
+    jobs = list(kept)
+    if not jobs:
+        return None, ""
+    latest = jobs[-1]
+    changed = [job for job in jobs if not job.view.get("dry_run") and (job.copies_made is None or job.copies_made)
+               and not (not_undone and job.undone_at)]
+    if not changed:
+        return None, ""
+    chosen = changed[-1]
+    if chosen is latest:
+        return chosen.view.id, f"job {chosen.view.id} (the latest, {chosen.view['created_at'][:19]})"
+    why = "a dry run" if latest.view.get("dry_run") else "undone" if latest.undone_at else "made no copy"
+    return chosen.view.id, (f"job {chosen.view.id} ({chosen.view['created_at'][:19]}), the latest that made copies "
+                            f"(the latest, {latest.view.id[:8]}, was {why})")
+
+
+def corrections_followed(classes: Iterable[str], results: Iterable[ImageResult],
+                         kept: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per class, how many kept corrections (KeptCorrections rows) the job's decisions follow: photos said to be in
+    it that it put there ("in") and photos said not to be that it left out ("out")."""
+    said: dict[tuple[str, str], bool] = {(row["class"], row["content"]): row["belongs"] for row in kept}
+    followed: dict[str, dict[str, int]] = {}
+    for result in results:
+        if not result.ok or not result.content:
+            continue
+        for name in classes:
+            belongs = said.get((name.casefold(), result.content))
+            if belongs is not None and (name in result.matched) == belongs:
+                counts = followed.setdefault(name, {"in": 0, "out": 0})
+                counts["in" if belongs else "out"] += 1
+    return followed
+
+
+def corrections_line(followed: Mapping[str, Mapping[str, int]]) -> str:
+    """"corrections followed: birds 2 (1 in, 1 out)", or "" when none was."""
+    if not followed:
+        return ""
+    parts = [f"{name} {counts['in'] + counts['out']} ({counts['in']} in, {counts['out']} out)"
+             for name, counts in followed.items()]
+    return "corrections followed (kept from earlier jobs here): " + ", ".join(parts)

@@ -15,7 +15,8 @@ HELP = "list (or --forget) the corrections later jobs in DIR learn from"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_folder(parser)
     parser.add_argument("--forget", metavar="CLASS", help="forget this class's corrections (all, or --photo's)")
-    parser.add_argument("--photo", help="with --forget: only this photo's (its name, as the results page shows it)")
+    parser.add_argument("--photo", help="with --forget: only this photo's (its name as the results page and the "
+                                        "export show it, e.g. phone/x.jpg; its full name all/phone/x.jpg works too)")
     parser.add_argument("--json", action="store_true")
 
 

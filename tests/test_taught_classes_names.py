@@ -1,0 +1,91 @@
+"""One name for a photo everywhere, the job a command without an id takes, and corrections that say what they do
+(issue 30). Fast: the fake app, and the CLI's helpers over plain records."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.domain.results import ImageResult
+from imgclassify.cli.output import corrections_followed, corrections_line, latest_that_changed
+from tests.fakes import fake_app, served, solid_jpeg
+
+
+def deliver_all(app) -> None:
+    while app.publisher.messages:
+        app.classify_image(app.publisher.messages.pop(0))
+
+
+def sorted_app():
+    app = fake_app()
+    for number, (name, colour) in enumerate({"all/phone/r1.jpg": "red", "all/r2.jpg": "red",
+                                             "all/b1.jpg": "blue"}.items()):
+        app.objects.write("images", name, solid_jpeg(colour, (64 + number, 48)))
+    client = served(app)
+    job = client.post("/classification-job", json={"classes": ["tabby"]}).get_json()
+    deliver_all(app)
+    return app, client, job["id"]
+
+
+def test_a_correction_names_a_photo_as_the_page_and_the_export_show_it_or_by_its_full_name():
+    app, client, job_id = sorted_app()
+    answer = client.post(f"/classification-job/{job_id}/corrections", json={"corrections": [
+        {"name": "phone/r1.jpg", "class": "tabby", "belongs": False},
+        {"name": "all/b1.jpg", "class": "tabby", "belongs": True}]})
+    assert answer.status_code == 200, answer.get_json()
+    done = answer.get_json()["corrections"]
+    assert done[0]["name"] == "all/phone/r1.jpg" and done[0]["removed"] == ["tabby/phone/r1.jpg"]
+    unknown = client.post(f"/classification-job/{job_id}/corrections", json={"corrections": [
+        {"name": "phone/nope.jpg", "class": "tabby", "belongs": False}]})
+    assert unknown.status_code == 400 and "'all/'" in unknown.get_json()["message"]
+
+
+def test_kept_corrections_list_and_forget_a_photo_by_the_name_the_page_shows():
+    app, client, job_id = sorted_app()
+    client.post(f"/classification-job/{job_id}/corrections", json={"corrections": [
+        {"name": "phone/r1.jpg", "class": "tabby", "belongs": False},
+        {"name": "r2.jpg", "class": "tabby", "belongs": False}]})
+    kept = app.kept_corrections
+    assert sorted(row["photo"] for row in kept()) == ["phone/r1.jpg", "r2.jpg"]
+    assert kept.forget("tabby", "phone/r1.jpg") == 1 and kept.forget("tabby", "all/r2.jpg") == 1
+    assert kept() == []
+
+
+@dataclass
+class Kept:
+    """A runner.KeptJob as the CLI reads it."""
+
+    id: str
+    dry_run: bool = False
+    copies_made: int | None = 3
+    undone_at: str | None = None
+    view: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.view = _View(id=self.id, created_at="2026-01-01T00:00:00", dry_run=self.dry_run)
+
+
+class _View(dict):
+    @property
+    def id(self) -> str:
+        return self["id"]
+
+
+def test_undo_and_report_without_an_id_take_the_latest_job_that_made_copies_and_say_so():
+    jobs = [Kept("a" * 32), Kept("b" * 32), Kept("c" * 32, dry_run=True, copies_made=0)]
+    chosen, said = latest_that_changed(jobs, not_undone=True)
+    assert chosen == "b" * 32 and "the latest that made copies" in said and "was a dry run" in said
+    jobs[1].undone_at = "2026-01-02T00:00:00"
+    assert latest_that_changed(jobs, not_undone=True)[0] == "a" * 32
+    assert latest_that_changed([Kept("d" * 32, dry_run=True, copies_made=0)], not_undone=True) == (None, "")
+    assert "the latest" in latest_that_changed([Kept("e" * 32)])[1]
+
+
+def test_status_says_how_many_corrections_each_class_followed():
+    results = [ImageResult("all/owl.jpg", True, (), content="md5:owl"),
+               ImageResult("all/horse.jpg", True, ("birds",), content="md5:horse"),
+               ImageResult("all/hen.jpg", True, ("birds",), content="md5:hen")]
+    kept = [{"class": "birds", "belongs": False, "content": "md5:owl"},
+            {"class": "birds", "belongs": True, "content": "md5:horse"},
+            {"class": "birds", "belongs": False, "content": "md5:hen"}]  # made after this job: not followed
+    followed = corrections_followed(["birds"], results, kept)
+    assert followed == {"birds": {"in": 1, "out": 1}}
+    assert corrections_line(followed).endswith("birds 2 (1 in, 1 out)")
