@@ -157,3 +157,16 @@ def test_each_taught_photo_keeps_its_similarity_and_the_threshold_it_was_held_to
     for result in results:
         kept = result.similarities
         assert (kept["glorp"] >= kept["glorp/threshold"] - 1e-4) == ("glorp" in result.matched)
+
+
+def test_a_model_build_without_features_is_found_before_anything_is_sorted():
+    from common.usecases.learn_examples import NO_FEATURES, examples_refusal
+    from tests.fakes import FakeClassifier
+
+    class Slim(FakeClassifier):
+        def predict_with_features(self, pixels):
+            return self.predict(pixels), None
+
+    assert examples_refusal(FakeClassifier()) is None
+    refusal = examples_refusal(Slim())
+    assert refusal == NO_FEATURES and "\n" not in refusal and "--weights" in refusal

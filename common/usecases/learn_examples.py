@@ -13,7 +13,7 @@ from common.domain.errors import InvalidExamples, ObjectMissing, PermanentImageE
 from common.domain.examples import BACKGROUND_SAMPLE, ExampleModel, background_sample, learn
 from common.domain.jobs import MAX_EXAMPLES, MIN_EXAMPLES, JobSpec
 from common.logs import get_logger
-from common.ports import Corrections, Listed, ObjectLister
+from common.ports import Classifier, Corrections, Listed, ObjectLister
 from common.usecases.create_job import example_photos, job_images
 from common.usecases.photo_vectors import PhotoVectors, StageTimer
 
@@ -23,6 +23,13 @@ KEPT_JOBS = 16
 NO_FEATURES = ("this model build gives no features, so it cannot learn example photos: pass Keras weights "
                "(--weights FILE.weights.h5; imgclassify builds a LiteRT model with features from them) or a .tflite "
                "imgclassify built (named …-b2-….tflite)")
+
+
+def examples_refusal(classifier: Classifier) -> str | None:
+    """Before a job with examples sorts anything: NO_FEATURES when this model build gives no features (one blank
+    photo through it), else None. What `run --examples` asks before creating the job."""
+    _, features = classifier.predict_with_features(np.zeros((1, 224, 224, 3), np.uint8))
+    return NO_FEATURES if features is None else None
 
 
 @dataclass(frozen=True)
