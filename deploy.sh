@@ -123,9 +123,16 @@ sa() { echo "imgclassify-$1@$PROJECT.iam.gserviceaccount.com"; }
 
 # --- options -----------------------------------------------------------------------------------------------------
 parse_args() {
-  PROJECT=${GOOGLE_CLOUD_PROJECT:-} REGION=${REGION:-us-central1} BUCKET=${BUCKET:-} MODEL=${MODEL:-resnet50}
+  # The settings' defaults come from the one settings model (common/config.py), never from here.
+  local defaults
+  defaults=$(cd "$HERE" && "$PY" -m common.config defaults) ||
+    die "cannot read the settings' defaults: python -m common.config defaults"
+  eval "$defaults"
+  # The runtime is this script's choice, not the setting's default: a deployment ships the guarded LiteRT build.
+  PROJECT=${GOOGLE_CLOUD_PROJECT:-} REGION=${REGION:-us-central1} BUCKET=${BUCKET:-} MODEL=${MODEL:-$DEFAULT_MODEL}
   WEIGHTS_FILE=${MODEL_WEIGHTS_FILE:-} WEIGHTS_URI=${MODEL_WEIGHTS:-} RUNTIME=${MODEL_RUNTIME:-litert}
-  TOPIC=${CLASSIFY_TOPIC:-classify-image} UPLOADS_TOPIC=${UPLOADS_TOPIC:-} EVENTS_TOPIC=${JOB_EVENTS_TOPIC:-job-events}
+  TOPIC=${CLASSIFY_TOPIC:-$DEFAULT_CLASSIFY_TOPIC} UPLOADS_TOPIC=${UPLOADS_TOPIC:-}
+  EVENTS_TOPIC=${JOB_EVENTS_TOPIC-$DEFAULT_JOB_EVENTS_TOPIC}
   MAX_INSTANCES=${MAX_INSTANCES:-20} PUBLIC=false DRY_RUN=false DELETE=false DELETE_DATA=false YES=false
   CALIBRATION= SERVICE_KEY_SECRET=
   # The object detector (people, horses and COCO's other classes), shipped inside classify_image: a built file, or
