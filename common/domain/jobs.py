@@ -31,9 +31,10 @@ PHOTO_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "jfif", "png", "gif", "bmp",
                               "heif", "hif", "ppm", "pgm", "pbm", "pnm", "mpo"})
 MAX_EXAMPLES_LISTED = 50_000
 MAX_EXAMPLE_READS = 2 * MAX_EXAMPLES
-# How long Pub/Sub waits for a delivery to be acknowledged before delivering it again: deploy.sh's ack deadline for
-# classify-image (the emulated stack's is shorter). A job's images without a result are re-published at most once
-# per this interval: until it has passed, a message published earlier may still be in someone's hands.
+# How long Pub/Sub waits for a delivery to be acknowledged before delivering it again: classify-image's ack deadline,
+# which common/infrastructure.py gives the deployed and the emulated stack alike. A job's images without a result
+# are re-published at most once per this interval: until it has passed, a message published earlier may still be in
+# someone's hands.
 DELIVERY_DEADLINE_SECONDS = 300
 STATE_DIR = ".imgclassify"  # a folder's own state (embedded): jobs, predictions, logs, the writer's lock
 MAX_CLASS_NAME_LENGTH = 64
@@ -131,6 +132,7 @@ class JobDefaults:
     max_classes: int = 32
     callbacks: CallbackPolicy = CallbackPolicy()  # where callback_url may point
     detector_min_score: float = DETECTOR_MIN_SCORE
+    match: MatchMode = MatchMode.HIERARCHY  # DEFAULT_MATCH: old clients, which send none, may get the old rule
 
 
 @dataclass(frozen=True)
