@@ -30,8 +30,12 @@ def test_a_taught_photo_shows_its_similarity_against_the_threshold_and_what_the_
                       similarities={"pets": 0.71, "pets/threshold": 0.64, "pets/mass": 0.93, "pets/wnid": 2084071.0},
                       copies=("pets/dog.jpg",))
     shown = figure(page(dog), "pets", "dog.jpg")
-    assert "like your examples: 0.71 ≥ 0.64" in shown and "the model sees dog in it: 0.93 ≥ 0.50" in shown
-    assert "score 0.00" not in shown and 'data-score="0.7100"' in shown
+    assert "like your examples: the model sees dog in it, 0.93 ≥ 0.50" in shown
+    assert "nearer them than this folder's typical photo: 0.71 ≥ 0.64" in shown.replace("&#39;", "'")
+    assert "score 0.00" not in shown and 'data-score="0.9300"' in shown
+    plain = ImageResult("all/glorp.jpg", True, ("pets",), LABELS, scores={"pets": 0.0, "people": 0.0, "roses": 0.0},
+                        similarities={"pets": 0.71, "pets/threshold": 0.64}, copies=("pets/glorp.jpg",))
+    assert "like your examples: 0.71 ≥ 0.64" in figure(page(plain), "pets", "glorp.jpg")
 
 
 def test_a_detectors_match_shows_the_detectors_score_where_the_classifiers_would_be():

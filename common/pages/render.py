@@ -60,12 +60,15 @@ def _why(result: ImageResult, class_name: str, view: JobView) -> tuple[float, Ma
     mass = kept.get(f"{class_name}/mass")
     if class_name in kept and threshold is not None and kept[class_name] >= threshold - 1e-4 and \
             (mass is None or mass >= MEANING_MASS):
+        wnid = kept.get(f"{class_name}/wnid")
+        if mass is not None and wnid is not None:  # the examples' meaning decided, and nearness to them
+            line = Markup('<div class="score" data-why="examples">like your examples: the model sees {} in it, '
+                          '{:.2f} ≥ {:.2f}</div><div class="why">and it is nearer them than this folder\'s typical '
+                          'photo: {:.2f} ≥ {:.2f}</div>').format(synset_word(wnid), mass, MEANING_MASS,
+                                                                kept[class_name], threshold)
+            return mass, line
         line = Markup('<div class="score" data-why="examples">like your examples: {:.2f} ≥ {:.2f}</div>').format(
             kept[class_name], threshold)
-        wnid = kept.get(f"{class_name}/wnid")
-        if mass is not None and wnid is not None:
-            line += Markup('<div class="why">the model sees {} in it: {:.2f} ≥ {:.2f}, as in your examples</div>'
-                           ).format(synset_word(wnid), mass, MEANING_MASS)
         return kept[class_name], line
     score = result.scores.get(class_name, 0.0)
     if score >= view["min_score"] and score > 0.0:
