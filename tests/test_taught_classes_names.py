@@ -44,7 +44,8 @@ def test_kept_corrections_list_and_forget_a_photo_by_the_name_the_page_shows():
         {"name": "phone/r1.jpg", "class": "tabby", "belongs": False},
         {"name": "r2.jpg", "class": "tabby", "belongs": False}]})
     kept = app.kept_corrections
-    assert sorted(row["photo"] for row in kept()) == ["phone/r1.jpg", "r2.jpg"]
+    assert sorted(row["shown"] for row in kept()) == ["phone/r1.jpg", "r2.jpg"]  # as the results page shows them
+    assert sorted(row["photo"] for row in kept()) == ["all/phone/r1.jpg", "all/r2.jpg"]
     assert kept.forget("tabby", "phone/r1.jpg") == 1 and kept.forget("tabby", "all/r2.jpg") == 1
     assert kept() == []
 

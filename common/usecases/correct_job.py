@@ -129,8 +129,8 @@ class KeptCorrections:
 
     def __call__(self) -> list[dict[str, Any]]:
         photos = self._photos()
-        return [{"class": word, "belongs": belongs, "content": content, "photo": photos.get(content, ("", ""))[1],
-                 "name": photos.get(content, ("", ""))[0]}
+        return [{"class": word, "belongs": belongs, "content": content, "photo": photos.get(content, ("", ""))[0],
+                 "shown": photos.get(content, ("", ""))[1]}
                 for word in self._corrections.corrected_words(self._bucket)
                 for content, belongs in self._corrections.corrections(self._bucket, word).items()]
 

@@ -38,5 +38,5 @@ def execute(args: argparse.Namespace) -> int:
     width = max(len(row["class"]) for row in rows)
     for row in rows:
         said = "is" if row["belongs"] else "is not"
-        print(f"{row['class']:{width}}  {said:6}  {row['photo'] or '(a photo no job here has seen)'}")
+        print(f"{row['class']:{width}}  {said:6}  {row['shown'] or '(a photo no job here has seen)'}")
     return 0
