@@ -153,7 +153,7 @@ class FolderObjectStore:
         with self._tmp_lock:
             if self._fingerprints is False:
                 self._fingerprints = FingerprintCache.of_folder(self.root / STATE_DIR / DATABASE, self)
-            return self._fingerprints or None
+            return self._fingerprints if isinstance(self._fingerprints, FingerprintCache) else None
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError, AttributeError):

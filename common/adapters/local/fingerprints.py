@@ -92,7 +92,8 @@ class FingerprintCache:
             known = self._lookup([path for _, path, status in stats if status is not None])
             for name, path, status in stats:
                 entry = known.get(path) if status is not None else None
-                yield Listed(name, entry[0] if entry and trusted(entry[1], entry[2], status) else None)
+                fresh = entry is not None and status is not None and trusted(entry[1], entry[2], status)
+                yield Listed(name, entry[0] if entry is not None and fresh else None)
 
     def _lookup(self, paths: list[bytes]) -> dict[bytes, tuple[str, tuple[int, int, int, int, int], int]]:
         if not paths:
@@ -105,7 +106,7 @@ class FingerprintCache:
         except ServiceError as exc:  # an optimisation: a miss reads the photo
             log.warning("fingerprints not read", extra={"error": str(exc)})
             return {}
-        return {bytes(row[0]): (row[6], tuple(row[1:6]), row[7]) for row in rows}  # type: ignore[misc]
+        return {bytes(row[0]): (row[6], (row[1], row[2], row[3], row[4], row[5]), row[7]) for row in rows}
 
     def record(self, path: Path, status: os.stat_result, content: str, hashed_ns: int) -> None:
         """Remember what the file at path held when it had this stat (`hashed_ns`: when it was opened)."""
