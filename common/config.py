@@ -66,6 +66,8 @@ class Settings:
     default_top_k: int = setting(5, "DEFAULT_TOP_K", "a job's `top_k` when it asks for none")
     default_min_score: float | None = setting(None, "DEFAULT_MIN_SCORE", "a `hierarchy` job's `min_score` when it "
                                               "asks for none", shown=f"`{DEFAULT_MIN_SCORES[MatchMode.HIERARCHY]}`")
+    default_match: MatchMode = setting(MatchMode.HIERARCHY, "DEFAULT_MATCH", "a job's `match` when it asks for "
+                                       "none: `substring` gives old clients the old service's rule (`serve --match`)")
     max_classes: int = setting(32, "MAX_CLASSES", "classes a request may ask for")
     max_body_bytes: int = setting(64 * 1024, "MAX_BODY_BYTES", "largest request body")
     status_url_base: str = setting("", "STATUS_URL_BASE", "base of the `status_url` returned by create_job (and "
@@ -111,7 +113,7 @@ class Settings:
     @property
     def job_defaults(self) -> JobDefaults:
         return JobDefaults(bucket=self.bucket, top_k=self.default_top_k, min_score=self.default_min_score,
-                           max_classes=self.max_classes, callbacks=self.callback_policy)
+                           max_classes=self.max_classes, callbacks=self.callback_policy, match=self.default_match)
 
 
 def variable(name: str) -> str:
@@ -131,7 +133,8 @@ def _read(setting_field: dataclasses.Field[Any], env: Mapping[str, str]) -> Any:
     readers: dict[str, Callable[[], Any]] = {
         "bool": lambda: env_flag(env, name), "int": lambda: int(raw), "float | None": lambda: float(raw),
         "tuple[str, ...]": lambda: env_names(env, name)}
-    enums: dict[str, type[StrEnum]] = {"Backend": Backend, "Model": Model, "Runtime": Runtime}
+    enums: dict[str, type[StrEnum]] = {"Backend": Backend, "Model": Model, "Runtime": Runtime,
+                                       "MatchMode": MatchMode}
     try:
         if kind in enums:
             return parse(enums[str(kind)], raw, name)

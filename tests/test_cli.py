@@ -171,7 +171,8 @@ def test_serve_answers_the_old_clients_api(photo_folder, tmp_path):
         assert requests.post(base, data="nope", headers=JSON, timeout=10).status_code == 400
         assert requests.get(f"{base}/{'0' * 32}", timeout=10).status_code == 404
         # "kitties" is no word: a class only because `serve --examples` taught it.
-        assert requests.post(base, json={"classes": ["glorps"]}, timeout=10).status_code == 400
+        assert requests.post(base, json={"classes": ["glorps"], "match": "hierarchy"},
+                             timeout=10).status_code == 400
         taught = requests.post(base, json={"classes": ["kitties"], "dry_run": True}, timeout=30)
         assert taught.status_code == 201, taught.text
         assert taught.json()["example_photos"] == {"kitties": 2}

@@ -131,7 +131,8 @@ def test_entries_stored_without_features_are_computed_again_once(app):
 
 
 @pytest.mark.parametrize("body, field, words", [
-    ({"classes": ["glorp"]}, "classes", "not a WordNet noun"),  # no meaning and no examples: the 400 it was
+    # no meaning and no examples: the 400 it was (a new client's request; an old client's gets the old rule)
+    ({"classes": ["glorp"], "match": "hierarchy"}, "classes", "not a WordNet noun"),
     ({"classes": ["roses"], "examples": {"tulips": "examples/glorp/"}}, "examples", "not one of classes"),
     ({"classes": ["roses"], "examples": ["examples/glorp/"]}, "examples", "must be an object"),
     ({"classes": ["roses"], "examples": {"roses": "../all/"}}, "examples", "'.' or '..'"),
@@ -223,7 +224,8 @@ def test_a_correction_never_removes_a_copy_someone_changed(app):
 def test_corrections_teach_a_word_wordnet_lacks_to_later_jobs_in_the_bucket(app):
     app.objects.write("images", "all/g3.jpg", solid_jpeg("green", (90, 60)))
     client = served(app)
-    assert client.post("/classification-job", json={"classes": ["glorp"]}).status_code == 400  # not yet a class
+    not_yet = client.post("/classification-job", json={"classes": ["glorp"], "match": "hierarchy"})
+    assert not_yet.status_code == 400  # not yet a class
     job = client.post("/classification-job", json={"classes": ["tabby"]}).get_json()
     deliver_all(app)
     correct(client, job["id"], ("all/g1.jpg", "glorp", True), ("all/g2.jpg", "glorp", True),

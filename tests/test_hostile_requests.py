@@ -33,7 +33,7 @@ HOSTILE_BODIES = [
     ("newline", b'{"classes": ["dog\\ncat"]}', 400, "classes"),
     ("bidi control", b'{"classes": ["dog\\u202e"]}', 400, "classes"),
     ("over 64 chars", json.dumps({"classes": [LONG]}).encode(), 400, "classes"),
-    ("not a word", b'{"classes": ["qwxzv"]}', 400, "classes"),
+    ("not a word", b'{"classes": ["qwxzv"], "match": "hierarchy"}', 400, "classes"),
     ("unknown field", b'{"classes": ["dog"], "callback": "http://evil"}', 400, "callback"),
     ("top_k string", b'{"classes": ["dog"], "top_k": "5"}', 400, "top_k"),
     ("top_k float", b'{"classes": ["dog"], "top_k": 5.5}', 400, "top_k"),
@@ -122,7 +122,7 @@ def test_a_prefix_naming_several_jobs_is_a_conflict_listing_them(fake_service):
 
 
 def test_duplicate_classes_are_merged_not_rejected(http, fake_service):
-    response = http.post("/classification-job", json={"classes": ["dog", "Dog", " dog "]})
+    response = http.post("/classification-job", json={"classes": ["dog", "Dog", " dog "], "top_k": 5})
     assert response.status_code == 201 and response.get_json()["classes"] == ["dog"]
 
 

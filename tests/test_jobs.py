@@ -23,7 +23,7 @@ def test_minimal_request_gets_defaults():
 
 
 def test_duplicate_classes_are_merged_case_insensitively_keeping_first_spelling():
-    assert parse({"classes": ["Dog", "dog", " DOG ", "cat"]}).classes == ("Dog", "cat")
+    assert parse({"classes": ["Dog", "dog", " DOG ", "cat"], "top_k": 5}).classes == ("Dog", "cat")
 
 
 def test_source_prefix_gets_a_trailing_slash():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from common.domain.callbacks import CallbackPolicy, url_refusal
 from common.domain.errors import InvalidRequest
@@ -13,6 +13,7 @@ from common.domain.jobs import (DEFAULT_MIN_SCORES, DEFAULT_SOURCE_PREFIX, MAX_C
                                 MAX_CLASS_NAME_LENGTH, MAX_REQUEST_ID_LENGTH, MAX_TOP_K, JobDefaults, JobRequest,
                                 JobSpec)
 from common.domain.options import MatchMode, choices
+from common.domain.taxonomy import is_word
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
@@ -45,17 +46,26 @@ REQUEST_FIELDS: dict[str, Field] = {
 }
 REQUIRED_FIELDS = ("classes",)
 ALLOWED_FIELDS = frozenset(REQUEST_FIELDS)
+# What the old service's clients send: `{"classes": [...]}` and nothing else. Such a request is answered as they can
+# use it: each class's folder named exactly as it was spelled, and a word no rule of ours knows sorted by the old rule.
+OLD_CLIENT_FIELDS = frozenset(REQUIRED_FIELDS)
+
+
+def is_old_client(body: dict[str, object]) -> bool:
+    return set(body) <= OLD_CLIENT_FIELDS
 
 
 def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
 
 
-def validate_class_name(raw: object, position: int) -> str:
+def validate_class_name(raw: object, position: int, as_spelled: bool = False) -> str:
+    """A class name, stripped of surrounding blanks unless `as_spelled` (an old client's: its folder is looked
+    for under exactly that name)."""
     where = f"classes[{position}]"
     if not isinstance(raw, str):
         raise InvalidRequest(f"{where} must be a string", field="classes")
-    name = raw.strip()
+    name = raw if as_spelled and raw.strip() else raw.strip()
     if not name:
         raise InvalidRequest(f"{where} is empty", field="classes")
     if len(name) > MAX_CLASS_NAME_LENGTH:
@@ -142,12 +152,16 @@ def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
         raise InvalidRequest("classes must not be empty", field="classes")
     if len(raw_classes) > defaults.max_classes:
         raise InvalidRequest(f"at most {defaults.max_classes} classes per job", field="classes")
+    old_client = is_old_client(body)
     classes: list[str] = []
     seen: set[str] = set()
     for position, raw in enumerate(raw_classes):
-        name = validate_class_name(raw, position)
-        if name.casefold() not in seen:
-            seen.add(name.casefold())
+        name = validate_class_name(raw, position, as_spelled=old_client)
+        # An old client's spellings each get their folder ("cat" and "Cat": both, holding the same copies); a new
+        # client's are merged (any case, blanks around).
+        key = name if old_client else name.casefold()
+        if key not in seen:
+            seen.add(key)
             classes.append(name)
 
     bucket = body.get("bucket", defaults.bucket)
@@ -166,7 +180,7 @@ def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
         raise InvalidRequest(f"top_k must be an integer from 1 to {MAX_TOP_K}", field="top_k")
 
-    raw_match = body.get("match", MatchMode.HIERARCHY.value)
+    raw_match = body.get("match", MatchMode(defaults.match).value)
     if not isinstance(raw_match, str) or raw_match not in choices(MatchMode):
         raise InvalidRequest(f"match must be one of {', '.join(choices(MatchMode))}", field="match")
     match = MatchMode(raw_match)
@@ -191,3 +205,22 @@ def parse_job_request(body: object, defaults: JobDefaults) -> JobRequest:
     return JobRequest(spec, _validate_request_id(body.get("request_id")))
 
 
+
+
+def old_rule_for_unknown_words(body: object, spec: JobSpec) -> tuple[JobSpec, list[str]]:
+    """An old client's job (a body of `classes` alone) asking for a word no rule of ours knows — not a WordNet
+    noun, not taught by examples or by corrections — is sorted by the old service's rule (`substring`: the class
+    within the top-5 labels), the whole job, as the old service sorted it: the old service took any word, and an old
+    client shows a 400 only as `'id'`. Returns the spec to run and the warning to say; a new client's request, or
+    one whose words all mean something, is left as it was (an unknown word is the 400 with suggestions)."""
+    if not isinstance(body, dict) or not is_old_client(body) or spec.match != MatchMode.HIERARCHY:
+        return spec, []
+    unknown = [name for name in spec.classes if name not in spec.taught and not is_word(name)]
+    if not unknown:
+        return spec, []
+    words = ", ".join(repr(name) for name in unknown)
+    warning = (f"{words} {'is' if len(unknown) == 1 else 'are'} no WordNet noun and not taught: this request has "
+               "only classes, as the old service's clients send, so the whole job is sorted by the old rule "
+               "(match 'substring': the class within the top-5 labels); send \"match\": \"hierarchy\" for the "
+               "400 with suggestions")
+    return replace(spec, match=MatchMode.SUBSTRING, min_score=DEFAULT_MIN_SCORES[MatchMode.SUBSTRING]), [warning]

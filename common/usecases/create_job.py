@@ -15,7 +15,7 @@ from common.domain.errors import Conflict, FanOutInterrupted, InvalidRequest, Ov
 from common.domain.jobs import (DELIVERY_DEADLINE_SECONDS, MAX_EXAMPLE_READS, MAX_EXAMPLES, MAX_EXAMPLES_LISTED,
                                 MIN_EXAMPLES, JobDefaults, JobRecord, JobSpec, is_photo_name, new_job_id,
                                 next_republish, republish_window)
-from common.domain.requests import parse_job_request
+from common.domain.requests import old_rule_for_unknown_words, parse_job_request
 from common.domain.status import JobView, status_view
 from common.domain.messages import ClassifyMessage, new_message_key
 from common.domain.options import MatchMode
@@ -59,8 +59,12 @@ class CreateJob:
     def __call__(self, body: object) -> JobView:
         request = parse_job_request(body, self._defaults)
         spec = self._taught_by_corrections(request.spec)
+        spec, old_rule = old_rule_for_unknown_words(body, spec)  # an old client's unknown word: the old rule
         # A class that means nothing is a 400 first.
         meaning = describe_resolution(spec.classes, spec.match, self._detector, spec.taught)
+        if old_rule:
+            meaning["warnings"] = [*meaning.get("warnings", []), *old_rule]
+            log.warning("old client's unknown class: sorted by the old rule", extra={"warning": old_rule[0]})
         if spec.examples:
             meaning["example_photos"] = self._count_examples(spec)
         job = JobRecord(id=new_job_id(request.request_id), spec=spec, number_of_files=None,

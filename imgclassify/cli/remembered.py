@@ -16,21 +16,22 @@ from typing import Any
 
 from common import bootstrap, config
 from common.domain.jobs import STATE_DIR
-from common.domain.options import Model, Runtime, choices
+from common.domain.options import MatchMode, Model, Runtime, choices
 from common.domain.requests import REQUEST_FIELDS
 from imgclassify.cli.output import printable
 
 # What is remembered, each with how a kept (or environment) value is read back.
 REMEMBERED: dict[str, Callable[[str], Any]] = {"model": str, "weights": str, "runtime": str, "top_k": int,
-                                              "min_score": float}
+                                              "min_score": float, "default_match": str}
 # The settings each option stands for (common/config.py: their variables and defaults live there). The CLI's own
 # defaults are only where a command differs from a cloud instance: it lets Keras download ImageNet weights, and
 # picks the runtime by the weights file. min_score None: the match rule's own tuned value, decided by the job.
 SETTING_OF = {"model": "model", "weights": "weights", "runtime": "runtime", "top_k": "default_top_k",
-              "min_score": "default_min_score"}
+              "min_score": "default_min_score", "default_match": "default_match"}
 DEFAULTS: dict[str, Any] = {**{option: config.default(name) for option, name in SETTING_OF.items()},
                             "weights": "imagenet", "runtime": "auto"}
 DEFAULTS["model"] = str(DEFAULTS["model"])
+DEFAULTS["default_match"] = str(DEFAULTS["default_match"])  # serve --match: a job's rule when it asks for none
 ENVIRONMENT = {option: config.variable(name) for option, name in SETTING_OF.items()}
 
 
@@ -46,6 +47,8 @@ def _in_range(key: str, value: Any) -> bool:
         return value in choices(Model)
     if key == "runtime":
         return value in (*choices(Runtime), "auto")
+    if key == "default_match":
+        return value in choices(MatchMode)
     field = REQUEST_FIELDS.get(key)  # the thresholds: the request schema's bounds, the one place they live
     if field is None or field.minimum is None or field.maximum is None:
         return True
@@ -126,6 +129,6 @@ def remember(args: argparse.Namespace, root: Path) -> None:
     weights = str(data.get("weights", ""))
     if weights and weights not in ("imagenet", "none"):
         data["weights"] = str(Path(weights).resolve())
-    data = {key: (str(value) if key in ("model", "runtime") else value) for key, value in data.items()
+    data = {key: (str(value) if key in ("model", "runtime", "default_match") else value) for key, value in data.items()
             if value is not None}
     bootstrap.write_state_file(root, SETTINGS_FILE, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
