@@ -1,26 +1,113 @@
-"""The downloader-uploader flow on the emulators (issue 12): an uploader creates a watch job with a callback to a
-local receiver, uploads 30 real photos to all/ with the official storage client in three bursts — before the job,
-during its listing, after — closes the job, and checks: every photo counted once, copies in the right prefixes, one
-event on the job-events topic, one callback with a valid signature. fake-gcs-server publishes each object write to
-the Pub/Sub emulator as Cloud Storage notifications would; object_arrived and classify_image run under
-functions-framework."""
+"""Uploaders on the emulators (issue 32 replaces issue 12's imagined downloader-uploader).
+
+The real contract: `imgclassify emulate --mount` mounts the bucket as the stand-in downloader-uploader's working
+folder (rclone + FUSE; tests/standins, written from the old service's contract) and the old client's flow —
+download into the mount's all/, classify through the gateway, upload the mount's class folders — ends with the
+sorted photos under Dropbox `/<class>/`; the key comes from ./.env. OLD_SYSTEM_PHOTOS=300 measures a 300-photo
+round trip (printed with -s).
+
+An uploader that writes to the bucket itself (gsutil, rsync, a phone backup — the official storage client here) with
+a watch job: 30 real photos in three bursts — before the job, during its listing, after — then close, and check:
+every photo counted once, copies in the right prefixes, one event on the job-events topic, one signed callback.
+fake-gcs-server publishes each object write to the Pub/Sub emulator as Cloud Storage notifications would."""
 from __future__ import annotations
 
 import hashlib
 import hmac
 import http.server
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
+from imgclassify.emulation import free_port, wait_for_http
 from tests.conftest import MOBILENET_TFLITE
+from tests.standins.downloader_uploader import DownloaderUploader, serve_in_thread
+from tests.standins.old_client import OldClient
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
-KEY = "uploader-shared-key"
+IMGCLASSIFY = str(Path(sys.executable).with_name("imgclassify"))
+KEY, TOKEN = "old-system-key", "dropbox-token"
+UPLOADER_KEY = "uploader-shared-key"
 
+
+def photos(shared: Path, count: int) -> list[Path]:
+    if count <= 7:
+        return [shared / "photos/coral" / n for n in ("cat.bmp", "cat_720p.jpg", "imprinting_dog_test_0.bmp",
+                                                      "parrot.jpg", "hot_dog.jpg", "grace_hopper.bmp")][:count - 1] \
+            + [shared / "photos/skimage/chelsea.png"]
+    return sorted((shared / "photos/imagenet-dev").iterdir())[:count]
+
+
+@pytest.mark.skipif(shutil.which("rclone") is None or not Path("/dev/fuse").exists(),
+                    reason="needs rclone and FUSE (apt-get install rclone fuse3)")
+def test_the_old_client_flow_on_the_emulated_bucket_mounted_as_the_downloader_uploaders_folder(tmp_path, shared):
+    count = int(os.environ.get("OLD_SYSTEM_PHOTOS", "7"))
+    dropbox, mount = tmp_path / "dropbox", tmp_path / "bucket"
+    (dropbox / "all").mkdir(parents=True)
+    for path in photos(shared, count):
+        shutil.copy(path, dropbox / "all" / path.name)
+    (tmp_path / ".env").write_text(f"SERVICE_KEY={KEY}\n")
+    port, uploader_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("SERVICE_KEY", "DEFAULT_MATCH")}
+    emulate = subprocess.Popen([IMGCLASSIFY, "emulate", "--port", str(port), "--mount", str(mount), "--model",
+                                "mobilenet_v2", "--weights", str(MOBILENET_TFLITE)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    uploader = None
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/classification-job/{'0' * 32}", 300, emulate)
+        deadline = time.monotonic() + 60
+        while not os.path.ismount(mount) or not (mount / "all").is_dir():
+            assert time.monotonic() < deadline and emulate.poll() is None, "the bucket was not mounted"
+            time.sleep(0.2)
+        standin = DownloaderUploader(mount, dropbox, KEY, TOKEN)
+        uploader = serve_in_thread(standin.app, uploader_port)
+        client = OldClient(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{uploader_port}", KEY, TOKEN,
+                           timeout=900)
+        classes = ["cat", "Cat", "dog"] if count <= 7 else ["dog", "cat", "bird", "car"]
+        timings = {}
+        for kind in ("download", "classification", "upload"):
+            started = time.monotonic()
+            job = client.step(kind, classes)
+            timings[kind] = time.monotonic() - started
+            assert job["complete"], job
+        started = time.monotonic()
+        while not all(job["complete"] for job in standin.jobs.values()):
+            time.sleep(0.05)
+        timings["upload"] += time.monotonic() - started
+        sent = {c: {p.name for p in (dropbox / c).iterdir()} if (dropbox / c).is_dir() else set() for c in classes}
+        status = client._status("classification", job_id(client, standin))
+        assert status["processed"] + status["failed"] == count == status["number_of_files"], status
+        for name in classes:
+            assert sent[name] == {p.name for p in (mount / name).iterdir()}, name
+            assert all((dropbox / name / n).read_bytes() == (dropbox / "all" / n).read_bytes() for n in sent[name])
+        assert sum(len(names) for names in sent.values()) == sum(status["matches"].values()) > 0
+        if count <= 7:
+            assert sent["cat"] == sent["Cat"] and {"chelsea.png", "cat.bmp"} <= sent["cat"], sent
+            assert "imprinting_dog_test_0.bmp" in sent["dog"], sent
+        print(f"\n{count} photos: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) +
+              f"; matches {status['matches']}")
+    finally:
+        if uploader is not None:
+            uploader.shutdown()
+        emulate.send_signal(signal.SIGINT)
+        _, err = emulate.communicate(timeout=120)
+        assert not os.path.ismount(mount), "emulate left the bucket mounted"
+    assert f"requests need the key (SERVICE_KEY from {(tmp_path / '.env').resolve()})" in err, err[-2000:]
+
+
+def job_id(client: OldClient, standin: DownloaderUploader) -> str:
+    """The classification job the old client ran (the last line it printed about one)."""
+    line = next(p for p in reversed(client.printed) if p.startswith("classification job "))
+    return line.split()[2]
 
 class Receiver(http.server.ThreadingHTTPServer):
     """A local callback receiver that records every POST."""
@@ -50,13 +137,13 @@ def stack(emulators, shared):
     local = LocalStack(emulators, bucket="uploads", topic="classify-uploads", subscription="uploads-push",
                        job_events_topic="job-events-uploads",
                        function_env={"MODEL": "mobilenet_v2", "MODEL_WEIGHTS": str(MOBILENET_TFLITE),
-                                     "SERVICE_KEY": KEY, "THREADS": "8"})
+                                     "SERVICE_KEY": UPLOADER_KEY, "THREADS": "8"})
     local.start()
     yield local
     local.stop()
 
 
-def test_uploads_before_during_and_after_listing_are_each_sorted_once_and_completion_is_announced(stack, shared):
+def test_a_bucket_writing_uploaders_photos_are_each_sorted_once_and_completion_announced(stack, shared):
     from google.cloud import pubsub_v1, storage
 
     from common.adapters.gcp import storage_client
@@ -70,7 +157,7 @@ def test_uploads_before_during_and_after_listing_are_each_sorted_once_and_comple
     subscriber.create_subscription(name=events, topic=f"projects/{stack.emulators.project}/topics/"
                                                      f"{stack.job_events_topic}")
     receiver = Receiver()
-    headers = {"Authorization": KEY}
+    headers = {"Authorization": UPLOADER_KEY}
     uploaded_at: dict[str, float] = {}
 
     def upload(batch) -> None:
@@ -118,7 +205,7 @@ def test_uploads_before_during_and_after_listing_are_each_sorted_once_and_comple
         time.sleep(0.2)
     assert sent["callback"]["status"] == "delivered", sent["callback"]
     [(callback_headers, body)] = receiver.posts
-    expected = "sha256=" + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
+    expected = "sha256=" + hmac.new(UPLOADER_KEY.encode(), body, hashlib.sha256).hexdigest()
     assert callback_headers[SIGNATURE_HEADER] == expected and json.loads(body)["complete"] is True
     receiver.shutdown()
     subscriber.close()
