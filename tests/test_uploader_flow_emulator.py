@@ -68,6 +68,8 @@ def test_the_old_client_flow_on_the_emulated_bucket_mounted_as_the_downloader_up
         while not os.path.ismount(mount) or not (mount / "all").is_dir():
             assert time.monotonic() < deadline and emulate.poll() is None, "the bucket was not mounted"
             time.sleep(0.2)
+        denied = requests.post(f"http://127.0.0.1:{port}/classification-job", json={"classes": ["cat"]}, timeout=30)
+        assert denied.status_code == 401, denied.text  # the key from ./.env is enforced by the gateway
         standin = DownloaderUploader(mount, dropbox, KEY, TOKEN)
         uploader = serve_in_thread(standin.app, uploader_port)
         client = OldClient(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{uploader_port}", KEY, TOKEN,
