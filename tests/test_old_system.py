@@ -159,3 +159,25 @@ def test_the_default_match_rule_is_a_setting_and_old_clients_spellings_are_kept(
     assert spec.match == "substring" and spec.min_score == 0.0 and "'selfie'" in warnings[0]
     body = {"classes": ["selfie"], "match": "hierarchy"}
     assert old_rule_for_unknown_words(body, parse_job_request(body, plain).spec)[1] == []
+
+
+def test_serve_listens_beyond_loopback_with_the_key_from_the_working_directorys_env(tmp_path):
+    (tmp_path / "photos/all").mkdir(parents=True)
+    (tmp_path / ".env").write_text("export SERVICE_KEY='from the old setup'\n")
+    env = {k: v for k, v in os.environ.items() if k != "SERVICE_KEY"}
+    port = free_port()
+    server = subprocess.Popen([IMGCLASSIFY, "serve", str(tmp_path / "photos"), "--host", "0.0.0.0", "--port",
+                               str(port), "--model", "mobilenet_v2", "--weights", str(MOBILENET_TFLITE)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/classification-job/{'0' * 32}", 120, server)
+        base = f"http://127.0.0.1:{port}/classification-job"
+        assert requests.post(base, json={"classes": ["dog"]}, timeout=10).status_code == 401
+        allowed = requests.post(base, json={"classes": ["dog"]}, headers={"Authorization": "from the old setup"},
+                                timeout=30)
+        assert allowed.status_code == 201, allowed.text
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=60)
+    assert f"SERVICE_KEY from {(tmp_path / '.env').resolve()}" in err and "http://0.0.0.0:" in err, err
+    assert "--allowed-host" in err

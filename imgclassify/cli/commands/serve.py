@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure-no-key", action="store_true",
                         help="listen on a non-loopback --host without SERVICE_KEY: anyone who reaches it may sort, "
                              "undo and read your photos")
-    parser.add_argument("--match", dest="default_match", choices=choices(MatchMode),
+    parser.add_argument("--match", "--default-match", dest="default_match", choices=choices(MatchMode),
                         help="the match rule of a job that asks for none (default: what this folder was served "
                              "with, else DEFAULT_MATCH, else hierarchy); substring gives old clients the old "
                              "service's rule")
@@ -102,6 +102,9 @@ def execute(args: argparse.Namespace) -> int:
         print(key_line(source), file=sys.stderr)
         print(f"old clients' default match rule: {app.settings.default_match.value}", file=sys.stderr)
         host = f"[{args.host}]" if ":" in args.host else args.host
+        if not is_loopback(args.host) and not settings.allowed_hosts:
+            print(f"note: only requests addressed to localhost are answered (421 otherwise): name this machine "
+                  f"with --allowed-host NAME (e.g. --allowed-host {args.host})", file=sys.stderr)
         print(f"serving {app.root} on http://{host}:{server.effective_port}  (POST /classification-job, "
               f"GET /classification-job/<id>); Ctrl-C stops", file=sys.stderr, flush=True)
         interrupt_like_ctrl_c()
