@@ -209,7 +209,7 @@ def main() -> None:
             trials[variant].append(json.loads(child.stdout.strip().splitlines()[-1]))
             print(f"trial {trial + 1} {variant}: {trials[variant][-1]['images_per_second']} img/s", file=sys.stderr)
     results = []
-    for variant, runs in trials.items():
+    for runs in trials.values():
         summary = dict(runs[0])
         for key in ("images_per_second", "p50_ms", "p95_ms", "cold_start_s"):
             summary[key] = round(statistics.median(run[key] for run in runs), 3)

@@ -76,7 +76,7 @@ def trial(args: argparse.Namespace, seed: int) -> dict[str, object]:
         body = {"classes": classes, "examples": {c: f"examples/{c}/" for c in classes}, "dry_run": True}
         app.load_model()  # loading the model is not what is measured
         timings, views = [], []
-        for attempt, min_score in enumerate((0.35, 0.5)):
+        for min_score in (0.35, 0.5):
             started = time.perf_counter()
             job = app.create_job({**body, "min_score": min_score})
             assert app.wait(timeout=3600)

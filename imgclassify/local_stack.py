@@ -243,7 +243,7 @@ class LocalStack:
         self.stop()
 
 
-def gateway_app(function_urls: dict[Function, str],  # type: ignore[no-untyped-def]
+def gateway_app(function_urls: dict[Function, str],
                 jobs: Callable[[], list[Any]] = list, service_key: str = "",
                 allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS):
     """The old service's paths on one port, each forwarded to the function the route table names, as an API

@@ -149,7 +149,7 @@ def test_first_deploy_creates_everything_and_deploys_five_functions(fake_gcloud)
         assert _flag(deploys[name], "--ingress-settings") == ["internal-only"]
     [hold] = _find(calls, "pubsub", "subscriptions", "create")
     assert _flag(hold, "--expiration-period") == ["never"]  # the default 31-day expiry drops dead letters
-    for name, call in deploys.items():
+    for call in deploys.values():
         env = dict(kv.split("=", 1) for kv in _flag(call, "--set-env-vars")[0].split(","))
         assert env["THREADS"] == _flag(call, "--concurrency")[0]  # functions-framework's default is 4 x CPUs
     assert "create-job: https://create-job-abc.a.run.app" in result.stdout

@@ -32,7 +32,8 @@ def test_people_horses_cows_and_giraffes_resolve_to_the_detectors_classes_too():
     assert not resolve("giraffes").classes and resolve("giraffes").detector_classes  # ImageNet has none
     assert {"horse", "cow", "dog", "cat", "bird"} <= {coco_names()[i] for i in resolve("animals").detector_classes}
     assert {"car", "truck", "bicycle"} <= {coco_names()[i] for i in resolve("vehicles").detector_classes}
-    assert needs_detector(("dogs", "people"), MatchMode.HIERARCHY) and not needs_detector(("dogs",), MatchMode.HIERARCHY)
+    assert needs_detector(("dogs", "people"), MatchMode.HIERARCHY)
+    assert not needs_detector(("dogs",), MatchMode.HIERARCHY)
     assert not needs_detector(("people",), MatchMode.LABEL)
 
 

@@ -218,7 +218,8 @@ def test_a_correction_never_removes_a_copy_someone_changed(app):
     deliver_all(app)
     app.objects.write("images", "tabby/r1.jpg", b"the user's own file now")
     done = correct(client, job["id"], ("all/r1.jpg", "tabby", False)).get_json()["corrections"]
-    assert done[0]["kept"] == ["tabby/r1.jpg"] and app.objects.read("images", "tabby/r1.jpg") == b"the user's own file now"
+    assert done[0]["kept"] == ["tabby/r1.jpg"]
+    assert app.objects.read("images", "tabby/r1.jpg") == b"the user's own file now"
 
 
 def test_corrections_teach_a_word_wordnet_lacks_to_later_jobs_in_the_bucket(app):

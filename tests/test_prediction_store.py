@@ -191,7 +191,8 @@ def test_the_cli_reruns_say_nothing_new_try_dry_runs_list_jobs_and_undo(photos):
     dry = imgclassify("run", str(photos), "--classes", "terrier", *model, "--dry-run", "--json")
     listed = imgclassify("jobs", str(photos))
     undone = imgclassify("undo", str(photos))  # the latest job: the dry run, which wrote nothing
-    undone_first = imgclassify("undo", str(photos), json.loads(imgclassify("jobs", str(photos), "--json").stdout)[0]["id"])
+    first_id = json.loads(imgclassify("jobs", str(photos), "--json").stdout)[0]["id"]
+    undone_first = imgclassify("undo", str(photos), first_id)
 
     assert first.returncode == again.returncode == dry.returncode == 0, first.stderr + again.stderr + dry.stderr
     assert "predictions: 0 from the store, 30 from the model" in first.stdout

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from common import bootstrap
-from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore, file_errors
+from common.adapters.local import InProcessQueue, SqliteJobStore, file_errors
 from common.config import Settings
 from common.domain.options import Backend
 from common.domain.errors import ConfigurationError, PermanentImageError, TransientError

@@ -199,7 +199,7 @@ def test_photos_are_corrected_on_the_served_page_with_the_keyboard_and_the_folde
         assert (root / "dogs" / dog_file).exists()
         dog.locator("button.not").focus()
         page.keyboard.press("Enter")
-        page.wait_for_function(f"document.querySelector('figure[data-corrected=\"-dogs\"]')", timeout=30_000)
+        page.wait_for_function("document.querySelector('figure[data-corrected=\"-dogs\"]')", timeout=30_000)
         other = page.locator('section[data-section="unmatched"] figure').first
         other_file = other.get_attribute("data-file")
         other.locator("input[name=class]").focus()

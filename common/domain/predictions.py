@@ -1,9 +1,9 @@
 """What the model said about one photo, stored so any later question about it is answered without the model.
 
 The whole probability vector is kept (1000 float32, zlib-compressed, with a checksum), and the model's
-penultimate features beside it when the model gives them (classes defined by examples are decided on those): hierarchy scores sum
-probabilities over a class's descendants, so anything less than the full vector could answer a broad class
-differently from a fresh run. Keyed by the model build's fingerprint and the photo's content fingerprint.
+penultimate features beside it when the model gives them (classes defined by examples are decided on those):
+hierarchy scores sum probabilities over a class's descendants, so anything less than the full vector could answer
+a broad class differently from a fresh run. Keyed by the model build's fingerprint and the photo's content fingerprint.
 """
 from __future__ import annotations
 

@@ -98,7 +98,8 @@ class Counters:
     @classmethod
     def of(cls, result: ImageResult) -> Counters:
         return cls(processed=int(result.ok), failed=int(not result.ok), matches={m: 1 for m in result.matched},
-                   unmatched=int(result.ok and not result.matched), from_store=int(result.prediction == PredictionSource.STORE),
+                   unmatched=int(result.ok and not result.matched),
+                   from_store=int(result.prediction == PredictionSource.STORE),
                    recomputed=int(result.prediction == PredictionSource.RECOMPUTED))
 
     def add(self, other: Counters) -> None:

@@ -98,7 +98,8 @@ class CorrectJob:
                 kept.append(name)
                 reasons[name] = "not this job's copy (the same photo was already there): kept"
             elif self._jobs.release_copy(job.id, item.name, name):
-                gone = Removal(self._objects.remove(job.spec.bucket, name, result.content, result.identities.get(name, "")))
+                identity = result.identities.get(name, "")
+                gone = Removal(self._objects.remove(job.spec.bucket, name, result.content, identity))
                 (removed if gone in (Removal.REMOVED, Removal.MISSING) else kept).append(name)
                 if gone not in (Removal.REMOVED, Removal.MISSING):
                     reasons[name] = KEPT_BECAUSE[gone]

@@ -21,6 +21,7 @@ def existing_job(jobs: JobReader, job_id: str) -> JobRecord:
                            field="id", candidates=found)
         job = jobs.get_job(found[0]) if found else None
     if job is None:
-        shown = job_id if isinstance(job_id, str) and len(job_id) <= MAX_ECHOED_ID else f"{str(job_id)[:MAX_ECHOED_ID]}…"
+        shown = job_id if isinstance(job_id, str) and len(job_id) <= MAX_ECHOED_ID else \
+            f"{str(job_id)[:MAX_ECHOED_ID]}…"
         raise NotFound(f"Job {shown} not found", field="id")
     return job

@@ -1,6 +1,7 @@
 """HTTP function: POST {"classes": [...]} -> 201 with the new job; POST /classification-job/<id>/undo removes the
 copies a job made, POST /classification-job/<id>/close closes a watch job, POST /classification-job/<id>/corrections
-corrects its photos, POST /classification-job/<id>/retry re-publishes its images that have no result. Logic lives in common/."""
+corrects its photos, POST /classification-job/<id>/retry re-publishes its images that have no result. Logic lives
+in common/."""
 import functions_framework
 import flask
 

@@ -214,7 +214,8 @@ class SqliteJobStore:
     def watch_jobs(self, bucket: str) -> list[JobRecord]:
         with self._lock, database_errors("listing watch jobs"):
             rows = self._db.execute("SELECT id, spec, number_of_files, created_at, request_id, error, errors, closed, "
-                                    "callback, republished_at, message_key FROM jobs WHERE json_extract(spec, '$.watch') = 1 AND "
+                                    "callback, republished_at, message_key FROM jobs "
+                                    "WHERE json_extract(spec, '$.watch') = 1 AND "
                                     "COALESCE(closed, 0) = 0").fetchall()
         jobs = [self._record(row[0], row[1:]) for row in rows]
         return [job for job in jobs if job.spec.bucket == bucket]

@@ -82,7 +82,8 @@ def _job_counters(db: sqlite3.Connection) -> None:
     1 matched no class, 2 matched), its searchable text (name and top labels, lowercased) and closest score, and a
     row per class it matched, so that one page of a section is read through an index. Existing jobs are counted
     here once, by the aggregates that used to run on every status read."""
-    db.execute("CREATE TABLE IF NOT EXISTS job_counters (job_id TEXT PRIMARY KEY, processed INTEGER NOT NULL DEFAULT 0, "
+    db.execute("CREATE TABLE IF NOT EXISTS job_counters (job_id TEXT PRIMARY KEY, "
+               "processed INTEGER NOT NULL DEFAULT 0, "
                "failed INTEGER NOT NULL DEFAULT 0, unmatched INTEGER NOT NULL DEFAULT 0, from_store INTEGER NOT NULL "
                "DEFAULT 0, recomputed INTEGER NOT NULL DEFAULT 0, arrived INTEGER NOT NULL DEFAULT 0, "
                "written INTEGER NOT NULL DEFAULT 0, last_result_at TEXT)")
