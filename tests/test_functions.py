@@ -170,7 +170,7 @@ def test_create_job_shows_what_each_class_resolved_to_and_warns_on_weak_ones(ser
 
 
 def test_create_job_rejects_a_class_that_means_nothing_with_suggestions(service):
-    response = client("create_job").post("/", json={"classes": ["dog", "dgo"]})
+    response = client("create_job").post("/", json={"classes": ["dog", "dgo"], "match": "hierarchy"})
     assert response.status_code == 400
     body = response.get_json()
     assert body["field"] == "classes" and "classes[1] 'dgo'" in body["message"] and "dingo" in body["suggestions"]
