@@ -68,13 +68,18 @@ def error_response(status: int, message: str, retry_after: int | None = None, **
     return response
 
 
+def allowed_methods(exc: MethodNotAllowed) -> list[str]:
+    allow = exc.details.get("allow", [])
+    return [str(method) for method in allow] if isinstance(allow, list) else []
+
+
 def client_error_response(exc: ClientError) -> flask.Response:
     status = status_of(exc)
     response = json_response({"code": status, **exc.to_json()}, status)
     if isinstance(exc, Overloaded):
         response.headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, MethodNotAllowed):
-        response.headers["Allow"] = ", ".join(exc.details.get("allow", []))  # type: ignore[arg-type]
+        response.headers["Allow"] = ", ".join(allowed_methods(exc))
     if isinstance(exc, Unauthorized):
         # A browser asks for the key (as the password) and sends it with every later page and preview.
         response.headers["WWW-Authenticate"] = 'Basic realm="imgclassify", charset="UTF-8"'
@@ -360,7 +365,7 @@ def create_app(handlers: Handlers, settings: Settings) -> flask.Flask:
             check_boundary(flask.request, settings.allowed_hosts, settings.status_url_base)
             match("OPTIONS", flask.request.path, served=with_pages(handlers).keys())
         except MethodNotAllowed as exc:
-            allowed = list(exc.details.get("allow", []))  # type: ignore[arg-type]
+            allowed = allowed_methods(exc)
             response = json_response({"code": 200, "allow": allowed}, 200)
             response.headers["Allow"] = ", ".join(allowed)
             return response

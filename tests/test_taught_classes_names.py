@@ -1,12 +1,19 @@
 """One name for a photo everywhere, the job a command without an id takes, and corrections that say what they do
-(issue 30). Fast: the fake app, and the CLI's helpers over plain records."""
+(issue 30). Fast: the fake app, and the CLI's helpers over plain records; one run of the CLI itself."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass, field
+
+import pytest
 
 from common.domain.results import ImageResult
 from imgclassify.cli.output import corrections_followed, corrections_line, latest_that_changed
+from tests.conftest import MOBILENET_TFLITE
 from tests.fakes import fake_app, served, solid_jpeg
+from tests.test_cli import IMGCLASSIFY
 
 
 def deliver_all(app) -> None:
@@ -90,3 +97,20 @@ def test_status_says_how_many_corrections_each_class_followed():
     followed = corrections_followed(["birds"], results, kept)
     assert followed == {"birds": {"in": 1, "out": 1}}
     assert corrections_line(followed).endswith("birds 2 (1 in, 1 out)")
+
+
+
+@pytest.mark.slow
+def test_run_with_examples_and_a_build_without_features_stops_before_sorting(tmp_path, shared):
+    """The README's slim .tflite cannot learn examples: one line naming the fix, exit 2, nothing sorted."""
+    (tmp_path / "dir/all").mkdir(parents=True)
+    (tmp_path / "examples").mkdir()
+    for name in ("cat_720p.jpg", "face.jpg"):
+        shutil.copy(shared / "photos/coral" / name, tmp_path / "examples" / name)
+    shutil.copy(shared / "photos/coral/bird.bmp", tmp_path / "dir/all/bird.bmp")
+    ran = subprocess.run([IMGCLASSIFY, "run", str(tmp_path / "dir"), "--classes", "pets", "--examples",
+                          f"pets={tmp_path / 'examples'}", "--model", "mobilenet_v2", "--weights",
+                          str(MOBILENET_TFLITE)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "DETECTOR_MODEL": "none"})
+    assert ran.returncode == 2 and "no features" in ran.stderr and ran.stderr.count("\n") == 1
+    assert not (tmp_path / "dir/pets").exists()

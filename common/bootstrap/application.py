@@ -110,6 +110,12 @@ class Application:
     def load_model(self) -> Classifier:
         return self.ports.inference.classifier()
 
+    def examples_refusal(self) -> str | None:
+        """Why this instance's model cannot learn example photos (a build without features), or None."""
+        from common.usecases.learn_examples import examples_refusal
+
+        return examples_refusal(self.load_model())
+
     @property
     def has_detector(self) -> bool:
         """Known from the settings alone: the HTTP functions never load the inference side to answer it."""

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from common import bootstrap
 from imgclassify.cli.folder import embedded_app, folders
 from imgclassify.cli.options import add_job_options, add_model_options, check_request, job_request
 from imgclassify.cli.output import Progress, meanings, next_steps, plan_lines, planned_copies, summary, table
@@ -37,11 +38,15 @@ def execute(args: argparse.Namespace) -> int:
         return _run(args, app, model, body)
 
 
-def _run(args: argparse.Namespace, app, model: str, body: dict) -> int:  # type: ignore[no-untyped-def]
+def _run(args: argparse.Namespace, app: bootstrap.LocalApplication, model: str, body: dict[str, object]) -> int:
+    refusal = app.examples_refusal() if body.get("examples") else None
+    if refusal is not None:  # before anything is sorted: every photo would fail with it
+        print(f"imgclassify: error: --examples: {refusal}", file=sys.stderr)
+        return 2
     resumable = app.find_resumable(body)
     resumed: dict[str, int] | None = None
     progress = Progress(sys.stderr.isatty() and not args.json)
-    job_id = resumable
+    job_id: str | None = resumable
     interrupt_like_ctrl_c()
     try:
         if resumable:
@@ -52,7 +57,7 @@ def _run(args: argparse.Namespace, app, model: str, body: dict) -> int:  # type:
         else:
             job_id = app.create_job(body)["id"]
         while not app.wait(timeout=0.2):
-            if progress.enabled:  # the status is read only to be drawn: not at all with --json or no terminal
+            if progress.enabled and job_id:  # the status is read only to be drawn: not with --json or no terminal
                 progress.show(app.job_status(job_id))
     except KeyboardInterrupt:
         progress.end()
@@ -65,6 +70,8 @@ def _run(args: argparse.Namespace, app, model: str, body: dict) -> int:  # type:
         print(f"interrupted: {view.done} of {view.number_of_files} images done. "
               f"Run the same command again to resume job {job_id}.", file=sys.stderr)
         return 130
+    if job_id is None:  # resumed or created above: an id either way
+        return 1
     view, written = app.report.totals(job_id)  # kept counters: every result is read only for a dry run's plan
     progress.show(view)
     progress.end()
