@@ -190,7 +190,7 @@ def test_the_cli_reruns_say_nothing_new_try_dry_runs_list_jobs_and_undo(photos):
     again = imgclassify("run", str(photos), "--classes", "dog", "bird", *model)
     dry = imgclassify("run", str(photos), "--classes", "terrier", *model, "--dry-run", "--json")
     listed = imgclassify("jobs", str(photos))
-    undone = imgclassify("undo", str(photos))  # the latest job: the dry run, which wrote nothing
+    undone = imgclassify("undo", str(photos))  # the latest job that made copies (the dry run made none), named
     first_id = json.loads(imgclassify("jobs", str(photos), "--json").stdout)[0]["id"]
     undone_first = imgclassify("undo", str(photos), first_id)
 
@@ -199,8 +199,9 @@ def test_the_cli_reruns_say_nothing_new_try_dry_runs_list_jobs_and_undo(photos):
     assert "predictions: 30 from the store, 0 from the model; 0 new copies — nothing new" in again.stdout
     assert json.loads(dry.stdout)["from_store"] == 30 and not (photos / "terrier").exists()
     assert len(listed.stdout.splitlines()) == 4 and "(dry run)" in listed.stdout
-    assert "removed 0 copies" in undone.stdout
-    assert undone_first.returncode == 0 and "removed" in undone_first.stdout
+    assert "the latest that made copies" in undone.stdout and "was a dry run" in undone.stdout
+    assert undone.returncode == 0 and "removed 0 copies" not in undone.stdout
+    assert undone_first.returncode == 0 and "removed 0 copies" in undone_first.stdout  # it owns none any more
     assert not (photos / "dog").exists() and not (photos / "bird").exists()
 
 
