@@ -233,3 +233,19 @@ def test_the_page_of_an_undone_job_offers_no_undo_and_no_corrections(tmp_path):
     page = client.get(f"/classification-job/{job_id}/report").data
     assert b'id="undo-job"' not in page and b"data-corrections" not in page and b"undone" in page
     assert folder.app.job_status(job_id)["undone_at"]
+
+
+def test_the_log_is_rotated_when_a_command_starts_past_its_size_and_a_link_is_never_followed(tmp_path, monkeypatch):
+    monkeypatch.setattr(bootstrap, "LOG_MAX_BYTES", 100)
+    state = tmp_path / ".imgclassify"
+    state.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's")
+    (state / "log.jsonl.2").symlink_to(victim)  # moved as a link, never written through
+    for round_ in range(5):
+        with bootstrap.log_stream(tmp_path) as log:
+            log.write(f"{round_}" * 150 + "\n")
+    kept = sorted(p.name for p in state.iterdir() if p.name.startswith("log.jsonl"))
+    assert kept == ["log.jsonl", "log.jsonl.1", "log.jsonl.2", "log.jsonl.3"]
+    assert (state / "log.jsonl").read_text().startswith("4") and (state / "log.jsonl.1").read_text().startswith("3")
+    assert victim.read_text() == "the user's"

@@ -141,6 +141,20 @@ class StateFolder:
         os.set_blocking(fd, True)
         return io.TextIOWrapper(io.FileIO(fd, "a"), encoding="utf-8", line_buffering=True)
 
+    def rotate(self, name: str, max_bytes: int, keep: int) -> bool:
+        """When name is a regular file over max_bytes: name.{keep-1} -> name.{keep}, …, name -> name.1 (renames in
+        this folder: a link is moved as itself, never followed; the oldest generation is replaced). Whether it
+        rotated."""
+        kind = self._kind(name)
+        if kind is None or not stat.S_ISREG(kind) or os.lstat(name, dir_fd=self.fd).st_size <= max_bytes:
+            return False
+        for generation in range(keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{name}.{generation}", f"{name}.{generation + 1}", src_dir_fd=self.fd,
+                           dst_dir_fd=self.fd)
+        os.replace(name, f"{name}.1", src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        return True
+
     def database(self, name: str) -> str:
         """The path SQLite should open name by — through this folder's descriptor where the system has one — once
         the database and its side files are known to be regular files or absent."""
