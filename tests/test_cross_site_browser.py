@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from imgclassify.emulation import LOOPBACK, free_port
-from tests.test_report_browser import CHROMIUM, serving
+from tests.test_report_browser import CHROMIUM, CHROMIUM_ARGS, serving
 
 pytestmark = pytest.mark.slow
 KEY = "browser-key"
@@ -39,8 +39,7 @@ def browser():
         # own Private Network Access block (a page from elsewhere reaching loopback), which other browsers lack: the
         # server must refuse what such a browser lets through.
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic", f"--host-resolver-rules=MAP {REBOUND} {LOOPBACK}",
+            *CHROMIUM_ARGS, f"--host-resolver-rules=MAP {REBOUND} {LOOPBACK}",
             "--disable-features=BlockInsecurePrivateNetworkRequests,PrivateNetworkAccessRespectPreflightResults,"
             "LocalNetworkAccessChecks"])
         yield launched

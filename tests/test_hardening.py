@@ -30,6 +30,7 @@ from common.inference.decoding import MAX_DECODED_BYTES, decode_image
 from common.ports import Removal
 from common.pages import export_csv
 from common.usecases.deliver_callback import DeliverCallback
+from common.usecases.job_status import JobStatus
 from common.usecases.report_job import ReportJob
 from tests.fakes import solid_jpeg
 from tests.test_real_folders import RED_CAT, Folder, put, snapshot
@@ -114,7 +115,8 @@ def test_a_preview_is_only_of_a_photo_the_job_has_a_result_for(tmp_path, name):
     put(tmp_path / "all/cat.jpg")
     put(tmp_path / "private/secret.jpg")
     job_id = folder.run(["cat"])["id"]
-    report = ReportJob(folder.jobs, folder.objects, lambda data, box=None, full=False: data)  # the photo itself
+    report = ReportJob(folder.jobs, folder.objects, lambda data, box=None, full=False: data,  # the photo itself
+                       JobStatus(folder.jobs))
     assert report.thumbnail(job_id, "all/cat.jpg") == RED_CAT
     with pytest.raises(NotFound) as refused:
         report.thumbnail(job_id, name)

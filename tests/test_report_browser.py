@@ -23,6 +23,9 @@ from tests.conftest import MOBILENET_TFLITE
 
 pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+# They keep a headless Chromium from reaching for Google's servers, which this network refuses.
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic")
 IMGCLASSIFY = str(Path(sys.executable).with_name("imgclassify"))
 MODEL = ("--model", "mobilenet_v2", "--weights", str(MOBILENET_TFLITE))
 CLASSES = ["dogs", "birds", "food", "musical instruments"]
@@ -35,10 +38,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        # The flags keep a headless Chromium from reaching for Google's servers, which this network refuses.
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         yield launched
         launched.close()
 

@@ -46,11 +46,11 @@ class LocalApplication(Application):
 
     @cached_property
     def pick_job(self) -> PickJob:
-        return PickJob(self.ports.jobs, self.ports.jobs)
+        return PickJob(self.ports.jobs)
 
     @cached_property
     def list_jobs(self) -> ListJobs:
-        return ListJobs(self.ports.jobs, self.ports.objects, self.ports.jobs)
+        return ListJobs(self.ports.jobs, self.ports.objects)
 
     def admit(self, max_queued: int) -> AdmitJob:
         return AdmitJob(self.create_job, self.queue.backlog, max_queued, retry=self.retry_job)

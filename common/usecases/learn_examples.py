@@ -42,7 +42,7 @@ class Taught:
 
 
 class LearnExamples:
-    def __init__(self, objects: ObjectLister, vectors: PhotoVectors, corrections: Corrections | None = None) -> None:
+    def __init__(self, objects: ObjectLister, vectors: PhotoVectors, corrections: Corrections) -> None:
         self._objects = objects
         self._vectors = vectors
         self._corrections = corrections
@@ -87,8 +87,6 @@ class LearnExamples:
         return rows, probabilities
 
     def _said(self, spec: JobSpec) -> dict[str, dict[str, bool]]:
-        if self._corrections is None:
-            return {}
         try:
             return {c: found for c in spec.classes if (found := self._corrections.corrections(spec.bucket,
                                                                                               c.casefold()))}

@@ -75,9 +75,9 @@ def filtered(results: Iterable[ImageResult], section: str, query: str, min_score
 
 class ReportJob:
     def __init__(self, jobs: JobReader, objects: ObjectReader, thumbnail: Callable[..., bytes | None],
-                 status: JobStatus | None = None) -> None:
+                 status: JobStatus) -> None:
         self._jobs = jobs
-        self._status = status or JobStatus(jobs)
+        self._status = status
         self._objects = objects
         self._thumbnail = thumbnail
 

@@ -15,8 +15,8 @@ from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.report_job import KeptCopies
 
 
-class KeptJobs(JobReader, JobListing, Protocol):
-    """A runner's job store: read, and listed."""
+class KeptJobs(JobReader, JobListing, UndoRecords, Protocol):
+    """A runner's job store: read, listed, and which of its jobs were undone."""
 
 
 def views_of(jobs: JobReader, job_ids: Iterable[str]) -> Iterator[JobView]:
@@ -30,15 +30,14 @@ def views_of(jobs: JobReader, job_ids: Iterable[str]) -> Iterator[JobView]:
 class PickJob:
     """The job a command names, or else the latest one (for undo: the latest one not undone yet)."""
 
-    def __init__(self, jobs: KeptJobs, undone: UndoRecords | None = None) -> None:
+    def __init__(self, jobs: KeptJobs) -> None:
         self._jobs = jobs
-        self._undone = undone
 
     def __call__(self, job_id: str | None = None, not_undone: bool = False) -> str:
         if job_id:
             return job_id
-        if not_undone and self._undone is not None:
-            undone = self._undone.undone_jobs()
+        if not_undone:
+            undone = self._jobs.undone_jobs()
             left = [i for i in self._jobs.job_ids() if i not in undone]
             if not left:
                 raise NotFound("every job here is undone already", field="id")
@@ -122,17 +121,16 @@ class KeptJob:
 
 
 class ListJobs:
-    def __init__(self, jobs: KeptJobs, objects: ObjectReader, undone: UndoRecords | None = None) -> None:
+    def __init__(self, jobs: KeptJobs, objects: ObjectReader) -> None:
         self._jobs = jobs
         self._objects = objects
-        self._undone = undone
 
     def __call__(self, with_copies: bool = True, look: bool = False) -> list[KeptJob]:
         """Every job from its kept counters, with how many copies it owns unless `with_copies` is False (what a
         page polling for progress asks); `look`: each copy looked for on disk too (each result read: a cost that
         grows with the job, asked for by `jobs --check`)."""
         kept = []
-        undone = self._undone.undone_jobs() if self._undone is not None else {}
+        undone = self._jobs.undone_jobs()
         for view in views_of(self._jobs, self._jobs.job_ids()):
             if not with_copies:
                 kept.append(KeptJob(view, None, None, undone.get(view.id)))
