@@ -50,7 +50,6 @@ class ClassifyImage:
         # ImageNet: people, horses), each stored under its own fingerprint.
         self.vectors = PhotoVectors(objects, classifier, decode, predictions, model_key, detector, detector_key)
         self._announce = announce  # called after each recorded image: whoever records the last one announces
-        self._results = jobs
         # The job's record decides what a message may do (prefix, classes, thresholds), never the message: a
         # forged or stale delivery cannot copy other objects or count into another job. Kept per instance.
         self._jobs = jobs
@@ -115,13 +114,13 @@ class ClassifyImage:
             # the job's owner look — a structured error entry and the job's status — then redeliver, so the
             # images go through once it is fixed.
             log.error("instance cannot classify", extra={**context, "error": str(exc)})
-            self._results.record_job_error(message.job_id, f"classify_image: {exc}")
+            self._jobs.record_job_error(message.job_id, f"classify_image: {exc}")
             raise
         except Exception as exc:
             log.exception("image failed on an unexpected error; recorded as failed, not retried", extra=context)
             result = ImageResult.failure(message.name, f"internal error: {type(exc).__name__}: {exc}")
         with timings.stage("record"):
-            recorded = self._results.record_result(message.job_id, result)
+            recorded = self._jobs.record_result(message.job_id, result)
         # Announce even after a duplicate: if the announcement failed (a transient error, so this message was
         # redelivered), the redelivery is what makes it happen; the completion marker keeps it to once.
         if self._announce is not None:

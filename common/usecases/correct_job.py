@@ -100,8 +100,10 @@ class CorrectJob:
             elif self._jobs.release_copy(job.id, item.name, name):
                 identity = result.identities.get(name, "")
                 gone = Removal(self._objects.remove(job.spec.bucket, name, result.content, identity))
-                (removed if gone in (Removal.REMOVED, Removal.MISSING) else kept).append(name)
-                if gone not in (Removal.REMOVED, Removal.MISSING):
+                if gone in (Removal.REMOVED, Removal.MISSING):
+                    removed.append(name)
+                else:
+                    kept.append(name)
                     reasons[name] = KEPT_BECAUSE[gone]
         return {"removed": removed, "kept": kept, **({"kept_because": reasons} if reasons else {})}
 

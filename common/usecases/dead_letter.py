@@ -37,8 +37,7 @@ class RecordDeadLetter:
     def image(self, message: ClassifyMessage, deliveries: int | None) -> ImageResult | None:
         """The failure recorded, or None (already counted, or no job would have sent the message)."""
         job = self._jobs.get_job(message.job_id)
-        refused = self._not_published(job, message.name) or \
-            (None if job is None or message.signed_by(job) else "not signed with the job's key")
+        refused = self._not_published(job, message)
         if job is None or refused:
             log.warning(f"dead letter refused: {refused}", extra={"job_id": message.job_id, "object": message.name})
             return None
@@ -50,10 +49,13 @@ class RecordDeadLetter:
                   extra={"job_id": job.id, "object": message.name, "deliveries": deliveries})
         return result if recorded else None
 
-    def _not_published(self, job: JobRecord | None, name: str) -> str | None:
-        """Why no delivery of this job could have named this object, or None when one could have."""
+    def _not_published(self, job: JobRecord | None, message: ClassifyMessage) -> str | None:
+        """Why no delivery of this job could have been this message, or None when one could have."""
+        name = message.name
         if job is None:
             return "no such job"
+        if not message.signed_by(job):
+            return "not signed with the job's key"
         if not is_plain_object_name(name) or not name.startswith(job.spec.source_prefix):
             return "the name is not under the job's prefix"
         if not self._objects.exists(job.spec.bucket, name):

@@ -158,8 +158,7 @@ class StateFolder:
     def database(self, name: str) -> str:
         """The path SQLite should open name by — through this folder's descriptor where the system has one — once
         the database and its side files are known to be regular files or absent."""
-        for suffix in SQLITE_SIDE_FILES:
-            self.check_regular(name + suffix)
+        self.check_database(name)
         through_fd = Path(f"/proc/self/fd/{self.fd}")
         return str(through_fd / name) if through_fd.is_dir() else str(self.path / name)
 
