@@ -6,7 +6,7 @@ operator must fix becomes `ConfigurationError`; the use cases never see an SDK's
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -246,6 +246,10 @@ class PredictionStore(Protocol):
     use cases treat its failures as misses."""
 
     def get(self, model: str, content: str) -> bytes | None: ...
+
+    def get_many(self, model: str, contents: Sequence[str]) -> dict[str, bytes]:
+        """The stored entries among contents (those missing are absent), in a few reads, not one per photo."""
+        ...
 
     def put(self, model: str, content: str, prediction: bytes) -> None: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -263,6 +263,9 @@ class MemoryPredictionStore:
 
     def get(self, model: str, content: str) -> bytes | None:
         return self.entries.get((model, content))
+
+    def get_many(self, model: str, contents: Sequence[str]) -> dict[str, bytes]:
+        return {c: self.entries[(model, c)] for c in contents if (model, c) in self.entries}
 
     def put(self, model: str, content: str, prediction: bytes) -> None:
         self.entries[(model, content)] = prediction

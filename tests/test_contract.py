@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from common.domain.errors import ObjectMissing, PermanentImageError
 from common.domain.jobs import JobRecord, JobSpec, new_job_id
@@ -375,7 +377,7 @@ def prediction_store(request, tmp_path) -> Iterator[object]:
         request.getfixturevalue("emulators")
         from google.cloud import firestore
 
-        from common.adapters.gcp import FirestorePredictionStore
+        from common.adapters.gcp_predictions import FirestorePredictionStore
 
         yield FirestorePredictionStore(firestore.Client(project="local-project"), _unique("predictions"))
 
@@ -388,6 +390,26 @@ def test_predictions_round_trip_by_model_and_content(prediction_store):
     assert prediction_store.get("resnet50/keras/b.h5/def/p1", "md5:x") is None  # another build's: never used
     assert prediction_store.get("resnet50/litert/a.tflite/abc/p1", "md5:y") is None
 
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stored=st.sets(st.integers(0, 40), max_size=12), asked=st.lists(st.integers(0, 40), max_size=30))
+def test_predictions_read_together_are_those_read_one_by_one(prediction_store, monkeypatch, stored, asked):
+    """Duplicates, misses, another build's entries and more contents than one batched read holds: the batched
+    read answers exactly what one read per photo would."""
+    from common.adapters.local import predictions
+
+    monkeypatch.setattr(predictions, "LOOKUP_BATCH", 7)  # batches cross at a few photos, not only at hundreds
+    if "Firestore" in type(prediction_store).__name__:
+        from common.adapters import gcp_predictions
+
+        monkeypatch.setattr(gcp_predictions, "GET_ALL_BATCH", 7)
+    model = f"m/{_unique('build')}"
+    for number in stored:
+        prediction_store.put(model, f"md5:{number}", f"entry {number}".encode())
+        prediction_store.put(f"{model}-other", f"md5:{number + 1}", b"another build's")
+    contents = [f"md5:{number}" for number in asked]
+    expected = {c: blob for c in contents if (blob := prediction_store.get(model, c)) is not None}
+    assert prediction_store.get_many(model, contents) == expected
 
 @pytest.fixture(params=BACKENDS)
 def corrections(request, tmp_path) -> Iterator[object]:

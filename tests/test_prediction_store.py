@@ -41,7 +41,7 @@ class CountingModel:
 
 
 class Folder:
-    def __init__(self, root: Path, model: CountingModel, model_key: str | None = None) -> None:
+    def __init__(self, root: Path, model: CountingModel, model_key: str | None = None, batch: bool = False) -> None:
         self.root = root
         self.objects = FolderObjectStore(root, sources={"all/": root / "all"})
         self.jobs = SqliteJobStore(root / ".imgclassify/jobs.sqlite3")
@@ -49,8 +49,10 @@ class Folder:
         # One worker: Keras batches concurrent deliveries, and a batch's floats differ in the last bits from a
         # single image's, which can flip a score sitting on a threshold between a stored and a fresh run.
         self.queue = InProcessQueue(workers=1)
-        self.queue.subscribe(ClassifyImage(self.objects, self.jobs, model, decode_image, self.predictions,
-                                           model_key or model_fingerprint(CONFIG), self.predictions))
+        classify = ClassifyImage(self.objects, self.jobs, model, decode_image, self.predictions,
+                                 model_key or model_fingerprint(CONFIG), self.predictions)
+        # batch: as the embedded runner delivers, a few messages at once with their stored answers read together
+        self.queue.subscribe(classify, batch=classify.deliver_batch if batch else None)
         self.create = CreateJob(self.objects, self.jobs, self.queue, JobDefaults(bucket="local"))
         self.status = JobStatus(self.jobs)
         self.undo = UndoJob(self.objects, self.jobs)
@@ -100,7 +102,7 @@ def test_stored_predictions_answer_exactly_as_a_fresh_run(tmp_path, photos, ques
     warm = Folder(photos, CountingModel())
     warm.run(classes=["animal"], dry_run=True)  # fills the store with every photo's prediction
 
-    never = Folder(photos, CountingModel(allowed=False))
+    never = Folder(photos, CountingModel(allowed=False), batch=True)
     stored_view, fresh_view = never.run(**question), fresh.run(**question)
 
     assert stored_view["from_store"] == stored_view["number_of_files"] == 30 and fresh_view["from_store"] == 0
@@ -129,7 +131,7 @@ def test_a_changed_photo_is_classified_again_and_a_corrupt_entry_is_recomputed_a
             "(SELECT MIN(rowid) FROM predictions)")
 
     model = CountingModel()
-    view = Folder(photos, model).run(classes=["bird"])
+    view = Folder(photos, model, batch=True).run(classes=["bird"])
 
     assert view["complete"] and view["failed"] == 0
     assert model.calls == 2 and view["from_store"] == 28 and view["predictions_recomputed"] == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -332,32 +331,6 @@ class FirestoreJobStore:
 def _iso(value: Any) -> str | None:
     """A Firestore timestamp as the ISO text job records use."""
     return value.isoformat(timespec="milliseconds") if hasattr(value, "isoformat") else None
-
-
-class FirestorePredictionStore:
-    """predictions/{sha256(model + content)}: {model, content, prediction (bytes, ~3.8 KB)}. One document read per
-    lookup; chosen over Storage objects because the job store is already a Firestore client in classify_image."""
-
-    def __init__(self, client: firestore.Client, collection: str = "predictions") -> None:
-        self._collection = client.collection(collection)
-
-    def _ref(self, model: str, content: str) -> Any:
-        return self._collection.document(hashlib.sha256(f"{model}\n{content}".encode()).hexdigest())
-
-    @translated("reading a stored prediction")
-    def get(self, model: str, content: str) -> bytes | None:
-        snapshot = self._ref(model, content).get()
-        if not snapshot.exists:
-            return None
-        data = snapshot.to_dict() or {}
-        if data.get("model") != model or data.get("content") != content:
-            return None
-        prediction = data.get("prediction")
-        return bytes(prediction) if isinstance(prediction, (bytes, bytearray)) else b""
-
-    @translated("storing a prediction")
-    def put(self, model: str, content: str, prediction: bytes) -> None:
-        self._ref(model, content).set({"model": model, "content": content, "prediction": prediction})
 
 
 class PubSubEvents:

@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from google.cloud import firestore as firestore_sdk
     from google.cloud import pubsub_v1
 
-    from common.adapters.gcp import (FirestoreJobStore, FirestorePredictionStore, GcsObjectStore, PubSubEvents,
-                                     PubSubPublisher)
+    from common.adapters.gcp import FirestoreJobStore, GcsObjectStore, PubSubEvents, PubSubPublisher
+    from common.adapters.gcp_predictions import FirestorePredictionStore
     from common.adapters.gcp_corrections import FirestoreCorrections
 
 
@@ -40,7 +40,7 @@ def jobs(client: firestore_sdk.Client, settings: Settings) -> FirestoreJobStore:
 
 
 def predictions(client: firestore_sdk.Client, settings: Settings) -> FirestorePredictionStore:
-    from common.adapters.gcp import FirestorePredictionStore
+    from common.adapters.gcp_predictions import FirestorePredictionStore
 
     return FirestorePredictionStore(client, settings.predictions_collection)
 

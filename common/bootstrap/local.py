@@ -28,7 +28,8 @@ class LocalApplication(Application):
 
     @cached_property
     def queue(self) -> InProcessQueue:
-        self._queue.subscribe(self.classify_image, on_give_up=self._record_give_up)
+        self._queue.subscribe(self.classify_image, on_give_up=self._record_give_up,
+                              batch=self.classify_image.deliver_batch)
         return self._queue
 
     def _record_give_up(self, message: ClassifyMessage, reason: str, retryable: bool) -> None:

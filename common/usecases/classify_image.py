@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentImageError, TransientError,
@@ -20,12 +20,12 @@ from common.domain.matching import match_classes
 from common.domain.messages import ClassifyMessage
 from common.domain.options import MatchMode
 from common.domain.taxonomy import needs_detector
-from common.domain.results import ImageResult
+from common.domain.results import ImageResult, PredictionSource
 from common.logs import get_logger
 from common.ports import (Classifier, Corrections, CopyManifest, Detector, ObjectStore, PredictionStore,
                           ResultRecorder)
 from common.usecases.learn_examples import LearnExamples, Taught
-from common.usecases.photo_vectors import Decoder, PhotoVectors, StageTimer
+from common.usecases.photo_vectors import Decoder, PhotoVectors, StageTimer, Vectors
 
 log = get_logger("classify_image")
 KEPT_SPECS = 256  # jobs whose recorded settings an instance keeps (a spec never changes)
@@ -100,13 +100,44 @@ class ClassifyImage:
         trusted = self._trusted(message)
         if trusted is None:
             return None
-        message = trusted
+        try:
+            return self._handle(trusted, None)
+        finally:
+            # Announce even after a duplicate: if the announcement failed (a transient error, so this message was
+            # redelivered), the redelivery is what makes it happen; the completion marker keeps it to once.
+            if self._announce is not None:
+                self._announce(trusted.job_id)
+
+    def deliver_batch(self, messages: Sequence[ClassifyMessage]) -> list[ClassifyMessage]:
+        """Messages delivered together (the embedded queue): the stored answers for all their photos read in one
+        query and each job announced once, instead of per photo. Each message is otherwise handled as alone; those
+        that raised are returned, to be delivered again one by one with their retries."""
+        trusted = [checked for message in messages if (checked := self._trusted(message)) is not None]
+        timings = StageTimer()
+        known = self.vectors.known([m.content for m in trusted if m.content], False, timings)
+        unfinished, answered = [], 0
+        for message in trusted:
+            try:
+                result = self._handle(message, known.get(message.content or ""), log_stored=False)
+            except Exception:  # TransientError, ConfigurationError: the one-by-one delivery decides
+                unfinished.append(message)
+                continue
+            answered += result is not None and result.ok and result.prediction == PredictionSource.STORE
+        for job_id in dict.fromkeys(message.job_id for message in trusted):
+            if self._announce is not None:
+                self._announce(job_id)
+        if answered:  # one entry for a delivery's stored answers: a library's second question logs little
+            log.info("images answered from stored predictions", extra={
+                "job_id": trusted[0].job_id, "images": answered, "timings_ms": timings.milliseconds})
+        return unfinished
+
+    def _handle(self, message: ClassifyMessage, known: Vectors | None, log_stored: bool = True) -> ImageResult | None:
         context = {"job_id": message.job_id, "object": message.name}
         # No "already done?" read first: deliveries are almost always first deliveries, a redelivery finds its
         # prediction stored and its copies in place, and recording the result once decides what counts.
         timings = StageTimer()
         try:
-            result = self._classify_and_copy(message, timings)
+            result = self._classify_and_copy(message, timings, known)
         except TransientError:
             raise
         except ConfigurationError as exc:
@@ -121,20 +152,16 @@ class ClassifyImage:
             result = ImageResult.failure(message.name, f"internal error: {type(exc).__name__}: {exc}")
         with timings.stage("record"):
             recorded = self._jobs.record_result(message.job_id, result)
-        # Announce even after a duplicate: if the announcement failed (a transient error, so this message was
-        # redelivered), the redelivery is what makes it happen; the completion marker keeps it to once.
-        if self._announce is not None:
-            self._announce(message.job_id)
         if not recorded:
             log.info("duplicate delivery: already counted", extra=context)
             self._settle_duplicate(message, result)
             return None
-        if result.ok:
+        if result.ok and (log_stored or result.prediction != PredictionSource.STORE):  # else: one entry a batch
             # Where the time went, per stage: what an operator (and bench/pipeline.py) reads to find the cost.
             log.info("image classified", extra={**context, "matched": list(result.matched), "copies": len(
                 result.copies), "top_label": result.labels[0].name if result.labels else None,
                 "timings_ms": timings.milliseconds})
-        else:
+        elif not result.ok:
             log.warning("image failed", extra={**context, "reason": result.reason})
         return result
 
@@ -156,12 +183,12 @@ class ClassifyImage:
             log.info("copy from a redelivery removed: the job's manifest does not have it",
                      extra={"job_id": message.job_id, "object": message.name, "copy": name})
 
-    def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer) -> ImageResult:
+    def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer, known: Vectors | None) -> ImageResult:
         spec = message.spec
         try:
             taught = self._examples(message.job_id, spec) if spec.match == MatchMode.HIERARCHY else Taught(None)
             vectors = self.vectors.classifier(spec.bucket, message.name, message.content, timings,
-                                              features=taught.model is not None)
+                                              features=taught.model is not None, known=known)
             content = vectors.content
             detections = self.vectors.detections(spec.bucket, message.name, content, vectors.data, timings) if \
                 needs_detector(spec.classes, spec.match) else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,16 +102,40 @@ class PhotoVectors:
             return None, corrupt
         return Vectors(stored[0], stored[1], PredictionSource.STORE, content, None), corrupt
 
+    def known(self, contents: Sequence[str], features: bool, timings: StageTimer) -> dict[str, Vectors]:
+        """The stored answers among contents, read together (a delivery of many photos makes one read, not one
+        per photo). What is missing, unreadable or lacks the features wanted is left out: classifier() finds it."""
+        if self._predictions is None or not contents:
+            return {}
+        try:
+            with timings.stage("lookup"):
+                blobs = self._predictions.get_many(self._model_key, contents)
+        except ServiceError as exc:
+            log.warning("prediction store unavailable; using the model", extra={"error": str(exc)})
+            return {}
+        known = {}
+        for content, blob in blobs.items():
+            try:
+                probabilities, stored = decode_stored(blob, NUM_CLASSES)
+            except CorruptPrediction:
+                continue  # classifier() reads it again, says so, and recomputes it
+            if stored is not None or not features:
+                known[content] = Vectors(probabilities, stored, PredictionSource.STORE, content, None)
+        return known
+
     def stored_features(self, content: str) -> np.ndarray | None:
         """A photo's stored features, by its content alone (a correction names a photo, not where it is now)."""
         stored, _ = self._stored(content, self._model_key, NUM_CLASSES)
         return None if stored is None else stored[1]
 
     def classifier(self, bucket: str, name: str, listed_content: str | None, timings: StageTimer,
-                   features: bool = False) -> Vectors:
+                   features: bool = False, known: Vectors | None = None) -> Vectors:
         """The classifier's answer. A stored prediction keyed by the listing's fingerprint needs no download at
         all; otherwise the bytes are read, fingerprinted, looked up, and only a miss reaches the decoder and the
-        model. `features`: the penultimate features are needed too (a stored entry without them is a miss)."""
+        model. `features`: the penultimate features are needed too (a stored entry without them is a miss).
+        `known`: the stored answer for the listed fingerprint, already read with its delivery's other photos."""
+        if known is not None and known.content == listed_content and (known.features is not None or not features):
+            return known
         corrupt = False
         if listed_content:
             found, corrupt = self._lookup(listed_content, features, timings)

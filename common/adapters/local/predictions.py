@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 
 from common.adapters.local.sqlite import connect, database_errors
+
+LOOKUP_BATCH = 500  # contents per query: under SQLite's bound-variable limit, one query per few hundred photos
 
 
 class SqlitePredictionStore:
@@ -19,6 +22,17 @@ class SqlitePredictionStore:
             row = self._db.execute("SELECT prediction FROM predictions WHERE model = ? AND content = ?",
                                    (model, content)).fetchone()
         return bytes(row[0]) if row else None
+
+    def get_many(self, model: str, contents: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        wanted = list(dict.fromkeys(contents))
+        for start in range(0, len(wanted), LOOKUP_BATCH):
+            chunk = wanted[start:start + LOOKUP_BATCH]
+            with self._lock, database_errors("reading stored predictions"):
+                rows = self._db.execute("SELECT content, prediction FROM predictions WHERE model = ? AND content IN "
+                                        f"({', '.join('?' * len(chunk))})", (model, *chunk)).fetchall()
+            found.update((str(content), bytes(blob)) for content, blob in rows)
+        return found
 
     def put(self, model: str, content: str, prediction: bytes) -> None:
         with self._lock, database_errors("storing a prediction"):
