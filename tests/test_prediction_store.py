@@ -19,7 +19,8 @@ from common.inference.classifier import ModelConfig, model_fingerprint
 from common.inference.decoding import decode_image
 from common.inference.loader import load_classifier
 from common.usecases.classify_image import ClassifyImage
-from common.usecases.create_job import CreateJob
+from common.usecases.clock import utc_now_iso
+from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
 from common.usecases.undo_job import UndoJob
 from tests.conftest import MOBILENET_TFLITE
@@ -50,12 +51,16 @@ class Folder:
         # single image's, which can flip a score sitting on a threshold between a stored and a fresh run.
         self.queue = InProcessQueue(workers=1)
         classify = ClassifyImage(self.objects, self.jobs, model, decode_image, self.predictions,
-                                 model_key or model_fingerprint(CONFIG), self.predictions)
+                                 model_key or model_fingerprint(CONFIG), self.predictions, announce=None,
+                                 retry_truncated=False, detector=None, detector_key=None)
         # batch: as the embedded runner delivers, a few messages at once with their stored answers read together
         self.queue.subscribe(classify, batch=classify.deliver_batch if batch else None)
-        self.create = CreateJob(self.objects, self.jobs, self.queue, JobDefaults(bucket="local"))
+        self.resume = ResumeJob(self.objects, self.jobs, self.queue, self.jobs)
+        self.create = CreateJob(self.objects, self.jobs, self.queue, JobDefaults(bucket="local"), clock=utc_now_iso,
+                                announce=lambda job: False, detector=False, corrections=self.predictions,
+                                resume=self.resume)
         self.status = JobStatus(self.jobs)
-        self.undo = UndoJob(self.objects, self.jobs)
+        self.undo = UndoJob(self.objects, self.jobs, utc_now_iso)
 
     def run(self, **body) -> dict:
         job = self.create(body)

@@ -16,7 +16,8 @@ from common.domain.jobs import JobDefaults
 from common.domain.messages import ClassifyMessage
 from common.inference.decoding import decode_image
 from common.usecases.classify_image import ClassifyImage
-from common.usecases.create_job import CreateJob
+from common.usecases.clock import utc_now_iso
+from common.usecases.create_job import CreateJob, ResumeJob
 from common.usecases.job_status import JobStatus
 from tests.fakes import FakeClassifier, ListPublisher, MemoryCorrections, MemoryPredictionStore, solid_jpeg
 from tests.poison import poison_files
@@ -52,11 +53,15 @@ class Embedded:
         self.store = CountingFolder(tmp_path, **store_options)
         self.jobs = SqliteJobStore(tmp_path / ".imgclassify/jobs.sqlite3")
         self.classifier = FakeClassifier()
-        self.create_job = CreateJob(self.store, self.jobs, publisher, JobDefaults(bucket="local"))
+        corrections = MemoryCorrections()
+        self.create_job = CreateJob(self.store, self.jobs, publisher, JobDefaults(bucket="local"), clock=utc_now_iso,
+                                    announce=lambda job: False, detector=False, corrections=corrections,
+                                    resume=ResumeJob(self.store, self.jobs, publisher, self.jobs))
         self.status = JobStatus(self.jobs)
         # With a prediction store, as production has: a redelivery is answered from it, not by the model.
         self.classify = ClassifyImage(self.store, self.jobs, lambda: self.classifier, decode_image,
-                                      MemoryPredictionStore(), "fake-model", MemoryCorrections())
+                                      MemoryPredictionStore(), "fake-model", corrections, announce=None,
+                                      retry_truncated=False, detector=None, detector_key=None)
 
 
 def embedded(tmp_path, **store_options):

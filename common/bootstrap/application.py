@@ -34,12 +34,12 @@ class Application:
     @cached_property
     def create_job(self) -> CreateJob:
         return CreateJob(self.ports.objects, self.ports.jobs, self.ports.publisher, self.settings.job_defaults,
-                         announce=self.announce, detector=self.has_detector, corrections=self.ports.corrections,
-                         resume=self.resume_job)
+                         clock=self.ports.clock, announce=self.announce, detector=self.has_detector,
+                         corrections=self.ports.corrections, resume=self.resume_job)
 
     @cached_property
     def retry_job(self) -> RetryJob:
-        return RetryJob(self.ports.jobs, self.resume_job)
+        return RetryJob(self.ports.jobs, self.resume_job, self.ports.clock)
 
     @cached_property
     def resume_job(self) -> ResumeJob:
@@ -51,7 +51,7 @@ class Application:
 
     @cached_property
     def undo_job(self) -> UndoJob:
-        return UndoJob(self.ports.objects, self.ports.jobs)
+        return UndoJob(self.ports.objects, self.ports.jobs, self.ports.clock)
 
     @cached_property
     def correct_job(self) -> CorrectJob:

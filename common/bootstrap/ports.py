@@ -19,6 +19,7 @@ from werkzeug.local import LocalProxy
 from common.config import Settings
 from common.domain.jobs import DEFAULT_SOURCE_PREFIX, STATE_DIR
 from common.domain.options import Backend
+from common.usecases.clock import utc_now_iso
 from common.ports import (BackgroundWork, CallbackSender, Classifier, Corrections, Detector, EventPublisher,
                           JobStore, ObjectStore, PredictionStore, Publisher, RetryableFailures)
 
@@ -66,6 +67,7 @@ class Ports:
     events: EventPublisher | None = None
     retries: RetryableFailures | None = None  # where failures that may pass later are recorded (a folder)
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], str] = utc_now_iso  # the time the use cases record (ISO 8601, UTC)
 
 
 def model_config(settings: Settings) -> ModelConfig:

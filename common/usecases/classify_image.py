@@ -38,8 +38,8 @@ class ClassifyRecords(ResultRecorder, CopyManifest, Protocol):
 class ClassifyImage:
     def __init__(self, objects: ObjectStore, jobs: ClassifyRecords, classifier: Callable[[], Classifier],
                  decode: Decoder, predictions: PredictionStore, model_key: str | None, corrections: Corrections, *,
-                 announce: Callable[[str], bool] | None = None, retry_truncated: bool = False,
-                 detector: Callable[[], Detector] | None = None, detector_key: str | None = None) -> None:
+                 announce: Callable[[str], bool] | None, retry_truncated: bool,
+                 detector: Callable[[], Detector] | None, detector_key: str | None) -> None:
         """model_key None: predictions are not stored (random weights); announce None: the store announces
         completions itself (ResultRecorder.on_counted); detector None: no object detector configured."""
         self._objects = objects

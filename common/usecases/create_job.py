@@ -22,7 +22,6 @@ from common.domain.options import MatchMode
 from common.domain.taxonomy import describe_resolution, is_word
 from common.logs import get_logger
 from common.ports import Corrections, JobRecorder, Listed, ObjectLister, Publisher, RetryableFailures
-from common.usecases.clock import utc_now_iso
 from common.usecases.lookup import existing_job
 
 log = get_logger("create_job")
@@ -42,10 +41,9 @@ def example_photos(objects: ObjectLister, bucket: str, prefix: str) -> list[List
 
 
 class CreateJob:
-    def __init__(self, objects: ObjectLister, jobs: JobRecorder, publisher: Publisher, defaults: JobDefaults,
-                 clock: Callable[[], str] = utc_now_iso, announce: Callable[[str], bool] | None = None,
-                 detector: bool = False, corrections: Corrections | None = None,
-                 resume: Callable[[str], tuple[int, int]] | None = None) -> None:
+    def __init__(self, objects: ObjectLister, jobs: JobRecorder, publisher: Publisher, defaults: JobDefaults, *,
+                 clock: Callable[[], str], announce: Callable[[str], bool], detector: bool, corrections: Corrections,
+                 resume: Callable[[str], tuple[int, int]]) -> None:
         self._objects = objects
         self._jobs = jobs
         self._publisher = publisher
@@ -81,22 +79,21 @@ class CreateJob:
                 log.info("job request replayed", extra={"job_id": job.id, "request_id": job.request_id})
                 view = status_view(job, self._jobs.counters(job.id))
                 # A stuck job's retry re-drives it, once per delivery deadline however often it is replayed.
-                if view.stalled and self._resume is not None:
+                if view.stalled:
                     wait = republish_wait(self._jobs, job.id, self._clock())
                     published = self._resume(job.id)[1] if wait is None else 0
                     view = status_view(job, self._jobs.counters(job.id)).with_extra(republished=published)
                 return view.with_extra(**meaning)
             log.info("resuming an interrupted fan-out", extra={"job_id": job.id, "request_id": job.request_id})
         listed = self._fan_out(job)
-        if self._announce is not None:
-            self._announce(job.id)
+        self._announce(job.id)
         job = replace(job, number_of_files=listed, error=None)
         return status_view(job, self._jobs.counters(job.id)).with_extra(**meaning)
 
     def _taught_by_corrections(self, spec: JobSpec) -> JobSpec:
         """A class no WordNet noun names, without example photos, is taught by its corrections in this bucket
         when they show it on MIN_EXAMPLES photos (recorded as examples without a prefix)."""
-        if self._corrections is None or spec.match != MatchMode.HIERARCHY:
+        if spec.match != MatchMode.HIERARCHY:
             return spec
         taught = []
         for name in spec.classes:
@@ -165,7 +162,8 @@ class ResumeJob:
     done plus those published now."""
 
     def __init__(self, objects: ObjectLister, jobs: JobRecorder, publisher: Publisher,
-                 retries: RetryableFailures | None = None) -> None:
+                 retries: RetryableFailures | None) -> None:
+        """retries None: the store keeps no failures that may pass later (the cloud's: Pub/Sub redelivers)."""
         self._objects = objects
         self._jobs = jobs
         self._publisher = publisher
@@ -200,7 +198,7 @@ class RetryJob:
     a retry of a job that was only slow changes nothing but the work done — and an image is re-published at most
     once per delivery deadline: a retry within it is a 429 saying when, re-publishing nothing."""
 
-    def __init__(self, jobs: JobRecorder, resume: ResumeJob, clock: Callable[[], str] = utc_now_iso) -> None:
+    def __init__(self, jobs: JobRecorder, resume: ResumeJob, clock: Callable[[], str]) -> None:
         self._jobs = jobs
         self._resume = resume
         self._clock = clock

@@ -10,7 +10,6 @@ from common.domain.errors import Conflict
 from common.domain.status import status_view
 from common.logs import get_logger
 from common.ports import CopyManifest, ObjectStore, Removal
-from common.usecases.clock import utc_now_iso
 from common.usecases.lookup import existing_job
 
 log = get_logger("undo_job")
@@ -26,7 +25,7 @@ class UndoJob:
     second undo (or one racing a correction) finds nothing owned and removes nothing, whatever now lies at a path
     the job once wrote; an undo interrupted half way finishes when run again."""
 
-    def __init__(self, objects: ObjectStore, jobs: CopyManifest, clock: Callable[[], str] = utc_now_iso) -> None:
+    def __init__(self, objects: ObjectStore, jobs: CopyManifest, clock: Callable[[], str]) -> None:
         self._objects = objects
         self._jobs = jobs
         self._clock = clock
