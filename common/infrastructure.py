@@ -6,7 +6,8 @@ so the emulated stack is the deployed one by construction. No I/O.
   python -m common.infrastructure --topic classify-image --events-topic job-events --runtime litert --with-key
 
 prints every record for a deployment with those options, one a line: its kind (function, package, subscription,
-topic, hold, identity, grant), then its fields separated by spaces, "-" for none.
+topic, hold, service, identity, grant), then its fields separated by spaces, "-" for none. --with-uploader adds the
+old system's downloader-uploader (UPLOADER), its identity and its grants.
 """
 from __future__ import annotations
 
@@ -151,6 +152,41 @@ def functions(runtime: Runtime = Runtime.LITERT, max_instances: int = 20) -> tup
     )
 
 
+@dataclass(frozen=True)
+class RunService:
+    """A Cloud Run service built from an operator's source folder, its code unchanged, with the photo bucket mounted
+    as a folder (a Cloud Storage volume: Cloud Storage FUSE)."""
+
+    name: str  # the deployed service's name
+    identity: str
+    mount_path: str  # where the bucket appears; the working folder BASE/FOLDER/SUB_FOLDER names it
+    size: Size
+    timeout_seconds: int
+    python: str  # the buildpack's GOOGLE_PYTHON_VERSION
+    app: str  # the Flask application, for `flask --app`
+
+    @property
+    def working_folder(self) -> dict[str, str]:
+        """The downloader-uploader joins BASE, FOLDER and SUB_FOLDER (all three required, none empty here)."""
+        base, folder, sub_folder = self.mount_path.rsplit("/", 2)
+        return {"BASE": base or "/", "FOLDER": folder, "SUB_FOLDER": sub_folder}
+
+    @property
+    def entrypoint(self) -> str:
+        """Run by the buildpack under bash. all/ is made through the mount first: its download writes into all/ but
+        never makes it, and in an empty bucket there is no all/ to write into (gcsfuse makes an `all/` placeholder
+        object, which jobs and watch jobs skip). One process: its jobs live in that process's memory."""
+        return (f"mkdir -p {self.mount_path}/all && exec python -m flask --app {self.app} run --host 0.0.0.0 "
+                "--port $PORT")
+
+
+# The old system's downloader-uploader (mungujn/downloader-uploader: service.py's Flask app). One instance: its jobs
+# are a dict in memory, so a status poll must reach the instance that started the job. CPU stays allocated between
+# requests (--no-cpu-throttling in deploy.sh): its downloads and uploads run in threads after the response.
+UPLOADER = RunService("downloader-uploader", "uploader", "/mnt/imgclassify/bucket", Size("1Gi", 1, 80), 300,
+                      "3.11.x", "service")
+
+
 def packages(function: CloudFunction, runtime: Runtime) -> tuple[str, ...]:
     """What its requirements.txt pins (from constraints.txt)."""
     return BASE_PACKAGES + (MODEL_PACKAGES[runtime] if function.loads_model else ())
@@ -184,6 +220,7 @@ class Identity:
     purpose: str
     grants: tuple[Grant, ...]
     agent: bool = False  # Google's service agent: granted roles, never created or deleted here
+    uploader: bool = False  # created only with the downloader-uploader (deploy.sh --uploader); deleted always
 
 
 def _runs(datastore: str, *more: Grant, key: bool = True) -> tuple[Grant, ...]:
@@ -224,6 +261,10 @@ def identities() -> tuple[Identity, ...]:
             "roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"))),
         Identity("gateway", "forwards the one base URL to create-job and job-status",
                  tuple(Grant(INVOKER, Scope.FUNCTION, name, with_key=True) for name in http)),
+        # Reads and writes objects in the photo bucket through its mount, and reads the key: nothing project-wide.
+        Identity("uploader", "runs the old system's downloader-uploader on the bucket", (
+            Grant("roles/storage.objectUser", Scope.BUCKET),
+            Grant("roles/secretmanager.secretAccessor", Scope.SECRET, with_key=True)), uploader=True),
         Identity("storage-agent", "Cloud Storage's service agent: publishes the bucket's notifications",
                  (Grant(PUBLISHER, Scope.TOPIC, Topic.UPLOADS),), agent=True),
         Identity("pubsub-agent", "Pub/Sub's service agent: moves what it gives up on to the dead-letter topic",
@@ -232,14 +273,17 @@ def identities() -> tuple[Identity, ...]:
     )
 
 
-def accounts() -> tuple[Identity, ...]:
-    """The service accounts a deployment creates (and a teardown deletes)."""
-    return tuple(identity for identity in identities() if not identity.agent)
+def accounts(with_uploader: bool = True) -> tuple[Identity, ...]:
+    """The service accounts a deployment creates (and a teardown deletes: all of them, uploader included)."""
+    return tuple(identity for identity in identities()
+                 if not identity.agent and (with_uploader or not identity.uploader))
 
 
-def grants(with_key: bool, weights_elsewhere: bool) -> Iterator[tuple[Identity, Grant]]:
+def grants(with_key: bool, weights_elsewhere: bool, with_uploader: bool = True) -> Iterator[tuple[Identity, Grant]]:
     """Every role a deployment grants, for its options."""
     for identity in identities():
+        if identity.uploader and not with_uploader:
+            continue
         for grant in identity.grants:
             if (grant.with_key and not with_key) or (grant.scope == Scope.WEIGHTS and not weights_elsewhere):
                 continue
@@ -268,6 +312,13 @@ def _topic_rows(topics: Topics) -> list[str]:
         _row("hold", HOLD.name(topics), HOLD.retention, HOLD.expiration)]
 
 
+def _service_row(service: RunService) -> str:
+    folder = service.working_folder
+    return _row("service", service.name, service.identity, service.mount_path, folder["BASE"], folder["FOLDER"],
+                folder["SUB_FOLDER"], service.size.memory, service.size.cpu, service.size.concurrency,
+                service.timeout_seconds, service.python, service.entrypoint)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m common.infrastructure", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,6 +330,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--uploads-topic", default="", help="default: <topic>-uploads")
     parser.add_argument("--with-key", action="store_true", help="deployed with a service key (its secret, the gateway)")
     parser.add_argument("--weights-elsewhere", action="store_true", help="the weights are in another bucket")
+    parser.add_argument("--with-uploader", action="store_true", help="the downloader-uploader, its identity and roles")
     return parser
 
 
@@ -290,9 +342,11 @@ def rows(argv: Sequence[str]) -> list[str]:
             *(_row("package", f.entry_point, *packages(f, runtime)) for f in functions(runtime)),
             *_subscription_rows(),
             *_topic_rows(Topics.named(args.topic, args.events_topic, args.uploads_topic)),
-            *(_row("identity", identity.name, identity.purpose) for identity in accounts()),
+            *([_service_row(UPLOADER)] if args.with_uploader else []),
+            *(_row("identity", identity.name, identity.purpose) for identity in accounts(args.with_uploader)),
             *(_row("grant", identity.name, "agent" if identity.agent else "account", grant.scope, grant.target,
-                   grant.role) for identity, grant in grants(args.with_key, args.weights_elsewhere))]
+                   grant.role) for identity, grant in grants(args.with_key, args.weights_elsewhere,
+                                                             args.with_uploader))]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ standard input:
   gcloud storage buckets notifications list gs://B --format=json | python -m imgclassify.deploy_json notifications T
       the ids of the bucket's notifications on topic T, one a line
   gcloud storage buckets describe gs://B --format=json | python -m imgclassify.deploy_json label KEY
-      the bucket's label KEY ("" when it has none)
+      the bucket's label KEY ("" when it has none); a Cloud Run service's too (gcloud run services describe)
   tools/build_tflite.py ... | python -m imgclassify.deploy_json accepted-build
       the path of the first build that passed the accuracy guard (int8, then int8-mixed, then fp32), its guard's
       figures on standard error; nothing when none passed
@@ -29,8 +29,11 @@ def notification_ids(listed: Any, topic: str) -> list[str]:
     return found
 
 
-def label(bucket: Any, key: str) -> str:
-    return str(((bucket or {}).get("labels") or {}).get(key, ""))
+def label(resource: Any, key: str) -> str:
+    """A bucket keeps its labels at the top; a Cloud Run service (gcloud prints the v1 resource) in its metadata."""
+    resource = resource or {}
+    labels = resource.get("labels") or (resource.get("metadata") or {}).get("labels") or {}
+    return str(labels.get(key, ""))
 
 
 BUILD_KINDS = ("int8", "int8-mixed", "fp32")  # the most compact first

@@ -13,6 +13,10 @@ FAKE_GCLOUD = r"""#!/usr/bin/env bash
 printf '%s\x1f' "$@" >> "$GCLOUD_LOG"; printf '\n' >> "$GCLOUD_LOG"
 case "$*" in
   "storage service-agent"*) echo service-424242@gs-project-accounts.iam.gserviceaccount.com; exit 0 ;;
+  "run services describe"*"status.url"*) echo "https://$4-abc.a.run.app"; exit 0 ;;
+  "run services describe"*--format=json*)  # gcloud prints the v1 resource: the labels are in its metadata
+    [[ ${FAKE_GCLOUD_EXISTING:-0} == 1 ]] || exit 1
+    echo "{\"metadata\": {\"name\": \"$4\", \"labels\": {${FAKE_RUN_LABELS-\"imgclassify-created\": \"true\"}}}}"; exit 0 ;;
   "storage buckets notifications list"*)
     # What gcloud 528 prints (surface/storage/buckets/notifications/list.py): one resource per configuration,
     # {"Bucket URL": ..., "Notification Configuration": {... "topic": ...}}; a top-level key it lacks is empty.
@@ -383,7 +387,7 @@ def test_delete_removes_what_deploy_created_and_keeps_the_data_unless_asked(fake
         "classify-image", "classify-image-dead-letter", "classify-image-uploads", "job-events"}
     assert [c[4] for c in _find(calls, "storage", "buckets", "notifications", "delete")] == [
         "gs://proj-images/notificationConfigs/1"]  # the one on the uploads topic, read from --format=json
-    assert len({c[3] for c in _find(calls, "iam", "service-accounts", "delete")}) == 8
+    assert len({c[3] for c in _find(calls, "iam", "service-accounts", "delete")}) == 9  # the uploader's too
     assert _find(calls, "api-gateway", "gateways", "delete") and _find(calls, "api-gateway", "apis", "delete")
     assert [c[3] for c in _find(calls, "api-gateway", "api-configs", "delete")] == ["imgclassify-0123"]
     assert _find(calls, "projects", "remove-iam-policy-binding")
@@ -493,7 +497,7 @@ def test_delete_data_lists_what_it_deletes_and_without_a_terminal_needs_yes(fake
                                  FAKE_BUCKET_LABELS=CREATED_BY_DEPLOY)
     assert refused.returncode == 1 and "--yes" in refused.stderr and len(refused.stderr.splitlines()) == 1
     assert _deleted(calls) == []
-    for listed in ("create-job job-status classify-image object-arrived dead-letter", "8 service accounts",
+    for listed in ("create-job job-status classify-image object-arrived dead-letter", "9 service accounts",
                    "classify-image-dead-letter-hold", "the bucket gs://proj-images with every photo",
                    "the Firestore database (default) with every job"):
         assert listed in refused.stdout, listed
@@ -553,10 +557,146 @@ def test_a_dry_run_prints_nothing_after_saying_nothing_was_deployed_and_says_wha
     assert "a dry run reads no labels" in teardown.stdout and "+ gcloud storage rm --recursive" in teardown.stdout
 
 
+UPLOADER_SA = "imgclassify-uploader@proj.iam.gserviceaccount.com"
+THE_KEY = "the-old-systems-key-value"
+
+
+def downloader_uploader(tmp_path: Path) -> Path:
+    """An operator's downloader-uploader folder, as mungujn/downloader-uploader lays it out, with its .env."""
+    source = tmp_path / "downloader-uploader"
+    (source / "common").mkdir(parents=True)
+    (source / "service.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
+    (source / "functions.py").write_text("import os\nworking_directory = os.path.join(os.environ['BASE'], "
+                                         "os.environ['FOLDER'], os.environ['SUB_FOLDER'])\n")
+    (source / "requirements.txt").write_text("flask\npython-dotenv\ndropbox\n")
+    (source / "common" / "auth.py").write_text("import os\n")
+    (source / ".env").write_text(f"SERVICE_KEY={THE_KEY}\nACCESS_TOKEN=dropbox-token\n")
+    return source
+
+
+def _uploader_deploy(calls) -> list[str]:
+    [deploy] = _find(calls, "run", "deploy", "downloader-uploader")
+    return deploy
+
+
+def test_the_downloader_uploader_runs_on_cloud_run_with_the_bucket_as_its_folder(fake_gcloud, tmp_path):
+    """Issue 32: --uploader deploys the operator's downloader-uploader, unchanged, with the bucket mounted where its
+    BASE/FOLDER/SUB_FOLDER points, as its own identity, with the key from Secret Manager; its URL is printed."""
+    source = downloader_uploader(tmp_path)
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                                "--service-key-secret", "k", "--uploader", str(source))
+    assert result.returncode == 0, result.stderr
+    deploy = _uploader_deploy(calls)
+    [volume] = _flag(deploy, "--add-volume")
+    assert dict(kv.split("=", 1) for kv in volume.split(",")) == {
+        "name": "bucket", "type": "cloud-storage", "bucket": "proj-images"}
+    [mount] = _flag(deploy, "--add-volume-mount")
+    mounted = dict(kv.split("=", 1) for kv in mount.split(","))
+    assert mounted["volume"] == "bucket"
+    env = dict(kv.split("=", 1) for kv in _flag(deploy, "--set-env-vars")[0].split(","))
+    assert os.path.join(env["BASE"], env["FOLDER"], env["SUB_FOLDER"]) == mounted["mount-path"]  # its folder
+    assert all(env[name] for name in ("BASE", "FOLDER", "SUB_FOLDER"))  # functions.py reads all three
+    assert _flag(deploy, "--set-secrets") == ["SERVICE_KEY=k:latest"]
+    assert _flag(deploy, "--service-account") == [UPLOADER_SA]
+    assert _flag(deploy, "--build-service-account") == [f"projects/proj/serviceAccounts/{BUILD_SA}"]
+    # its jobs live in one process's memory and run in threads after the response
+    assert _flag(deploy, "--max-instances") == ["1"] and "--no-cpu-throttling" in deploy
+    assert "--allow-unauthenticated" in deploy  # the old client sends the key, not an ID token
+    assert _flag(deploy, "--labels") == ["imgclassify-created=true"]  # what a teardown may delete
+    build_env = dict(kv.split("=", 1) for kv in _flag(deploy, "--set-build-env-vars")[0].split(","))
+    entrypoint = build_env["GOOGLE_ENTRYPOINT"]
+    assert entrypoint.startswith(f"mkdir -p {mounted['mount-path']}/all && ")  # its download writes into all/
+    assert "flask --app service run --host 0.0.0.0 --port $PORT" in entrypoint
+
+    staged = Path(_flag(deploy, "--source")[0])  # its code as it is, without its .env
+    for name in ("service.py", "functions.py", "requirements.txt", "common/auth.py"):
+        assert (staged / name).read_bytes() == (source / name).read_bytes()
+    assert not (staged / ".env").exists() and (source / ".env").exists()
+    assert THE_KEY not in result.stdout + result.stderr and not [c for c in calls if THE_KEY in " ".join(c)]
+
+    assert "imgclassify-uploader" in {c[3] for c in _find(calls, "iam", "service-accounts", "create")}
+    member = f"serviceAccount:{UPLOADER_SA}"
+    assert {(resource, role) for resource, m, role in _bindings(calls) if m == member} == {
+        ("storage gs://proj-images", "roles/storage.objectUser"), ("secrets k", "roles/secretmanager.secretAccessor")}
+    assert "downloader-uploader (POST /download-job, POST /upload-job; the bucket is its folder): " \
+           "https://downloader-uploader-abc.a.run.app" in result.stdout
+    assert "base URL (POST /classification-job, GET /classification-job/<id>): " in result.stdout
+
+
+def test_without_uploader_no_downloader_uploader_and_no_identity_for_it(fake_gcloud):
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                                "--service-key-secret", "k")
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in calls if c[:1] == ["run"]] and "downloader-uploader" not in result.stdout
+    assert not [b for b in _bindings(calls) if UPLOADER_SA in b[1]]
+    assert "imgclassify-uploader" not in {c[3] for c in _find(calls, "iam", "service-accounts", "create")}
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "--uploader needs --service-key-secret"),
+    (("--service-key-secret", "k", "--uploader", "/nonexistent"), "not a downloader-uploader's source folder"),
+])
+def test_uploader_usage_errors_are_one_line(fake_gcloud, tmp_path, args, message):
+    if not args:
+        args = ("--uploader", str(downloader_uploader(tmp_path)))
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, *args)
+    assert result.returncode != 0 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert calls == []
+
+
+def test_a_service_of_that_name_deploy_did_not_create_is_neither_replaced_nor_deleted(fake_gcloud, tmp_path):
+    args = ("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras", "--service-key-secret", "k",
+            "--uploader", str(downloader_uploader(tmp_path)))
+    refused, calls = fake_gcloud(*args, existing=True, FAKE_RUN_LABELS="")
+    assert refused.returncode != 0 and "did not create" in refused.stderr
+    assert not _find(calls, "run", "deploy")
+    again, calls = fake_gcloud(*args, existing=True)  # ours (labelled): redeployed in place
+    assert again.returncode == 0 and _uploader_deploy(calls)
+    kept, calls = fake_gcloud("--project", "proj", "--delete", existing=True, FAKE_RUN_LABELS="")
+    assert kept.returncode == 0 and not _find(calls, "run", "services", "delete")
+    assert "kept: the Cloud Run service downloader-uploader" in kept.stdout
+
+
+def test_delete_removes_the_downloader_uploader_and_its_bucket_role(fake_gcloud):
+    result, calls = fake_gcloud("--project", "proj", "--delete", existing=True)
+    assert result.returncode == 0, result.stderr
+    [deleted] = _find(calls, "run", "services", "delete")
+    assert deleted[3] == "downloader-uploader" and _flag(deleted, "--region") == ["us-central1"]
+    assert UPLOADER_SA in {
+        c[3] for c in _find(calls, "iam", "service-accounts", "delete")}
+    removed = {(_flag(c, "--member")[0], _flag(c, "--role")[0])
+               for c in _find(calls, "storage", "buckets", "remove-iam-policy-binding", "gs://proj-images")}
+    assert (f"serviceAccount:{UPLOADER_SA}", "roles/storage.objectUser") in removed  # the bucket is kept
+    # before its account goes: a binding of a deleted account can only be removed by its deleted: name
+    last_binding = max(i for i, c in enumerate(calls) if "remove-iam-policy-binding" in c)
+    assert last_binding < min(i for i, c in enumerate(calls) if c[:3] == ["iam", "service-accounts", "delete"])
+    assert "the Cloud Run service downloader-uploader" in result.stdout
+    dry, calls = fake_gcloud("--project", "proj", "--delete", "--dry-run")
+    assert calls == [] and "+ gcloud run services delete downloader-uploader" in dry.stdout
+
+
+def test_the_default_match_rule_reaches_every_function(fake_gcloud):
+    """Old clients cannot send `match`: --match substring makes the old service's rule the server's default."""
+    result, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras",
+                                "--match", "substring")
+    assert result.returncode == 0, result.stderr
+    for call in _find(calls, "functions", "deploy"):
+        env = dict(kv.split("=", 1) for kv in _flag(call, "--set-env-vars")[0].split(","))
+        assert env["DEFAULT_MATCH"] == "substring", call[2]
+    from common.config import default
+
+    _, calls = fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras")
+    env = dict(kv.split("=", 1) for kv in _flag(_find(calls, "functions", "deploy")[0], "--set-env-vars")[0].split(","))
+    assert env["DEFAULT_MATCH"] == default("default_match")  # the one settings model's default
+    refused, _ = fake_gcloud("--project", "proj", "--match", "fuzzy")
+    assert refused.returncode != 0 and "unknown match rule" in refused.stderr
+
+
 def gcloud_refusals(sdk: str, calls_file: str) -> None:
     """Run in a subprocess (gcloud's own libraries on the path): parse each call with the installed gcloud's
     argument parser — what `gcloud` does before it runs anything — and print, as JSON, each call it refuses with
-    gcloud's message. Nothing is run: parsing only."""
+    gcloud's message. A Cloud Run volume's fields are checked by gcloud after parsing, against the command's release
+    track (mount-options, say, is beta's only): checked here by gcloud's own function too. Nothing is run."""
     import contextlib
     import io
     import json
@@ -564,6 +704,8 @@ def gcloud_refusals(sdk: str, calls_file: str) -> None:
 
     sys.path[:0] = [f"{sdk}/lib", f"{sdk}/lib/third_party"]
     from googlecloudsdk import gcloud_main
+    from googlecloudsdk.api_lib.util import apis
+    from googlecloudsdk.command_lib.run import volumes
 
     top = gcloud_main.CreateCLI([])._TopElement()
     refused = []
@@ -576,9 +718,13 @@ def gcloud_refusals(sdk: str, calls_file: str) -> None:
             with contextlib.redirect_stderr(message):
                 if node.is_group:
                     raise SystemExit(f"not a command: {call[:at + 1]}")
-                node._parser.parse_args(call[at:])
+                parsed = node._parser.parse_args(call[at:])
+            for volume in getattr(parsed, "add_volume", None) or []:
+                volumes.add_volume(volume, {}, apis.GetMessagesModule("run", "v1"), node.ReleaseTrack())
         except SystemExit as exc:
             refused.append([" ".join(call), message.getvalue().strip() or str(exc)])
+        except Exception as exc:  # gcloud's ConfigurationError: a volume it would not build
+            refused.append([" ".join(call), str(exc)])
     print(json.dumps(refused))
 
 
@@ -603,9 +749,13 @@ def test_every_gcloud_call_parses_with_the_installed_gcloud(fake_gcloud, tmp_pat
         fake_gcloud("--project", "proj", "--delete-data", "--yes", existing=True,
                     FAKE_BUCKET_LABELS='"imgclassify-created-database": "true"'),
         fake_gcloud("--project", "proj", "--delete-data", "--yes", existing=True, FAKE_BUCKET_LABELS=CREATED_BY_DEPLOY),
+        fake_gcloud("--project", "proj", "--weights", fake_gcloud.weights, "--runtime", "keras", "--match", "substring",
+                    "--service-key-secret", "k", "--uploader", str(downloader_uploader(tmp_path))),
     ]
     calls = [call for result, run_calls in runs for call in run_calls]
     assert all(result.returncode == 0 for result, _ in runs) and len(calls) > 300
+    assert [call[:3] for call in calls if call[:2] == ["run", "deploy"]] == [["run", "deploy", "downloader-uploader"]]
+    assert _find(calls, "run", "services", "delete") and _find(calls, "storage", "buckets", "remove-iam-policy-binding")
     recorded = tmp_path / "calls.json"
     recorded.write_text(json.dumps(sorted({tuple(call) for call in calls})))
     config = tmp_path / "gcloud-config"  # gcloud's own settings: a fresh folder, no account, nothing reported

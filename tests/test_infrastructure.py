@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.domain.jobs import DELIVERY_DEADLINE_SECONDS
-from common.infrastructure import Scope, Topic, Trigger, accounts, functions, grants, identities
+from common.infrastructure import UPLOADER, Scope, Topic, Trigger, accounts, functions, grants, identities, rows
 from common.routes import Function
 from imgclassify.deploy_json import accepted_build, label, notification_ids
 from imgclassify.local_stack import LocalStack
@@ -163,7 +163,7 @@ def test_the_deployment_docs_name_the_identities_it_really_creates():
     docs = (REPO / "docs/deployment.md").read_text()
     created = {f"imgclassify-{identity.name}" for identity in accounts()}
     named = set(re.findall(r"`(imgclassify-[a-z]+)`", docs))
-    assert named == created and len(created) == 8
+    assert named == created and len(created) == 9  # the downloader-uploader's only with --uploader
     agents = [identity for identity in identities() if identity.agent]
     assert agents and not created & {f"imgclassify-{agent.name}" for agent in agents}
 
@@ -181,3 +181,20 @@ def test_deploy_json_reads_what_gcloud_and_the_build_print():
     path, said = accepted_build(report) or ("", "")
     assert path == "b.tflite" and said.startswith("int8-mixed passed the accuracy guard")
     assert accepted_build({"fp32": {"accepted": False}}) is None
+
+
+def test_the_downloader_uploaders_identity_touches_the_bucket_and_the_key_only_and_only_when_asked_for():
+    """Issue 32: objects on the photo bucket (read and write through its mount) and the key's secret; nothing
+    project-wide; not created at all without --uploader (a teardown deletes it always)."""
+    held = {(grant.scope, grant.role) for identity, grant in grants(True, True) if identity.name == UPLOADER.identity}
+    assert held == {(Scope.BUCKET, "roles/storage.objectUser"), (Scope.SECRET, "roles/secretmanager.secretAccessor")}
+    assert UPLOADER.identity not in {identity.name for identity in accounts(with_uploader=False)}
+    assert not [identity for identity, _ in grants(True, True, with_uploader=False) if identity.uploader]
+    base = ["--topic", "t", "--events-topic", "e", "--with-key"]
+    without, with_uploader = rows(base), rows([*base, "--with-uploader"])
+    assert not [row for row in without if row.startswith("service ") or " uploader " in f" {row} "]
+    [service] = [row for row in with_uploader if row.startswith("service ")]
+    name, identity, mount, base_dir, folder, sub_folder = service.split()[1:7]
+    assert (name, identity, mount) == (UPLOADER.name, UPLOADER.identity, UPLOADER.mount_path)
+    assert "/".join([base_dir.rstrip("/"), folder, sub_folder]) == mount  # the downloader-uploader's working folder
+    assert service.endswith(UPLOADER.entrypoint) and "," not in UPLOADER.entrypoint  # one --set-build-env-vars value
