@@ -251,7 +251,7 @@ def test_a_result_is_counted_exactly_once(job_store):
     job = _job()
     job_store.create_job(job)
     result = ImageResult("all/a.jpg", True, ("dog", "musical instrument"), (Label(207, "golden retriever", 0.9),),
-                         copies=("dog/a.jpg", "musical instrument/a.jpg"))
+                         copies=("dog/a.jpg", "musical instrument/a.jpg"), corrected=("dog",))
 
     assert job_store.record_result(job.id, result) is True
     assert job_store.record_result(job.id, result) is False
@@ -262,6 +262,7 @@ def test_a_result_is_counted_exactly_once(job_store):
     counters = job_store.counters(job.id)
     assert (counters.processed, counters.failed, counters.unmatched, counters.from_store) == (2, 1, 1, 1)
     assert counters.matches == {"dog": 1, "musical instrument": 1}
+    assert counters.corrected == {"dog": 1}  # placed by a person's correction: kept like the matches
     assert sorted(r.name for r in job_store.results(job.id)) == ["all/a.jpg", "all/b.jpg", "all/c.jpg"]
     assert [r for r in job_store.results(job.id) if r.name == "all/a.jpg"] == [result]
     assert job_store.result(job.id, "all/a.jpg") == result and job_store.result(job.id, "all/zz.jpg") is None

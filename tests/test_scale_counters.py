@@ -3,6 +3,7 @@ claimed and released, equal at every step to what counting the results says; a d
 once by its migration; a page of a section is read by an index and agrees with filtering every result."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sqlite3
@@ -33,7 +34,8 @@ def _result(rng: random.Random, index: int) -> ImageResult:
     copies = tuple(f"{c}/{name[4:]}" for c in matched)
     return ImageResult(name, True, matched, (Label(rng.randrange(1000), rng.choice(["beagle", "tabby"]), 0.5),),
                        scores=scores, copies=copies, written=copies, content=f"md5:{index}",
-                       prediction=rng.choice(["model", "store", "recomputed"]))
+                       prediction=rng.choice(["model", "store", "recomputed"]),
+                       corrected=tuple(c for c in CLASSES if rng.random() < 0.2))
 
 
 def recount(store: SqliteJobStore, job_id: str) -> Counters:
@@ -48,6 +50,7 @@ def _same(kept: Counters, counted: Counters) -> None:
     assert (kept.processed, kept.failed, kept.unmatched, kept.from_store, kept.recomputed, kept.matches) == \
            (counted.processed, counted.failed, counted.unmatched, counted.from_store, counted.recomputed,
             counted.matches)
+    assert kept.corrected == {c: n for c, n in counted.corrected.items() if n}
 
 
 @settings(max_examples=25, deadline=None)
@@ -101,7 +104,7 @@ def _old_database(path, rng: random.Random, jobs: int = 3, per_job: int = 40) ->
         job_id = new_job_id()
         db.execute("INSERT INTO jobs (id, spec, number_of_files, created_at) VALUES (?, ?, ?, ?)",
                    (job_id, json.dumps(JobSpec(classes=CLASSES, bucket="local").to_dict()), per_job, "2024-01-01"))
-        made[job_id] = [_result(rng, i) for i in range(per_job)]
+        made[job_id] = [dataclasses.replace(_result(rng, i), corrected=()) for i in range(per_job)]  # not kept then
         for result in made[job_id]:
             db.execute("INSERT INTO results (job_id, name, ok, payload, recorded_at) VALUES (?, ?, ?, ?, ?)",
                        (job_id, result.name, int(result.ok), json.dumps(result.to_dict()), "2024-01-01T00:00:01"))

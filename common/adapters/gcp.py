@@ -277,7 +277,8 @@ class FirestoreJobStore:
                                {k: int(v) for k, v in (data.get("matches") or {}).items()},
                                int(data.get("unmatched", 0)), int(data.get("from_store", 0)),
                                int(data.get("recomputed", 0)), int(data.get("arrived", 0)),
-                               _iso(data.get("last_result_at"))))
+                               _iso(data.get("last_result_at")),
+                               {k: int(v) for k, v in (data.get("corrected") or {}).items()}))
         return total
 
     @translated("reading a result")

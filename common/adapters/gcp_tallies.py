@@ -48,6 +48,8 @@ def increments(delta: Counters) -> dict[str, Any]:
                               "last_result_at": firestore.SERVER_TIMESTAMP}
     if delta.matches:
         fields["matches"] = {name: firestore.Increment(n) for name, n in delta.matches.items()}
+    if delta.corrected:
+        fields["corrected"] = {name: firestore.Increment(n) for name, n in delta.corrected.items()}
     return fields
 
 

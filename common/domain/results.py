@@ -43,6 +43,8 @@ class ImageResult:
     similarities: dict[str, float] = field(default_factory=dict)
     # Per copy this job wrote, the identity of what it wrote (ports.Copied.identity): undo removes only that file.
     identities: dict[str, str] = field(default_factory=dict)
+    # The classes whose decision a person's correction made (in or out, against what the models said).
+    corrected: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "matched": list(self.matched), "reason": self.reason,
@@ -52,7 +54,8 @@ class ImageResult:
                 "prediction": str(self.prediction), **({"retryable": True} if self.retryable else {}),
                 **({"detections": self.detections} if self.detections else {}),
                 **({"similarities": self.similarities} if self.similarities else {}),
-                **({"identities": self.identities} if self.identities else {})}
+                **({"identities": self.identities} if self.identities else {}),
+                **({"corrected": list(self.corrected)} if self.corrected else {})}
 
     def claimed(self, copy: str, written: bool, identity: str = "") -> ImageResult:
         """The result with copy among its copies (and owned by the job when this job wrote it)."""
@@ -77,7 +80,8 @@ class ImageResult:
                    content=str(data.get("content", "")), prediction=str(data.get("prediction", "")),
                    retryable=bool(data.get("retryable", False)), detections=dict(data.get("detections", {})),
                    similarities=dict(data.get("similarities", {})),
-                   identities={str(k): str(v) for k, v in dict(data.get("identities") or {}).items()})
+                   identities={str(k): str(v) for k, v in dict(data.get("identities") or {}).items()},
+                   corrected=tuple(str(c) for c in data.get("corrected") or ()))
 
     @classmethod
     def failure(cls, name: str, reason: str, retryable: bool = False) -> ImageResult:
@@ -94,13 +98,15 @@ class Counters:
     recomputed: int = 0  # stored predictions that were unreadable and were computed again
     arrived: int = 0  # watch jobs: objects registered (listed or announced), each once
     last_result_at: str | None = None  # ISO time of the latest result recorded: a job that stops moving stalls
+    corrected: dict[str, int] = field(default_factory=dict)  # per class, photos placed by a correction
 
     @classmethod
     def of(cls, result: ImageResult) -> Counters:
         return cls(processed=int(result.ok), failed=int(not result.ok), matches={m: 1 for m in result.matched},
                    unmatched=int(result.ok and not result.matched),
                    from_store=int(result.prediction == PredictionSource.STORE),
-                   recomputed=int(result.prediction == PredictionSource.RECOMPUTED))
+                   recomputed=int(result.prediction == PredictionSource.RECOMPUTED),
+                   corrected={c: 1 for c in result.corrected})
 
     def add(self, other: Counters) -> None:
         self.processed += other.processed
@@ -113,6 +119,8 @@ class Counters:
             self.last_result_at = other.last_result_at
         for name, count in other.matches.items():
             self.matches[name] = self.matches.get(name, 0) + count
+        for name, count in other.corrected.items():
+            self.corrected[name] = self.corrected.get(name, 0) + count
 
 
 def _with(names: tuple[str, ...], name: str) -> tuple[str, ...]:

@@ -227,4 +227,5 @@ class ClassifyImage:
                            scores=outcome.scores, copies=tuple(copies), written=tuple(written), content=content,
                            prediction=vectors.source,
                            detections={c: d.to_dict() for c, d in outcome.detections.items()},
-                           similarities=outcome.similarities, identities=identities)
+                           similarities=outcome.similarities, identities=identities,
+                           corrected=tuple(c for c in spec.classes if (c in matched) != (c in outcome.matched)))

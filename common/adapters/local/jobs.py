@@ -40,6 +40,8 @@ _COUNT_MATCH = ("INSERT INTO job_matches VALUES (?, ?, ?) ON CONFLICT (job_id, c
 _INSERT = ("INSERT OR IGNORE INTO results (job_id, name, ok, payload, recorded_at, section, search, score) "
            "VALUES (?, ?, ?, ?, ?, ?, lower(?), ?)")
 RECORD_BATCH = 256
+# Per class, the photos a correction placed, kept beside the matches under a key no class can have ("/").
+CORRECTED = "/corrected/"
 RECORD_SECONDS = 0.1
 
 
@@ -82,8 +84,9 @@ def _count(db: sqlite3.Connection, job_id: str, result: ImageResult, sign: int, 
     delta = Counters.of(result)
     db.execute(_COUNT, (job_id, sign * delta.processed, sign * delta.failed, sign * delta.unmatched,
                         sign * delta.from_store, sign * delta.recomputed, sign * len(result.written), at))
-    if delta.matches:
-        db.executemany(_COUNT_MATCH, [(job_id, c, sign * n) for c, n in delta.matches.items()])
+    if delta.matches or delta.corrected:
+        db.executemany(_COUNT_MATCH, [(job_id, c, sign * n) for c, n in delta.matches.items()] +
+                       [(job_id, CORRECTED + c, sign * n) for c, n in delta.corrected.items()])
 
 
 def _db_name(name: str) -> str:
@@ -308,7 +311,9 @@ class SqliteJobStore:
                                     "ORDER BY class", (job_id,)).fetchall()
         if row is None:
             return Counters()
-        return Counters(row[0], row[1], dict(rows), row[2], row[3], row[4], row[5], row[6])
+        matches = {str(c): int(n) for c, n in rows if not c.startswith(CORRECTED)}
+        corrected = {str(c)[len(CORRECTED):]: int(n) for c, n in rows if c.startswith(CORRECTED)}
+        return Counters(row[0], row[1], matches, row[2], row[3], row[4], row[5], row[6], corrected)
 
     def copies_written(self, job_id: str) -> int:
         """The copies the job owns now (written, not yet released), kept as the manifest changes."""
