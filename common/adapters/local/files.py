@@ -348,10 +348,14 @@ class FolderObjectStore:
             with folder:
                 for candidate in collision_names(target):
                     filename = candidate.rpartition("/")[2]
+                    # A copy already there with these bytes (an earlier job's, or delivery's) is looked at before
+                    # anything is written: a second question over a sorted library writes no temporary file.
+                    if self._holds(folder.fd, filename, data):
+                        return Copied(candidate, written=False)
                     identity = self._create(folder.fd, filename, data, status)
                     if identity is not None:
                         return Copied(candidate, written=True, identity=identity)
-                    if self._holds(folder.fd, filename, data):  # this service's copy, from an earlier delivery
+                    if self._holds(folder.fd, filename, data):  # written meanwhile, by a concurrent delivery
                         return Copied(candidate, written=False)
         raise PermanentImageError(f"{len(collision_names(target))} different files are already named like {target}:"
                                   " none is replaced")
