@@ -3,8 +3,9 @@
 The real contract: `imgclassify emulate --mount` mounts the bucket as the stand-in downloader-uploader's working
 folder (rclone + FUSE; tests/standins, written from the old service's contract) and the old client's flow —
 download into the mount's all/, classify through the gateway, upload the mount's class folders — ends with the
-sorted photos under Dropbox `/<class>/`; the key comes from ./.env. OLD_SYSTEM_PHOTOS=300 measures a 300-photo
-round trip (printed with -s).
+sorted photos under Dropbox `/<class>/`; the key comes from ./.env; then a file written into the mount's all/ while a
+watch job is open joins that job and its copy shows in the mount. OLD_SYSTEM_PHOTOS=300 measures a 300-photo round
+trip (printed with -s; bench/old_system_roundtrip.py measures it with the mount's own costs).
 
 An uploader that writes to the bucket itself (gsutil, rsync, a phone backup — the official storage client here) with
 a watch job: 30 real photos in three bursts — before the job, during its listing, after — then close, and check:
@@ -97,6 +98,7 @@ def test_the_old_client_flow_on_the_emulated_bucket_mounted_as_the_downloader_up
             assert "imprinting_dog_test_0.bmp" in sent["dog"], sent
         print(f"\n{count} photos: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) +
               f"; matches {status['matches']}")
+        watched_through_the_mount(port, mount, shared)
     finally:
         if uploader is not None:
             uploader.shutdown()
@@ -104,6 +106,29 @@ def test_the_old_client_flow_on_the_emulated_bucket_mounted_as_the_downloader_up
         _, err = emulate.communicate(timeout=120)
         assert not os.path.ismount(mount), "emulate left the bucket mounted"
     assert f"requests need the key (SERVICE_KEY from {(tmp_path / '.env').resolve()})" in err, err[-2000:]
+
+
+def watched_through_the_mount(port: int, mount: Path, shared: Path) -> None:
+    """A file a downloader-uploader writes into the mounted all/ while a watch job is open joins that job (the
+    emulated bucket's notification, as a real bucket's), and its copy shows in the mount's class folder."""
+    base, headers = f"http://127.0.0.1:{port}", {"Authorization": KEY}
+    job = requests.post(f"{base}/classification-job", headers=headers, timeout=60,
+                        json={"classes": ["cat"], "watch": True}).json()
+    assert job["state"] == "watching", job
+    listed = job["number_of_files"]
+    shutil.copyfile(shared / "photos/skimage/chelsea.png", mount / "all" / "written-through-the-mount.png")
+    deadline = time.monotonic() + 120
+    while (status := requests.get(f"{base}/classification-job/{job['id']}", headers=headers,
+                                  timeout=10).json())["processed"] + status["failed"] < listed + 1:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert status["number_of_files"] == listed + 1 and status["failed"] == 0, status
+    deadline = time.monotonic() + 10  # the mount lists a folder again after its 1 s directory cache
+    while not (mount / "cat" / "written-through-the-mount.png").is_file():  # a tabby: the old flow's cat too
+        assert time.monotonic() < deadline, "the copy never showed in the mount"
+        time.sleep(0.2)
+    closed = requests.post(f"{base}/classification-job/{job['id']}/close", headers=headers, json={}, timeout=60)
+    assert closed.json()["state"] == "complete", closed.text
 
 
 def job_id(client: OldClient, standin: DownloaderUploader) -> str:
