@@ -122,3 +122,37 @@ def test_the_emulated_pipeline_sorts_people_with_the_detector(emulators, detecto
         assert "detector: person" in status["resolved"]["people"][0]
     finally:
         stack.stop()
+
+
+def test_detector_builds_are_named_by_their_input_sizes_and_bad_sizes_are_refused():
+    from common.domain.errors import ConfigurationError
+    from imgclassify.detector_build import ARTIFACT, CASCADE, artifact_name
+
+    assert artifact_name((416,)) == ARTIFACT  # the single full pass keeps its name (caches, deploy.sh)
+    assert artifact_name() == artifact_name(CASCADE) != ARTIFACT and "-256-416-" in artifact_name()
+    for sizes in ((300,), (64,), (448,), (416, 256), (256, 256)):
+        with pytest.raises(ConfigurationError):
+            artifact_name(sizes)
+
+
+@pytest.mark.slow
+def test_the_cascade_answers_as_the_full_pass_where_it_ran_it_and_as_the_small_one_elsewhere(detector):
+    from common.domain.detections import unsure
+    from common.inference.decoding import decode_image
+    from common.inference.detector import LiteRTDetector
+    from imgclassify.detector_build import ensure_detector
+
+    cascade = LiteRTDetector(str(detector))
+    full, small = (LiteRTDetector(str(ensure_detector(sizes=(size,)))) for size in (416, 256))
+    assert cascade.sizes == (256, 416) and full.sizes == (416,) and small.size == 256
+    ran_full = 0
+    for name in PEOPLE + NOT_PEOPLE:
+        pixels = decode_image((PHOTOS / name).read_bytes(), 416)
+        first = small.detect(pixels)
+        before = cascade.passes[416]
+        answer = cascade.detect(pixels)
+        escalated = cascade.passes[416] > before
+        assert escalated == unsure(first), name
+        np.testing.assert_allclose(answer, full.detect(pixels) if escalated else first, atol=1e-5)
+        ran_full += escalated
+    assert cascade.passes[256] == len(PEOPLE + NOT_PEOPLE) and cascade.passes[416] == ran_full

@@ -20,6 +20,7 @@ from common.domain.examples import ExampleModel
 from common.domain.jobs import JobSpec
 from common.domain.labels import ImageNetClass, imagenet_classes
 from common.domain.options import MatchMode
+from common.domain.people import weigh
 from common.domain.results import Label
 from common.domain.taxonomy import is_word, resolve
 
@@ -85,11 +86,12 @@ def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarr
         return MatchOutcome(match_by_label(spec, labels, classes), labels)
     taught = examples.classes if examples is not None and features is not None else ()
     scores = hierarchy_scores(spec.classes, probabilities, taught)
-    found = {} if detections is None else {c: d for c in spec.classes if c not in taught or is_word(c)
+    found = {} if detections is None else {c: weigh(d, probabilities, spec.detector_min_score) for c in spec.classes
+                                           if c not in taught or is_word(c)
                                            if (d := best_detection(c, detections)) is not None}
     by_examples, verdicts = examples.decide(features, probabilities) if examples is not None and \
         features is not None else ((), {})
     matched = tuple(c for c in spec.classes if (scores[c] >= spec.min_score and scores[c] > 0.0) or
-                    (c in found and found[c].score >= spec.detector_min_score) or c in by_examples)
+                    (c in found and found[c].passes(spec.detector_min_score)) or c in by_examples)
     similarities = {key: value for c, verdict in verdicts.items() for key, value in verdict.explained(c).items()}
     return MatchOutcome(matched, labels, scores, found, similarities)

@@ -3,17 +3,20 @@
 Its answer per photo is each COCO class's best score anywhere in the photo, and that detection's box (x0, y0,
 x1, y1 as fractions of the photo): 80 × 5 floats, stored like the classifier's probabilities. Preprocessing is
 NanoDet's own (RangiLyu/nanodet: BGR, mean/std normalised, 416×416, channels first); boxes are decoded from its
-distribution heads (General Focal Loss: 4 sides × 11 bins, expectation × stride).
+distribution heads (General Focal Loss: 4 sides × 11 bins, expectation × stride). The same network built for a
+smaller input (imgclassify/detector_build.py --size) runs here too, at its own size.
 """
 from __future__ import annotations
 
 import os
 import queue
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from common.domain.detections import DETECTION_WIDTH, NUM_DETECTOR_CLASSES
+from common.domain.detections import DETECTION_WIDTH, NUM_DETECTOR_CLASSES, unsure
 from common.domain.errors import ConfigurationError
 from common.inference.native import litert_chatter_filtered
 
@@ -24,19 +27,19 @@ MEAN_BGR = np.array([103.53, 116.28, 123.675], dtype=np.float32)
 STD_BGR = np.array([57.375, 57.12, 58.395], dtype=np.float32)
 
 
-def _centres(stride: int) -> np.ndarray:
-    cells = INPUT_SIZE // stride
+def _centres(stride: int, size: int) -> np.ndarray:
+    cells = size // stride
     ys, xs = np.mgrid[0:cells, 0:cells]
     return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) * stride
 
 
-def decode(outputs: list[np.ndarray]) -> np.ndarray:
+def decode(outputs: list[np.ndarray], size: int = INPUT_SIZE) -> np.ndarray:
     """Per stride (scores (N, 80), box bins (N, 44)) -> (80, 5): best score per class and its box."""
     best = np.zeros((NUM_DETECTOR_CLASSES, DETECTION_WIDTH), dtype=np.float32)
     scores_by_cells = {o.shape[0]: o for o in outputs if o.shape[1] == NUM_DETECTOR_CLASSES}
     bins_by_cells = {o.shape[0]: o for o in outputs if o.shape[1] == 4 * BINS}
     for stride in STRIDES:
-        cells = (INPUT_SIZE // stride) ** 2
+        cells = (size // stride) ** 2
         scores, bins = scores_by_cells[cells], bins_by_cells[cells]
         where = scores.argmax(axis=0)  # the best position of each class at this stride
         top = scores[where, np.arange(NUM_DETECTOR_CLASSES)]
@@ -46,35 +49,40 @@ def decode(outputs: list[np.ndarray]) -> np.ndarray:
         logits = bins[where].reshape(NUM_DETECTOR_CLASSES, 4, BINS)
         weights = np.exp(logits - logits.max(axis=2, keepdims=True))
         distances = (weights / weights.sum(axis=2, keepdims=True) * np.arange(BINS)).sum(axis=2) * stride
-        centre = _centres(stride)[where]
-        boxes = np.concatenate([centre - distances[:, :2], centre + distances[:, 2:]], axis=1) / INPUT_SIZE
+        centre = _centres(stride, size)[where]
+        boxes = np.concatenate([centre - distances[:, :2], centre + distances[:, 2:]], axis=1) / size
         best[better, 0] = top[better]
         best[better, 1:] = np.clip(boxes[better], 0.0, 1.0)
     return best
 
 
+Pass = tuple[int, Callable[[np.ndarray], list[np.ndarray]]]  # (input size, run: NCHW float -> its outputs)
+
+
 class LiteRTDetector:
-    """A pool of interpreters (one is not thread-safe), like the classifier's."""
+    """A pool of interpreters (one is not thread-safe), like the classifier's. A cascade build (one file, one
+    signature per input size: imgclassify/detector_build.py) runs its smallest size first and the next only when
+    that pass leaves a class the detector decides unsure (common/domain/detections.py: unsure)."""
 
     def __init__(self, path: str, threads: int = 1, interpreters: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         count = interpreters or max(1, (os.cpu_count() or 1) // threads)
-        self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pool: queue.SimpleQueue[list[Pass]] = queue.SimpleQueue()
         with litert_chatter_filtered():
             for _ in range(count):
                 try:
                     interpreter = self._interpreter(Interpreter, OpResolverType, path, threads)
+                    self._pool.put(self._passes(interpreter, path))
                 except (ValueError, RuntimeError) as exc:
                     raise ConfigurationError(f"cannot load the detector {path} with LiteRT: {exc}") from None
-                self._pool.put(interpreter)
         probe = self._pool.get()
-        self._input = probe.get_input_details()[0]
-        self._outputs = probe.get_output_details()
+        self.sizes = tuple(size for size, _ in probe)
         self._pool.put(probe)
-        if list(self._input["shape"]) != [1, 3, INPUT_SIZE, INPUT_SIZE]:
-            raise ConfigurationError(f"{path} is not the NanoDet 416×416 detector (input {self._input['shape']})")
+        self.size = self.sizes[-1]
         self.description = f"litert:nanodet:{os.path.basename(path)}"
+        self._counted = threading.Lock()
+        self.passes: dict[int, int] = dict.fromkeys(self.sizes, 0)  # how often each size ran (benchmarks read it)
 
     @staticmethod
     def _interpreter(interpreter_class: Any, resolvers: Any, path: str, threads: int) -> Any:
@@ -89,14 +97,47 @@ class LiteRTDetector:
             interpreter.allocate_tensors()
         return interpreter
 
-    def detect(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (416, 416, 3) RGB -> float32 (80, 5): per COCO class, its best score and box."""
-        x = ((pixels[:, :, ::-1].astype(np.float32) - MEAN_BGR) / STD_BGR).transpose(2, 0, 1)[None]
-        interpreter = self._pool.get()
-        try:
-            interpreter.set_tensor(self._input["index"], np.ascontiguousarray(x))
+    @staticmethod
+    def _passes(interpreter: Any, path: str) -> list[Pass]:
+        """The interpreter's passes, smallest input first: one per `size<N>` signature, or the one graph."""
+        signatures = sorted((int(name[4:]), name) for name in interpreter.get_signature_list()
+                            if name.startswith("size") and name[4:].isdigit())
+        if signatures:
+            runners = [(size, interpreter.get_signature_runner(name)) for size, name in signatures]
+            return [(size, lambda x, run=run: list(run(pixels=x).values()))  # type: ignore[misc]
+                    for size, run in runners]
+        shape = [int(v) for v in interpreter.get_input_details()[0]["shape"]]
+        if len(shape) != 4 or shape[:2] != [1, 3] or shape[2] != shape[3] or shape[2] % STRIDES[-1]:
+            raise ConfigurationError(f"{path} is not a NanoDet detector (input {shape}: 1×3×S×S expected)")
+        index, outputs = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            interpreter.set_tensor(index, x)
             interpreter.invoke()
-            outputs = [interpreter.get_tensor(d["index"])[0] for d in self._outputs]
+            return [interpreter.get_tensor(d["index"]) for d in outputs]
+        return [(shape[2], run)]
+
+    def detect(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (416, 416, 3) RGB -> float32 (80, 5): per COCO class, its best score and box. Each pass gets the
+        pixels scaled to its size; a later (larger) pass runs only when the earlier one is unsure."""
+        passes = self._pool.get()
+        try:
+            for step, (size, run) in enumerate(passes):
+                small = scaled(pixels, size)
+                x = ((small[:, :, ::-1].astype(np.float32) - MEAN_BGR) / STD_BGR).transpose(2, 0, 1)[None]
+                answer = decode([o[0] for o in run(np.ascontiguousarray(x))], size)
+                with self._counted:
+                    self.passes[size] += 1
+                if step == len(passes) - 1 or not unsure(answer):
+                    return answer
         finally:
-            self._pool.put(interpreter)
-        return decode(outputs)
+            self._pool.put(passes)
+        raise AssertionError("unreachable: the last pass returns")
+
+
+def scaled(pixels: np.ndarray, size: int) -> np.ndarray:
+    if pixels.shape[0] == size and pixels.shape[1] == size:
+        return pixels
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))

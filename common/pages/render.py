@@ -48,7 +48,8 @@ def _top_labels(result: ImageResult) -> str:
 
 def _detected(result: ImageResult, class_name: str, min_score: float) -> dict[str, Any] | None:
     detection = result.detections.get(class_name)
-    return detection if detection and detection["score"] >= min_score else None
+    # A person's detection may carry a lower threshold with the classifier's evidence for it (domain/people.py).
+    return detection if detection and detection["score"] >= detection.get("threshold", min_score) else None
 
 
 def _why(result: ImageResult, class_name: str, view: JobView) -> tuple[float, Markup]:
@@ -77,8 +78,10 @@ def _why(result: ImageResult, class_name: str, view: JobView) -> tuple[float, Ma
     detection = _detected(result, class_name, view["detector_min_score"])
     if detection:
         return detection["score"], Markup('<div class="score detected" data-why="detector" data-detected="{}">'
-                                          'detector: {} {:.2f} ≥ {:.2f}</div>').format(
-            detection["label"], detection["label"], detection["score"], view["detector_min_score"])
+                                          'detector: {} {:.2f} ≥ {:.2f}{}</div>').format(
+            detection["label"], detection["label"], detection["score"],
+            detection.get("threshold", view["detector_min_score"]),
+            f' with {detection["evidence"]}' if "evidence" in detection else "")
     return score, Markup('<div class="score" data-why="correction">here by a correction (the model: {:.2f})</div>'
                          ).format(kept.get(class_name, score))
 
