@@ -81,12 +81,12 @@ def trial(args: argparse.Namespace, seed: int) -> dict[str, object]:
             job = app.create_job({**body, "min_score": min_score})
             assert app.wait(timeout=3600)
             timings.append(time.perf_counter() - started)
-            views.append(app.job_status(job["id"]))
-        results = {r.name: r.matched for r in app.ports.jobs.results(views[0]["id"])}
+            views.append(app.job_status(job.id))
+        results = {r.name: r.matched for r in app.ports.jobs.results(views[0].id)}
         app.stop()
     return {"seed": seed, "photos": len(truth), "f1": macro_f1(results, truth, classes),
             "first_seconds": round(timings[0], 3), "second_seconds": round(timings[1], 3),
-            "second_from_store": views[1]["from_store"], "speedup": round(timings[0] / timings[1], 1)}
+            "second_from_store": views[1].counters.from_store, "speedup": round(timings[0] / timings[1], 1)}
 
 
 def corrections_trial(args: argparse.Namespace, seed: int, word: str = "tulips", shown: int = 5) -> dict[str, object]:
@@ -109,7 +109,7 @@ def corrections_trial(args: argparse.Namespace, seed: int, word: str = "tulips",
         def ask() -> dict[str, tuple[str, ...]]:
             job = app.create_job({"classes": [word], "dry_run": True})
             assert app.wait(timeout=3600)
-            return {r.name: r.matched for r in jobs.results(job["id"])}, job["id"]
+            return {r.name: r.matched for r in jobs.results(job.id)}, job.id
 
         before, job_id = ask()
         rng = random.Random(seed)

@@ -77,11 +77,11 @@ def main() -> None:
         subscriber.close()
 
     print(json.dumps({
-        "objects": args.objects, "layout": "flat" if args.flat else "10 sub-folders of 1,000", "listed": listed, "number_of_files": job["number_of_files"],
+        "objects": args.objects, "layout": "flat" if args.flat else "10 sub-folders of 1,000", "listed": listed, "number_of_files": job.number_of_files,
         "messages_received_by_a_subscriber": received,
         "list_seconds": round(list_seconds, 3), "objects_listed_per_second": round(listed / list_seconds),
         "create_job_seconds": round(create_seconds, 3),
-        "create_job_images_per_second": round(job["number_of_files"] / create_seconds),
+        "create_job_images_per_second": round(job.number_of_files / create_seconds),
         "upload_seconds_setup": round(upload_seconds, 1),
         "note": "create_job on a warm instance = job record + list and publish (overlapped) + wait for every "
                 "publish + total; local emulators, 2 vCPU",

@@ -187,10 +187,10 @@ def status_url(settings: Settings, job_id: str) -> str:
     return f"{settings.status_url_base.rstrip('/')}{JOB_PATH}/{job_id}"
 
 
-def job_response(view: Mapping[str, Any], status: int, settings: Settings) -> flask.Response:
-    """A job's view as the old service answered it: `code` first, then the fields, then where to poll."""
-    url = status_url(settings, view["id"])
-    response = json_response({"code": status, **view, "status_url": url}, status)
+def job_response(body: Mapping[str, Any], status: int, settings: Settings) -> flask.Response:
+    """A job's view (its JSON body) as the old service answered it: `code` first, the fields, then where to poll."""
+    url = status_url(settings, body["id"])
+    response = json_response({"code": status, **body, "status_url": url}, status)
     if status == 201:
         response.headers["Location"] = url
     return response
@@ -204,11 +204,11 @@ def _required_id(job_id: str | None) -> str:
 
 # --- one responder per action ------------------------------------------------------------------------------------
 def _create(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
-    return job_response(handler(read_json_body(request, settings.max_body_bytes)), 201, settings)
+    return job_response(handler(read_json_body(request, settings.max_body_bytes)).body, 201, settings)
 
 
 def _status(request: flask.Request, handler: Any, settings: Settings, job_id: str | None) -> flask.Response:
-    return job_response(handler(_required_id(job_id)), 200, settings)
+    return job_response(handler(_required_id(job_id)).body, 200, settings)
 
 
 def _no_arguments(request: flask.Request, settings: Settings) -> None:

@@ -275,7 +275,7 @@ def test_a_job_whose_messages_were_lost_turns_stalled_and_a_retry_republishes_ex
     record = service.jobs.get_job(job["id"])
     later = datetime.now(UTC) + timedelta(seconds=STALL_SECONDS + 5)
     stuck = status_view(record, service.jobs.counters(job["id"]), now=later)
-    assert stuck.state == "stalled" and "2 of 5 done" in stuck["stalled"] and "/retry" in stuck["stalled"]
+    assert stuck.state == "stalled" and "2 of 5 done" in stuck.stalled and "/retry" in stuck.stalled
     assert status_view(record, service.jobs.counters(job["id"])).state == "running"  # not before the bound
 
     retried = create.post(f"/classification-job/{job['id']}/retry", json={}).get_json()

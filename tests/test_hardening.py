@@ -23,9 +23,10 @@ from common.adapters.local import FolderInUse, FolderLock, FolderObjectStore
 from common.domain.callbacks import CallbackPolicy
 from common.domain.errors import CallbackRefused, Conflict, InvalidRequest, NotFound, PermanentImageError, \
     TransientError, TruncatedImage
-from common.domain.jobs import JobDefaults
+from common.domain.jobs import JobDefaults, JobRecord, JobSpec
 from common.domain.requests import parse_job_request
-from common.domain.results import ImageResult
+from common.domain.results import Counters, ImageResult
+from common.domain.status import status_view
 from common.inference.decoding import MAX_DECODED_BYTES, decode_image
 from common.ports import Removal
 from common.pages import export_csv
@@ -42,8 +43,8 @@ def _sorted_folder(tmp_path):
     put(tmp_path / "all/cat.jpg")
     put(tmp_path / "all/pets/deep/cat.jpg")
     view = folder.run(["cat"])
-    assert view["processed"] == 2 and (tmp_path / "cat/pets/deep/cat.jpg").is_file()
-    return folder, view["id"]
+    assert view.counters.processed == 2 and (tmp_path / "cat/pets/deep/cat.jpg").is_file()
+    return folder, view.id
 
 
 def _link_to_all(root, outside):
@@ -92,7 +93,7 @@ def test_a_copy_is_never_written_through_a_link_at_a_deeper_component(tmp_path):
     outside.mkdir()
     (root / "cat/pets/deep").symlink_to(outside)
     view = Folder(root).run(["cat"])
-    assert (view["failed"], list(outside.iterdir())) == (1, [])
+    assert (view.counters.failed, list(outside.iterdir())) == (1, [])
 
 
 def test_remove_reports_why_it_kept_a_file(tmp_path):
@@ -114,7 +115,7 @@ def test_a_preview_is_only_of_a_photo_the_job_has_a_result_for(tmp_path, name):
     folder = Folder(tmp_path)
     put(tmp_path / "all/cat.jpg")
     put(tmp_path / "private/secret.jpg")
-    job_id = folder.run(["cat"])["id"]
+    job_id = folder.run(["cat"]).id
     report = ReportJob(folder.jobs, folder.objects, lambda data, box=None, full=False: data,  # the photo itself
                        JobStatus(folder.jobs))
     assert report.thumbnail(job_id, "all/cat.jpg") == RED_CAT
@@ -149,7 +150,7 @@ def test_the_folder_store_never_reads_a_name_that_climbs(tmp_path):
 @pytest.mark.parametrize("dangerous", ['=HYPERLINK("http://evil/","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(1)",
                                        "\tx", "\rx"])
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised(dangerous):
-    view = {"source_prefix": "all/"}
+    view = status_view(JobRecord("a" * 32, JobSpec(("cat",), "local"), 1, "2026-01-01T00:00:00"), Counters())
     result = ImageResult(f"all/{dangerous}", ok=False, reason=dangerous)
     [row] = list(csv.DictReader(io.StringIO(export_csv(view, [result]))))
     assert row["file"] == "'" + dangerous and row["reason"] == "'" + dangerous
@@ -291,15 +292,15 @@ def test_classification_and_requests_never_wait_for_a_silent_receiver(tmp_path):
             put(tmp_path / f"all/{n}.jpg")
         first = folder.run(["cat"], callback_url=f"http://127.0.0.1:{port}/hook")
         # The job is complete and answered while its callback waits on the receiver (30 s) in the background.
-        assert (first["complete"], first["processed"], first["callback"]["status"]) == (True, 6, "pending")
+        assert (first.complete, first.counters.processed, first.job.callback["status"]) == (True, 6, "pending")
         # A second and a third job: the one worker is held by a receiver and the queue (1 place) fills: the
         # callback past it is refused at once, and says so.
         second = folder.create({"classes": ["cat"], "source_prefix": "none/",
                                 "callback_url": f"http://127.0.0.1:{port}/2"})
         third = folder.create({"classes": ["cat"], "source_prefix": "nothing/",
                                "callback_url": f"http://127.0.0.1:{port}/3"})
-        assert second["complete"] and third["complete"]
-        outcomes = [folder.status(job["id"])["callback"] for job in (second, third)]
+        assert second.complete and third.complete
+        outcomes = [folder.status(job.id).job.callback for job in (second, third)]
         assert outcomes[1]["status"] == "failed" and "too many callbacks" in outcomes[1]["error"]
     finally:
         silent.close()
@@ -390,7 +391,7 @@ def test_1200_nested_folders_list_without_recursion_and_the_deep_ones_fail_with_
             (deep / "cat.jpg").write_bytes(RED_CAT)
     (deep / "x.jpg").write_bytes(RED_CAT)
     view = Folder(tmp_path).run(["cat"])
-    assert (view["complete"], view["processed"], view["failed"]) == (True, 2, 1)
+    assert (view.complete, view.counters.processed, view.counters.failed) == (True, 2, 1)
 
 
 def test_a_second_writer_on_a_folder_is_refused_naming_the_first(tmp_path):
@@ -407,10 +408,10 @@ def test_undo_of_an_open_watch_job_is_refused_then_allowed_once_closed(tmp_path)
     job = folder.create({"classes": ["cat"], "watch": True})
     assert folder.queue.join(timeout=30)
     with pytest.raises(Conflict) as refused:
-        folder.app.undo_job(job["id"])
+        folder.app.undo_job(job.id)
     assert refused.value.details["state"] == "watching"
-    folder.app.close_job(job["id"])
-    assert folder.app.undo_job(job["id"])["removed"] == 1
+    folder.app.close_job(job.id)
+    assert folder.app.undo_job(job.id)["removed"] == 1
 
 
 def test_a_file_still_being_written_is_retried_and_classified_once_whole(tmp_path):
@@ -421,14 +422,14 @@ def test_a_file_still_being_written_is_retried_and_classified_once_whole(tmp_pat
     put(tmp_path / "all/upload.jpg", whole[: len(whole) // 3])  # an upload paused a third of the way
     arrived("local", "all/upload.jpg")
     assert folder.queue.join(timeout=30)
-    failed = folder.jobs.result(job["id"], "all/upload.jpg")
+    failed = folder.jobs.result(job.id, "all/upload.jpg")
     assert (failed.ok, failed.retryable) == (False, True)
 
     put(tmp_path / "all/upload.jpg", whole)  # the upload finishes: the watcher sees it again
-    assert arrived("local", "all/upload.jpg") == [job["id"]]
+    assert arrived("local", "all/upload.jpg") == [job.id]
     assert folder.queue.join(timeout=30)
-    view = folder.status(job["id"])
-    assert (view["processed"], view["failed"], view["number_of_files"]) == (1, 0, 1)
+    view = folder.status(job.id)
+    assert (view.counters.processed, view.counters.failed, view.number_of_files) == (1, 0, 1)
 
 
 def test_a_disk_full_failure_is_retried_by_the_next_run(tmp_path, monkeypatch):
@@ -444,11 +445,11 @@ def test_a_disk_full_failure_is_retried_by_the_next_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(FolderObjectStore, "copy", disk_full)
     first = folder.run(["cat"])
-    assert (first["processed"], first["failed"]) == (2, 1)
+    assert (first.counters.processed, first.counters.failed) == (2, 1)
     monkeypatch.setattr(FolderObjectStore, "copy", real_copy)  # space freed
 
-    assert folder.resume(first["id"]) == (2, 1)
+    assert folder.resume(first.id) == (2, 1)
     assert folder.queue.join(timeout=30)
-    view = folder.status(first["id"])
-    assert (view["complete"], view["processed"], view["failed"], view["number_of_files"]) == (True, 3, 0, 3)
+    view = folder.status(first.id)
+    assert (view.complete, view.counters.processed, view.counters.failed, view.number_of_files) == (True, 3, 0, 3)
     assert sorted(p.name for p in (tmp_path / "cat").iterdir()) == ["0.jpg", "1.jpg", "2.jpg"]

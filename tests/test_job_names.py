@@ -15,11 +15,11 @@ def test_undo_without_an_id_takes_the_latest_job_not_undone_yet(tmp_path):
     first = app.undo_job(app.pick_job(None, not_undone=True))
     second = app.undo_job(app.pick_job(None, not_undone=True))
 
-    assert (first["id"], first["removed"]) == (newer["id"], 1)
-    assert (second["id"], second["removed"]) == (older["id"], 1)
+    assert (first["id"], first["removed"]) == (newer.id, 1)
+    assert (second["id"], second["removed"]) == (older.id, 1)
     assert not (tmp_path / "cat").exists() and not (tmp_path / "tabby").exists()
     listed = {job.view.id: job.undone_at for job in app.list_jobs()}
-    assert all(listed[i] for i in (older["id"], newer["id"]))
+    assert all(listed[i] for i in (older.id, newer.id))
 
 
 def test_a_shortened_id_names_the_job_everywhere_a_job_is_named(tmp_path):
@@ -27,10 +27,10 @@ def test_a_shortened_id_names_the_job_everywhere_a_job_is_named(tmp_path):
     put(tmp_path / "all/a.jpg")
     job = folder.run(["cat"])
     app = folder.app
-    short = job["id"][:8]
-    assert app.job_status(short).id == job["id"]
-    assert app.report(short).view.id == job["id"]
-    assert app.undo_job(short)["id"] == job["id"]
+    short = job.id[:8]
+    assert app.job_status(short).id == job.id
+    assert app.report(short).view.id == job.id
+    assert app.undo_job(short)["id"] == job.id
 
 
 def test_a_keras_weights_file_names_its_model_and_a_wrong_model_is_one_line(tmp_path, shared):
@@ -141,5 +141,5 @@ def test_the_finished_progress_line_says_how_long_it_took():
     for message in app.publisher.messages:
         app.classify_image(message)
     stream = io.StringIO()
-    Progress(True, stream).show(app.job_status(view["id"]))
+    Progress(True, stream).show(app.job_status(view.id))
     assert "done in" in stream.getvalue() and "ETA" not in stream.getvalue()

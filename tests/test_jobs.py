@@ -87,19 +87,19 @@ def _job(total):
 
 def test_status_counts_failed_images_towards_completion():
     view = status_view(_job(4), Counters(processed=2, failed=1, matches={"dog": 2}))
-    assert (view["complete"], view["percentage"], view["remaining"]) == (False, 75, 1)
-    assert view["matches"] == {"dog": 2, "cat": 0}
+    assert (view.complete, view.percentage, view.remaining) == (False, 75, 1)
+    assert view.matches == {"dog": 2, "cat": 0}
     done = status_view(_job(4), Counters(processed=3, failed=1))
-    assert (done["complete"], done["percentage"], done["state"]) == (True, 100, "complete")
+    assert (done.complete, done.percentage, done.state) == (True, 100, "complete")
 
 
 def test_percentage_never_reaches_100_before_completion():
-    assert status_view(_job(1000), Counters(processed=999))["percentage"] == 99
+    assert status_view(_job(1000), Counters(processed=999)).percentage == 99
 
 
 def test_empty_job_is_complete_at_once():
     view = status_view(_job(0), Counters())
-    assert view["complete"] is True and view["percentage"] == 100
+    assert view.complete is True and view.percentage == 100
 
 
 def test_min_score_defaults_follow_the_match_rule():
@@ -112,20 +112,20 @@ def test_min_score_defaults_follow_the_match_rule():
 def test_a_job_still_listing_is_not_complete():
     job = JobRecord("a" * 32, JobSpec(("dog",), "images"), None, "2026-01-01T00:00:00+00:00")
     view = status_view(job, Counters(processed=3), now=datetime.fromisoformat("2026-01-01T00:01:00+00:00"))
-    assert (view["complete"], view["percentage"], view["state"], view["number_of_files"]) == (False, 0, "listing", 3)
+    assert (view.complete, view.percentage, view.state, view.number_of_files) == (False, 0, "listing", 3)
 
 
 def test_a_listing_abandoned_past_the_deadline_says_it_failed_and_how_to_resume():
     job = JobRecord("a" * 32, JobSpec(("dog",), "images"), None, "2026-01-01T00:00:00+00:00", request_id="r1")
     view = status_view(job, Counters(processed=3), now=datetime.fromisoformat("2026-01-01T01:00:00+00:00"))
-    assert (view["state"], view["complete"]) == ("failed", False) and "same request_id" in view["error"]
+    assert (view.state, view.complete) == ("failed", False) and "same request_id" in view.error
 
 
 def test_a_job_whose_fan_out_was_interrupted_is_failed_with_its_reason_not_complete():
     job = JobRecord("a" * 32, JobSpec(("dog",), "images"), None, "2026-01-01T00:00:00+00:00",
                     error="fan-out interrupted")
     view = status_view(job, Counters())
-    assert (view["state"], view["complete"], view["error"]) == ("failed", False, "fan-out interrupted")
+    assert (view.state, view.complete, view.error) == ("failed", False, "fan-out interrupted")
 
 
 def test_request_ids_name_one_job_and_are_validated():

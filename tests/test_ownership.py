@@ -24,8 +24,8 @@ def _sorted(tmp_path: Path, photos: int = 3) -> tuple[Folder, str]:
         put(tmp_path / f"all/{i}.jpg", solid_jpeg("red", size=(40 + i, 30)))
     folder = Folder(tmp_path)
     view = folder.run(["cat"])
-    assert view["matches"]["cat"] == photos
-    return folder, view["id"]
+    assert view.matches["cat"] == photos
+    return folder, view.id
 
 
 def test_a_second_undo_removes_nothing_even_where_the_user_put_the_same_bytes_back(tmp_path):
@@ -90,7 +90,7 @@ def test_a_redelivery_after_a_not_correction_does_not_bring_the_copy_back(tmp_pa
     assert folder.classify(message) is None  # a duplicate: counted once
 
     assert not (tmp_path / "cat/0.jpg").exists()
-    assert folder.app.job_status(job_id)["processed"] == 2
+    assert folder.app.job_status(job_id).counters.processed == 2
 
 
 def _messages(folder: Folder, job_id: str):
@@ -199,7 +199,7 @@ def test_forged_classify_messages_are_never_counted(tmp_path):
     def forged(name: str, sig: str) -> None:
         assert folder.classify(ClassifyMessage(job_id, name, job.spec, sig=sig)) is None
         view = folder.app.job_status(job_id)
-        assert (view["processed"], view["failed"], view["number_of_files"]) == (2, 0, 2)
+        assert (view.counters.processed, view.counters.failed, view.number_of_files) == (2, 0, 2)
 
     forged()
     assert not (tmp_path / "cat/late.jpg").exists()
@@ -216,7 +216,7 @@ def test_a_signed_message_for_a_photo_deleted_since_the_listing_is_its_failure_a
     folder.jobs.create_job(job)
     folder.classify(ClassifyMessage.for_job(job, "all/a.jpg"))
     view = folder.app.job_status(job.id)
-    assert (view["failed"], view["complete"]) == (1, True)
+    assert (view.counters.failed, view.complete) == (1, True)
 
 
 def test_the_page_of_an_undone_job_offers_no_undo_and_no_corrections(tmp_path):
@@ -232,7 +232,7 @@ def test_the_page_of_an_undone_job_offers_no_undo_and_no_corrections(tmp_path):
 
     page = client.get(f"/classification-job/{job_id}/report").data
     assert b'id="undo-job"' not in page and b"data-corrections" not in page and b"undone" in page
-    assert folder.app.job_status(job_id)["undone_at"]
+    assert folder.app.job_status(job_id).extra["undone_at"]
 
 
 def test_the_log_is_rotated_when_a_command_starts_past_its_size_and_a_link_is_never_followed(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ import pytest
 from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore, SqlitePredictionStore
 from common.domain.jobs import JobDefaults
 from common.domain.options import Model, Runtime
+from common.domain.status import JobView
 from common.inference.classifier import ModelConfig, model_fingerprint
 from common.inference.decoding import decode_image
 from common.inference.loader import load_classifier
@@ -62,10 +63,10 @@ class Folder:
         self.status = JobStatus(self.jobs)
         self.undo = UndoJob(self.objects, self.jobs, utc_now_iso)
 
-    def run(self, **body) -> dict:
+    def run(self, **body) -> JobView:
         job = self.create(body)
         assert self.queue.join(timeout=120)
-        return self.status(job["id"])
+        return self.status(job.id)
 
     def results(self, job_id: str) -> dict:
         return {r.name: r for r in self.jobs.results(job_id)}
@@ -110,9 +111,9 @@ def test_stored_predictions_answer_exactly_as_a_fresh_run(tmp_path, photos, ques
     never = Folder(photos, CountingModel(allowed=False), batch=True)
     stored_view, fresh_view = never.run(**question), fresh.run(**question)
 
-    assert stored_view["from_store"] == stored_view["number_of_files"] == 30 and fresh_view["from_store"] == 0
-    assert stored_view["matches"] == fresh_view["matches"]
-    stored, computed = never.results(stored_view["id"]), fresh.results(fresh_view["id"])
+    assert stored_view.counters.from_store == stored_view.number_of_files == 30 and fresh_view.counters.from_store == 0
+    assert stored_view.matches == fresh_view.matches
+    stored, computed = never.results(stored_view.id), fresh.results(fresh_view.id)
     for name, result in computed.items():
         assert (stored[name].matched, stored[name].labels, stored[name].scores) == (
             result.matched, result.labels, result.scores), name
@@ -123,7 +124,7 @@ def test_another_model_builds_predictions_are_never_used(photos):
     Folder(photos, CountingModel()).run(classes=["dog"], dry_run=True)
     other = CountingModel()
     view = Folder(photos, other, model_key="mobilenet_v2/litert/another-build/0000/p1").run(classes=["dog"])
-    assert view["from_store"] == 0 and other.calls == 30
+    assert view.counters.from_store == 0 and other.calls == 30
 
 
 def test_a_changed_photo_is_classified_again_and_a_corrupt_entry_is_recomputed_and_counted(photos, shared):
@@ -138,8 +139,8 @@ def test_a_changed_photo_is_classified_again_and_a_corrupt_entry_is_recomputed_a
     model = CountingModel()
     view = Folder(photos, model, batch=True).run(classes=["bird"])
 
-    assert view["complete"] and view["failed"] == 0
-    assert model.calls == 2 and view["from_store"] == 28 and view["predictions_recomputed"] == 1
+    assert view.complete and view.counters.failed == 0
+    assert model.calls == 2 and view.counters.from_store == 28 and view.counters.recomputed == 1
 
 
 def test_a_dry_run_changes_nothing_and_reports_what_the_real_run_then_does(photos):
@@ -151,10 +152,10 @@ def test_a_dry_run_changes_nothing_and_reports_what_the_real_run_then_does(photo
     dry = folder.run(classes=["dog", "bird", "food"], dry_run=True)
 
     assert tree(photos) == before and folders(photos) == dirs
-    assert dry["dry_run"] is True and sum(dry["matches"].values()) > 0
+    assert dry.job.spec.dry_run is True and sum(dry.matches.values()) > 0
     real = folder.run(classes=["dog", "bird", "food"])
-    assert real["matches"] == dry["matches"] and real["from_store"] == 30
-    dry_results, real_results = folder.results(dry["id"]), folder.results(real["id"])
+    assert real.matches == dry.matches and real.counters.from_store == 30
+    dry_results, real_results = folder.results(dry.id), folder.results(real.id)
     assert {n: r.matched for n, r in dry_results.items()} == {n: r.matched for n, r in real_results.items()}
     assert all(not r.written for r in dry_results.values())
 
@@ -165,10 +166,10 @@ def test_run_then_undo_leaves_the_folder_as_it_was_and_never_removes_a_users_fil
     before, dirs = tree(photos), folders(photos)
     folder = Folder(photos, CountingModel())
     job = folder.run(classes=["dog", "bird", "food", "cat"])
-    written = [n for r in folder.results(job["id"]).values() for n in r.written]
-    assert len(written) == sum(job["matches"].values()) > 3
+    written = [n for r in folder.results(job.id).values() for n in r.written]
+    assert len(written) == sum(job.matches.values()) > 3
 
-    report = folder.undo(job["id"])
+    report = folder.undo(job.id)
 
     assert (report["removed"], report["missing"], report["kept"]) == (len(written), 0, [])
     assert tree(photos) == before and folders(photos) == dirs  # empty class folders went too; dog/ stayed
@@ -177,10 +178,10 @@ def test_run_then_undo_leaves_the_folder_as_it_was_and_never_removes_a_users_fil
 def test_undo_keeps_and_reports_a_copy_changed_since(photos):
     folder = Folder(photos, CountingModel())
     job = folder.run(classes=["food"])
-    [changed, *rest] = [n for r in folder.results(job["id"]).values() for n in r.written]
+    [changed, *rest] = [n for r in folder.results(job.id).values() for n in r.written]
     (photos / changed).write_bytes(b"edited by the user")
 
-    report = folder.undo(job["id"])
+    report = folder.undo(job.id)
 
     assert report["kept"] == [{"name": changed, "reason": "changed or replaced since the job wrote it: kept"}]
     assert report["removed"] == len(rest) and (photos / changed).read_bytes() == b"edited by the user"

@@ -14,6 +14,7 @@ from common.adapters.local import InProcessQueue, SqliteJobStore, file_errors
 from common.config import Settings
 from common.domain.options import Backend
 from common.domain.errors import ConfigurationError, PermanentImageError, TransientError
+from common.domain.status import JobView
 from tests.fakes import FakeClassifier, InlineWork, solid_jpeg
 
 RED_CAT = solid_jpeg("red")  # the fake model sees a tabby: "cat" matches
@@ -42,10 +43,10 @@ class Folder:
         self.resume = self.app.resume_job
         self.status = self.app.job_status
 
-    def run(self, classes, **body) -> dict:
+    def run(self, classes, **body) -> JobView:
         job = self.create({"classes": classes, **body})
         assert self.queue.join(timeout=60), "the job hung"
-        return self.status(job["id"])
+        return self.status(job.id)
 
     def results(self, job_id: str) -> dict:
         return {r.name: r for r in self.jobs.results(job_id)}
@@ -69,10 +70,10 @@ def test_a_users_file_with_the_photos_name_is_kept_and_the_copy_gets_a_new_name(
 
     status = folder.run(["cat"])
 
-    assert status["complete"] and status["matches"]["cat"] == 1
+    assert status.complete and status.matches["cat"] == 1
     assert (tmp_path / "cat/IMG_0001.jpg").read_bytes() == b"my notes about the cat"
     assert (tmp_path / "cat/IMG_0001 (1).jpg").read_bytes() == RED_CAT
-    assert folder.results(status["id"])["all/IMG_0001.jpg"].copies == ("cat/IMG_0001 (1).jpg",)
+    assert folder.results(status.id)["all/IMG_0001.jpg"].copies == ("cat/IMG_0001 (1).jpg",)
 
 
 def test_a_second_job_from_another_source_never_overwrites_the_first_jobs_copy(tmp_path):
@@ -85,7 +86,7 @@ def test_a_second_job_from_another_source_never_overwrites_the_first_jobs_copy(t
     second = folder.run(["cat"], source_prefix="phone/")
 
     assert (tmp_path / "cat/IMG_0001.jpg").read_bytes() == first == RED_CAT
-    assert folder.results(second["id"])["phone/IMG_0001.jpg"].copies == ("cat/IMG_0001 (1).jpg",)
+    assert folder.results(second.id)["phone/IMG_0001.jpg"].copies == ("cat/IMG_0001 (1).jpg",)
 
 
 def test_copies_keep_the_originals_mode_and_modification_time(tmp_path):
@@ -107,9 +108,9 @@ def test_a_class_folder_that_is_a_link_into_the_photos_is_refused_and_no_origina
 
     status = Folder(tmp_path).run(["cat"])
 
-    assert (status["complete"], status["failed"], status["processed"]) == (True, 2, 0)
+    assert (status.complete, status.counters.failed, status.counters.processed) == (True, 2, 0)
     assert snapshot(tmp_path / "all") == before
-    reasons = {r.reason for r in Folder(tmp_path).results(status["id"]).values()}
+    reasons = {r.reason for r in Folder(tmp_path).results(status.id).values()}
     assert len(reasons) == 1 and next(iter(reasons)).startswith("cat is a symbolic link")
 
 
@@ -120,8 +121,8 @@ def test_a_class_name_that_is_an_existing_file_fails_its_images_with_a_reason(tm
     folder = Folder(tmp_path)
     status = folder.run(["cat"])
 
-    assert (status["complete"], status["failed"]) == (True, 1)
-    assert "cat exists and is not a folder" in folder.results(status["id"])["all/a.jpg"].reason
+    assert (status.complete, status.counters.failed) == (True, 1)
+    assert "cat exists and is not a folder" in folder.results(status.id)["all/a.jpg"].reason
     assert (tmp_path / "cat").read_bytes() == b"a file called cat"
 
 
@@ -137,7 +138,7 @@ def test_special_files_loops_and_odd_names_never_hang_and_every_image_finishes(t
     folder = Folder(tmp_path)
     done = threading.Event()
     outcome = {}
-    worker = threading.Thread(target=lambda: (outcome.update(folder.run(["cat"])), done.set()), daemon=True)
+    worker = threading.Thread(target=lambda: (outcome.update(folder.run(["cat"]).to_dict()), done.set()), daemon=True)
     worker.start()
     assert done.wait(60), "the job hung"
 
@@ -165,8 +166,8 @@ def test_a_folder_that_cannot_be_listed_is_counted_as_failed_not_skipped(tmp_pat
     folder = Folder(tmp_path)
     status = folder.run(["cat"])
 
-    assert (status["complete"], status["number_of_files"], status["failed"]) == (True, 2, 1)
-    assert folder.results(status["id"])["all/private"].reason == "folder all/private could not be listed: " \
+    assert (status.complete, status.number_of_files, status.counters.failed) == (True, 2, 1)
+    assert folder.results(status.id)["all/private"].reason == "folder all/private could not be listed: " \
                                                                "Permission denied"
 
 
@@ -194,8 +195,8 @@ def test_an_image_that_keeps_failing_transiently_is_failed_with_the_reason_and_t
     monkeypatch.setattr(folder.objects, "read", flaky_read)
     status = folder.run(["cat"])
 
-    assert (status["complete"], status["processed"], status["failed"]) == (True, 1, 1)
-    assert folder.results(status["id"])["all/b.jpg"].reason == "gave up after 2 attempts: disk busy"
+    assert (status.complete, status.counters.processed, status.counters.failed) == (True, 1, 1)
+    assert folder.results(status.id)["all/b.jpg"].reason == "gave up after 2 attempts: disk busy"
 
 
 def test_photos_added_before_a_resume_are_counted_so_the_counts_add_up(tmp_path):
@@ -206,10 +207,10 @@ def test_photos_added_before_a_resume_are_counted_so_the_counts_add_up(tmp_path)
     for i in range(3, 5):
         put(tmp_path / f"all/{i}.jpg")
 
-    assert folder.resume(job["id"]) == (3, 2)
+    assert folder.resume(job.id) == (3, 2)
     assert folder.queue.join(timeout=30)
-    status = folder.status(job["id"])
-    assert (status["number_of_files"], status["processed"] + status["failed"], status["complete"]) == (5, 5, True)
+    status = folder.status(job.id)
+    assert (status.number_of_files, status.counters.processed + status.counters.failed, status.complete) == (5, 5, True)
 
 
 def test_photos_behind_a_link_or_in_any_folder_are_sorted_into_the_output_only(tmp_path):
@@ -222,7 +223,7 @@ def test_photos_behind_a_link_or_in_any_folder_are_sorted_into_the_output_only(t
     linked = Folder(tmp_path / "linked").run(["cat"])
     elsewhere = Folder(tmp_path / "sorted", photos=photos).run(["cat"])  # run PHOTOS --out SORTED
 
-    assert (linked["processed"], elsewhere["processed"]) == (1, 1)
+    assert (linked.counters.processed, elsewhere.counters.processed) == (1, 1)
     assert (tmp_path / "linked/cat/2024/a.jpg").read_bytes() == (tmp_path / "sorted/cat/2024/a.jpg").read_bytes()
     assert snapshot(photos) == before
 

@@ -78,7 +78,7 @@ def test_every_message_three_times_out_of_order_counts_once(tmp_path):
     for i, colour in enumerate(colours):
         store.write("local", f"all/{i:03d}.jpg", solid_jpeg(colour))
     job = service.create_job({"classes": ["tabby", "golden retriever", "macaw", "animal"]})
-    record = service.jobs.get_job(job["id"])
+    record = service.jobs.get_job(job.id)
     messages = [ClassifyMessage.for_job(record, f"all/{i:03d}.jpg") for i in range(len(colours))]
     duplicates = messages * 2
     random.Random(7).shuffle(duplicates)
@@ -86,9 +86,9 @@ def test_every_message_three_times_out_of_order_counts_once(tmp_path):
     queue.publish_all(duplicates)
     assert queue.join(timeout=60)
 
-    status = service.status(job["id"])
-    assert (status["processed"], status["failed"], status["complete"]) == (60, 0, True)
-    assert status["matches"] == {"tabby": 20, "golden retriever": 20, "macaw": 20, "animal": 60}
+    status = service.status(job.id)
+    assert (status.counters.processed, status.counters.failed, status.complete) == (60, 0, True)
+    assert status.matches == {"tabby": 20, "golden retriever": 20, "macaw": 20, "animal": 60}
     assert sum(store.copies_made.values()) == 120 and set(store.copies_made.values()) == {1}
     # A duplicate that arrives while its original is still in a worker's hands may reach the model again (and is
     # then not counted); one that arrives later finds the stored prediction. 60 distinct photos in 3 colours: the
@@ -105,9 +105,9 @@ def test_poison_images_fail_with_reasons_or_classify_and_the_job_completes(tmp_p
     job = service.create_job({"classes": ["animal"]})
     assert queue.join(timeout=120)
 
-    status = service.status(job["id"])
-    results = {r.name.removeprefix("all/"): r for r in service.jobs.results(job["id"])}
-    assert status["complete"] and status["processed"] + status["failed"] == len(files)
+    status = service.status(job.id)
+    results = {r.name.removeprefix("all/"): r for r in service.jobs.results(job.id)}
+    assert status.complete and status.counters.processed + status.counters.failed == len(files)
     assert {name: ("ok" if r.ok else "failed") for name, r in results.items()} == {
         name: outcome for name, (_, outcome) in files.items()}
     assert all(r.reason for r in results.values() if not r.ok)
@@ -120,8 +120,8 @@ def test_transient_storage_errors_are_retried_until_the_job_completes(tmp_path):
         store.write("local", f"all/{i}.jpg", solid_jpeg("red"))
     job = service.create_job({"classes": ["tabby"]})
     assert queue.join(timeout=60)
-    status = service.status(job["id"])
-    assert (status["processed"], status["failed"], status["matches"]["tabby"]) == (4, 0, 4)
+    status = service.status(job.id)
+    assert (status.counters.processed, status.counters.failed, status.matches["tabby"]) == (4, 0, 4)
     assert store.reads_to_fail == 0
 
 
@@ -140,10 +140,10 @@ def test_a_transient_error_propagates_so_pubsub_redelivers(tmp_path):
 
     with pytest.raises(TransientError):
         service.classify(message)
-    assert service.status(job["id"])["processed"] == 0
+    assert service.status(job.id).counters.processed == 0
     service.classify(message)  # the redelivery
 
-    assert service.status(job["id"])["processed"] == 1
+    assert service.status(job.id).counters.processed == 1
 
 
 class FailingBlob:
@@ -187,6 +187,6 @@ def test_an_object_deleted_before_classification_is_a_counted_failure(tmp_path):
 
     service.classify(publisher.messages[0])
 
-    [result] = service.jobs.results(job["id"])
+    [result] = service.jobs.results(job.id)
     assert (result.ok, result.reason) == (False, "object no longer exists")
-    assert service.status(job["id"])["complete"] is True
+    assert service.status(job.id).complete is True

@@ -88,8 +88,8 @@ class FolderUnderAttack(RuleBasedStateMachine):
         created = self._attempt(lambda: self.folder.create({"classes": classes, "dry_run": dry_run}))
         assert self.folder.queue.join(timeout=60), "a job hung"
         if created is not None:
-            self.jobs.append(created["id"])
-            for result in self.folder.jobs.results(created["id"]):
+            self.jobs.append(created.id)
+            for result in self.folder.jobs.results(created.id):
                 self.once_written.update({name: PHOTOS[result.name] for name in result.written})
 
     @rule(pick=st.integers(0, 20))

@@ -120,6 +120,6 @@ def test_the_jobs_listing_reads_counters_not_results(tmp_path):
     store, job_id = _filled(tmp_path, 300)
     store.results = lambda job: (_ for _ in ()).throw(AssertionError("every result read"))  # type: ignore
     kept = ListJobs(store, FolderObjectStore(tmp_path))(with_copies=True)
-    assert kept[0].view["processed"] + kept[0].view["failed"] == 300
+    assert kept[0].view.counters.processed + kept[0].view.counters.failed == 300
     assert kept[0].copies_made == store.copies_written(job_id)
     json.dumps([k.copies_made for k in kept])

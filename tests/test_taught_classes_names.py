@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from common.domain.results import ImageResult
+from common.domain.jobs import JobRecord, JobSpec
+from common.domain.results import Counters, ImageResult
+from common.domain.status import JobView, status_view
 from imgclassify.cli.output import corrections_followed, corrections_line, latest_that_changed
 from tests.conftest import MOBILENET_TFLITE
 from tests.fakes import fake_app, served, solid_jpeg
@@ -65,16 +67,11 @@ class Kept:
     dry_run: bool = False
     copies_made: int | None = 3
     undone_at: str | None = None
-    view: dict = field(default_factory=dict)
+    view: JobView = field(init=False)
 
     def __post_init__(self) -> None:
-        self.view = _View(id=self.id, created_at="2026-01-01T00:00:00", dry_run=self.dry_run)
-
-
-class _View(dict):
-    @property
-    def id(self) -> str:
-        return self["id"]
+        spec = JobSpec(("birds",), "local", dry_run=self.dry_run)
+        self.view = status_view(JobRecord(self.id, spec, 1, "2026-01-01T00:00:00"), Counters(processed=1))
 
 
 def test_undo_and_report_without_an_id_take_the_latest_job_that_made_copies_and_say_so():

@@ -43,15 +43,15 @@ def test_a_watch_job_counts_each_object_once_whether_listed_announced_or_both():
     w = Watched()
     w.upload("all/a.jpg")
     job = w.app.create_job({"classes": ["tabby"], "watch": True})
-    assert (job["state"], job["number_of_files"]) == ("watching", 1)
+    assert (job.state, job.number_of_files) == ("watching", 1)
 
     w.upload("all/b.jpg")
     for name in ("all/a.jpg", "all/b.jpg", "all/b.jpg", "other/c.jpg", "tabby/a.jpg"):  # listed, twice, elsewhere
         w.arrived("images", name)
     w.deliver_all()
 
-    status = w.app.job_status(job["id"])
-    assert (status["number_of_files"], status["processed"], status["state"], status["complete"]) == (
+    status = w.app.job_status(job.id)
+    assert (status.number_of_files, status.counters.processed, status.state, status.complete) == (
         2, 2, "watching", False)
     assert w.events.events == []  # still open: nothing announced
 
@@ -61,9 +61,9 @@ def test_several_watch_jobs_on_one_bucket_each_get_every_arrival():
     first = w.app.create_job({"classes": ["tabby"], "watch": True})
     second = w.app.create_job({"classes": ["macaw"], "watch": True})
     w.upload("all/x.jpg", "blue")
-    assert sorted(w.arrived("images", "all/x.jpg")) == sorted([first["id"], second["id"]])
+    assert sorted(w.arrived("images", "all/x.jpg")) == sorted([first.id, second.id])
     w.deliver_all()
-    assert [w.app.job_status(j["id"])["number_of_files"] for j in (first, second)] == [1, 1]
+    assert [w.app.job_status(j.id).number_of_files for j in (first, second)] == [1, 1]
 
 
 def test_closing_completes_the_job_once_its_images_are_done_and_announces_it_once():
@@ -72,17 +72,17 @@ def test_closing_completes_the_job_once_its_images_are_done_and_announces_it_onc
     w.upload("all/a.jpg")
     w.arrived("images", "all/a.jpg")
 
-    closed = w.close(job["id"])  # an image still in flight: not complete yet
-    assert (closed["state"], closed["complete"]) == ("running", False) and w.events.events == []
+    closed = w.close(job.id)  # an image still in flight: not complete yet
+    assert (closed.state, closed.complete) == ("running", False) and w.events.events == []
     w.deliver_all()
-    w.close(job["id"])  # closing again changes nothing
-    w.announce(job["id"])  # nor does a late redelivery's check
+    w.close(job.id)  # closing again changes nothing
+    w.announce(job.id)  # nor does a late redelivery's check
 
-    assert w.app.job_status(job["id"])["state"] == "complete"
-    assert w.events.events == [{"job_id": job["id"], "state": "complete", "number_of_files": 1, "processed": 1,
+    assert w.app.job_status(job.id).state == "complete"
+    assert w.events.events == [{"job_id": job.id, "state": "complete", "number_of_files": 1, "processed": 1,
                                 "failed": 0, "matches": {"tabby": 1}}]
     assert len(w.callbacks.posts) == 1
-    assert w.app.job_status(job["id"])["callback"] == {"status": "delivered", "attempts": 1, "http_status": 200}
+    assert w.app.job_status(job.id).job.callback == {"status": "delivered", "attempts": 1, "http_status": 200}
     assert w.arrived("images", "all/late.jpg") == []  # a closed job takes no arrivals
 
 
@@ -97,14 +97,14 @@ def test_a_batch_job_is_announced_exactly_once_however_its_last_images_race():
         thread.start()
     for thread in threads:
         thread.join()
-    assert w.app.job_status(job["id"])["complete"]
-    assert [e["job_id"] for e in w.events.events] == [job["id"]]
+    assert w.app.job_status(job.id).complete
+    assert [e["job_id"] for e in w.events.events] == [job.id]
 
 
 def test_an_empty_job_is_announced_when_created():
     w = Watched()
     job = w.app.create_job({"classes": ["tabby"], "source_prefix": "nothing/"})
-    assert job["complete"] and [e["job_id"] for e in w.events.events] == [job["id"]]
+    assert job.complete and [e["job_id"] for e in w.events.events] == [job.id]
 
 
 def test_the_callback_is_signed_with_the_service_key():
@@ -135,9 +135,9 @@ def test_a_failing_callback_is_retried_with_backoff_then_given_up_and_recorded(a
     job = w.app.create_job({"classes": ["tabby"], "callback_url": "https://receiver.example/hook"})
     w.deliver_all()
 
-    status = w.app.job_status(job["id"])
-    assert status["complete"] and status["processed"] == 1  # classification never waits on the receiver's fate
-    assert (status["callback"]["status"], status["callback"]["attempts"]) == (outcome, attempts)
+    status = w.app.job_status(job.id)
+    assert status.complete and status.counters.processed == 1  # classification never waits on the receiver's fate
+    assert (status.job.callback["status"], status.job.callback["attempts"]) == (outcome, attempts)
     assert w.sleeps == [1.0, 2.0, 4.0][:attempts - 1]
 
 

@@ -2,7 +2,7 @@
 HTTP answer, the terminal, the results page, the completion event, undo's check — reads this one view."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -42,8 +42,8 @@ def _age_seconds(created_at: str, now: datetime) -> float:
 
 
 @dataclass(frozen=True, eq=False)
-class JobView(Mapping[str, Any]):
-    """Typed, and read as the JSON body (a Mapping of it) where a body is wanted."""
+class JobView:
+    """One typed value: facts through its properties, the JSON answer through `body` (or `to_dict()`)."""
 
     job: JobRecord
     counters: Counters
@@ -116,6 +116,11 @@ class JobView(Mapping[str, Any]):
         return JobState.WATCHING if self.watching else JobState.RUNNING
 
     @property
+    def matches(self) -> dict[str, int]:
+        """Photos matched per class of the job, in the job's order (a class none matched: 0)."""
+        return {name: self.counters.matches.get(name, 0) for name in self.job.spec.classes}
+
+    @property
     def percentage(self) -> int:
         if self.listing:
             return 0
@@ -133,7 +138,7 @@ class JobView(Mapping[str, Any]):
         view: dict[str, Any] = {
             "id": job.id, "classes": list(spec.classes), "complete": self.complete, "percentage": self.percentage,
             "number_of_files": self.number_of_files, "processed": counters.processed, "failed": counters.failed,
-            "remaining": self.remaining, "matches": {name: counters.matches.get(name, 0) for name in spec.classes},
+            "remaining": self.remaining, "matches": self.matches,
             "unmatched": counters.unmatched, "state": self.state.value, "created_at": job.created_at,
             "bucket": spec.bucket, "source_prefix": spec.source_prefix, "top_k": spec.top_k,
             "min_score": spec.min_score, "match": spec.match.value, "from_store": counters.from_store,
@@ -143,22 +148,15 @@ class JobView(Mapping[str, Any]):
                     "callback_url": spec.callback_url or None, "callback": job.callback,
                     "predictions_recomputed": counters.recomputed or None, "request_id": job.request_id,
                     "error": self.error, "errors": list(job.errors) or None,
-                    "examples": dict(spec.examples) or None, "stalled": self.stalled}
+                    "examples": dict(spec.examples) or None, "stalled": self.stalled,
+                    # per class, the photos placed by what people said of them (`examples --list` shows those)
+                    "corrections_followed": {c: n for c, n in counters.corrected.items() if n} or None}
         view.update({key: value for key, value in optional.items() if value is not None})
         view.update(self.extra)
         return view
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.body)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.body[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.body)
-
-    def __len__(self) -> int:
-        return len(self.body)
 
 
 def status_view(job: JobRecord, counters: Counters, now: datetime | None = None) -> JobView:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from common.domain.results import ImageResult
+from common.domain.status import JobView
 
 EXPORT_FIELDS = ("file", "ok", "matched", "top_label", "top_score", "scores", "reason", "copies", "prediction")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -22,18 +23,18 @@ def spreadsheet_safe(value: object) -> object:
     return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
-def export_rows(view: Mapping[str, Any], results: Iterable[ImageResult]) -> list[dict[str, Any]]:
+def export_rows(view: JobView, results: Iterable[ImageResult]) -> list[dict[str, Any]]:
     rows = []
     for result in sorted(results, key=lambda r: r.name):
         top = result.labels[0] if result.labels else None
-        rows.append({"file": relative(result.name, view["source_prefix"]), "ok": result.ok,
+        rows.append({"file": relative(result.name, view.job.spec.source_prefix), "ok": result.ok,
                      "matched": list(result.matched), "top_label": top.name if top else "",
                      "top_score": round(top.score, 6) if top else "", "scores": result.scores,
                      "reason": result.reason, "copies": list(result.copies), "prediction": result.prediction})
     return rows
 
 
-def export_csv(view: Mapping[str, Any], results: Iterable[ImageResult]) -> str:
+def export_csv(view: JobView, results: Iterable[ImageResult]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
     writer.writeheader()
@@ -44,5 +45,5 @@ def export_csv(view: Mapping[str, Any], results: Iterable[ImageResult]) -> str:
     return buffer.getvalue()
 
 
-def export_jsonl(view: Mapping[str, Any], results: Iterable[ImageResult]) -> str:
+def export_jsonl(view: JobView, results: Iterable[ImageResult]) -> str:
     return "".join(json.dumps(row, sort_keys=True) + "\n" for row in export_rows(view, results))

@@ -13,7 +13,7 @@ from markupsafe import Markup
 from common.domain.corrections import added_elsewhere, placed
 from common.domain.examples import MEANING_MASS, synset_word
 from common.domain.results import ImageResult
-from common.domain.status import JobState, JobView
+from common.domain.status import JobView
 from common.pages.exports import export_csv, export_jsonl, relative
 
 FORMATS = {"html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8",
@@ -71,16 +71,16 @@ def _why(result: ImageResult, class_name: str, view: JobView) -> tuple[float, Ma
         line = Markup('<div class="score" data-why="examples">like your examples: {:.2f} ≥ {:.2f}</div>').format(
             kept[class_name], threshold)
         return kept[class_name], line
-    score = result.scores.get(class_name, 0.0)
-    if score >= view["min_score"] and score > 0.0:
+    score, spec = result.scores.get(class_name, 0.0), view.job.spec
+    if score >= spec.min_score and score > 0.0:
         return score, Markup('<div class="score" data-why="classifier">score {:.2f} ≥ {:.2f}</div>').format(
-            score, view["min_score"])
-    detection = _detected(result, class_name, view["detector_min_score"])
+            score, spec.min_score)
+    detection = _detected(result, class_name, spec.detector_min_score)
     if detection:
         return detection["score"], Markup('<div class="score detected" data-why="detector" data-detected="{}">'
                                           'detector: {} {:.2f} ≥ {:.2f}{}</div>').format(
             detection["label"], detection["label"], detection["score"],
-            detection.get("threshold", view["detector_min_score"]),
+            detection.get("threshold", spec.detector_min_score),
             f' with {detection["evidence"]}' if "evidence" in detection else "")
     return score, Markup('<div class="score" data-why="correction">here by a correction (the model: {:.2f})</div>'
                          ).format(kept.get(class_name, score))
@@ -89,7 +89,7 @@ def _why(result: ImageResult, class_name: str, view: JobView) -> tuple[float, Ma
 def _score_line(result: ImageResult, class_name: str, view: JobView) -> Markup:
     """Why the photo is in the class; the detector's match too when the classifier's score is what put it there."""
     line = _why(result, class_name, view)[1]
-    detection = _detected(result, class_name, view["detector_min_score"])
+    detection = _detected(result, class_name, view.job.spec.detector_min_score)
     if detection and 'data-why="detector"' not in line:
         line += Markup('<div class="detected" data-detected="{}">detector: {} {:.2f}</div>').format(
             detection["label"], detection["label"], detection["score"])
@@ -98,7 +98,8 @@ def _score_line(result: ImageResult, class_name: str, view: JobView) -> Markup:
 
 def _added_line(result: ImageResult, view: JobView) -> Markup:
     """Where corrections added the photo outside the job's classes (those have no section of their own)."""
-    elsewhere = added_elsewhere(result, tuple(view["classes"])) if not view.get("dry_run") else []
+    spec = view.job.spec
+    elsewhere = added_elsewhere(result, spec.classes) if not spec.dry_run else []
     return Markup('<div class="why" data-added="{}">added to {} (a correction)</div>').format(
         " ".join(elsewhere), ", ".join(copy.split("/", 1)[0] for copy in elsewhere)) if elsewhere else Markup("")
 
@@ -154,9 +155,9 @@ class PageSection:
 
 def _titles(view: JobView) -> dict[str, tuple[str, str, str, str]]:
     """Each section key: (attribute, value, title, meaning)."""
-    resolved = view.get("resolved", {})
+    resolved, spec = view.extra.get("resolved", {}), view.job.spec
     titles = {f"class:{name}": ("data-class", name, name, "; ".join(resolved.get(name, [])) or
-                                f"match rule: {view['match']}") for name in view["classes"]}
+                                f"match rule: {spec.match.value}") for name in spec.classes}
     titles["section:unmatched"] = ("data-section", "unmatched", "Matched no class",
                                    "each photo's closest class and its score")
     titles["section:failed"] = ("data-section", "failed", "Failed", "could not be classified, and why")
@@ -172,10 +173,11 @@ def page_sections(view: JobView, pages: Iterable[tuple[str, list[ImageResult], i
 def every_result(view: JobView, results: Iterable[ImageResult]) -> list[PageSection]:
     """Every result in its sections (a file: self-contained)."""
     ordered = sorted(results, key=lambda r: r.name)
-    by_copies = not view.get("dry_run") and not view.get("undone_at")  # where corrections put a photo, it is shown
-    members = {f"class:{name}": [r for r in ordered if placed(r, name, by_copies)] for name in view["classes"]}
+    classes = view.job.spec.classes
+    by_copies = not view.job.spec.dry_run and not view.extra.get("undone_at")  # where corrections put a photo
+    members = {f"class:{name}": [r for r in ordered if placed(r, name, by_copies)] for name in classes}
     members["section:unmatched"] = [r for r in ordered if r.ok and not any(
-        placed(r, name, by_copies) for name in view["classes"])]
+        placed(r, name, by_copies) for name in classes)]
     members["section:failed"] = [r for r in ordered if not r.ok]
     return page_sections(view, ((key, chosen, len(chosen)) for key, chosen in members.items()))
 
@@ -183,8 +185,8 @@ def every_result(view: JobView, results: Iterable[ImageResult]) -> list[PageSect
 def _context(view: JobView, thumbnail: ThumbnailSource, corrections_url: str | None,
              full_photo: FullPhotoSource | None) -> dict[str, Any]:
     """What the figures need: the template helpers over this job."""
-    least = view["detector_min_score"]
-    return dict(view=view, thumbnail=thumbnail, relative=lambda name: relative(name, view["source_prefix"]),
+    least, prefix = view.job.spec.detector_min_score, view.job.spec.source_prefix
+    return dict(view=view, thumbnail=thumbnail, relative=lambda name: relative(name, prefix),
                 top_labels=_top_labels, score_line=lambda r, c: _score_line(r, c, view),
                 closest_line=lambda r: _closest_line(r, view),
                 class_score=lambda r, c: _why(r, c, view)[0],
@@ -199,10 +201,11 @@ def render_report(view: JobView, sections: list[PageSection], thumbnail: Thumbna
                   full_photo: FullPhotoSource | None = None, undo_url: str | None = None,
                   results_url: str | None = None, left_out: int = 0) -> str:
     """The page; `results_url`: served, its other pages fetched from there as they are asked for."""
-    where = view["source_prefix"] if view["bucket"] == "local" else f'gs://{view["bucket"]}/{view["source_prefix"]}'
+    spec = view.job.spec
+    where = spec.source_prefix if spec.bucket == "local" else f"gs://{spec.bucket}/{spec.source_prefix}"
     return _environment().get_template("report.html").render(
         **_context(view, thumbnail, corrections_url, full_photo), sections=sections, where=where,
-        warnings=list(view.get("warnings", [])) + list(view.get("errors", [])), refresh_seconds=refresh_seconds,
+        warnings=[*view.extra.get("warnings", []), *view.job.errors], refresh_seconds=refresh_seconds,
         undo_url=undo_url, results_url=results_url, first_page=FIRST_PAGE, page_size=SERVED_PAGE if results_url
         else PAGE, left_out=left_out,
         inline_limit=MAX_INLINE_PREVIEWS)
@@ -227,7 +230,7 @@ def render(view: JobView, results: Iterable[ImageResult], fmt: str, thumbnail: T
         return FORMATS[fmt], export_csv(view, results)
     if fmt == "jsonl":
         return FORMATS[fmt], export_jsonl(view, results)
-    refresh = REFRESH_SECONDS if live and JobState(view["state"]).in_progress else None
+    refresh = REFRESH_SECONDS if live and view.state.in_progress else None
     return FORMATS[fmt], render_report(view, sections if sections is not None else every_result(view, results),
                                        thumbnail, refresh, corrections_url, full_photo, undo_url, results_url)
 
@@ -262,7 +265,7 @@ def render_index(jobs: Iterable[tuple[JobView, str | None]], vocabulary: Iterabl
     """A served folder's front page: a form starting a job (its classes suggested from `vocabulary`, the classes
     taught by examples first: the server's own, `taught`, and those the jobs here were taught), and the jobs (each
     with when it was undone, if it was), newest first, each linking to its page."""
-    ordered = sorted(jobs, key=lambda job: job[0]["created_at"], reverse=True)
+    ordered = sorted(jobs, key=lambda job: job[0].job.created_at, reverse=True)
     learned = [name for view, _ in ordered for name, _ in view.job.spec.examples]
     words = list(dict.fromkeys([*taught, *learned, *vocabulary]))
     return _environment().get_template("index.html").render(jobs=ordered, vocabulary=words, jobs_url=jobs_url)

@@ -47,7 +47,7 @@ class AnnounceCompletion:
         view = status_view(job, self._jobs.counters(job_id))
         if not view.complete or not self._jobs.claim_completion(job_id):
             return False
-        event = {"job_id": job_id, **{k: view[k] for k in EVENT_FIELDS if k != "job_id"}}
+        event = {"job_id": job_id, **{k: view.body[k] for k in EVENT_FIELDS if k != "job_id"}}
         if self._events is not None:
             try:
                 self._events.publish_event(event)

@@ -48,7 +48,7 @@ class KeptCopies(Protocol):
 
 
 def section_keys(view: JobView) -> list[str]:
-    return [f"class:{name}" for name in view["classes"]] + ["section:unmatched", "section:failed"]
+    return [f"class:{name}" for name in view.job.spec.classes] + ["section:unmatched", "section:failed"]
 
 
 def _member(result: ImageResult, section: str) -> tuple[bool, float | None]:
@@ -111,7 +111,7 @@ class ReportJob:
 
     def _page(self, view: JobView, section: str, offset: int, limit: int, query: str,
               min_score: float | None) -> Section:
-        skip = len(view["source_prefix"])  # names are searched as the page shows them: under the prefix
+        skip = len(view.job.spec.source_prefix)  # names are searched as the page shows them: under the prefix
         if isinstance(self._jobs, ResultPages):
             results, total = self._jobs.results_page(view.id, section, offset, limit, query, min_score, skip)
             return Section(section, results, total)

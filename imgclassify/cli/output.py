@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from collections.abc import Iterable
 from typing import Any, TextIO, cast
 
+from common.domain.options import MatchMode
 from common.domain.results import ImageResult
 from common.domain.status import JobView
 
@@ -68,22 +69,23 @@ class Progress:
             self.stream.write("\n")
 
 
-def table(view: Mapping[str, Any]) -> str:
-    rows = [(name, count) for name, count in view["matches"].items()]
-    rows += [("(no class)", view["unmatched"]), ("(failed)", view["failed"])]
+def table(view: JobView) -> str:
+    counters = view.counters
+    rows = [(name, count) for name, count in view.matches.items()]
+    rows += [("(no class)", counters.unmatched), ("(failed)", counters.failed)]
     width = max(len(name) for name, _ in rows)
     lines = [f"{'class'.ljust(width)}  images", f"{'-' * width}  ------"]
     lines += [f"{name.ljust(width)}  {count:6d}" for name, count in rows]
-    lines.append(f"{view['number_of_files']} images, {view['processed']} classified, {view['failed']} failed")
+    lines.append(f"{view.number_of_files} images, {counters.processed} classified, {counters.failed} failed")
     return "\n".join(lines)
 
 
 def summary(view: JobView, written: int) -> str:
     """Where the answers came from and what changed on disk, in one line."""
     done = view.done
-    from_model = view["processed"] - view["from_store"]
-    line = f"predictions: {view['from_store']} from the store, {from_model} from the model"
-    if view.get("dry_run"):
+    from_model = view.counters.processed - view.counters.from_store
+    line = f"predictions: {view.counters.from_store} from the store, {from_model} from the model"
+    if view.job.spec.dry_run:
         return line + "; dry run: no copy made"
     line += f"; {written} new copies"
     if done and from_model == 0 and written == 0:
@@ -91,14 +93,15 @@ def summary(view: JobView, written: int) -> str:
     return line
 
 
-def meanings(view: Mapping[str, Any]) -> str:
+def meanings(view: JobView) -> str:
     """What each class was taken to mean, and the warnings, in plain words."""
     lines = []
-    for query, meaning in view.get("resolved", {}).items():
+    for query, meaning in view.extra.get("resolved", {}).items():
         lines.append(f"  {query}: " + ("; ".join(meaning) if meaning else "matches nothing in ImageNet"))
-    lines += [f"  warning: {warning}" for warning in list(view.get("warnings", [])) + list(view.get("errors", []))]
-    if view.get("match") and view["match"] != "hierarchy":
-        lines.append(f"  match rule: {view['match']} (min score {view['min_score']})")
+    lines += [f"  warning: {warning}" for warning in [*view.extra.get("warnings", []), *view.job.errors]]
+    spec = view.job.spec
+    if spec.match != MatchMode.HIERARCHY:
+        lines.append(f"  match rule: {spec.match.value} (min score {spec.min_score})")
     return "\n".join(lines) if lines else "  (no class resolution for this match rule)"
 
 
@@ -121,11 +124,12 @@ def plan_lines(plan: list[dict[str, Any]]) -> str:
 def next_steps(root: str, view: JobView) -> str:
     """What happened and what to do next: the job, where its copies are, how to look at them or take them back."""
     short = view.id[:8]
-    where = "no copy made (dry run)" if view.get("dry_run") else \
-        "copies under " + ", ".join(f"{root}/{c}/" for c, n in view["matches"].items() if n) if \
-        any(view["matches"].values()) else "no photo matched"
+    dry_run, matches = view.job.spec.dry_run, view.matches
+    where = "no copy made (dry run)" if dry_run else \
+        "copies under " + ", ".join(f"{root}/{c}/" for c, n in matches.items() if n) if \
+        any(matches.values()) else "no photo matched"
     lines = [f"job {short}: {where}", f"  results page: imgclassify report {root} {short}"]
-    if not view.get("dry_run") and any(view["matches"].values()):
+    if not dry_run and any(matches.values()):
         lines.append(f"  take the copies back: imgclassify undo {root} {short}")
     return "\n".join(lines)
 
@@ -133,10 +137,10 @@ def next_steps(root: str, view: JobView) -> str:
 def progress_line(view: JobView) -> str:
     """A job's progress in one line (emulate's running account)."""
     line = (f"job {view.id}: {view.state} {view.done}/{view.number_of_files} ({view.percentage}%)  "
-            + ", ".join(f"{c} {n}" for c, n in view["matches"].items()))
+            + ", ".join(f"{c} {n}" for c, n in view.matches.items()))
     if view.complete:
-        line += f"  — copies under gs://{view['bucket']}/<class>/"
-    for error in view.get("errors", []):
+        line += f"  — copies under gs://{view.job.spec.bucket}/<class>/"
+    for error in view.job.errors:
         line += f"\n  error: {error}"
     return line
 
@@ -148,15 +152,15 @@ def latest_that_changed(kept: Iterable[Any], not_undone: bool = False) -> tuple[
     if not jobs:
         return None, ""
     latest = jobs[-1]
-    changed = [job for job in jobs if not job.view.get("dry_run") and (job.copies_made is None or job.copies_made)
+    changed = [job for job in jobs if not job.view.job.spec.dry_run and (job.copies_made is None or job.copies_made)
                and not (not_undone and job.undone_at)]
     if not changed:
         return None, ""
     chosen = changed[-1]
     if chosen is latest:
-        return chosen.view.id, f"job {chosen.view.id} (the latest, {chosen.view['created_at'][:19]})"
-    why = "a dry run" if latest.view.get("dry_run") else "undone" if latest.undone_at else "made no copy"
-    return chosen.view.id, (f"job {chosen.view.id} ({chosen.view['created_at'][:19]}), the latest that made copies "
+        return chosen.view.id, f"job {chosen.view.id} (the latest, {chosen.view.job.created_at[:19]})"
+    why = "a dry run" if latest.view.job.spec.dry_run else "undone" if latest.undone_at else "made no copy"
+    return chosen.view.id, (f"job {chosen.view.id} ({chosen.view.job.created_at[:19]}), the latest that made copies "
                             f"(the latest, {latest.view.id[:8]}, was {why})")
 
 

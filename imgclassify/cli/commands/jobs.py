@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from imgclassify.cli.folder import existing_folder
 from imgclassify.cli.options import add_folder
@@ -22,12 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     with existing_folder(args) as app:
         kept = app.list_jobs(look=args.check)
-    rows = [{"id": job.view.id, "created_at": job.view["created_at"], "classes": job.view["classes"],
-             "state": str(job.view.state) + (" (dry run)" if job.view.get("dry_run") else "") +
-             (" (undone)" if job.undone_at else ""), "undone_at": job.undone_at,
-             "processed": job.view["processed"], "failed": job.view["failed"],
-             "number_of_files": job.view.number_of_files, "copies_present": job.copies_present,
-             "copies_made": job.copies_made} for job in kept]
+    rows: list[dict[str, Any]] = [
+        {"id": job.view.id, "created_at": job.view.job.created_at, "classes": list(job.view.job.spec.classes),
+         "state": str(job.view.state) + (" (dry run)" if job.view.job.spec.dry_run else "") +
+         (" (undone)" if job.undone_at else ""), "undone_at": job.undone_at,
+         "processed": job.view.counters.processed, "failed": job.view.counters.failed,
+         "number_of_files": job.view.number_of_files, "copies_present": job.copies_present,
+         "copies_made": job.copies_made} for job in kept]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -65,8 +65,8 @@ def execute(args: argparse.Namespace) -> int:
         report = app.report(app.pick_job(args.job_id))
         job_id = report.view.id  # the full id, whatever prefix named it
         if not args.job_id:  # which job this is, and whether it made copies
-            print(f"job {job_id} ({report.view['created_at'][:19]}, the latest"
-                  + (": a dry run, no copy made" if report.view.get("dry_run") else "") + ")", file=sys.stderr)
+            print(f"job {job_id} ({report.view.job.created_at[:19]}, the latest"
+                  + (": a dry run, no copy made" if report.view.job.spec.dry_run else "") + ")", file=sys.stderr)
         out = None if args.out == "-" else Path(args.out) if args.out else \
             app.root / f"report-{job_id[:8]}.{args.format}"
         _, body = render_file(report.view, report.results, args.format,

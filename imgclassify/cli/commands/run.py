@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace, app: bootstrap.LocalApplication, model: str, 
             already_done, published = app.resume_job(resumable)
             resumed = {"already_done": already_done, "published": published}
         else:
-            job_id = app.create_job(body)["id"]
+            job_id = app.create_job(body).id
         while not app.wait(timeout=0.2):
             if progress.enabled and job_id:  # the status is read only to be drawn: not with --json or no terminal
                 progress.show(app.job_status(job_id))
@@ -77,7 +77,8 @@ def _run(args: argparse.Namespace, app: bootstrap.LocalApplication, model: str, 
     progress.end()
     app.stop()
     answer = {**view.to_dict(), "model": model, "copies_written": written}
-    plan = planned_copies(app.report(job_id).results, view["source_prefix"]) if view.get("dry_run") else None
+    spec = view.job.spec
+    plan = planned_copies(app.report(job_id).results, spec.source_prefix) if spec.dry_run else None
     if plan is not None:
         answer["would_copy"] = plan
     if resumed is not None:
@@ -91,14 +92,14 @@ def _run(args: argparse.Namespace, app: bootstrap.LocalApplication, model: str, 
         print(table(view))
         print(summary(view, written))
         print(next_steps(app.settings.local_root, view))
-        if view["failed"]:
+        if view.counters.failed:
             print(f"failed images and reasons: imgclassify status {app.settings.local_root} {job_id}",
                   file=sys.stderr)
-    if view.get("callback_url") and not app.wait_for_callbacks(CALLBACK_WAIT_SECONDS):
+    if spec.callback_url and not app.wait_for_callbacks(CALLBACK_WAIT_SECONDS):
         print(f"imgclassify: the completion callback was not answered within {CALLBACK_WAIT_SECONDS:.0f} s; "
               "not waiting longer", file=sys.stderr)
-    if view.get("errors"):
-        print(f"imgclassify: error: {view['errors'][0]}", file=sys.stderr)
+    if view.job.errors:
+        print(f"imgclassify: error: {view.job.errors[0]}", file=sys.stderr)
         return 2
     if not view.complete:
         reason = view.error or f"{view.remaining} images were neither classified nor failed"

@@ -21,14 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     with existing_folder(args) as app:
         report = app.report(app.pick_job(args.job_id))
-        followed = corrections_followed(report.view["classes"], report.results, app.kept_corrections())
+        followed = corrections_followed(report.view.job.spec.classes, report.results, app.kept_corrections())
     view = report.view
     job_id = view.id  # the full id, whatever prefix named it
     failures = [{"name": r.name, "reason": r.reason} for r in report.results if not r.ok]
     if args.json:
         print(json.dumps({**view.to_dict(), "failures": failures, "corrections_followed": followed}, indent=2))
         return 0
-    print(f"job {job_id} ({view['created_at'][:19]}): {view.state}, {view.done} of {view.number_of_files} photos "
+    print(f"job {job_id} ({view.job.created_at[:19]}): {view.state}, {view.done} of {view.number_of_files} photos "
           f"({view.percentage}%)")
     kept = remembered(app.root)
     if kept:

@@ -35,8 +35,8 @@ def execute(args: argparse.Namespace) -> int:
         photos = Path(app.settings.local_photos)
         arrivals = app.arrivals(photos).start()  # before the listing: nothing written meanwhile is missed
         job = app.create_job(body)
-        job_id = job["id"]
-        print(f"watching {photos} (job {job_id}, {model}): {job['number_of_files']} photos there now; "
+        job_id = job.id
+        print(f"watching {photos} (job {job_id}, {model}): {job.number_of_files} photos there now; "
               "new ones are sorted as they land. Ctrl-C stops.", file=sys.stderr, flush=True)
         interrupt_like_ctrl_c()
         shown, failures_shown = "", set[str]()
@@ -44,13 +44,13 @@ def execute(args: argparse.Namespace) -> int:
             while True:
                 time.sleep(0.25)
                 view = app.job_status(job_id)
-                if view["failed"] > len(failures_shown):  # each failed file once, with its reason
+                if view.counters.failed > len(failures_shown):  # each failed file once, with its reason
                     for result in app.report(job_id).results:
                         if not result.ok and result.name not in failures_shown:
                             failures_shown.add(result.name)
                             print(f"failed {result.name}: {result.reason}", file=sys.stderr, flush=True)
-                line = (f"{view['processed']}/{view.number_of_files} sorted, {view['failed']} failed  "
-                        + ", ".join(f"{c} {n}" for c, n in view["matches"].items()))
+                line = (f"{view.counters.processed}/{view.number_of_files} sorted, {view.counters.failed} failed  "
+                        + ", ".join(f"{c} {n}" for c, n in view.matches.items()))
                 if line != shown:
                     shown = line
                     print(line, file=sys.stderr, flush=True)
