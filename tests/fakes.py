@@ -331,7 +331,8 @@ def memory_ports(objects: MemoryObjectStore | None = None, publisher: ListPublis
     ports = Ports(objects=objects or MemoryObjectStore(), jobs=jobs, publisher=publisher or ListPublisher(),
                   predictions=MemoryPredictionStore(), corrections=MemoryCorrections(),
                   callbacks=RecordingCallbacks(200), background=InlineWork(),
-                  inference=Inference(classifier=lambda: classifier, model_key="fake-model", decode=decode_image),
+                  inference=Inference(classifier=lambda: classifier, model_key="fake-model", decode=decode_image,
+                                      detector=None, detector_key=None),
                   retries=jobs)
     return dataclasses.replace(ports, **replaced)  # type: ignore[arg-type]
 

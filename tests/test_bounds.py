@@ -22,7 +22,6 @@ from common.domain.jobs import DELIVERY_DEADLINE_SECONDS, is_photo_name
 from common.inference import decoding
 from common.inference.thumbnails import FULL_SIZE, THUMBNAIL_SIZE, make_full_photo, make_thumbnail
 from common.usecases.create_job import RetryJob, example_photos
-from common.usecases.dead_letter import RecordDeadLetter
 from common.usecases.runner import AdmitJob
 from tests.fakes import fake_app, served, solid_jpeg
 
@@ -270,7 +269,7 @@ def test_an_example_folder_is_read_for_at_most_its_cap_of_photos(monkeypatch):
 
 # --- 4. Dead letters count only what the job published --------------------------------------------------------
 def _dead_letters(app):
-    return RecordDeadLetter(app.jobs, app.jobs, app.jobs, objects=app.objects)
+    return app.dead_letter  # as production builds it: announcing the job its last image completes
 
 
 def test_forged_dead_letters_naming_what_the_job_never_published_count_nothing():

@@ -32,7 +32,8 @@ class Folder:
                           bucket="local", **(settings or {}))
         from common.inference.decoding import decode_image
 
-        model = bootstrap.Inference(classifier=lambda: self.classifier, model_key="fake-model", decode=decode_image)
+        model = bootstrap.Inference(classifier=lambda: self.classifier, model_key="fake-model", decode=decode_image,
+                                    detector=None, detector_key=None)
         ports = dataclasses.replace(bootstrap.local_ports(config, self.queue), inference=model,
                                     background=overrides.pop("background", InlineWork()), **overrides)
         self.app = bootstrap.local_app(config, ports=ports, queue=self.queue)

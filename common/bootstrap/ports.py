@@ -48,8 +48,8 @@ class Inference:
     classifier: Callable[[], Classifier]
     model_key: str | None  # None: predictions are not stored (random weights differ on every load)
     decode: Decoder
-    detector: Callable[[], Detector] | None = None
-    detector_key: str | None = None
+    detector: Callable[[], Detector] | None  # None: no object detector configured
+    detector_key: str | None  # the detector build's fingerprint (its answers' key in the prediction store)
 
 
 @dataclass(frozen=True)

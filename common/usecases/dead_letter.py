@@ -27,7 +27,7 @@ def gave_up(deliveries: int | None, what: str = "deliveries") -> str:
 
 class RecordDeadLetter:
     def __init__(self, jobs: CompletionClaims, results: ResultRecorder, arrivals: Arrivals, objects: ObjectReader,
-                 announce: Callable[[str], bool] | None = None) -> None:
+                 announce: Callable[[str], bool]) -> None:
         self._jobs = jobs
         self._results = results
         self._arrivals = arrivals
@@ -43,8 +43,7 @@ class RecordDeadLetter:
             return None
         result = ImageResult.failure(message.name, gave_up(deliveries))
         recorded = self._results.record_result(job.id, result)
-        if self._announce is not None:
-            self._announce(job.id)
+        self._announce(job.id)  # that may have been the job's last image
         log.error("image given up" if recorded else "dead letter of an image already counted",
                   extra={"job_id": job.id, "object": message.name, "deliveries": deliveries})
         return result if recorded else None
@@ -83,8 +82,7 @@ class RecordDeadLetter:
                 reason = gave_up(deliveries, "deliveries of its storage notification")
                 if self._results.record_result(job.id, ImageResult.failure(name, reason)):
                     failed.append(job.id)
-                    if self._announce is not None:
-                        self._announce(job.id)
+                    self._announce(job.id)
         log.error("storage notification given up", extra={"object": name, "jobs": failed,
                                                           "deliveries": deliveries})
         return failed

@@ -63,8 +63,10 @@ class Vectors:
 
 class PhotoVectors:
     def __init__(self, objects: ObjectReader, classifier: Callable[[], Classifier], decode: Decoder,
-                 predictions: PredictionStore | None = None, model_key: str | None = None,
-                 detector: Callable[[], Detector] | None = None, detector_key: str | None = None) -> None:
+                 predictions: PredictionStore, model_key: str | None, detector: Callable[[], Detector] | None,
+                 detector_key: str | None) -> None:
+        """model_key None: predictions are not stored (random weights differ on every load); detector None: no
+        object detector is configured (detector_key: its build's fingerprint, the store's key for its answers)."""
         self._objects = objects
         self._classifier = classifier
         self._decode = decode

@@ -18,7 +18,8 @@ class ObjectArrived:
     """An object was written (a storage notification, a file event): every open watch job whose prefix holds it
     registers it once and has it classified."""
 
-    def __init__(self, jobs: Arrivals, publisher: Publisher, retries: RetryableFailures | None = None) -> None:
+    def __init__(self, jobs: Arrivals, publisher: Publisher, retries: RetryableFailures | None) -> None:
+        """retries None: the store keeps no failures that may pass later (the cloud's: Pub/Sub redelivers)."""
         self._jobs = jobs
         self._publisher = publisher
         self._retries = retries  # an object seen again after a failure that may pass is classified again
@@ -43,7 +44,7 @@ class ObjectArrived:
 class CloseJob:
     """Stop a watch job taking arrivals; it completes (and is announced) once its images are done."""
 
-    def __init__(self, jobs: Arrivals, announce: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, jobs: Arrivals, announce: Callable[[str], bool]) -> None:
         self._jobs = jobs
         self._announce = announce
 
@@ -54,6 +55,5 @@ class CloseJob:
             raise InvalidRequest(f"job {job_id} is not a watch job: it completes by itself", field="id")
         if not job.closed:  # closing twice (a retried request) is the same as closing once
             self._jobs.close_job(job_id)
-        if self._announce is not None:
-            self._announce(job_id)  # nothing in flight: complete now
+        self._announce(job_id)  # nothing in flight: complete now
         return status_view(existing_job(self._jobs, job_id), self._jobs.counters(job_id))
