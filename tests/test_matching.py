@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.domain.jobs import HIERARCHY_MIN_SCORE, JobSpec
 from common.domain.labels import imagenet_classes
-from common.domain.matching import match_classes, top_labels
+from common.domain.matching import match_classes, match_many, top_labels
 from common.domain.taxonomy import UnknownClass, load_taxonomy, resolve
 
 TABBY, EGYPTIAN_CAT, MACAW, TRAILER_TRUCK, CARTON, GOLDEN_RETRIEVER, BEAGLE = 281, 285, 88, 867, 478, 207, 162
@@ -170,3 +172,22 @@ def test_the_form_suggests_people_the_detectors_classes_and_the_taught_classes_f
     page = render_index([(taught, None)], words, "/classification-job", taught=["receipts"])
     listed = page.split('id="vocabulary-words">', 1)[1]
     assert listed.index('"receipts"') < listed.index('"roses"') < listed.index('"people"')
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 40), sparse=st.booleans(),
+       match=st.sampled_from(["hierarchy", "label", "substring"]), top_k=st.integers(1, 10),
+       min_score=st.sampled_from([0.0, 0.05, 0.2, 0.35, 0.5]),
+       classes=st.lists(st.sampled_from(["dog", "cat", "bird", "tabby", "macaw", "vehicle", "food", "terrier",
+                                         "musical instrument", "golden retriever"]), min_size=1, max_size=4,
+                        unique=True))
+def test_a_photo_matched_among_many_is_matched_as_alone(seed, rows, sparse, match, top_k, min_score, classes):
+    """The batched rule (a delivery's stored answers, one matrix) decides each photo exactly as the rule for one
+    photo does: the same labels, scores and classes, for dense vectors (a float model) and sparse ones (int8:
+    hundreds of exact zeros, where a selection has ties to break)."""
+    rng = np.random.default_rng(seed)
+    matrix = rng.dirichlet(np.full(1000, 0.05), size=rows).astype(np.float32)
+    if sparse:
+        matrix = np.where(matrix > 0.004, np.round(matrix * 235) / 235, 0).astype(np.float32)
+    spec = JobSpec(tuple(classes), "images", top_k=top_k, min_score=min_score, match=match)
+    assert match_many(spec, matrix) == [match_classes(spec, row) for row in matrix]

@@ -36,11 +36,21 @@ class MatchOutcome:
 
 
 def top_labels(probabilities: np.ndarray, k: int, classes: Sequence[ImageNetClass] | None = None) -> tuple[Label, ...]:
+    return top_labels_many(probabilities[None], k, classes)[0]
+
+
+def top_labels_many(probabilities: np.ndarray, k: int,
+                    classes: Sequence[ImageNetClass] | None = None) -> list[tuple[Label, ...]]:
+    """The top k labels of each row (one photo each): one selection over the matrix. A photo's labels are the same
+    alone or among others (each row is selected and sorted by itself)."""
     classes = imagenet_classes() if classes is None else classes
     k = min(k, probabilities.shape[-1])
-    best = np.argpartition(-probabilities, k - 1)[:k]
-    best = best[np.argsort(-probabilities[best], kind="stable")]
-    return tuple(Label(int(i), classes[int(i)].name, float(probabilities[i])) for i in best)
+    best = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
+    scores = np.take_along_axis(probabilities, best, axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    best, scores = np.take_along_axis(best, order, axis=1).tolist(), np.take_along_axis(scores, order, axis=1).tolist()
+    return [tuple(Label(i, classes[i].name, score) for i, score in zip(row, row_scores))
+            for row, row_scores in zip(best, scores)]
 
 
 def _label_matches(requested: str, label: Label, classes: Sequence[ImageNetClass]) -> bool:
@@ -68,8 +78,42 @@ def class_indices(requested: str) -> np.ndarray:
 def hierarchy_scores(classes: Sequence[str], probabilities: np.ndarray,
                      taught: Sequence[str] = ()) -> dict[str, float]:
     """Mass under each class; a class taught by examples that is no WordNet noun has none (0.0)."""
-    return {requested: 0.0 if requested in taught and not is_word(requested) else
-            float(probabilities[class_indices(requested)].sum()) for requested in classes}
+    return hierarchy_scores_many(classes, probabilities[None], taught)[0]
+
+
+def hierarchy_scores_many(classes: Sequence[str], probabilities: np.ndarray,
+                          taught: Sequence[str] = ()) -> list[dict[str, float]]:
+    """hierarchy_scores of each row: one sum per class over the matrix. Summed in order, in float64, so that a row's
+    sum is the same bits whatever the other rows are (numpy's pairwise sums over a matrix are not)."""
+    columns = {requested: _mass(probabilities, class_indices(requested)) if not (requested in taught and not
+               is_word(requested)) else [0.0] * len(probabilities) for requested in classes}
+    return [{requested: column[row] for requested, column in columns.items()} for row in range(len(probabilities))]
+
+
+def _mass(probabilities: np.ndarray, indices: np.ndarray) -> list[float]:
+    if not len(indices):
+        return [0.0] * len(probabilities)
+    sums: list[float] = np.cumsum(probabilities[:, indices], axis=1, dtype=np.float64)[:, -1].tolist()
+    return sums
+
+
+def _passes(spec: JobSpec, score: float) -> bool:
+    """The hierarchy rule's threshold: some mass under the class, at least min_score of it."""
+    return score >= spec.min_score and score > 0.0
+
+
+def match_many(spec: JobSpec, probabilities: np.ndarray) -> list[MatchOutcome]:
+    """match_classes for the rows of a matrix (a photo each) where neither the detector nor examples take part
+    (the caller's to know): the same rules, each selection and sum made once over all the rows."""
+    classes = imagenet_classes()
+    if spec.match == MatchMode.SUBSTRING:
+        return [MatchOutcome(match_by_substring(spec, labels, classes), labels[:spec.top_k])
+                for labels in top_labels_many(probabilities, max(spec.top_k, 5), classes)]
+    many = top_labels_many(probabilities, spec.top_k, classes)
+    if spec.match == MatchMode.LABEL:
+        return [MatchOutcome(match_by_label(spec, labels, classes), labels) for labels in many]
+    return [MatchOutcome(tuple(c for c in spec.classes if _passes(spec, scores[c])), labels, scores)
+            for labels, scores in zip(many, hierarchy_scores_many(spec.classes, probabilities))]
 
 
 def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarray | None = None,
@@ -91,7 +135,7 @@ def match_classes(spec: JobSpec, probabilities: np.ndarray, detections: np.ndarr
                                            if (d := best_detection(c, detections)) is not None}
     by_examples, verdicts = examples.decide(features, probabilities) if examples is not None and \
         features is not None else ((), {})
-    matched = tuple(c for c in spec.classes if (scores[c] >= spec.min_score and scores[c] > 0.0) or
+    matched = tuple(c for c in spec.classes if _passes(spec, scores[c]) or
                     (c in found and found[c].passes(spec.detector_min_score)) or c in by_examples)
     similarities = {key: value for c, verdict in verdicts.items() for key, value in verdict.explained(c).items()}
     return MatchOutcome(matched, labels, scores, found, similarities)

@@ -9,14 +9,16 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
 from dataclasses import replace
 
 from common.domain.errors import (ConfigurationError, ObjectMissing, PermanentImageError, TransientError,
                                   TruncatedImage)
 from common.domain.corrections import corrected_matches
 from common.domain.jobs import JobRecord, is_plain_object_name, target_name
-from common.domain.matching import match_classes
+from common.domain.matching import MatchOutcome, match_classes, match_many
 from common.domain.messages import ClassifyMessage
 from common.domain.options import MatchMode
 from common.domain.taxonomy import needs_detector
@@ -115,10 +117,12 @@ class ClassifyImage:
         trusted = [checked for message in messages if (checked := self._trusted(message)) is not None]
         timings = StageTimer()
         known = self.vectors.known([m.content for m in trusted if m.content], False, timings)
+        decided = self._decided(trusted, known, timings)
         unfinished, answered = [], 0
         for message in trusted:
             try:
-                result = self._handle(message, known.get(message.content or ""), log_stored=False)
+                result = self._handle(message, known.get(message.content or ""),
+                                      decided.get((message.job_id, message.name)), log_stored=False)
             except Exception:  # TransientError, ConfigurationError: the one-by-one delivery decides
                 unfinished.append(message)
                 continue
@@ -131,13 +135,33 @@ class ClassifyImage:
                 "job_id": trusted[0].job_id, "images": answered, "timings_ms": timings.milliseconds})
         return unfinished
 
-    def _handle(self, message: ClassifyMessage, known: Vectors | None, log_stored: bool = True) -> ImageResult | None:
+    @staticmethod
+    def _decided(messages: Sequence[ClassifyMessage], known: Mapping[str, Vectors],
+                 timings: StageTimer) -> dict[tuple[str, str], MatchOutcome]:
+        """The stored answers of a delivery's photos matched together, one matrix per job, where the classifier
+        alone decides (no detector, no class taught by examples or corrections): match_many, the same rules."""
+        by_job: dict[str, list[ClassifyMessage]] = {}
+        for message in messages:
+            if message.content in known:
+                by_job.setdefault(message.job_id, []).append(message)
+        decided: dict[tuple[str, str], MatchOutcome] = {}
+        with timings.stage("match"):
+            for group in by_job.values():
+                spec = group[0].spec
+                if spec.examples or needs_detector(spec.classes, spec.match):
+                    continue
+                matrix = np.stack([known[m.content or ""].probabilities for m in group])
+                decided.update(((m.job_id, m.name), outcome) for m, outcome in zip(group, match_many(spec, matrix)))
+        return decided
+
+    def _handle(self, message: ClassifyMessage, known: Vectors | None, decided: MatchOutcome | None = None,
+                log_stored: bool = True) -> ImageResult | None:
         context = {"job_id": message.job_id, "object": message.name}
         # No "already done?" read first: deliveries are almost always first deliveries, a redelivery finds its
         # prediction stored and its copies in place, and recording the result once decides what counts.
         timings = StageTimer()
         try:
-            result = self._classify_and_copy(message, timings, known)
+            result = self._classify_and_copy(message, timings, known, decided)
         except TransientError:
             raise
         except ConfigurationError as exc:
@@ -183,7 +207,8 @@ class ClassifyImage:
             log.info("copy from a redelivery removed: the job's manifest does not have it",
                      extra={"job_id": message.job_id, "object": message.name, "copy": name})
 
-    def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer, known: Vectors | None) -> ImageResult:
+    def _classify_and_copy(self, message: ClassifyMessage, timings: StageTimer, known: Vectors | None,
+                           decided: MatchOutcome | None) -> ImageResult:
         spec = message.spec
         try:
             taught = self._examples(message.job_id, spec) if spec.match == MatchMode.HIERARCHY else Taught(None)
@@ -201,7 +226,10 @@ class ClassifyImage:
         except PermanentImageError as exc:
             return ImageResult.failure(message.name, exc.reason)
         with timings.stage("match"):
-            outcome = match_classes(spec, vectors.probabilities, detections, taught.model, vectors.features)
+            # Decided with its delivery's other photos when they were matched together from these very vectors.
+            outcome = decided if decided is not None and vectors is known and taught.model is None and \
+                detections is None else match_classes(spec, vectors.probabilities, detections, taught.model,
+                                                      vectors.features)
             matched = corrected_matches(spec.classes, outcome.matched, content, taught.said)
         copies: list[str] = []
         written: list[str] = []
