@@ -59,7 +59,8 @@ def test_results_pages_are_what_filtering_every_result_shows(tmp_path, query, sc
     store, job_id = _filled(tmp_path, 700)
     client = _client(store)
     for section in [f"class:{c}" for c in CLASSES] + ["section:unmatched", "section:failed"]:
-        expected = filtered(store.results(job_id), section, query, float(score) if score else None, len("all/"))
+        expected = filtered(store.results(job_id), section, query, float(score) if score else None, len("all/"),
+                            CLASSES, True)
         names, offset = [], 0
         while True:
             answer = client.get(f"/classification-job/{job_id}/results", query_string={
@@ -84,7 +85,8 @@ def test_the_same_pages_over_a_store_without_an_index(tmp_path):
     for store in (sqlite, memory):
         answer = _client(store).get(f"/classification-job/{job_id}/results?section=class:dog&q=b/&limit=7&offset=3")
         assert answer.status_code == 200
-        assert answer.get_json()["total"] == len(filtered(sqlite.results(job_id), "class:dog", "b/", None, 4))
+        expected = filtered(sqlite.results(job_id), "class:dog", "b/", None, 4, CLASSES, True)
+        assert answer.get_json()["total"] == len(expected)
     assert _client(sqlite).get(f"/classification-job/{job_id}/results?section=class:dog&offset=3").get_json() == \
         _client(memory).get(f"/classification-job/{job_id}/results?section=class:dog&offset=3").get_json()
 

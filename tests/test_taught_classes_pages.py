@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from common.domain.jobs import JobRecord, JobSpec
 from common.domain.results import Counters, ImageResult, Label
 from common.domain.status import status_view
 from common.pages import render_file
+from tests.fakes import fake_app, served, solid_jpeg
+from tests.test_real_folders import Folder, put
 
 SPEC = JobSpec(classes=("pets", "people", "roses"), bucket="local", examples=(("pets", "examples/pets/"),))
 LABELS = (Label(207, "golden retriever", 0.91),)
@@ -77,3 +81,66 @@ def test_a_corrected_photo_is_shown_where_its_copies_now_are():
     assert "x.jpg" not in html.split('data-class="roses"', 1)[1].split("</section>", 1)[0]
     people = figure(html, "people", "x.jpg")
     assert "here by a correction" in people and "added to keepers (a correction)" in people
+
+
+def _sorted_and_corrected(app, write, settle) -> str:
+    """red r1, r2 (tabby) and blue b (macaw) sorted; then "not tabby" on r1 and r2 and "add to macaw" on r1."""
+    for name, colour in (("r1.jpg", "red"), ("r2.jpg", "red"), ("b.jpg", "blue")):
+        write(name, solid_jpeg(colour, (64 + len(name), 48)))
+    job_id = app.create_job({"classes": ["tabby", "macaw"]}).id
+    settle()
+    said = app.correct_job(job_id, {"corrections": [
+        {"name": "r1.jpg", "class": "tabby", "belongs": False}, {"name": "r2.jpg", "class": "tabby", "belongs": False},
+        {"name": "r1.jpg", "class": "macaw", "belongs": True}]})
+    assert [c["name"] for c in said["corrections"]] == ["all/r1.jpg", "all/r2.jpg", "all/r1.jpg"]
+    return job_id
+
+
+def deliver(app) -> None:
+    while app.publisher.messages:
+        app.classify_image(app.publisher.messages.pop(0))
+
+
+def _shown(html: str, attribute: str, value: str) -> list[str]:
+    block = html.split(f'{attribute}="{value}"', 1)[1].split("</section>", 1)[0]
+    return re.findall(r'<figure data-file="([^"]+)"', block)
+
+
+WHERE = {("data-class", "tabby"): [], ("data-class", "macaw"): ["b.jpg", "r1.jpg"],
+         ("data-section", "unmatched"): ["r2.jpg"]}
+
+
+@pytest.fixture(params=["folder", "memory"])
+def corrected(request, tmp_path):
+    """An application over SQLite (a folder, its pages read through the index) or over the fakes (filtered in the
+    use case), sorted and corrected."""
+    if request.param == "folder":
+        folder = Folder(tmp_path)
+        app = folder.app
+        job_id = _sorted_and_corrected(app, lambda name, data: put(tmp_path / "all" / name, data), app.wait)
+        yield app, job_id
+        app.stop()
+    else:
+        app = fake_app()
+        write = lambda name, data: app.objects.write("images", f"all/{name}", data)  # noqa: E731
+        yield app, _sorted_and_corrected(app, write, lambda: deliver(app))
+
+
+def test_after_a_reload_the_served_page_and_its_pages_show_a_corrected_photo_where_it_now_belongs(corrected):
+    app, job_id = corrected
+    client = served(app)
+    page = client.get(f"/classification-job/{job_id}/report").get_data(as_text=True)
+    assert {where: _shown(page, *where) for where in WHERE} == WHERE
+    for (attribute, value), names in WHERE.items():
+        section = ("class:" if attribute == "data-class" else "section:") + value
+        answer = client.get(f"/classification-job/{job_id}/results", query_string={"section": section}).get_json()
+        assert (answer["total"], re.findall(r'<figure data-file="([^"]+)"', answer["html"])) == (len(names), names)
+    found = client.get(f"/classification-job/{job_id}/results", query_string={"section": "class:macaw", "q": "r1"})
+    assert found.get_json()["total"] == 1  # a search finds it where it is now
+
+
+def test_the_file_report_shows_a_corrected_photo_where_it_now_belongs(corrected):
+    app, job_id = corrected
+    report = app.report(job_id)
+    html = render_file(report.view, report.results, "html", lambda name, box: None)[1]
+    assert {where: _shown(html, *where) for where in WHERE} == WHERE

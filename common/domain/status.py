@@ -121,6 +121,12 @@ class JobView:
         return {name: self.counters.matches.get(name, 0) for name in self.job.spec.classes}
 
     @property
+    def by_copies(self) -> bool:
+        """Whether its photos are shown where their copies are (corrections.placed: a correction moves them) rather
+        than where they matched: not a dry run's (it made none), nor an undone job's (it owns none)."""
+        return not self.job.spec.dry_run and not self.extra.get("undone_at")
+
+    @property
     def percentage(self) -> int:
         if self.listing:
             return 0

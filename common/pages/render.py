@@ -173,8 +173,7 @@ def page_sections(view: JobView, pages: Iterable[tuple[str, list[ImageResult], i
 def every_result(view: JobView, results: Iterable[ImageResult]) -> list[PageSection]:
     """Every result in its sections (a file: self-contained)."""
     ordered = sorted(results, key=lambda r: r.name)
-    classes = view.job.spec.classes
-    by_copies = not view.job.spec.dry_run and not view.extra.get("undone_at")  # where corrections put a photo
+    classes, by_copies = view.job.spec.classes, view.by_copies  # where corrections put a photo, it is shown
     members = {f"class:{name}": [r for r in ordered if placed(r, name, by_copies)] for name in classes}
     members["section:unmatched"] = [r for r in ordered if r.ok and not any(
         placed(r, name, by_copies) for name in classes)]

@@ -3,10 +3,11 @@ reads the job, its results and (for previews) the photos; it writes nothing. The
 them (common/pages)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from common.domain.corrections import placed
 from common.domain.errors import InvalidRequest, NotFound, ObjectMissing, PermanentImageError, TransientError
 from common.domain.jobs import is_plain_object_name
 from common.domain.results import ImageResult
@@ -34,7 +35,8 @@ class Section:
 
 @runtime_checkable
 class ResultPages(Protocol):
-    """A job store that reads one page of a section through an index (SQLite); others are filtered here."""
+    """A job store that reads one page of a section through an index (SQLite), kept to `filtered`'s rule as
+    corrections move copies; others are filtered here."""
 
     def results_page(self, job_id: str, section: str, offset: int, limit: int, query: str = "",
                      min_score: float | None = None, skip: int = 0) -> tuple[list[ImageResult], int]: ...
@@ -51,22 +53,24 @@ def section_keys(view: JobView) -> list[str]:
     return [f"class:{name}" for name in view.job.spec.classes] + ["section:unmatched", "section:failed"]
 
 
-def _member(result: ImageResult, section: str) -> tuple[bool, float | None]:
+def _member(result: ImageResult, section: str, classes: Sequence[str], copies: bool) -> tuple[bool, float | None]:
     """Whether a result is in a section, and its score there (what the page's score filter compares)."""
     if section.startswith("class:"):
         name = section[len("class:"):]
-        return result.ok and name in result.matched, result.scores.get(name, 0.0)
+        return placed(result, name, copies), result.scores.get(name, 0.0)
     if section == "section:unmatched":
-        return result.ok and not result.matched, max(result.scores.values(), default=None)
+        return result.ok and not any(placed(result, name, copies) for name in classes), \
+            max(result.scores.values(), default=None)
     return section == "section:failed" and not result.ok, None
 
 
-def filtered(results: Iterable[ImageResult], section: str, query: str, min_score: float | None,
-             skip: int) -> list[ImageResult]:
-    """A section under a search, over every result: the rule ResultPages applies through its index."""
+def filtered(results: Iterable[ImageResult], section: str, query: str, min_score: float | None, skip: int,
+             classes: Sequence[str], copies: bool) -> list[ImageResult]:
+    """A section under a search, over every result: the rule ResultPages applies through its index (`copies`: a
+    photo is where its copies are, JobView.by_copies)."""
     chosen = []
     for result in sorted(results, key=lambda r: r.name):
-        member, score = _member(result, section)
+        member, score = _member(result, section, classes, copies)
         text = (result.name[skip:] + "\n" + ", ".join(label.name for label in result.labels[:3])).lower()
         if member and query.lower() in text and (min_score is None or (score is not None and score >= min_score)):
             chosen.append(result)
@@ -115,7 +119,8 @@ class ReportJob:
         if isinstance(self._jobs, ResultPages):
             results, total = self._jobs.results_page(view.id, section, offset, limit, query, min_score, skip)
             return Section(section, results, total)
-        chosen = filtered(self._jobs.results(view.id), section, query, min_score, skip)
+        chosen = filtered(self._jobs.results(view.id), section, query, min_score, skip, view.job.spec.classes,
+                          view.by_copies)
         return Section(section, chosen[offset:offset + limit], len(chosen))
 
     def thumbnail(self, job_id: str, name: str, box: tuple[float, float, float, float] | None = None,

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Iterator
 
+from common.adapters.local.placement import SECTIONS, replace_placement, section_of
 from common.adapters.local.sqlite import connect, database_errors
 from common.domain.jobs import JobRecord, JobSpec
 from common.domain.labels import imagenet_classes
 from common.domain.results import Counters, ImageResult
 
-SECTIONS = {"section:failed": 0, "section:unmatched": 1}  # results.section; 2: matched a class (result_matches)
 # One statement adds a result's counts (or takes them away: negative) to its job's row, made on first use.
 _COUNT = ("INSERT INTO job_counters (job_id, processed, failed, unmatched, from_store, recomputed, written, "
           "last_result_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
@@ -59,13 +59,21 @@ def _commit(db: sqlite3.Connection, waiting: _Waiting) -> None:
     they stay waiting."""
     if not waiting.rows:
         return
+    # Counted per job, once per commit: one counter update for the batch, not one per photo.
+    deltas: dict[str, tuple[Counters, list[int], list[str]]] = {}
+    placed: list[tuple[str, str, str, float]] = []
     db.execute("BEGIN IMMEDIATE")
     try:
         for (job_id, name), (row, result) in waiting.rows.items():
             if db.execute(_INSERT, row).rowcount == 1:
-                _count(db, job_id, result, 1, str(row[4]))
-                db.executemany("INSERT OR IGNORE INTO result_matches VALUES (?, ?, ?, ?)",
-                               [(job_id, c, name, result.scores.get(c, 0.0)) for c in result.matched])
+                delta, written, at = deltas.setdefault(job_id, (Counters(), [0], [""]))
+                delta.add(Counters.of(result))
+                written[0] += len(result.written)
+                at[0] = max(at[0], str(row[4]))
+                placed.extend((job_id, c, name, result.scores.get(c, 0.0)) for c in result.matched)
+        for job_id, (delta, written, at) in deltas.items():
+            _add_counts(db, job_id, delta, written[0], 1, at[0])
+        db.executemany("INSERT OR IGNORE INTO result_matches VALUES (?, ?, ?, ?)", placed)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -81,9 +89,13 @@ def _commit_at_exit(db: sqlite3.Connection, lock: threading.Lock, waiting: _Wait
 
 def _count(db: sqlite3.Connection, job_id: str, result: ImageResult, sign: int, at: str | None) -> None:
     """Add one result's counts to its job's (sign -1: take them away), inside the caller's transaction."""
-    delta = Counters.of(result)
+    _add_counts(db, job_id, Counters.of(result), len(result.written), sign, at)
+
+
+def _add_counts(db: sqlite3.Connection, job_id: str, delta: Counters, written: int, sign: int,
+                at: str | None) -> None:
     db.execute(_COUNT, (job_id, sign * delta.processed, sign * delta.failed, sign * delta.unmatched,
-                        sign * delta.from_store, sign * delta.recomputed, sign * len(result.written), at))
+                        sign * delta.from_store, sign * delta.recomputed, sign * written, at))
     if delta.matches or delta.corrected:
         db.executemany(_COUNT_MATCH, [(job_id, c, sign * n) for c, n in delta.matches.items()] +
                        [(job_id, CORRECTED + c, sign * n) for c, n in delta.corrected.items()])
@@ -122,10 +134,6 @@ def _decode(name: str, payload: str) -> ImageResult:
                       if len(label) == 3 else {"index": label[0], "name": names[label[0]].name, "score": label[1]}
                       for label in data.get("labels", ())]
     return ImageResult.from_dict(data)
-
-
-def _section(result: ImageResult) -> int:
-    return 0 if not result.ok else 2 if result.matched else 1
 
 
 def _search_text(result: ImageResult) -> str:
@@ -250,8 +258,8 @@ class SqliteJobStore:
     def record_result(self, job_id: str, result: ImageResult) -> bool:
         """Once per (job, name): False for a result already recorded, committed or waiting."""
         name = _db_name(result.name)
-        row = (job_id, name, int(result.ok), _encode(result),
-               datetime.now(UTC).isoformat(timespec="milliseconds"), _section(result), _search_text(result),
+        row = (job_id, name, int(result.ok), _encode(result), datetime.now(UTC).isoformat(timespec="milliseconds"),
+               section_of(result, bool(result.matched)), _search_text(result),
                max(result.scores.values()) if result.ok and result.scores else None)
         waiting = self._waiting
         with self._lock, database_errors("recording a result"):
@@ -280,6 +288,7 @@ class SqliteJobStore:
             if after is not None and before is not None:
                 self._db.execute("UPDATE results SET payload = ? WHERE job_id = ? AND name = ?",
                                  (_encode(after), job_id, _db_name(name)))
+                replace_placement(self._db, job_id, _db_name(name), after)  # the page shows it where it now is
                 self._db.execute("UPDATE job_counters SET written = written + ? WHERE job_id = ?",
                                  (len(after.written) - len(before.written), job_id))
         return before
