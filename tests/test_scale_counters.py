@@ -181,7 +181,7 @@ def test_results_are_committed_in_groups_but_a_copy_written_is_committed_before_
 
 
 def test_results_are_stored_compactly_and_read_back_exactly_in_either_form(tmp_path):
-    from common.adapters.local.jobs import _db_name, _decode, _encode
+    from common.adapters.local.result_rows import db_name as _db_name, decode as _decode, encode as _encode
     from common.domain.labels import imagenet_classes
 
     rng = random.Random(11)
@@ -190,10 +190,11 @@ def test_results_are_stored_compactly_and_read_back_exactly_in_either_form(tmp_p
                       scores={"dog": 0.5}, copies=("dog/a.jpg", "dog/b.jpg"), written=("dog/b.jpg",),
                       identities={"dog/b.jpg": "1:2:3"}, content="md5:x", prediction="store")
     results = [_result(rng, i) for i in range(200)] + [odd]
-    results = [ImageResult(r.name, r.ok, r.matched, tuple(Label(l.index, names[l.index].name, l.score)
-                                                          for l in r.labels) if r is not odd else r.labels,
-                           r.reason, r.scores, r.copies, r.written, r.content, r.prediction, r.retryable,
-                           identities=r.identities) for r in results]
+    results = [r if r is odd else dataclasses.replace(r, labels=tuple(Label(l.index, names[l.index].name, l.score)
+                                                                     for l in r.labels)) for r in results]
+    results.append(dataclasses.replace(odd, name="all/taught.jpg", similarities={"roses": 0.71, "roses:threshold": 0.6},
+                                       detections={"people": {"label": "person", "score": 0.8, "box": [0, 0, 1, 1]}},
+                                       corrected=("dog",), retryable=False, reason=""))
     for result in results:
         stored = _db_name(result.name)
         assert _decode(stored, _encode(result)) == result

@@ -22,9 +22,10 @@ from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Iterator
 
 from common.adapters.local.placement import SECTIONS, replace_placement, section_of
+from common.adapters.local.result_rows import db_name as _db_name, decode as _decode, encode as _encode, \
+    search_text as _search_text
 from common.adapters.local.sqlite import connect, database_errors
 from common.domain.jobs import JobRecord, JobSpec
-from common.domain.labels import imagenet_classes
 from common.domain.results import Counters, ImageResult
 
 # One statement adds a result's counts (or takes them away: negative) to its job's row, made on first use.
@@ -99,46 +100,6 @@ def _add_counts(db: sqlite3.Connection, job_id: str, delta: Counters, written: i
     if delta.matches or delta.corrected:
         db.executemany(_COUNT_MATCH, [(job_id, c, sign * n) for c, n in delta.matches.items()] +
                        [(job_id, CORRECTED + c, sign * n) for c, n in delta.corrected.items()])
-
-
-def _db_name(name: str) -> str:
-    """Object names as SQLite can store them: a file name that is not valid UTF-8 reaches us with surrogate
-    escapes, which SQLite's UTF-8 text cannot hold; they are stored as backslash escapes instead."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _encode(result: ImageResult) -> str:
-    """A result as stored, compactly: its name only where the row's key cannot hold it, no empty field, each top
-    label's name only where it is not ImageNet's name for its index, `written` as true where it is every copy.
-    (~0.3 KB instead of ~0.7 KB; the keys are to_dict's, so SQL reads them alike in either form.)"""
-    data = {key: value for key, value in result.to_dict().items() if value not in ("", [], {})}
-    if _db_name(result.name) == result.name:
-        del data["name"]
-    names = imagenet_classes()
-    data["labels"] = [[label.index, round(label.score, 6)] if label.index < len(names) and
-                      names[label.index].name == label.name else [label.index, label.name, round(label.score, 6)]
-                      for label in result.labels]
-    if result.written and result.written == result.copies:
-        data["written"] = True
-    return json.dumps(data, separators=(",", ":"))
-
-
-def _decode(name: str, payload: str) -> ImageResult:
-    """A stored result, in the compact form or as to_dict wrote it before (kept as it was)."""
-    data = json.loads(payload)
-    data.setdefault("name", name)
-    if data.get("written") is True:
-        data["written"] = data.get("copies", [])
-    names = imagenet_classes()
-    data["labels"] = [label if isinstance(label, dict) else dict(zip(("index", "name", "score"), label))
-                      if len(label) == 3 else {"index": label[0], "name": names[label[0]].name, "score": label[1]}
-                      for label in data.get("labels", ())]
-    return ImageResult.from_dict(data)
-
-
-def _search_text(result: ImageResult) -> str:
-    """What a page's search looks in: the name, then the top labels (lowercased by SQLite, as the query is)."""
-    return _db_name(result.name) + "\n" + ", ".join(label.name for label in result.labels[:3])
 
 
 class SqliteJobStore:
