@@ -174,3 +174,29 @@ def test_no_production_module_refers_to_crash_points_or_test_hooks():
 def test_deploy_stages_common_whole_with_no_deny_list():
     script = (REPO_ROOT / "deploy.sh").read_text()
     assert 'cp -r "$HERE/common"' in script and 'rm -f "$STAGE' not in script
+
+
+def _defaulted_collaborators(source: str) -> list[str]:
+    """Each use case's constructor parameter that has a default other than a number (a tuning constant): a
+    collaborator that a test could leave out and production never does."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for function in node.body:
+            if not isinstance(function, ast.FunctionDef) or function.name != "__init__":
+                continue
+            positional = function.args.args[len(function.args.args) - len(function.args.defaults):]
+            pairs = [*zip(positional, function.args.defaults), *zip(function.args.kwonlyargs,
+                                                                    function.args.kw_defaults)]
+            found += [f"{node.name}.{arg.arg}" for arg, default in pairs if default is not None and not (
+                isinstance(default, ast.Constant) and type(default.value) in (int, float))]
+    return found
+
+
+def test_use_cases_take_every_collaborator_without_a_default():
+    offenders = [f"{p.name}: {name}" for p in sorted((REPO_ROOT / "common/usecases").glob("*.py"))
+                 for name in _defaulted_collaborators(p.read_text())]
+    assert offenders == []
+    assert _defaulted_collaborators("class A:\n    def __init__(self, a, b=None, *, c=print, d=4): ...") == [
+        "A.b", "A.c"]  # the check itself finds what it is for

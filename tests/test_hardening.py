@@ -117,7 +117,7 @@ def test_a_preview_is_only_of_a_photo_the_job_has_a_result_for(tmp_path, name):
     put(tmp_path / "private/secret.jpg")
     job_id = folder.run(["cat"]).id
     report = ReportJob(folder.jobs, folder.objects, lambda data, box=None, full=False: data,  # the photo itself
-                       JobStatus(folder.jobs))
+                       JobStatus(folder.jobs, detector=False))
     assert report.thumbnail(job_id, "all/cat.jpg") == RED_CAT
     with pytest.raises(NotFound) as refused:
         report.thumbnail(job_id, name)
@@ -273,7 +273,7 @@ def test_an_unreachable_receiver_is_said_without_socket_detail():
     silent, silent_port = _silent_server()
     try:
         sender = HttpCallbackSender(CallbackPolicy(allow_loopback=True))
-        deliver = DeliverCallback(_Jobs(), sender, attempts=2, timeout=0.3, sleep=lambda _: None)
+        deliver = DeliverCallback(_Jobs(), sender, "", attempts=2, timeout=0.3, sleep=lambda _: None)
         refused = deliver("j", f"http://127.0.0.1:{port}/", {})
         unanswered = deliver("j", f"http://127.0.0.1:{silent_port}/", {})
         assert refused == unanswered == {"status": "failed", "attempts": 2, "error": "unreachable"}

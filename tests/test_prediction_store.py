@@ -60,7 +60,7 @@ class Folder:
         self.create = CreateJob(self.objects, self.jobs, self.queue, JobDefaults(bucket="local"), clock=utc_now_iso,
                                 announce=lambda job: False, detector=False, corrections=self.predictions,
                                 resume=self.resume)
-        self.status = JobStatus(self.jobs)
+        self.status = JobStatus(self.jobs, detector=False)
         self.undo = UndoJob(self.objects, self.jobs, utc_now_iso)
 
     def run(self, **body) -> JobView:

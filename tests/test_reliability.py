@@ -57,7 +57,7 @@ class Embedded:
         self.create_job = CreateJob(self.store, self.jobs, publisher, JobDefaults(bucket="local"), clock=utc_now_iso,
                                     announce=lambda job: False, detector=False, corrections=corrections,
                                     resume=ResumeJob(self.store, self.jobs, publisher, self.jobs))
-        self.status = JobStatus(self.jobs)
+        self.status = JobStatus(self.jobs, detector=False)
         # With a prediction store, as production has: a redelivery is answered from it, not by the model.
         self.classify = ClassifyImage(self.store, self.jobs, lambda: self.classifier, decode_image,
                                       MemoryPredictionStore(), "fake-model", corrections, announce=None,

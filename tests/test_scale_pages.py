@@ -24,8 +24,9 @@ SETTINGS = Settings(backend=Backend.LOCAL, bucket="local")
 
 
 def _client(store, objects=None):
-    report = ReportJob(store, objects or FolderObjectStore("/nonexistent"), lambda *a, **k: None, JobStatus(store))
-    handlers = {Action.REPORT: lambda: report, Action.STATUS: lambda: JobStatus(store)}
+    status = JobStatus(store, detector=False)
+    report = ReportJob(store, objects or FolderObjectStore("/nonexistent"), lambda *a, **k: None, status)
+    handlers = {Action.REPORT: lambda: report, Action.STATUS: lambda: status}
     return create_app(handlers, SETTINGS).test_client()
 
 
@@ -106,7 +107,8 @@ def test_a_file_report_says_when_previews_are_left_out_and_how_to_see_them(tmp_p
     render_module = importlib.import_module("common.pages.render")
 
     store, job_id = _filled(tmp_path, 60)
-    report = ReportJob(store, FolderObjectStore("/nonexistent"), lambda *a, **k: None, JobStatus(store))(job_id)
+    status = JobStatus(store, detector=False)
+    report = ReportJob(store, FolderObjectStore("/nonexistent"), lambda *a, **k: None, status)(job_id)
     monkeypatch.setattr(render_module, "MAX_INLINE_PREVIEWS", 20)
     _, page = render_file(report.view, report.results, "html", lambda name, box: b"jpeg")
     figures = page.count("<figure")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +24,8 @@ def signature(body: bytes, key: str) -> str:
 
 
 class DeliverCallback:
-    def __init__(self, jobs: JobCallbacks, sender: CallbackSender, service_key: str = "", attempts: int = 4,
-                 backoff: float = 1.0, timeout: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, jobs: JobCallbacks, sender: CallbackSender, service_key: str, *,
+                 sleep: Callable[[float], None], attempts: int = 4, backoff: float = 1.0, timeout: float = 5.0) -> None:
         self._jobs = jobs
         self._sender = sender
         self._key = service_key

@@ -8,7 +8,7 @@ from common.usecases.lookup import existing_job
 
 
 class JobStatus:
-    def __init__(self, jobs: JobReader, detector: bool = False) -> None:
+    def __init__(self, jobs: JobReader, detector: bool) -> None:
         self._jobs = jobs
         self._detector = detector  # whether the service has the object detector (what a class means depends)
 

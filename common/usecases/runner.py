@@ -88,7 +88,7 @@ class AdmitJob:
     wait in the same queue — is told when to come back (429) instead of queueing without limit."""
 
     def __init__(self, create: CreateJob, backlog: Callable[[], int], max_queued: int,
-                 retry: Callable[[str], JobView] | None = None) -> None:
+                 retry: Callable[[str], JobView]) -> None:
         self._create = create
         self._backlog = backlog
         self._max_queued = max_queued
@@ -100,8 +100,6 @@ class AdmitJob:
 
     def retry(self, job_id: str) -> JobView:
         """POST …/retry, admitted as a new job is (`imgclassify serve` routes it here)."""
-        if self._retry is None:
-            raise NotFound("retrying jobs is not served here", field="id")
         self._admit()
         return self._retry(job_id)
 
