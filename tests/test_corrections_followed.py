@@ -32,3 +32,37 @@ def test_a_job_counts_the_photos_corrections_placed_and_says_so_in_its_status():
     body = app.job_status(second).body
     assert body["corrections_followed"] == {"tabby": 3} and body["matches"] == {"tabby": 1, "macaw": 1}
     assert "corrections_followed" not in app.job_status(first).body
+
+
+def test_run_and_status_say_which_corrections_were_followed(tmp_path, shared):
+    """On a folder: a correction kept from an earlier job puts the photo where the person said, and `run` and
+    `status` both say so per class (their JSON as the HTTP status does)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from common.adapters.local import SqlitePredictionStore
+    from common.domain.predictions import content_fingerprint
+    from tests.conftest import MOBILENET_TFLITE
+
+    cli = str(Path(sys.executable).with_name("imgclassify"))
+    root = tmp_path / "dir"
+    (root / "all").mkdir(parents=True)
+    for name in ("bird.bmp", "cat.bmp", "parrot.jpg"):
+        shutil.copy(shared / "photos/coral" / name, root / "all" / name)
+    run = [cli, "run", str(root), "--classes", "birds", "--weights", str(MOBILENET_TFLITE), "--json"]
+    first = json.loads(subprocess.run(run, capture_output=True, text=True, timeout=300, check=True).stdout)
+    assert first["matches"]["birds"] == 2 and "corrections_followed" not in first
+    store = SqlitePredictionStore(root / ".imgclassify/jobs.sqlite3")
+    store.record_correction("local", "birds", content_fingerprint((root / "all/cat.bmp").read_bytes()), True)
+    store.close()
+
+    second = subprocess.run(run[:-1], capture_output=True, text=True, timeout=300, check=True)
+    assert "corrections followed" in second.stdout and "birds 1" in second.stdout
+    assert (root / "birds/cat.bmp").exists()
+    status = subprocess.run([cli, "status", str(root), "--json"], capture_output=True, text=True, timeout=120,
+                            check=True)
+    view = json.loads(status.stdout)
+    assert view["corrections_followed"] == {"birds": 1} and view["matches"]["birds"] == 3

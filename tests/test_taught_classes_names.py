@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from common.domain.jobs import JobRecord, JobSpec
-from common.domain.results import Counters, ImageResult
+from common.domain.results import Counters
 from common.domain.status import JobView, status_view
-from imgclassify.cli.output import corrections_followed, corrections_line, latest_that_changed
+from imgclassify.cli.output import latest_that_changed
 from tests.conftest import MOBILENET_TFLITE
 from tests.fakes import fake_app, served, solid_jpeg
 from tests.test_cli import IMGCLASSIFY
@@ -82,19 +82,6 @@ def test_undo_and_report_without_an_id_take_the_latest_job_that_made_copies_and_
     assert latest_that_changed(jobs, not_undone=True)[0] == "a" * 32
     assert latest_that_changed([Kept("d" * 32, dry_run=True, copies_made=0)], not_undone=True) == (None, "")
     assert "the latest" in latest_that_changed([Kept("e" * 32)])[1]
-
-
-def test_status_says_how_many_corrections_each_class_followed():
-    results = [ImageResult("all/owl.jpg", True, (), content="md5:owl"),
-               ImageResult("all/horse.jpg", True, ("birds",), content="md5:horse"),
-               ImageResult("all/hen.jpg", True, ("birds",), content="md5:hen")]
-    kept = [{"class": "birds", "belongs": False, "content": "md5:owl"},
-            {"class": "birds", "belongs": True, "content": "md5:horse"},
-            {"class": "birds", "belongs": False, "content": "md5:hen"}]  # made after this job: not followed
-    followed = corrections_followed(["birds"], results, kept)
-    assert followed == {"birds": {"in": 1, "out": 1}}
-    assert corrections_line(followed).endswith("birds 2 (1 in, 1 out)")
-
 
 
 @pytest.mark.slow

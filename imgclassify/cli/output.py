@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Mapping
 from collections.abc import Iterable
 from typing import Any, TextIO, cast
 
@@ -164,27 +163,11 @@ def latest_that_changed(kept: Iterable[Any], not_undone: bool = False) -> tuple[
                             f"(the latest, {latest.view.id[:8]}, was {why})")
 
 
-def corrections_followed(classes: Iterable[str], results: Iterable[ImageResult],
-                         kept: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per class, how many kept corrections (KeptCorrections rows) the job's decisions follow: photos said to be in
-    it that it put there ("in") and photos said not to be that it left out ("out")."""
-    said: dict[tuple[str, str], bool] = {(row["class"], row["content"]): row["belongs"] for row in kept}
-    followed: dict[str, dict[str, int]] = {}
-    for result in results:
-        if not result.ok or not result.content:
-            continue
-        for name in classes:
-            belongs = said.get((name.casefold(), result.content))
-            if belongs is not None and (name in result.matched) == belongs:
-                counts = followed.setdefault(name, {"in": 0, "out": 0})
-                counts["in" if belongs else "out"] += 1
-    return followed
-
-
-def corrections_line(followed: Mapping[str, Mapping[str, int]]) -> str:
-    """"corrections followed: birds 2 (1 in, 1 out)", or "" when none was."""
+def corrections_line(view: JobView) -> str:
+    """"corrections followed: birds 2, tabby 1": per class, the photos a correction kept from earlier jobs here
+    placed against the models' answer (the job's kept counters); "" when none was."""
+    followed = {name: count for name, count in view.counters.corrected.items() if count}
     if not followed:
         return ""
-    parts = [f"{name} {counts['in'] + counts['out']} ({counts['in']} in, {counts['out']} out)"
-             for name, counts in followed.items()]
-    return "corrections followed (kept from earlier jobs here): " + ", ".join(parts)
+    return ("corrections followed (photos placed as you said on earlier jobs, not as the model did): "
+            + ", ".join(f"{name} {count}" for name, count in followed.items()))

@@ -9,7 +9,8 @@ from pathlib import Path
 from common import bootstrap
 from imgclassify.cli.folder import embedded_app, folders
 from imgclassify.cli.options import add_job_options, add_model_options, check_request, job_request
-from imgclassify.cli.output import Progress, meanings, next_steps, plan_lines, planned_copies, summary, table
+from imgclassify.cli.output import (Progress, corrections_line, meanings, next_steps, plan_lines, planned_copies,
+                                   summary, table)
 from imgclassify.cli.remembered import THRESHOLDS, fill_in
 from imgclassify.cli.signals import interrupt_like_ctrl_c
 
@@ -90,6 +91,8 @@ def _run(args: argparse.Namespace, app: bootstrap.LocalApplication, model: str, 
         if plan is not None:
             print("what would be copied where (dry run):\n" + plan_lines(plan))
         print(table(view))
+        if corrections_line(view):
+            print(corrections_line(view))
         print(summary(view, written))
         print(next_steps(app.settings.local_root, view))
         if view.counters.failed:

@@ -6,7 +6,7 @@ import json
 
 from imgclassify.cli.folder import existing_folder
 from imgclassify.cli.options import add_folder
-from imgclassify.cli.output import corrections_followed, corrections_line, meanings, table
+from imgclassify.cli.output import corrections_line, meanings, table
 from imgclassify.cli.remembered import remembered
 
 NAME = "status"
@@ -21,12 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     with existing_folder(args) as app:
         report = app.report(app.pick_job(args.job_id))
-        followed = corrections_followed(report.view.job.spec.classes, report.results, app.kept_corrections())
     view = report.view
     job_id = view.id  # the full id, whatever prefix named it
     failures = [{"name": r.name, "reason": r.reason} for r in report.results if not r.ok]
     if args.json:
-        print(json.dumps({**view.to_dict(), "failures": failures, "corrections_followed": followed}, indent=2))
+        print(json.dumps({**view.to_dict(), "failures": failures}, indent=2))
         return 0
     print(f"job {job_id} ({view.job.created_at[:19]}): {view.state}, {view.done} of {view.number_of_files} photos "
           f"({view.percentage}%)")
@@ -36,8 +35,8 @@ def execute(args: argparse.Namespace) -> int:
               + "  (kept for the next command here; pass a flag to change it)")
     print(meanings(view))
     print(table(view))
-    if followed:
-        print(corrections_line(followed))
+    if corrections_line(view):
+        print(corrections_line(view))
     for failure in failures:
         print(f"  failed {failure['name']}: {failure['reason']}")
     print(f"results page: imgclassify report {args.dir} {job_id}")
