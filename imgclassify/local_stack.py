@@ -258,7 +258,7 @@ def gateway_app(function_urls: dict[Function, str],
     from werkzeug.exceptions import HTTPException
 
     from common.http import check_auth, check_boundary, client_error_response, error_response, hardened
-    from common.pages import render_index
+    from common.pages import FrontPage, render_index
 
     app = flask.Flask("gateway")
     session = requests.Session()
@@ -271,7 +271,7 @@ def gateway_app(function_urls: dict[Function, str],
             check_boundary(request, allowed_hosts)
             check_auth(request, service_key)
             if route.action == Action.INDEX:
-                page = render_index(jobs(), class_vocabulary(), JOB_PATH)
+                page = render_index(FrontPage(jobs()), class_vocabulary(), JOB_PATH)
                 return flask.Response(page, 200, content_type="text/html; charset=utf-8")
             if route.function not in function_urls:
                 raise NotFound(f"no such path {request.path}", field="path")

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from common.bootstrap import handlers
 from common.config import Settings
 from common.http import create_app
+from common.pages import FrontPage
 from common.routes import Action, Function
 from tests.fakes import SERVED, FakeApp, fake_app, solid_jpeg
 
@@ -31,7 +32,8 @@ PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 def serve_app(app: FakeApp, key: str = ""):  # type: ignore[no-untyped-def]
     """`imgclassify serve --allowed-host photos.example` over the fakes (SERVICE_KEY=key): a Flask test client."""
     config = dataclasses.replace(app.settings, service_key=key, allowed_hosts=(EXTRA_HOST,))
-    routes = {**handlers(*SERVED, application=lambda: app), Action.INDEX: lambda: lambda: []}  # an empty front page
+    empty = FrontPage([])  # an empty front page
+    routes = {**handlers(*SERVED, application=lambda: app), Action.INDEX: lambda: lambda: empty}
     return create_app(routes, config).test_client()
 
 

@@ -163,13 +163,13 @@ def test_the_form_suggests_people_the_detectors_classes_and_the_taught_classes_f
     from common.domain.results import Counters
     from common.domain.status import status_view
     from common.domain.taxonomy import class_vocabulary
-    from common.pages import render_index
+    from common.pages import FrontPage, render_index
 
     words = class_vocabulary()
     assert words[0] == "people" and {"horse", "giraffe", "teddy bear"} <= set(words[:120])
     taught = status_view(JobRecord("c" * 32, JobSpec(("roses",), "local", examples=(("roses", "examples/r/"),)), 1,
                                    "2026-01-01T00:00:00+00:00"), Counters())
-    page = render_index([(taught, None)], words, "/classification-job", taught=["receipts"])
+    page = render_index(FrontPage([(taught, None)], ("receipts",)), words, "/classification-job")
     listed = page.split('id="vocabulary-words">', 1)[1]
     assert listed.index('"receipts"') < listed.index('"roses"') < listed.index('"people"')
 

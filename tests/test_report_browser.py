@@ -55,11 +55,11 @@ def sorted_folder(tmp_path_factory, shared) -> tuple[Path, dict]:
 
 
 @contextlib.contextmanager
-def serving(root: Path, key: str = "") -> Iterator[str]:
+def serving(root: Path, key: str = "", *extra: str) -> Iterator[str]:
     """`imgclassify serve root` (one worker, SERVICE_KEY=key when given) on a free loopback port: its base URL,
     until Ctrl-C stops it."""
     port = free_port()
-    server = subprocess.Popen([IMGCLASSIFY, "serve", str(root), "--port", str(port), *MODEL, "--workers", "1"],
+    server = subprocess.Popen([IMGCLASSIFY, "serve", str(root), "--port", str(port), *MODEL, "--workers", "1", *extra],
                               env={**os.environ, **({"SERVICE_KEY": key} if key else {})},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -295,3 +295,36 @@ def test_the_served_front_page_starts_a_job_lists_it_live_and_undoes_it_with_the
     assert listed == "complete" and undone == f"removed {sum(status['matches'].values())} copies"
     assert not (root / "dogs").exists() and not (root / "birds").exists()
     assert "not a WordNet noun" in refusal
+
+
+def test_the_front_page_suggests_the_served_taught_classes_and_the_detectors_and_shows_errors_as_errors(
+        browser, tmp_path, shared):
+    """Issue 30: `serve --examples receipts=FOLDER` offers `receipts` as it is typed, before any job used it; the
+    detector's classes are offered too; a refused request reads as an error, not in the colour of success."""
+    root, examples = tmp_path / "front", tmp_path / "receipts"
+    shutil.copytree(shared / "photos/coral", root / "all", ignore=shutil.ignore_patterns("COPYRIGHT*", "*.txt"))
+    examples.mkdir()
+    for photo in sorted((shared / "photos/coral").glob("*.jpg"))[:2]:
+        shutil.copy(photo, examples / photo.name)
+    with serving(root, "", "--examples", f"receipts={examples}") as base:
+        page, errors = open_page(browser, base + "/")
+        suggested = {}
+        for typed in ("rece", "peop", "hors", "giraf"):
+            page.locator("#class-input").fill("")
+            page.locator("#class-input").focus()
+            page.keyboard.type(typed)
+            suggested[typed] = page.eval_on_selector_all("#vocabulary option", "els => els.map(e => e.value)")
+        page.locator("#class-input").fill("")
+        said = page.locator("#start-said")
+        success = said.evaluate("e => getComputedStyle(e).color")  # an <output> as it shows progress and success
+        page.keyboard.type("glorps")
+        page.keyboard.press("Enter")
+        page.locator("button[type=submit]").click()
+        page.wait_for_function("document.getElementById('start-said').textContent.includes('glorps')",
+                               timeout=30_000)
+        refusal = said.evaluate("e => [e.className, getComputedStyle(e).color, e.textContent]")
+    assert [error for error in errors if "status of 400" not in error] == []  # the refusal's own 400 aside
+    assert suggested["rece"][0] == "receipts" and "people" in suggested["peop"]
+    assert "horse" in suggested["hors"] and "giraffe" in suggested["giraf"]
+    red, green = (int(n) for n in refusal[1][4:-1].split(",")[:2])
+    assert refusal[0] == "error" and refusal[1] != success and red > 2 * green and "glorps" in refusal[2]

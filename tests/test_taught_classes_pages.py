@@ -4,6 +4,7 @@ detector's score where the classifier's would be, a photo put there by a correct
 0.00" as its reason."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -11,8 +12,11 @@ import pytest
 from common.domain.jobs import JobRecord, JobSpec
 from common.domain.results import Counters, ImageResult, Label
 from common.domain.status import status_view
-from common.pages import render_file
-from tests.fakes import fake_app, served, solid_jpeg
+from common.bootstrap import handlers
+from common.http import create_app
+from common.pages import FrontPage, render_file
+from common.routes import Action
+from tests.fakes import SERVED, fake_app, served, solid_jpeg
 from tests.test_real_folders import Folder, put
 
 SPEC = JobSpec(classes=("pets", "people", "roses"), bucket="local", examples=(("pets", "examples/pets/"),))
@@ -144,3 +148,15 @@ def test_the_file_report_shows_a_corrected_photo_where_it_now_belongs(corrected)
     report = app.report(job_id)
     html = render_file(report.view, report.results, "html", lambda name, box: None)[1]
     assert {where: _shown(html, *where) for where in WHERE} == WHERE
+
+
+def test_the_served_front_page_suggests_the_servers_taught_classes_first_then_the_detectors():
+    app = fake_app()
+    taught = status_view(JobRecord("c" * 32, JobSpec(("roses",), "images", examples=(("roses", "examples/r/"),)), 1,
+                                   "2026-01-01T00:00:00+00:00"), Counters())
+    front = FrontPage([(taught, None)], ("receipts",))  # what `serve --examples receipts=FOLDER` answers
+    routes = {**handlers(*SERVED, application=lambda: app), Action.INDEX: lambda: lambda: front}
+    page = create_app(routes, app.settings).test_client().get("/").get_data(as_text=True)
+    words = json.loads(page.split('id="vocabulary-words">', 1)[1].split("</script>", 1)[0])
+    assert words[:3] == ["receipts", "roses", "people"] and {"horse", "giraffe"} <= set(words[:120])
+    assert re.search(r"output\.error\{color:#a00", page)  # an error is not in success's colour (output's #0a5)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -259,12 +259,20 @@ def render_file(view: JobView, results: Iterable[ImageResult], fmt: str,
                                        left_out=max(0, figures - MAX_INLINE_PREVIEWS))
 
 
-def render_index(jobs: Iterable[tuple[JobView, str | None]], vocabulary: Iterable[str], jobs_url: str,
-                 taught: Iterable[str] = ()) -> str:
+@dataclass(frozen=True)
+class FrontPage:
+    """What a served folder's front page shows (the index's handler answers it): the jobs, each with when it was
+    undone if it was, and the classes the server teaches by example photos (`serve --examples`)."""
+
+    jobs: Sequence[tuple[JobView, str | None]]
+    taught: tuple[str, ...] = ()
+
+
+def render_index(front: FrontPage, vocabulary: Iterable[str], jobs_url: str) -> str:
     """A served folder's front page: a form starting a job (its classes suggested from `vocabulary`, the classes
-    taught by examples first: the server's own, `taught`, and those the jobs here were taught), and the jobs (each
-    with when it was undone, if it was), newest first, each linking to its page."""
-    ordered = sorted(jobs, key=lambda job: job[0].job.created_at, reverse=True)
+    taught by examples first: the server's own, then those the jobs here were taught), and the jobs newest first,
+    each linking to its page."""
+    ordered = sorted(front.jobs, key=lambda job: job[0].job.created_at, reverse=True)
     learned = [name for view, _ in ordered for name, _ in view.job.spec.examples]
-    words = list(dict.fromkeys([*taught, *learned, *vocabulary]))
+    words = list(dict.fromkeys([*front.taught, *learned, *vocabulary]))
     return _environment().get_template("index.html").render(jobs=ordered, vocabulary=words, jobs_url=jobs_url)

@@ -69,6 +69,7 @@ def key_line(source: str) -> str:
 def execute(args: argparse.Namespace) -> int:
     from common.config import env_names
     from common.http import create_app
+    from common.pages import FrontPage
     from imgclassify.http_server import create_server
 
     # DIR's .env first, then the working directory's (where the old service was started); the environment wins.
@@ -91,8 +92,9 @@ def execute(args: argparse.Namespace) -> int:
                     Action.UNDO: lambda: app.undo_job, Action.CLOSE: lambda: app.close_job,
                     Action.REPORT: lambda: app.report, Action.THUMBNAIL: lambda: app.report,
                     Action.CORRECT: lambda: app.correct_job, Action.RETRY: lambda: admit.retry,
-                    Action.INDEX: lambda: lambda: [(kept.view, kept.undone_at)
-                                                  for kept in app.list_jobs(with_copies=False)]}
+                    Action.INDEX: lambda: lambda: FrontPage(
+                        [(kept.view, kept.undone_at) for kept in app.list_jobs(with_copies=False)],
+                        tuple(name for name, _ in args.examples))}  # the classes it teaches, suggested first
         # The loopback names are added by create_app; these are the user's own (flags, then ALLOWED_HOSTS).
         settings = dataclasses.replace(app.settings, allowed_hosts=(*args.allowed_host,
                                                                     *env_names(os.environ, "ALLOWED_HOSTS")))
