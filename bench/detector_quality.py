@@ -228,6 +228,8 @@ def report(labels: list[dict[str, str]], kept: dict[str, np.ndarray], folds: int
     x = np.c_[np.log(np.clip(full["person"], 1e-4, 1 - 1e-4) / np.clip(1 - full["person"], 1e-4, 1)), full["masses"]]
     rules: dict[str, Rule] = {"detector": detector_rule(full["person"]),
                               "groups": groups_rule(full["person"], full["led"]),
+                              "groups: the issue's four only": groups_rule(
+                                  full["person"], full["candidates"]["worn, played, handled, ridden"]),
                               "logistic": logistic_rule(x), "logistic+coco": logistic_rule(np.c_[x, full["coco"]]),
                               "cascade: detector": detector_rule(cascade["person"]),
                               "cascade: groups": groups_rule(cascade["person"], cascade["led"])}

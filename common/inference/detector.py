@@ -56,7 +56,7 @@ def decode(outputs: list[np.ndarray], size: int = INPUT_SIZE) -> np.ndarray:
     return best
 
 
-Pass = tuple[int, Callable[[np.ndarray], list[np.ndarray]]]  # (input size, run: NCHW float -> its outputs)
+Pass = tuple[int, Callable[[np.ndarray], list[np.ndarray]]]  # (input size, run: uint8 (1, S, S, 3) -> outputs)
 
 
 class LiteRTDetector:
@@ -105,17 +105,20 @@ class LiteRTDetector:
         if signatures:
             runners = [(size, interpreter.get_signature_runner(name)) for size, name in signatures]
             return [(size, lambda x, run=run: list(run(pixels=x).values()))  # type: ignore[misc]
-                    for size, run in runners]
-        shape = [int(v) for v in interpreter.get_input_details()[0]["shape"]]
-        if len(shape) != 4 or shape[:2] != [1, 3] or shape[2] != shape[3] or shape[2] % STRIDES[-1]:
+                    for size, run in runners]  # their builds take uint8 RGB and preprocess in the graph
+        details = interpreter.get_input_details()[0]
+        shape = [int(v) for v in details["shape"]]
+        size = shape[2] if details["dtype"] == np.float32 else shape[1]
+        if len(shape) != 4 or size % STRIDES[-1] or shape != ([1, 3, size, size] if details["dtype"] == np.float32
+                                                           else [1, size, size, 3]):
             raise ConfigurationError(f"{path} is not a NanoDet detector (input {shape}: 1×3×S×S expected)")
-        index, outputs = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()
+        index, outputs = details["index"], interpreter.get_output_details()
 
         def run(x: np.ndarray) -> list[np.ndarray]:
-            interpreter.set_tensor(index, x)
+            interpreter.set_tensor(index, x if details["dtype"] == np.uint8 else preprocessed(x[0]))
             interpreter.invoke()
             return [interpreter.get_tensor(d["index"]) for d in outputs]
-        return [(shape[2], run)]
+        return [(size, run)]
 
     def detect(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (416, 416, 3) RGB -> float32 (80, 5): per COCO class, its best score and box. Each pass gets the
@@ -123,9 +126,7 @@ class LiteRTDetector:
         passes = self._pool.get()
         try:
             for step, (size, run) in enumerate(passes):
-                small = scaled(pixels, size)
-                x = ((small[:, :, ::-1].astype(np.float32) - MEAN_BGR) / STD_BGR).transpose(2, 0, 1)[None]
-                answer = decode([o[0] for o in run(np.ascontiguousarray(x))], size)
+                answer = decode([o[0] for o in run(np.ascontiguousarray(scaled(pixels, size))[None])], size)
                 with self._counted:
                     self.passes[size] += 1
                 if step == len(passes) - 1 or not unsure(answer):
@@ -133,6 +134,11 @@ class LiteRTDetector:
         finally:
             self._pool.put(passes)
         raise AssertionError("unreachable: the last pass returns")
+
+
+def preprocessed(pixels: np.ndarray) -> np.ndarray:
+    """NanoDet's preprocessing for a build without it in the graph (older builds): BGR, mean/std, channels first."""
+    return np.ascontiguousarray(((pixels[:, :, ::-1].astype(np.float32) - MEAN_BGR) / STD_BGR).transpose(2, 0, 1)[None])
 
 
 def scaled(pixels: np.ndarray, size: int) -> np.ndarray:
