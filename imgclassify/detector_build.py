@@ -157,7 +157,7 @@ def graph_def(model: dict[str, Any], weights: bytes, size: int) -> Any:
 def normalised(tf: Any, pixels: Any) -> Any:
     """NanoDet's own preprocessing inside the graph: uint8 RGB (1, S, S, 3) -> BGR, mean/std, channels first. In
     the model it costs ~0.3 ms; in NumPy beside it 3.6 ms at 416, holding the interpreter's worker."""
-    from common.inference.detector import MEAN_BGR, STD_BGR
+    from common.domain.detections import MEAN_BGR, STD_BGR
 
     bgr = tf.reverse(tf.cast(pixels, tf.float32), axis=[3])
     return tf.transpose((bgr - MEAN_BGR) / STD_BGR, [0, 3, 1, 2])

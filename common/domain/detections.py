@@ -15,6 +15,10 @@ from common.domain.taxonomy import load_taxonomy, resolve
 
 NUM_DETECTOR_CLASSES = 80
 DETECTION_WIDTH = 5  # score, x0, y0, x1, y1
+# NanoDet's input normalisation (RangiLyu/nanodet), in BGR order: the builder puts it in the graph, the runtime
+# applies it to builds without it.
+MEAN_BGR = np.array([103.53, 116.28, 123.675], dtype=np.float32)
+STD_BGR = np.array([57.375, 57.12, 58.395], dtype=np.float32)
 
 @dataclass(frozen=True)
 class Detection:

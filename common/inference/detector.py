@@ -16,15 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from common.domain.detections import DETECTION_WIDTH, NUM_DETECTOR_CLASSES, unsure
+from common.domain.detections import DETECTION_WIDTH, MEAN_BGR, NUM_DETECTOR_CLASSES, STD_BGR, unsure
 from common.domain.errors import ConfigurationError
 from common.inference.native import litert_chatter_filtered
 
 INPUT_SIZE = 416
 STRIDES = (8, 16, 32)
 BINS = 11
-MEAN_BGR = np.array([103.53, 116.28, 123.675], dtype=np.float32)
-STD_BGR = np.array([57.375, 57.12, 58.395], dtype=np.float32)
 
 
 def _centres(stride: int, size: int) -> np.ndarray:
