@@ -131,3 +131,20 @@ def test_every_dev_photo_is_labelled_once():
     on_disk = {p.relative_to(PHOTOS).as_posix() for p in PHOTOS.rglob("*")
                if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")}
     assert set(names) == on_disk
+
+
+def test_the_results_page_says_a_person_was_found_on_the_classifiers_evidence():
+    from common.domain.jobs import JobRecord
+    from common.domain.results import Counters, ImageResult, Label
+    from common.domain.status import status_view
+    from common.pages import render_file
+
+    spec = JobSpec(("people",), "local")
+    outcome = match_classes(spec, led_by("trombone", 0.99), detections(0.5))
+    result = ImageResult("all/band.jpg", True, outcome.matched, (Label(index("trombone"), "trombone", 0.99),),
+                         scores={"people": 0.0}, copies=("people/band.jpg",),
+                         detections={c: d.to_dict() for c, d in outcome.detections.items()})
+    view = status_view(JobRecord("a" * 32, spec, 1, "2026-01-01T00:00:00+00:00"), Counters())
+    shown = render_file(view, [result], "html", lambda name, box: None)[1]
+    assert "detector: person 0.50 ≥ 0.45 with playing: trombone 0.99" in shown
+    assert "here by a correction" not in shown
