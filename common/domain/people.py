@@ -8,8 +8,9 @@ shipped in common/data), not from a list: everything under clothing (worn), musi
 and game equipment (handled), vehicles one rides on or in that are not motor cars, buses or trains (ridden), and
 dogs (walked, shown, held).
 
-How much weaker, measured by cross-validation on the hand-labelled dev photos (bench/detector_quality.py,
-docs/quality.md): the threshold drops by LOWERED_BY when such a class leads with at least LEAD_MIN of the mass.
+How much weaker was chosen by cross-validation on the hand-labelled dev photos (bench/detector_quality.py,
+docs/quality.md): the threshold drops by LOWERED_BY when such a class leads with at least LEAD_MIN of the mass
+(LEAD_MIN was fixed beforehand, not fitted).
 A photo that matches says why: the detector's score and box, or that and the classifier's evidence.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("with a dog", ("dog.n.01",), ()),
 )
 LOWERED_BY = 0.2  # chosen by cross-validation (bench/detector_quality.py); see docs/quality.md
-LEAD_MIN = 0.3  # the leading class's own probability: below it the classifier has not said what the photo is of
+LEAD_MIN = 0.3  # fixed, not fitted: below it the classifier has not said what the photo is of
 
 
 @lru_cache(maxsize=1)
