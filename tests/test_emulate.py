@@ -37,6 +37,7 @@ def test_emulate_with_weights_that_cannot_load_stops_with_one_line_before_starti
 
 
 def test_emulate_from_another_folder_runs_a_job_shows_progress_and_cleans_up(tmp_path, shared):
+    """Also: without --mount it says at start that the copies go to the bucket, not to any folder."""
     upload = tmp_path / "photos"
     upload.mkdir()
     for name in ("parrot.jpg", "hot_dog.jpg", "cat.bmp", "grace_hopper.bmp", "COPYRIGHT"):
@@ -64,6 +65,9 @@ def test_emulate_from_another_folder_runs_a_job_shows_progress_and_cleans_up(tmp
         assert any("uploaded 4 photos" in line for line in lines)
         assert any("left out 1 files that are not photos by their name: COPYRIGHT" in line for line in lines)
         logs = read_until(r"logs: (\S+);", 10).group(1)
+        # no --mount: the user is told the copies reach no folder (a downloader-uploader would find none)
+        [where] = [line for line in lines if "copies are written to gs://images/<class>/" in line]
+        assert "not to any folder" in where and "--mount FOLDER" in where and "--uploader DIR" in where
         job = requests.post(f"http://127.0.0.1:{port}/classification-job", json={"classes": ["macaw", "hotdog"]},
                             timeout=60).json()
         done = read_until(rf"job {job['id']}: complete 4/4 \(100%\)  macaw (\d), hotdog (\d)", 120)

@@ -1,10 +1,11 @@
 """Uploaders on the emulators (issue 32 replaces issue 12's imagined downloader-uploader).
 
-The real contract: `imgclassify emulate --mount` mounts the bucket as the stand-in downloader-uploader's working
-folder (rclone + FUSE; tests/standins, written from the old service's contract) and the old client's flow —
-download into the mount's all/, classify through the gateway, upload the mount's class folders — ends with the
-sorted photos under Dropbox `/<class>/`; the key comes from ./.env; then a file written into the mount's all/ while a
-watch job is open joins that job and its copy shows in the mount. OLD_SYSTEM_PHOTOS=300 measures a 300-photo round
+The real contract: `imgclassify emulate --mount FOLDER --uploader DIR` mounts the bucket (rclone + FUSE) and starts
+the stand-in downloader-uploader (tests/standins, written from the old service's contract, laid out as its source
+folder) working in it; the old client's flow — download into the mount's all/, classify through the gateway, upload
+the mount's class folders — ends with the sorted photos under Dropbox `/<class>/`; the key comes from ./.env for
+both; then a file written into the mount's all/ while a watch job is open joins that job and its copy shows in the
+mount. OLD_SYSTEM_PHOTOS=300 measures a 300-photo round
 trip (printed with -s; bench/old_system_roundtrip.py measures it with the mount's own costs).
 
 An uploader that writes to the bucket itself (gsutil, rsync, a phone backup — the official storage client here) with
@@ -18,6 +19,7 @@ import hmac
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,13 +33,13 @@ import requests
 
 from imgclassify.emulation import free_port, wait_for_http
 from tests.conftest import MOBILENET_TFLITE
-from tests.standins.downloader_uploader import DownloaderUploader, serve_in_thread
 from tests.standins.old_client import OldClient
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 IMGCLASSIFY = str(Path(sys.executable).with_name("imgclassify"))
 KEY, TOKEN = "old-system-key", "dropbox-token"
 UPLOADER_KEY = "uploader-shared-key"
+STANDIN_DIR = Path(__file__).parent / "standins" / "downloader_uploader_app"
 
 
 def photos(shared: Path, count: int) -> list[Path]:
@@ -50,7 +52,10 @@ def photos(shared: Path, count: int) -> list[Path]:
 
 @pytest.mark.skipif(shutil.which("rclone") is None or not Path("/dev/fuse").exists(),
                     reason="needs rclone and FUSE (apt-get install rclone fuse3)")
-def test_the_old_client_flow_on_the_emulated_bucket_mounted_as_the_downloader_uploaders_folder(tmp_path, shared):
+def test_the_old_client_flow_with_emulate_starting_the_downloader_uploader_on_the_mounted_bucket(tmp_path, shared):
+    """`emulate --mount FOLDER --uploader DIR`: the stand-in downloader-uploader's source folder started by emulate as
+    the operator's app would be, working in the mounted bucket with the key from ./.env; the old client's three steps
+    put the sorted photos in the stand-in Dropbox per class; Ctrl-C stops it and unmounts."""
     count = int(os.environ.get("OLD_SYSTEM_PHOTOS", "7"))
     dropbox, mount = tmp_path / "dropbox", tmp_path / "bucket"
     (dropbox / "all").mkdir(parents=True)
@@ -58,23 +63,20 @@ def test_the_old_client_flow_on_the_emulated_bucket_mounted_as_the_downloader_up
         shutil.copy(path, dropbox / "all" / path.name)
     (tmp_path / ".env").write_text(f"SERVICE_KEY={KEY}\n")
     port, uploader_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("SERVICE_KEY", "DEFAULT_MATCH")}
-    emulate = subprocess.Popen([IMGCLASSIFY, "emulate", "--port", str(port), "--mount", str(mount), "--model",
-                                "mobilenet_v2", "--weights", str(MOBILENET_TFLITE)], stdout=subprocess.DEVNULL,
+    env = {**{k: v for k, v in os.environ.items() if k not in ("SERVICE_KEY", "DEFAULT_MATCH")},
+           "STANDIN_DROPBOX": str(dropbox), "STANDIN_DROPBOX_TOKEN": TOKEN}
+    emulate = subprocess.Popen([IMGCLASSIFY, "emulate", "--port", str(port), "--mount", str(mount), "--uploader",
+                                str(STANDIN_DIR), "--uploader-port", str(uploader_port), "--model", "mobilenet_v2",
+                                "--weights", str(MOBILENET_TFLITE)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    uploader = None
+    uploader_url = f"http://127.0.0.1:{uploader_port}"
     try:
         wait_for_http(f"http://127.0.0.1:{port}/classification-job/{'0' * 32}", 300, emulate)
-        deadline = time.monotonic() + 60
-        while not os.path.ismount(mount) or not (mount / "all").is_dir():
-            assert time.monotonic() < deadline and emulate.poll() is None, "the bucket was not mounted"
-            time.sleep(0.2)
+        wait_for_http(f"{uploader_url}/download-job/0", 120, emulate)  # started once the bucket is mounted
         denied = requests.post(f"http://127.0.0.1:{port}/classification-job", json={"classes": ["cat"]}, timeout=30)
         assert denied.status_code == 401, denied.text  # the key from ./.env is enforced by the gateway
-        standin = DownloaderUploader(mount, dropbox, KEY, TOKEN)
-        uploader = serve_in_thread(standin.app, uploader_port)
-        client = OldClient(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{uploader_port}", KEY, TOKEN,
-                           timeout=900)
+        assert requests.get(f"{uploader_url}/download-job/0", timeout=10).status_code == 401  # and by the uploader
+        client = OldClient(f"http://127.0.0.1:{port}", uploader_url, KEY, TOKEN, timeout=900)
         classes = ["cat", "Cat", "dog"] if count <= 7 else ["dog", "cat", "bird", "car"]
         timings = {}
         for kind in ("download", "classification", "upload"):
@@ -83,14 +85,11 @@ def test_the_old_client_flow_on_the_emulated_bucket_mounted_as_the_downloader_up
             timings[kind] = time.monotonic() - started
             assert job["complete"], job
         started = time.monotonic()
-        while not all(job["complete"] for job in standin.jobs.values()):
-            time.sleep(0.05)
+        sent = uploaded_when_done(dropbox, mount, classes)  # the client polls only the last upload job
         timings["upload"] += time.monotonic() - started
-        sent = {c: {p.name for p in (dropbox / c).iterdir()} if (dropbox / c).is_dir() else set() for c in classes}
-        status = client._status("classification", job_id(client, standin))
+        status = client._status("classification", job_id(client))
         assert status["processed"] + status["failed"] == count == status["number_of_files"], status
         for name in classes:
-            assert sent[name] == {p.name for p in (mount / name).iterdir()}, name
             assert all((dropbox / name / n).read_bytes() == (dropbox / "all" / n).read_bytes() for n in sent[name])
         assert sum(len(names) for names in sent.values()) == sum(status["matches"].values()) > 0
         if count <= 7:
@@ -100,12 +99,30 @@ def test_the_old_client_flow_on_the_emulated_bucket_mounted_as_the_downloader_up
               f"; matches {status['matches']}")
         watched_through_the_mount(port, mount, shared)
     finally:
-        if uploader is not None:
-            uploader.shutdown()
         emulate.send_signal(signal.SIGINT)
         _, err = emulate.communicate(timeout=120)
-        assert not os.path.ismount(mount), "emulate left the bucket mounted"
+    assert not os.path.ismount(mount), "emulate left the bucket mounted"
     assert f"requests need the key (SERVICE_KEY from {(tmp_path / '.env').resolve()})" in err, err[-2000:]
+    started_line = re.search(rf"downloader-uploader \(POST /download-job, POST /upload-job; the bucket is its "
+                             rf"folder\): {uploader_url} .* pid (\d+),", err)
+    assert started_line, err[-2000:]
+    assert KEY not in err  # the key is passed, never printed
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(started_line.group(1)), 0)  # stopped with emulate
+
+
+def uploaded_when_done(dropbox: Path, mount: Path, classes: list[str]) -> dict[str, set[str]]:
+    """Each class folder's files as they reach the stand-in Dropbox, once every class's folder in the mount is
+    there in full; an empty set for a class with no folder (no photo of it)."""
+    deadline = time.monotonic() + 120
+
+    def names(folder: Path) -> set[str]:
+        return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+    while (sent := {c: names(dropbox / c) for c in classes}) != {c: names(mount / c) for c in classes}:
+        assert time.monotonic() < deadline, sent
+        time.sleep(0.2)
+    return sent
 
 
 def watched_through_the_mount(port: int, mount: Path, shared: Path) -> None:
@@ -131,7 +148,7 @@ def watched_through_the_mount(port: int, mount: Path, shared: Path) -> None:
     assert closed.json()["state"] == "complete", closed.text
 
 
-def job_id(client: OldClient, standin: DownloaderUploader) -> str:
+def job_id(client: OldClient) -> str:
     """The classification job the old client ran (the last line it printed about one)."""
     line = next(p for p in reversed(client.printed) if p.startswith("classification job "))
     return line.split()[2]

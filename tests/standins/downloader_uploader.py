@@ -10,6 +10,11 @@ stand-in Dropbox (a folder: `/all/x.jpg` is `DROPBOX/all/x.jpg`).
 - `GET /download-job/<id>`, `GET /upload-job/<id>`: 200 with `{"code": 200, **job}`; an unknown id is a 400
   `{"code": 400, "message": "Job <id> not found"}`, as the old service answered.
 - A missing or wrong `Authorization` is a 401; a POST without `Token` a 401 too.
+- The download writes into the working folder's `all/` and never makes it (the old service's `open(path, "w+b")`);
+  without it the job ends `complete` having copied nothing, as the old service's error handler leaves it.
+
+`downloader_uploader_app/` is this stand-in laid out as the old service's source folder (`service.py`, a Flask `app`,
+its settings from the environment and its `.env`), for what starts it as a process (`emulate --uploader DIR`).
 
 Nothing of it is the old service's code: it is what its README and client say it does.
 """
@@ -46,13 +51,17 @@ class DownloaderUploader:
         return None
 
     @staticmethod
-    def _copy(files: list[Path], destination: Path, job: dict[str, Any]) -> None:
+    def _copy(files: list[Path], destination: Path, job: dict[str, Any], make_destination: bool) -> None:
         job["number_of_files"], job["processed"] = len(files), 0
-        destination.mkdir(parents=True, exist_ok=True)
-        for path in files:
-            shutil.copyfile(path, destination / path.name)  # Dropbox's WriteMode.overwrite
-            job["processed"] += 1
-            job["percentage"] = int(job["processed"] / len(files) * 100)
+        try:
+            if make_destination:  # Dropbox makes a folder on upload; the working folder's all/ must exist already
+                destination.mkdir(parents=True, exist_ok=True)
+            for path in files:
+                shutil.copyfile(path, destination / path.name)  # Dropbox's WriteMode.overwrite
+                job["processed"] += 1
+                job["percentage"] = int(job["processed"] / len(files) * 100)
+        except OSError:
+            pass  # the old service logs the error and marks the job complete, its percentage where it stopped
         job["complete"] = True
 
     def _routes(self) -> Flask:
@@ -65,7 +74,7 @@ class DownloaderUploader:
                 return refused
             job = self._job("download")
             files = sorted(p for p in (self.dropbox / "all").iterdir() if p.is_file())
-            threading.Thread(target=self._copy, args=(files, self.working / "all", job), daemon=True).start()
+            threading.Thread(target=self._copy, args=(files, self.working / "all", job, False), daemon=True).start()
             return jsonify(job), 201
 
         @app.post("/upload-job")
@@ -82,7 +91,7 @@ class DownloaderUploader:
             for name in (c for c in classes if c in folders):
                 job = self._job("upload")
                 files = sorted(p for p in (self.working / name).iterdir() if p.is_file())
-                threading.Thread(target=self._copy, args=(files, self.dropbox / name, job), daemon=True).start()
+                threading.Thread(target=self._copy, args=(files, self.dropbox / name, job, True), daemon=True).start()
                 started.append(job)
             return jsonify(started), 201
 
