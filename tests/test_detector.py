@@ -137,9 +137,10 @@ def test_detector_builds_are_named_by_their_input_sizes_and_bad_sizes_are_refuse
 
 @pytest.mark.slow
 def test_the_cascade_answers_as_the_full_pass_where_it_ran_it_and_as_the_small_one_elsewhere(detector):
-    from common.domain.detections import unsure
+    from common.domain.people import escalate
     from common.inference.decoding import decode_image
     from common.inference.detector import LiteRTDetector
+    from common.usecases.photo_vectors import StageTimer, detected
     from imgclassify.detector_build import ensure_detector
 
     cascade = LiteRTDetector(str(detector))
@@ -147,14 +148,14 @@ def test_the_cascade_answers_as_the_full_pass_where_it_ran_it_and_as_the_small_o
     assert cascade.sizes == (256, 416) and full.sizes == (416,) and small.size == 256
     ran_full = 0
     for name in PEOPLE + NOT_PEOPLE:
-        pixels = decode_image((PHOTOS / name).read_bytes(), 416)
-        first = small.detect(pixels)
+        data = (PHOTOS / name).read_bytes()
+        first = small.detect(decode_image(data, 256))  # decoded at 256 (a JPEG scaled by libjpeg), not scaled down
         before = cascade.passes[416]
-        answer = cascade.detect(pixels)
+        answer = detected(cascade, decode_image, data, None, StageTimer())
         escalated = cascade.passes[416] > before
-        assert escalated == unsure(first), name
+        assert escalated == escalate(first, None), name
         if escalated:  # the full pass of the cascade preprocesses in its graph, the older build in NumPy
-            np.testing.assert_allclose(answer[:, 0], full.detect(pixels)[:, 0], atol=0.03)
+            np.testing.assert_allclose(answer[:, 0], full.detect(decode_image(data, 416))[:, 0], atol=0.03)
         else:  # the small pass of the cascade is the 256 build itself
             np.testing.assert_allclose(answer, first, atol=1e-5)
         ran_full += escalated

@@ -20,7 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from common.domain.detections import Detection
+from common.domain.detections import Detection, unsure
+from common.domain.jobs import DETECTOR_MIN_SCORE
 from common.domain.labels import imagenet_classes
 from common.domain.taxonomy import resolve
 
@@ -106,6 +107,16 @@ def call_person(probabilities: np.ndarray | None, score: float, detector_min: fl
     evidence = leading_evidence(probabilities, lead_min) if probabilities is not None and lowered_by > 0 else None
     threshold = detector_min - lowered_by if evidence is not None else detector_min
     return PersonCall(score >= threshold, score, threshold, evidence)
+
+
+def escalate(small: np.ndarray, probabilities: np.ndarray | None, detector_min: float = DETECTOR_MIN_SCORE) -> bool:
+    """Whether the detector's small pass leaves a person or a decided animal too near its threshold to be trusted
+    (common/domain/detections.py: unsure). A person's threshold is the one call_person will hold the score to: the
+    classifier's evidence, known before the detector runs, lowers it, and so the band the full pass is needed in.
+    It depends on the photo and the classifier's answer only (never on a job): a stored answer is the same whoever
+    computed it."""
+    threshold = call_person(probabilities, 0.0, detector_min).threshold
+    return unsure(small, threshold, detector_min)
 
 
 def weigh(detection: Detection, probabilities: np.ndarray | None, detector_min: float) -> Detection:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from common.domain.detections import DETECTION_WIDTH, MEAN_BGR, NUM_DETECTOR_CLASSES, STD_BGR, unsure
+from common.domain.detections import DETECTION_WIDTH, MEAN_BGR, NUM_DETECTOR_CLASSES, STD_BGR
 from common.domain.errors import ConfigurationError
 from common.inference.native import litert_chatter_filtered
 
@@ -59,8 +59,9 @@ Pass = tuple[int, Callable[[np.ndarray], list[np.ndarray]]]  # (input size, run:
 
 class LiteRTDetector:
     """A pool of interpreters (one is not thread-safe), like the classifier's. A cascade build (one file, one
-    signature per input size: imgclassify/detector_build.py) runs its smallest size first and the next only when
-    that pass leaves a class the detector decides unsure (common/domain/detections.py: unsure)."""
+    signature per input size: imgclassify/detector_build.py) runs the pass of the pixels' size; the use case
+    (common/usecases/photo_vectors.py: detected) runs its smallest size first and the full size only where the
+    small pass leaves a decision unsure (common/domain/people.py: escalate)."""
 
     def __init__(self, path: str, threads: int = 1, interpreters: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -119,19 +120,17 @@ class LiteRTDetector:
         return [(size, run)]
 
     def detect(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (416, 416, 3) RGB -> float32 (80, 5): per COCO class, its best score and box. Each pass gets the
-        pixels scaled to its size; a later (larger) pass runs only when the earlier one is unsure."""
+        """uint8 (S, S, 3) RGB -> float32 (80, 5): per COCO class, its best score and box. One pass: the one built
+        for the pixels' size, else the largest on the pixels scaled to it."""
         passes = self._pool.get()
         try:
-            for step, (size, run) in enumerate(passes):
-                answer = decode([o[0] for o in run(np.ascontiguousarray(scaled(pixels, size))[None])], size)
-                with self._counted:
-                    self.passes[size] += 1
-                if step == len(passes) - 1 or not unsure(answer):
-                    return answer
+            size, run = next(((s, r) for s, r in passes if s == pixels.shape[0] == pixels.shape[1]), passes[-1])
+            answer = decode([o[0] for o in run(np.ascontiguousarray(scaled(pixels, size))[None])], size)
         finally:
             self._pool.put(passes)
-        raise AssertionError("unreachable: the last pass returns")
+        with self._counted:
+            self.passes[size] += 1
+        return answer
 
 
 def preprocessed(pixels: np.ndarray) -> np.ndarray:

@@ -215,7 +215,8 @@ class ClassifyImage:
             vectors = self.vectors.classifier(spec.bucket, message.name, message.content, timings,
                                               features=taught.model is not None, known=known)
             content = vectors.content
-            detections = self.vectors.detections(spec.bucket, message.name, content, vectors.data, timings) if \
+            detections = self.vectors.detections(spec.bucket, message.name, content, vectors.data, timings,
+                                                 vectors.probabilities) if \
                 needs_detector(spec.classes, spec.match) else None
         except ObjectMissing:
             return ImageResult.failure(message.name, "object no longer exists")

@@ -11,6 +11,7 @@ import numpy as np
 
 from common.domain.detections import DETECTION_WIDTH, NUM_DETECTOR_CLASSES
 from common.domain.errors import ServiceError
+from common.domain.people import escalate
 from common.domain.predictions import NUM_CLASSES, CorruptPrediction, content_fingerprint, decode_stored, \
     encode_probabilities
 from common.domain.results import PredictionSource
@@ -169,20 +170,36 @@ class PhotoVectors:
         source = PredictionSource.RECOMPUTED if corrupt else PredictionSource.MODEL
         return Vectors(probabilities[0], computed, source, content, data)
 
-    def detections(self, bucket: str, name: str, content: str, data: bytes | None,
-                   timings: StageTimer) -> np.ndarray | None:
-        """The detector's answer for the photo: stored, or computed (reading the photo if it was not read)."""
+    def detections(self, bucket: str, name: str, content: str, data: bytes | None, timings: StageTimer,
+                   probabilities: np.ndarray) -> np.ndarray | None:
+        """The detector's answer for the photo: stored, or computed (reading the photo if it was not read). The
+        classifier's probabilities decide where a cascade runs its full pass, so the answer is stored under the
+        detector's key and the classifier's: the same for that photo whichever job or path computed it."""
         if self._detector is None:
             return None
-        stored, _ = self._stored(content, self._detector_key, NUM_DETECTOR_CLASSES * DETECTION_WIDTH)
+        key = f"{self._detector_key}/after/{self._model_key}" if self._detector_key else ""
+        stored, _ = self._stored(content, key, NUM_DETECTOR_CLASSES * DETECTION_WIDTH)
         if stored is not None:
             return stored[0]
         if data is None:
             with timings.stage("download"):
                 data = self._objects.read(bucket, name)
-        with timings.stage("decode"):
-            pixels = self._decode(data, DETECTOR_INPUT)
-        with timings.stage("detector"):
-            detections = self._detector().detect(pixels)
-        self._store(content, self._detector_key, detections)
+        detections = detected(self._detector(), self._decode, data, probabilities, timings)
+        self._store(content, key, detections)
         return detections
+
+
+def detected(detector: Detector, decode: Decoder, data: bytes, probabilities: np.ndarray | None,
+             timings: StageTimer) -> np.ndarray:
+    """The detector's answer. A cascade build (its `sizes`, smallest first) runs its small pass on the photo decoded
+    at that size (a JPEG decodes scaled down), and the full pass, on the photo decoded at full size, only where the
+    small answer leaves a decision unsure given the classifier's evidence (common/domain/people.py: escalate)."""
+    sizes: tuple[int, ...] = tuple(getattr(detector, "sizes", (DETECTOR_INPUT,)))
+    for size in sizes:
+        with timings.stage("decode"):
+            pixels = decode(data, size)
+        with timings.stage("detector"):
+            answer = detector.detect(pixels)
+        if size == sizes[-1] or not escalate(answer, probabilities):
+            return answer
+    raise AssertionError("unreachable: the last size returns")
