@@ -129,9 +129,9 @@ def test_unsure_is_exactly_a_decided_class_near_its_threshold(scores, person_thr
 def test_the_classifier_s_evidence_moves_where_the_full_pass_is_needed():
     # A sailor in a yawl: 0.21 at 256 (0.51 at 416). With "riding: yawl" leading the person's threshold is 0.45 and
     # 0.21 is near it; under a daisy it is 0.65 and 0.21 is far below: the small pass's answer stands.
-    faint = detections(0.21)
-    assert escalate(faint, led_by("yawl (boat)")) and not escalate(faint, led_by("daisy")) and not escalate(faint, None)
-    assert escalate(detections(0.5), led_by("daisy")) and not escalate(detections(0.5 + LOWERED_BY), led_by("yawl (boat)"))
+    faint, yawl = detections(0.21), led_by("yawl (boat)")
+    assert escalate(faint, yawl) and not escalate(faint, led_by("daisy")) and not escalate(faint, None)
+    assert escalate(detections(0.5), led_by("daisy")) and not escalate(detections(0.5 + LOWERED_BY), yawl)
     assert not escalate(detections(0.05, horse=0.9), led_by("daisy"))
 
 
