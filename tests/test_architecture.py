@@ -200,3 +200,20 @@ def test_use_cases_take_every_collaborator_without_a_default():
     assert offenders == []
     assert _defaulted_collaborators("class A:\n    def __init__(self, a, b=None, *, c=print, d=4): ...") == [
         "A.b", "A.c"]  # the check itself finds what it is for
+
+
+def test_the_composition_root_looks_nothing_up_by_name_and_returns_nothing_untyped():
+    """Ports and use cases are typed attributes: no getattr/port(name) lookup, no `-> Any` in the bootstrap."""
+    offenders = []
+    for path in sorted((REPO_ROOT / "common/bootstrap").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr",
+                                                                                                     "setattr"):
+                offenders.append(f"{path.name}:{node.lineno} {node.func.id}")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None and \
+                    "Any" in ast.unparse(node.returns):
+                offenders.append(f"{path.name}:{node.lineno} {node.name} -> {ast.unparse(node.returns)}")
+            if isinstance(node, ast.arg) and node.annotation is not None and ast.unparse(node.annotation) == "Any":
+                offenders.append(f"{path.name}:{node.lineno} {node.arg}: Any")
+    assert offenders == []

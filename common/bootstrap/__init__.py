@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from common.bootstrap.application import Application
 from common.bootstrap.local import LocalApplication
@@ -117,22 +117,25 @@ def app() -> Application:
     return local_app(config) if config.backend == Backend.LOCAL else cloud_app(config)
 
 
-USE_CASE_OF = {Action.CREATE: "create_job", Action.STATUS: "job_status", Action.UNDO: "undo_job",
-               Action.CLOSE: "close_job", Action.REPORT: "report", Action.THUMBNAIL: "report",
-               Action.CORRECT: "correct_job", Action.RETRY: "retry_job"}
+# Each action's use case, as the application builds it (typed attribute reads: no lookup by name).
+USE_CASES: dict[Action, Callable[[Application], object]] = {
+    Action.CREATE: lambda app: app.create_job, Action.STATUS: lambda app: app.job_status,
+    Action.UNDO: lambda app: app.undo_job, Action.CLOSE: lambda app: app.close_job,
+    Action.REPORT: lambda app: app.report, Action.THUMBNAIL: lambda app: app.report,
+    Action.CORRECT: lambda app: app.correct_job, Action.RETRY: lambda app: app.retry_job}
 
 
 def handlers(*actions: Action, application: Callable[[], Application] | None = None
-             ) -> Mapping[Action, Callable[[], Any]]:
+             ) -> Mapping[Action, Callable[[], object]]:
     """The use case of each action, asked of the application on first use (so a function builds only its own);
     the process's application unless another is given."""
     def current() -> Application:
         return application() if application is not None else app()
 
-    def use_case(name: str) -> Callable[[], Any]:
-        return lambda: getattr(current(), name)
+    def use_case(pick: Callable[[Application], object]) -> Callable[[], object]:
+        return lambda: pick(current())
 
-    return {action: use_case(USE_CASE_OF[action]) for action in actions}
+    return {action: use_case(USE_CASES[action]) for action in actions}
 
 
 def classify_image_handler() -> ClassifyImage:
