@@ -38,3 +38,21 @@ def test_every_port_is_typed_by_its_protocol_never_any():
 def test_an_application_takes_its_settings_and_its_ports_and_nothing_else():
     assert list(inspect.signature(bootstrap.Application).parameters) == ["settings", "ports"]
     assert list(inspect.signature(bootstrap.cloud_app).parameters) == ["settings", "ports"]
+
+
+def test_a_model_without_a_key_classifies_through_the_same_root_and_stores_nothing():
+    """Random weights (MODEL_WEIGHTS=none) have no fingerprint: production's branch that never stores predictions,
+    here as production builds it (Inference with model_key None), asked twice."""
+    from common.inference.decoding import decode_image
+    from tests.fakes import FakeClassifier, fake_app, solid_jpeg
+
+    classifier = FakeClassifier()
+    app = fake_app(inference=bootstrap.Inference(classifier=lambda: classifier, model_key=None, decode=decode_image,
+                                                 detector=None, detector_key=None))
+    app.objects.write("images", "all/a.jpg", solid_jpeg("red"))
+    for _ in range(2):
+        job = app.create_job({"classes": ["tabby"]})
+        while app.publisher.messages:
+            app.classify_image(app.publisher.messages.pop(0))
+        assert app.job_status(job.id).matches == {"tabby": 1}
+    assert classifier.calls == 2 and app.ports.predictions.entries == {}  # type: ignore[attr-defined]
