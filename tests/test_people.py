@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.domain.detections import (DETECTION_WIDTH, NUM_DETECTOR_CLASSES, UNSURE_ABOVE, UNSURE_BELOW, Detection,
+from common.domain.detections import (DETECTION_WIDTH, NUM_DETECTOR_CLASSES, UNSURE_ABOVE, UNSURE_BELOW,
+                                      UNSURE_BELOW_PERSON, Detection,
                                       coco_names, decided_classes, unsure)
 from common.domain.jobs import DETECTOR_MIN_SCORE, JobSpec
 from common.domain.labels import imagenet_classes
@@ -109,8 +110,12 @@ def test_the_small_pass_is_unsure_only_about_people_and_animals_near_their_thres
     decided = {coco_names()[i] for i in decided_classes()}
     assert decided == {"person", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe"}
     assert not unsure(detections(0.9, horse=0.1, cup=0.5), 0.65, 0.65)  # a cup's word stands
-    assert unsure(detections(0.9, horse=0.5), 0.65, 0.65) and unsure(detections(0.65 - UNSURE_BELOW), 0.65, 0.65)
-    assert not unsure(detections(0.65 - UNSURE_BELOW - 0.01, horse=0.65 - UNSURE_BELOW - 0.01), 0.65, 0.65)
+    assert unsure(detections(0.9, horse=0.55), 0.65, 0.65)
+    assert unsure(detections(0.65 - UNSURE_BELOW_PERSON), 0.65, 0.65)
+    assert not unsure(detections(0.65 - UNSURE_BELOW_PERSON - 0.01, horse=0.65 - UNSURE_BELOW - 0.01), 0.65, 0.65)
+    assert unsure(detections(0.9, horse=0.65 - UNSURE_BELOW), 0.65, 0.65)
+    assert unsure(detections(0.45), 0.65, 0.65)  # a person's margin is wider
+    assert not unsure(detections(0.0, horse=0.45), 0.65, 0.65)  # than a horse's
     assert not unsure(detections(0.66 + UNSURE_ABOVE, giraffe=0.66 + UNSURE_ABOVE), 0.65, 0.65)
     assert unsure(detections(0.3), 0.45, 0.65) and not unsure(detections(0.3), 0.65, 0.65)  # the person's own
 
@@ -121,7 +126,7 @@ def test_the_small_pass_is_unsure_only_about_people_and_animals_near_their_thres
 def test_unsure_is_exactly_a_decided_class_near_its_threshold(scores, person_threshold, threshold):
     d = np.zeros((NUM_DETECTOR_CLASSES, DETECTION_WIDTH), dtype=np.float32)
     d[:, 0] = scores
-    near = [(person_threshold if i == PERSON else threshold) - UNSURE_BELOW <= float(d[i, 0]) <
+    near = [(person_threshold - UNSURE_BELOW_PERSON if i == PERSON else threshold - UNSURE_BELOW) <= float(d[i, 0]) <
             (person_threshold if i == PERSON else threshold) + UNSURE_ABOVE for i in decided_classes()]
     assert unsure(d, person_threshold, threshold) == any(near)
 
