@@ -1,9 +1,10 @@
 """What the object detector costs on the classify path: throughput and peak memory per image with and without it,
 ResNet50 (the design's default; int8 LiteRT of random weights, the real cost) and MobileNetV2, measured in one run:
-the single 416 pass and the cascade (256 first, 416 where 256 is unsure: common/inference/detector.py) side by side.
+the single 416 pass and the cascade (256 first, decoded at 256; 416 where 256 leaves a decision near the threshold
+the classifier's evidence sets: common/usecases/photo_vectors.py, detected — the code the service runs) side by side.
 
 Each variant runs in a fresh process on the same photos held in memory (storage excluded), two workers as
-classify_image's instance runs them: bytes -> decode -> classifier [-> decode 416 -> detector] -> matches.
+classify_image's instance runs them: bytes -> decode -> classifier [-> decode -> detector passes] -> matches.
 Trials are interleaved; medians. Prints JSON.
 
   flock /tmp/imgclassify-bench.lock .venv/bin/python bench/detector_cost.py --photos ../shared/photos/imagenet-dev \
@@ -42,6 +43,7 @@ def child(variant: str, photos: list[bytes], artifacts: dict[str, str]) -> dict[
     from common.inference.decoding import decode_image
     from common.inference.detector import LiteRTDetector
     from common.inference.litert import LiteRTClassifier
+    from common.usecases.photo_vectors import StageTimer, detected
 
     model, _, kind = variant.partition("+")
     kind = kind or ("" if model in ("resnet50", "mobilenet_v2") else model.removesuffix("_only"))
@@ -52,7 +54,7 @@ def child(variant: str, photos: list[bytes], artifacts: dict[str, str]) -> dict[
 
     def one(data: bytes) -> None:
         probabilities = classifier.predict(decode_image(data)[None])[0] if classifier else None
-        detections = detector.detect(decode_image(data, 416)) if detector else None
+        detections = detected(detector, decode_image, data, probabilities, StageTimer()) if detector else None
         if probabilities is not None:
             match_classes(spec, probabilities, detections)
 

@@ -8,8 +8,11 @@ Rules compared:
                 ridden (WordNet groups, common/domain/people.py); both thresholds chosen by CV
   logistic      a logistic model over the detector's score (logit) and the classifier's mass in each group
   logistic+coco the same plus the detector's best score among COCO classes in those groups (tie, skis, bicycle...)
-and, for the cascade (common/inference/detector.py), the chosen rule on the cascade's scores (256 first, 416 where
-the 256 pass is unsure) against the single 416 pass: recall must not drop.
+and, for the cascade (common/usecases/photo_vectors.py: detected), the rules on the cascade's scores (256 first,
+decoded at 256; 416 where the 256 score is near the threshold the classifier's evidence sets: common/domain/people.py,
+escalate) against the single 416 pass: recall must not drop. Also the previous cascade's band (a person 0.15-0.8, an
+animal 0.3-0.8 at 256, whatever the classifier said) and the band chosen on the training folds too (nested: the
+least escalation whose training recall and precision are the single pass's or better).
 
 Threshold choice on the training folds: precision first (the best F1 among thresholds with precision >= 0.9 on the
 training folds, else the most precise). Figures: the pooled held-out predictions of each repetition (precision,
@@ -45,11 +48,12 @@ def read_labels(path: Path = LABELS) -> list[dict[str, str]]:
 
 
 def features(photos: Path, names: list[str], cache: Path | None) -> dict[str, np.ndarray]:
-    """Per photo: MobileNetV2's probabilities (the int8 LiteRT build), the detector's answer at 416, and the
-    cascade's answer with how many passes it took. Cached (the models take minutes over 535 photos)."""
+    """Per photo: MobileNetV2's probabilities (the int8 LiteRT build), the detector's answer at 416 (the single
+    build, decoded at 416) and at 256 (the cascade's small pass, decoded at 256). Any cascade's answer is one of
+    the two per photo. Cached (the models take minutes over 535 photos)."""
     if cache is not None and cache.exists():
         kept = dict(np.load(cache))
-        if list(kept["names"]) == names:
+        if list(kept["names"]) == names and "small" in kept:
             return kept
     from common.domain.options import Model
     from common.inference.decoding import decode_image
@@ -60,19 +64,40 @@ def features(photos: Path, names: list[str], cache: Path | None) -> dict[str, np
     classifier = LiteRTClassifier(Model("mobilenet_v2"), str(MOBILENET), threads=1, interpreters=1)
     full = LiteRTDetector(str(ensure_detector(sizes=(FULL_SIZE,))), threads=1, interpreters=1)
     cascade = LiteRTDetector(str(ensure_detector()), threads=1, interpreters=1)
-    rows: dict[str, list[Any]] = {"probabilities": [], "full": [], "cascade": [], "passes": []}
+    rows: dict[str, list[Any]] = {"probabilities": [], "full": [], "small": []}
     for name in names:
         data = (photos / name).read_bytes()
         rows["probabilities"].append(classifier.predict(decode_image(data)[None])[0])
-        pixels = decode_image(data, 416)
-        rows["full"].append(full.detect(pixels))
-        escalated = cascade.passes[FULL_SIZE]
-        rows["cascade"].append(cascade.detect(pixels))
-        rows["passes"].append(1 + cascade.passes[FULL_SIZE] - escalated)
+        rows["full"].append(full.detect(decode_image(data, FULL_SIZE)))
+        rows["small"].append(cascade.detect(decode_image(data, cascade.sizes[0])))
     kept = {key: np.array(value) for key, value in rows.items()} | {"names": np.array(names)}
     if cache is not None:
         np.savez(cache, **kept)
     return kept
+
+
+def escalations(kept: dict[str, np.ndarray], person_threshold: np.ndarray, below: float, above: float) -> np.ndarray:
+    """Where a cascade with this band for a person (an animal's: the shipped one) runs its full pass
+    (common/domain/detections.py: unsure, for every photo at once)."""
+    from common.domain.detections import UNSURE_BELOW, coco_names, decided_classes
+    from common.domain.jobs import DETECTOR_MIN_SCORE
+
+    decided = decided_classes()
+    is_person = np.array([coco_names()[i] == "person" for i in decided])
+    thresholds = np.where(is_person[None, :], person_threshold[:, None], DETECTOR_MIN_SCORE)
+    margins = np.where(is_person, below, UNSURE_BELOW)[None, :]
+    small = kept["small"][:, decided, 0]
+    return ((small >= thresholds - margins) & (small < thresholds + above)).any(axis=1)
+
+
+def previous_escalations(kept: dict[str, np.ndarray]) -> np.ndarray:
+    """The previous cascade's: a person 0.15-0.8 or a decided animal 0.3-0.8 at 256, whatever the classifier said."""
+    from common.domain.detections import coco_names, decided_classes
+
+    decided = decided_classes()
+    low = np.array([0.15 if coco_names()[i] == "person" else 0.3 for i in decided])
+    small = kept["small"][:, decided, 0]
+    return ((small >= low) & (small < 0.8)).any(axis=1)
 
 
 def scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -114,6 +139,18 @@ def groups_rule(person: np.ndarray, led: np.ndarray) -> Rule:
         t, d = pick([((t, d), person[train] >= np.where(led[train], t - d, t)) for t in GRID for d in drops],
                     truth[train])
         return lambda test: person[test] >= np.where(led[test], t - d, t)
+    return fit
+
+
+def transferred_rule(fitted_on: np.ndarray, applied_to: np.ndarray, led: np.ndarray) -> Rule:
+    """groups_rule's thresholds fitted on one pass's scores (the single 416 pass: how the shipped thresholds were
+    fitted) and applied to another's (the cascade's: what runs)."""
+    drops = np.round(np.arange(0.0, 0.36, 0.05), 2)
+
+    def fit(train: np.ndarray, truth: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        t, d = pick([((t, d), fitted_on[train] >= np.where(led[train], t - d, t)) for t in GRID for d in drops],
+                    truth[train])
+        return lambda test: applied_to[test] >= np.where(led[test], t - d, t)
     return fit
 
 
@@ -218,13 +255,50 @@ def in_sample(person: np.ndarray, led: np.ndarray, truth: np.ndarray, detector_m
     return scores(person >= np.where(led, detector_min - lowered_by, detector_min), truth)
 
 
+BELOWS = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+ABOVES = (0.0, 0.05, 0.1, 0.15, 0.2)
+
+
+def banded_rule(kept: dict[str, np.ndarray], person_threshold: np.ndarray, led: np.ndarray,
+                chosen: list[tuple[float, float]], escalated: list[float]) -> Rule:
+    """The cascade's band chosen on the training folds too: the least escalation whose training recall and
+    precision (at the shipped thresholds) are the single 416 pass's or better; then the groups rule fitted on that
+    cascade's scores. Records each choice and the held-out photos' escalation."""
+    bands = [(b, a) for b in BELOWS for a in ABOVES]
+    runs = {band: escalations(kept, person_threshold, *band) for band in bands}
+    person = {band: np.where(runs[band], kept["full"][:, 0, 0], kept["small"][:, 0, 0]) for band in bands}
+    single = kept["full"][:, 0, 0] >= person_threshold
+
+    def fit(train: np.ndarray, truth: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        base = scores(single[train], truth[train])
+        rated = {band: scores(person[band][train] >= person_threshold[train], truth[train]) for band in bands}
+        good = [band for band, s in rated.items() if s["recall"] >= base["recall"] and s["precision"] >=
+                base["precision"]]
+        band = min(good, key=lambda b: (runs[b][train].mean(), -b[0], -b[1])) if good else max(bands)
+        chosen.append(band)
+        predict = groups_rule(person[band], led)(train, truth)
+
+        def held_out(test: np.ndarray) -> np.ndarray:
+            escalated.append(float(runs[band][test].mean()))
+            return predict(test)
+        return held_out
+    return fit
+
+
 def report(labels: list[dict[str, str]], kept: dict[str, np.ndarray], folds: int, repeats: int) -> dict[str, Any]:
+    from common.domain.detections import UNSURE_ABOVE, UNSURE_BELOW, UNSURE_BELOW_PERSON
     from common.domain.jobs import DETECTOR_MIN_SCORE
-    from common.domain.people import LOWERED_BY
+    from common.domain.people import LOWERED_BY, call_person, escalate
 
     truth = np.array([row["person"] == "1" for row in labels])
     edge = np.array([row["note"].startswith("EDGE") for row in labels])
-    full, cascade = design(kept, "full"), design(kept, "cascade")
+    person_threshold = np.array([call_person(p, 0.0, DETECTOR_MIN_SCORE).threshold for p in kept["probabilities"]])
+    escalated = np.array([escalate(small, p) for small, p in zip(kept["small"], kept["probabilities"])])
+    assert (escalated == escalations(kept, person_threshold, UNSURE_BELOW_PERSON, UNSURE_ABOVE)).all()
+    previous = previous_escalations(kept)
+    kept = kept | {"cascade": np.where(escalated[:, None, None], kept["full"], kept["small"]),
+                   "previous": np.where(previous[:, None, None], kept["full"], kept["small"])}
+    full, cascade, before = design(kept, "full"), design(kept, "cascade"), design(kept, "previous")
     x = np.c_[np.log(np.clip(full["person"], 1e-4, 1 - 1e-4) / np.clip(1 - full["person"], 1e-4, 1)), full["masses"]]
     rules: dict[str, Rule] = {"detector": detector_rule(full["person"]),
                               "groups": groups_rule(full["person"], full["led"]),
@@ -232,12 +306,20 @@ def report(labels: list[dict[str, str]], kept: dict[str, np.ndarray], folds: int
                                   full["person"], full["candidates"]["worn, played, handled, ridden"]),
                               "logistic": logistic_rule(x), "logistic+coco": logistic_rule(np.c_[x, full["coco"]]),
                               "cascade: detector": detector_rule(cascade["person"]),
-                              "cascade: groups": groups_rule(cascade["person"], cascade["led"])}
-    choices: dict[str, list[str]] = {"groups, nested choice": [], "cascade: groups, nested choice": []}
+                              "cascade: groups": groups_rule(cascade["person"], cascade["led"]),
+                              "cascade: groups, thresholds fitted on the single pass": transferred_rule(
+                                  full["person"], cascade["person"], full["led"]),
+                              "previous cascade: groups": groups_rule(before["person"], before["led"])}
+    choices: dict[str, list[Any]] = {"groups, nested choice": [], "cascade: groups, nested choice": [],
+                                     "cascade: band chosen in CV, groups": []}
     rules["groups, nested choice"] = chosen_groups_rule(full["person"], full["candidates"],
                                                         choices["groups, nested choice"])
     rules["cascade: groups, nested choice"] = chosen_groups_rule(cascade["person"], cascade["candidates"],
                                                                  choices["cascade: groups, nested choice"])
+    held_out_escalation: list[float] = []
+    rules["cascade: band chosen in CV, groups"] = banded_rule(kept, person_threshold, full["led"],
+                                                              choices["cascade: band chosen in CV, groups"],
+                                                              held_out_escalation)
     clear = np.flatnonzero(~edge)
     result: dict[str, Any] = {"photos": len(truth), "people": int(truth.sum()), "edge_cases": int(edge.sum()),
                               "folds": folds, "repeats": repeats, "cross_validated": {}, "without_edge_cases": {}}
@@ -245,15 +327,23 @@ def report(labels: list[dict[str, str]], kept: dict[str, np.ndarray], folds: int
         result["cross_validated"][name] = cross_validate(rule, truth, folds, repeats)
         result["without_edge_cases"][name] = cross_validate(restricted(rule, clear, truth), truth[clear], folds,
                                                             repeats)
-    result["nested_choices"] = {name: {c: made.count(c) for c in sorted(set(made))} for name, made in choices.items()}
+    result["nested_choices"] = {name: {str(c): made.count(c) for c in sorted(set(made))}
+                                for name, made in choices.items()}
     shipped = {"detector_min": DETECTOR_MIN_SCORE, "lowered_by": LOWERED_BY}
     result["shipped_rule"] = shipped | {"fitted_on_all": fitted_on_all(full["person"], full["led"], truth)}
     result["shipped_in_sample"] = {"single_416": in_sample(full["person"], full["led"], truth, **shipped),
                                    "cascade": in_sample(cascade["person"], cascade["led"], truth, **shipped),
+                                   "previous_cascade": in_sample(before["person"], before["led"], truth, **shipped),
                                    "detector_alone_416": scores(full["person"] >= DETECTOR_MIN_SCORE, truth)}
-    result["cascade"] = {"escalated": round(float((kept["passes"] == 2).mean()), 3),
-                         "person_decisions_differing": int(((full["person"] >= DETECTOR_MIN_SCORE) !=
-                                                            (cascade["person"] >= DETECTOR_MIN_SCORE)).sum())}
+    small_person = kept["small"][:, 0, 0]
+    near = (small_person >= person_threshold - UNSURE_BELOW_PERSON) & (small_person < person_threshold + UNSURE_ABOVE)
+    result["cascade"] = {"band": {"below_person": UNSURE_BELOW_PERSON, "below": UNSURE_BELOW, "above": UNSURE_ABOVE},
+                         "escalated": round(float(escalated.mean()), 3),
+                         "escalated_for_a_person": round(float(near.mean()), 3),
+                         "previous_escalated": round(float(previous.mean()), 3),
+                         "held_out_escalation_band_chosen_in_cv": round(float(np.mean(held_out_escalation)), 3),
+                         "person_decisions_differing_from_single": int(((full["person"] >= person_threshold) !=
+                                                                        (cascade["person"] >= person_threshold)).sum())}
     return result
 
 
