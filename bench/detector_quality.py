@@ -260,10 +260,11 @@ ABOVES = (0.0, 0.05, 0.1, 0.15, 0.2)
 
 
 def banded_rule(kept: dict[str, np.ndarray], person_threshold: np.ndarray, led: np.ndarray,
-                chosen: list[tuple[float, float]], escalated: list[float]) -> Rule:
+                chosen: list[tuple[float, float]], escalated: list[float], refit: bool = True) -> Rule:
     """The cascade's band chosen on the training folds too: the least escalation whose training recall and
     precision (at the shipped thresholds) are the single 416 pass's or better; then the groups rule fitted on that
-    cascade's scores. Records each choice and the held-out photos' escalation."""
+    cascade's scores (refit), or on the single pass's and applied to the cascade's. Records each choice and the
+    held-out photos' escalation."""
     bands = [(b, a) for b in BELOWS for a in ABOVES]
     runs = {band: escalations(kept, person_threshold, *band) for band in bands}
     person = {band: np.where(runs[band], kept["full"][:, 0, 0], kept["small"][:, 0, 0]) for band in bands}
@@ -276,7 +277,8 @@ def banded_rule(kept: dict[str, np.ndarray], person_threshold: np.ndarray, led: 
                 base["precision"]]
         band = min(good, key=lambda b: (runs[b][train].mean(), -b[0], -b[1])) if good else max(bands)
         chosen.append(band)
-        predict = groups_rule(person[band], led)(train, truth)
+        rule = groups_rule(person[band], led) if refit else transferred_rule(kept["full"][:, 0, 0], person[band], led)
+        predict = rule(train, truth)
 
         def held_out(test: np.ndarray) -> np.ndarray:
             escalated.append(float(runs[band][test].mean()))
@@ -311,7 +313,8 @@ def report(labels: list[dict[str, str]], kept: dict[str, np.ndarray], folds: int
                                   full["person"], cascade["person"], full["led"]),
                               "previous cascade: groups": groups_rule(before["person"], before["led"])}
     choices: dict[str, list[Any]] = {"groups, nested choice": [], "cascade: groups, nested choice": [],
-                                     "cascade: band chosen in CV, groups": []}
+                                     "cascade: band chosen in CV, groups": [],
+                                     "cascade: band chosen in CV, groups, single pass's thresholds": []}
     rules["groups, nested choice"] = chosen_groups_rule(full["person"], full["candidates"],
                                                         choices["groups, nested choice"])
     rules["cascade: groups, nested choice"] = chosen_groups_rule(cascade["person"], cascade["candidates"],
@@ -320,6 +323,9 @@ def report(labels: list[dict[str, str]], kept: dict[str, np.ndarray], folds: int
     rules["cascade: band chosen in CV, groups"] = banded_rule(kept, person_threshold, full["led"],
                                                               choices["cascade: band chosen in CV, groups"],
                                                               held_out_escalation)
+    rules["cascade: band chosen in CV, groups, single pass's thresholds"] = banded_rule(
+        kept, person_threshold, full["led"], choices["cascade: band chosen in CV, groups, single pass's thresholds"],
+        [], refit=False)
     clear = np.flatnonzero(~edge)
     result: dict[str, Any] = {"photos": len(truth), "people": int(truth.sum()), "edge_cases": int(edge.sum()),
                               "folds": folds, "repeats": repeats, "cross_validated": {}, "without_edge_cases": {}}
@@ -341,7 +347,7 @@ def report(labels: list[dict[str, str]], kept: dict[str, np.ndarray], folds: int
                          "escalated": round(float(escalated.mean()), 3),
                          "escalated_for_a_person": round(float(near.mean()), 3),
                          "previous_escalated": round(float(previous.mean()), 3),
-                         "held_out_escalation_band_chosen_in_cv": round(float(np.mean(held_out_escalation)), 3),
+                         "held_out_escalation_band_chosen_in_cv": round(float(np.mean(held_out_escalation[:folds * repeats])), 3),
                          "person_decisions_differing_from_single": int(((full["person"] >= person_threshold) !=
                                                                         (cascade["person"] >= person_threshold)).sum())}
     return result
