@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from common import bootstrap
+from common.domain.results import ImageResult
+from common.domain.status import JobView
 from imgclassify.cli.folder import embedded_app, folders
 from imgclassify.cli.options import add_job_options, add_model_options, check_request, job_request
 from imgclassify.cli.output import (Progress, corrections_line, meanings, next_steps, plan_lines, planned_copies,
@@ -16,6 +18,7 @@ from imgclassify.cli.signals import interrupt_like_ctrl_c
 
 NAME = "run"
 HELP = "sort DIR/all/** into DIR/<class>/ (copies; originals stay)"
+PLAN_PAGE = 1000  # results read at a time for a dry run's plan
 CALLBACK_WAIT_SECONDS = 30.0  # what an exiting run gives its completion callback (sent in the background)
 
 
@@ -79,7 +82,7 @@ def _run(args: argparse.Namespace, app: bootstrap.LocalApplication, model: str, 
     app.stop()
     answer = {**view.to_dict(), "model": model, "copies_written": written}
     spec = view.job.spec
-    plan = planned_copies(app.report(job_id).results, spec.source_prefix) if spec.dry_run else None
+    plan = planned_copies(_planned(app, view), spec.source_prefix) if spec.dry_run else None
     if plan is not None:
         answer["would_copy"] = plan
     if resumed is not None:
@@ -90,6 +93,8 @@ def _run(args: argparse.Namespace, app: bootstrap.LocalApplication, model: str, 
         print(meanings(view))
         if plan is not None:
             print("what would be copied where (dry run):\n" + plan_lines(plan))
+            if view.counters.unmatched:
+                print(f"  ({view.counters.unmatched} photos match no class: not listed)")
         print(table(view))
         if corrections_line(view):
             print(corrections_line(view))
@@ -109,3 +114,16 @@ def _run(args: argparse.Namespace, app: bootstrap.LocalApplication, model: str, 
         print(f"imgclassify: job {job_id} did not complete: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _planned(app: bootstrap.LocalApplication, view: JobView) -> list[ImageResult]:
+    """A dry run's photos that would be copied, and those that failed: its class and failed sections read page by
+    page (what a photo matching nothing would do goes without saying, so a library's dry run lists its matches)."""
+    found: dict[str, ImageResult] = {}
+    for section in [f"class:{name}" for name in view.job.spec.classes] + ["section:failed"]:
+        offset, total = 0, 1
+        while offset < total:
+            _, page = app.report.page(view.id, section, offset, PLAN_PAGE)
+            found.update((result.name, result) for result in page.results)
+            offset, total = offset + max(1, len(page.results)), page.total
+    return list(found.values())
