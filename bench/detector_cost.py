@@ -1,7 +1,7 @@
 """What the object detector costs on the classify path: throughput and peak memory per image with and without it,
 ResNet50 (the design's default; int8 LiteRT of random weights, the real cost) and MobileNetV2, measured in one run:
-the single 416 pass and the cascade (256 first, decoded at 256; 416 where 256 leaves a decision near the threshold
-the classifier's evidence sets: common/usecases/photo_vectors.py, detected — the code the service runs) side by side.
+the single 416 pass and the cascade (256 first, on the classifier's 224 pixels; 416 where 256 leaves a decision near
+the threshold the classifier's evidence sets: common/usecases/photo_vectors.py, detected — the code the service runs) side by side.
 
 Each variant runs in a fresh process on the same photos held in memory (storage excluded), two workers as
 classify_image's instance runs them: bytes -> decode -> classifier [-> decode -> detector passes] -> matches.
@@ -53,8 +53,9 @@ def child(variant: str, photos: list[bytes], artifacts: dict[str, str]) -> dict[
     spec = JobSpec(("people", "horses", "dogs", "cats"), "b")
 
     def one(data: bytes) -> None:
-        probabilities = classifier.predict(decode_image(data)[None])[0] if classifier else None
-        detections = detected(detector, decode_image, data, probabilities, StageTimer()) if detector else None
+        pixels = decode_image(data) if classifier else None
+        probabilities = classifier.predict(pixels[None])[0] if classifier and pixels is not None else None
+        detections = detected(detector, decode_image, data, probabilities, StageTimer(), pixels) if detector else None
         if probabilities is not None:
             match_classes(spec, probabilities, detections)
 

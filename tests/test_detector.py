@@ -149,7 +149,7 @@ def test_the_cascade_answers_as_the_full_pass_where_it_ran_it_and_as_the_small_o
     ran_full = 0
     for name in PEOPLE + NOT_PEOPLE:
         data = (PHOTOS / name).read_bytes()
-        first = small.detect(decode_image(data, 256))  # decoded at 256 (a JPEG scaled by libjpeg), not scaled down
+        first = small.detect(decode_image(data))  # what the classifier saw (224), scaled up to the small pass's 256
         before = cascade.passes[416]
         answer = detected(cascade, decode_image, data, None, StageTimer())
         escalated = cascade.passes[416] > before

@@ -59,7 +59,7 @@ Pass = tuple[int, Callable[[np.ndarray], list[np.ndarray]]]  # (input size, run:
 
 class LiteRTDetector:
     """A pool of interpreters (one is not thread-safe), like the classifier's. A cascade build (one file, one
-    signature per input size: imgclassify/detector_build.py) runs the pass of the pixels' size; the use case
+    signature per input size: imgclassify/detector_build.py) runs one pass, chosen by the pixels' size; the use case
     (common/usecases/photo_vectors.py: detected) runs its smallest size first and the full size only where the
     small pass leaves a decision unsure (common/domain/people.py: escalate)."""
 
@@ -120,11 +120,12 @@ class LiteRTDetector:
         return [(size, run)]
 
     def detect(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (S, S, 3) RGB -> float32 (80, 5): per COCO class, its best score and box. One pass: the one built
-        for the pixels' size, else the largest on the pixels scaled to it."""
+        """uint8 (S, S, 3) RGB -> float32 (80, 5): per COCO class, its best score and box. One pass: the smallest
+        built for at least the pixels' size (a cascade's 256 pass takes the classifier's 224 pixels), else the
+        largest, on the pixels scaled to it."""
         passes = self._pool.get()
         try:
-            size, run = next(((s, r) for s, r in passes if s == pixels.shape[0] == pixels.shape[1]), passes[-1])
+            size, run = next(((s, r) for s, r in passes if s >= max(pixels.shape[:2])), passes[-1])
             answer = decode([o[0] for o in run(np.ascontiguousarray(scaled(pixels, size))[None])], size)
         finally:
             self._pool.put(passes)

@@ -216,7 +216,7 @@ class ClassifyImage:
                                               features=taught.model is not None, known=known)
             content = vectors.content
             detections = self.vectors.detections(spec.bucket, message.name, content, vectors.data, timings,
-                                                 vectors.probabilities) if \
+                                                 vectors.probabilities, vectors.pixels) if \
                 needs_detector(spec.classes, spec.match) else None
         except ObjectMissing:
             return ImageResult.failure(message.name, "object no longer exists")

@@ -60,6 +60,7 @@ class Vectors:
     source: str  # a PredictionSource
     content: str  # the photo's content fingerprint
     data: bytes | None  # the photo's bytes, when they were read
+    pixels: np.ndarray | None = None  # what the classifier saw (the photo decoded at its size), when it ran
 
 
 class PhotoVectors:
@@ -168,10 +169,10 @@ class PhotoVectors:
         computed = None if vectors is None else vectors[0]
         self._store(content, self._model_key, probabilities[0], computed)
         source = PredictionSource.RECOMPUTED if corrupt else PredictionSource.MODEL
-        return Vectors(probabilities[0], computed, source, content, data)
+        return Vectors(probabilities[0], computed, source, content, data, pixels)
 
     def detections(self, bucket: str, name: str, content: str, data: bytes | None, timings: StageTimer,
-                   probabilities: np.ndarray) -> np.ndarray | None:
+                   probabilities: np.ndarray, pixels: np.ndarray | None = None) -> np.ndarray | None:
         """The detector's answer for the photo: stored, or computed (reading the photo if it was not read). The
         classifier's probabilities decide where a cascade runs its full pass, so the answer is stored under the
         detector's key and the classifier's: the same for that photo whichever job or path computed it."""
@@ -184,22 +185,32 @@ class PhotoVectors:
         if data is None:
             with timings.stage("download"):
                 data = self._objects.read(bucket, name)
-        detections = detected(self._detector(), self._decode, data, probabilities, timings)
+        detections = detected(self._detector(), self._decode, data, probabilities, timings, pixels)
         self._store(content, key, detections)
         return detections
 
 
 def detected(detector: Detector, decode: Decoder, data: bytes, probabilities: np.ndarray | None,
-             timings: StageTimer) -> np.ndarray:
-    """The detector's answer. A cascade build (its `sizes`, smallest first) runs its small pass on the photo decoded
-    at that size (a JPEG decodes scaled down), and the full pass, on the photo decoded at full size, only where the
-    small answer leaves a decision unsure given the classifier's evidence (common/domain/people.py: escalate)."""
+             timings: StageTimer, pixels: np.ndarray | None = None) -> np.ndarray:
+    """The detector's answer. A single-size build runs on the photo decoded at its size. A cascade build (its
+    `sizes`, smallest first) runs its small pass on what the classifier saw — `pixels`, the photo decoded at the
+    classifier's size, or decoded so now when the classifier's answer was stored: the same input either way — and
+    each larger pass, on the photo decoded at its size, only where the answer so far leaves a decision unsure given
+    the classifier's evidence (common/domain/people.py: escalate)."""
     sizes: tuple[int, ...] = tuple(getattr(detector, "sizes", (DETECTOR_INPUT,)))
-    for size in sizes:
+    if len(sizes) == 1:
+        with timings.stage("decode"):
+            pixels = decode(data, sizes[0])
+    elif pixels is None:
+        with timings.stage("decode"):
+            pixels = decode(data)
+    with timings.stage("detector"):
+        answer = detector.detect(pixels)
+    for size in sizes[1:]:
+        if not escalate(answer, probabilities):
+            break
         with timings.stage("decode"):
             pixels = decode(data, size)
         with timings.stage("detector"):
             answer = detector.detect(pixels)
-        if size == sizes[-1] or not escalate(answer, probabilities):
-            return answer
-    raise AssertionError("unreachable: the last size returns")
+    return answer
