@@ -6,6 +6,7 @@ transaction with the version bump, so two processes opening an old database at o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -129,8 +130,25 @@ def _fingerprints(db: sqlite3.Connection) -> None:
                "NULL, content TEXT NOT NULL, hashed_ns INTEGER NOT NULL) WITHOUT ROWID")
 
 
+def _placed_by_copies(db: sqlite3.Connection) -> None:
+    """10: a photo a correction moved before the page's index followed copies (placement.py) is placed where its
+    copies are, once. Only rows that matched or have copies are read (a small part of a library's)."""
+    from common.adapters.local.placement import replace_placement
+    from common.adapters.local.result_rows import decode
+    from common.domain.corrections import placed
+
+    rows = db.execute("SELECT r.job_id, r.name, r.payload, j.spec FROM results AS r JOIN jobs AS j ON j.id = r.job_id "
+                      "WHERE r.ok = 1 AND (r.section = 2 OR instr(r.payload, '\"copies\"') > 0) AND "
+                      "COALESCE(json_extract(j.spec, '$.dry_run'), 0) = 0 AND "
+                      "r.job_id NOT IN (SELECT job_id FROM undone)").fetchall()
+    for job_id, name, payload, spec in rows:
+        result, classes = decode(name, payload), json.loads(spec).get("classes", [])
+        if {c for c in classes if placed(result, c, by_copies=True)} != set(result.matched) & set(classes):
+            replace_placement(db, job_id, name, result)
+
+
 MIGRATIONS = (_create_tables, _jobs_columns_typed, _undone_jobs, _corrections, _results_recorded_at,
-              _jobs_republished_at, _jobs_message_key, _job_counters, _fingerprints)
+              _jobs_republished_at, _jobs_message_key, _job_counters, _fingerprints, _placed_by_copies)
 
 
 def schema_version(db: sqlite3.Connection) -> int:
