@@ -9,7 +9,7 @@ Rules compared:
   logistic      a logistic model over the detector's score (logit) and the classifier's mass in each group
   logistic+coco the same plus the detector's best score among COCO classes in those groups (tie, skis, bicycle...)
 and, for the cascade (common/usecases/photo_vectors.py: detected), the rules on the cascade's scores (256 first,
-decoded at 256; 416 where the 256 score is near the threshold the classifier's evidence sets: common/domain/people.py,
+on the classifier's pixels; 416 where the 256 score is near the threshold the classifier's evidence sets: common/domain/people.py,
 escalate) against the single 416 pass: recall must not drop. Also the previous cascade's band (a person 0.15-0.8, an
 animal 0.3-0.8 at 256, whatever the classifier said) and the band chosen on the training folds too (nested: the
 least escalation whose training recall and precision are the single pass's or better).
@@ -49,11 +49,11 @@ def read_labels(path: Path = LABELS) -> list[dict[str, str]]:
 
 def features(photos: Path, names: list[str], cache: Path | None) -> dict[str, np.ndarray]:
     """Per photo: MobileNetV2's probabilities (the int8 LiteRT build), the detector's answer at 416 (the single
-    build, decoded at 416) and at 256 (the cascade's small pass, decoded at 256). Any cascade's answer is one of
+    build, decoded at 416) and at 256 (the cascade's small pass, on the classifier's 224 pixels scaled up). Any cascade's answer is one of
     the two per photo. Cached (the models take minutes over 535 photos)."""
     if cache is not None and cache.exists():
         kept = dict(np.load(cache))
-        if list(kept["names"]) == names and "small" in kept:
+        if list(kept["names"]) == names and "small_on_224" in kept:
             return kept
     from common.domain.options import Model
     from common.inference.decoding import decode_image
@@ -69,8 +69,8 @@ def features(photos: Path, names: list[str], cache: Path | None) -> dict[str, np
         data = (photos / name).read_bytes()
         rows["probabilities"].append(classifier.predict(decode_image(data)[None])[0])
         rows["full"].append(full.detect(decode_image(data, FULL_SIZE)))
-        rows["small"].append(cascade.detect(decode_image(data, cascade.sizes[0])))
-    kept = {key: np.array(value) for key, value in rows.items()} | {"names": np.array(names)}
+        rows["small"].append(cascade.detect(decode_image(data)))  # what the classifier saw, scaled up to 256
+    kept = {key: np.array(value) for key, value in rows.items()} | {"names": np.array(names), "small_on_224": np.array(1)}
     if cache is not None:
         np.savez(cache, **kept)
     return kept
