@@ -3,6 +3,7 @@ as a fresh run; dry runs change nothing; undo removes exactly what a job wrote. 
 LiteRT model, the embedded adapters."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -12,18 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from common.adapters.local import FolderObjectStore, InProcessQueue, SqliteJobStore, SqlitePredictionStore
-from common.domain.jobs import JobDefaults
-from common.domain.options import Model, Runtime
+from common import bootstrap
+from common.adapters.local import InProcessQueue, SqlitePredictionStore
+from common.bootstrap.ports import Inference
+from common.config import Settings
+from common.domain.options import Backend, Model, Runtime
 from common.domain.status import JobView
 from common.inference.classifier import ModelConfig, model_fingerprint
 from common.inference.decoding import decode_image
 from common.inference.loader import load_classifier
-from common.usecases.classify_image import ClassifyImage
-from common.usecases.clock import utc_now_iso
-from common.usecases.create_job import CreateJob, ResumeJob
-from common.usecases.job_status import JobStatus
-from common.usecases.undo_job import UndoJob
 from tests.conftest import MOBILENET_TFLITE
 
 CONFIG = ModelConfig(Model.MOBILENET_V2, str(MOBILENET_TFLITE), Runtime.LITERT)
@@ -43,30 +41,28 @@ class CountingModel:
 
 
 class Folder:
-    def __init__(self, root: Path, model: CountingModel, model_key: str | None = None, batch: bool = False) -> None:
+    """The folder's application as the CLI builds it (the composition root, the embedded queue delivering in
+    batches), with the real model counted."""
+
+    def __init__(self, root: Path, model: CountingModel, model_key: str | None = None) -> None:
         self.root = root
-        self.objects = FolderObjectStore(root, sources={"all/": root / "all"})
-        self.jobs = SqliteJobStore(root / ".imgclassify/jobs.sqlite3")
+        settings = Settings(backend=Backend.LOCAL, local_root=str(root), bucket="local")
         self.predictions = SqlitePredictionStore(root / ".imgclassify/jobs.sqlite3")
         # One worker: Keras batches concurrent deliveries, and a batch's floats differ in the last bits from a
         # single image's, which can flip a score sitting on a threshold between a stored and a fresh run.
         self.queue = InProcessQueue(workers=1)
-        classify = ClassifyImage(self.objects, self.jobs, model, decode_image, self.predictions,
-                                 model_key or model_fingerprint(CONFIG), self.predictions, announce=None,
-                                 retry_truncated=False, detector=None, detector_key=None)
-        # batch: as the embedded runner delivers, a few messages at once with their stored answers read together
-        self.queue.subscribe(classify, batch=classify.deliver_batch if batch else None)
-        self.resume = ResumeJob(self.objects, self.jobs, self.queue, self.jobs)
-        self.create = CreateJob(self.objects, self.jobs, self.queue, JobDefaults(bucket="local"), clock=utc_now_iso,
-                                announce=lambda job: False, detector=False, corrections=self.predictions,
-                                resume=self.resume)
-        self.status = JobStatus(self.jobs, detector=False)
-        self.undo = UndoJob(self.objects, self.jobs, utc_now_iso)
+        inference = Inference(classifier=model, model_key=model_key or model_fingerprint(CONFIG), decode=decode_image,
+                              detector=None, detector_key=None)
+        ports = dataclasses.replace(bootstrap.local_ports(settings, self.queue), predictions=self.predictions,
+                                    corrections=self.predictions, inference=inference)
+        self.app = bootstrap.local_app(settings, ports=ports, queue=self.queue)
+        self.jobs = self.app.ports.jobs
+        self.undo = self.app.undo_job
 
     def run(self, **body) -> JobView:
-        job = self.create(body)
-        assert self.queue.join(timeout=120)
-        return self.status(job.id)
+        job = self.app.create_job(body)
+        assert self.app.wait(timeout=120)
+        return self.app.job_status(job.id)
 
     def results(self, job_id: str) -> dict:
         return {r.name: r for r in self.jobs.results(job_id)}
@@ -108,7 +104,7 @@ def test_stored_predictions_answer_exactly_as_a_fresh_run(tmp_path, photos, ques
     warm = Folder(photos, CountingModel())
     warm.run(classes=["animal"], dry_run=True)  # fills the store with every photo's prediction
 
-    never = Folder(photos, CountingModel(allowed=False), batch=True)
+    never = Folder(photos, CountingModel(allowed=False))
     stored_view, fresh_view = never.run(**question), fresh.run(**question)
 
     assert stored_view.counters.from_store == stored_view.number_of_files == 30 and fresh_view.counters.from_store == 0
@@ -137,7 +133,7 @@ def test_a_changed_photo_is_classified_again_and_a_corrupt_entry_is_recomputed_a
             "(SELECT MIN(rowid) FROM predictions)")
 
     model = CountingModel()
-    view = Folder(photos, model, batch=True).run(classes=["bird"])
+    view = Folder(photos, model).run(classes=["bird"])
 
     assert view.complete and view.counters.failed == 0
     assert model.calls == 2 and view.counters.from_store == 28 and view.counters.recomputed == 1
